@@ -1,0 +1,99 @@
+"""keepwarm keeps an application's workers warm.
+
+Public names are imported lazily so that ``keepwarm --help`` and the local service path stay light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Env": "keepwarm.env",
+    "AgiEnv": "keepwarm.env",
+    "Service": "keepwarm.api",
+    "TaskHandle": "keepwarm.results",
+    "TaskQueue": "keepwarm.queue",
+    "Task": "keepwarm.task",
+    "TaskItem": "keepwarm.task",
+    "TaskRecord": "keepwarm.task",
+    "Partition": "keepwarm.app",
+    "WorkPlan": "keepwarm.app",
+    "KeepwarmError": "keepwarm.errors",
+    "SettingsError": "keepwarm.errors",
+    "AppError": "keepwarm.errors",
+    "InvalidTaskError": "keepwarm.errors",
+    "QueueFull": "keepwarm.errors",
+    "TaskFailed": "keepwarm.errors",
+    "TaskNotFound": "keepwarm.errors",
+    "ResultTimeout": "keepwarm.errors",
+}
+
+__all__ = [
+    "AgiEnv",
+    "AppError",
+    "Env",
+    "InvalidTaskError",
+    "KeepwarmError",
+    "Partition",
+    "QueueFull",
+    "ResultTimeout",
+    "Service",
+    "SettingsError",
+    "Task",
+    "TaskFailed",
+    "TaskHandle",
+    "TaskItem",
+    "TaskNotFound",
+    "TaskQueue",
+    "TaskRecord",
+    "WorkPlan",
+    "__version__",
+]
+
+if TYPE_CHECKING:
+    from keepwarm.api import Service as Service
+    from keepwarm.app import Partition as Partition
+    from keepwarm.app import WorkPlan as WorkPlan
+    from keepwarm.env import AgiEnv as AgiEnv
+    from keepwarm.env import Env as Env
+    from keepwarm.errors import (
+        AppError as AppError,
+    )
+    from keepwarm.errors import (
+        InvalidTaskError as InvalidTaskError,
+    )
+    from keepwarm.errors import (
+        KeepwarmError as KeepwarmError,
+    )
+    from keepwarm.errors import (
+        QueueFull as QueueFull,
+    )
+    from keepwarm.errors import (
+        ResultTimeout as ResultTimeout,
+    )
+    from keepwarm.errors import (
+        SettingsError as SettingsError,
+    )
+    from keepwarm.errors import (
+        TaskFailed as TaskFailed,
+    )
+    from keepwarm.errors import (
+        TaskNotFound as TaskNotFound,
+    )
+    from keepwarm.queue import TaskQueue as TaskQueue
+    from keepwarm.results import TaskHandle as TaskHandle
+    from keepwarm.task import Task as Task
+    from keepwarm.task import TaskItem as TaskItem
+    from keepwarm.task import TaskRecord as TaskRecord
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keepwarm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,147 @@
+"""The app contract: loading an app's worker, manager and args model from ``app_settings.toml``.
+
+A worker has ``start()``, ``work(item)`` and ``stop()``, each plain or ``async def``; a manager has
+``build_distribution(workers) -> WorkPlan``. Entry points are ``module:attribute`` strings resolved
+against the app folder (and its ``src/`` when there is one).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from keepwarm.env import Env
+from keepwarm.errors import AppError, SettingsError
+from keepwarm.settings import describe_error
+
+WORKER_METHODS = ("start", "work", "stop")
+
+
+class Partition(BaseModel):
+    """One unit of a work plan: a name, a weight, and the data the worker needs for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    weight: float = Field(default=1.0, ge=0)
+    data: Any = None
+
+
+class WorkPlan(BaseModel):
+    """Run mode's distribution: per worker, a list of partitions with weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workers: dict[str, list[Partition]]
+    partition_key: str = "partition"
+    weights_key: str = "weight"
+    unit: str = "items"
+
+
+@dataclass(frozen=True)
+class App:
+    """An app's loaded code: the worker class, the optional manager class and args model."""
+
+    env: Env
+    worker_class: type
+    manager_class: type | None
+    args_model: type[BaseModel] | None
+
+    @property
+    def async_methods(self) -> set[str]:
+        return {
+            name
+            for name in WORKER_METHODS
+            if inspect.iscoroutinefunction(getattr(self.worker_class, name, None))
+        }
+
+    def validate_args(self, args: dict[str, Any]) -> Any:
+        """The task's args as the app's ``args_model`` instance (or the dict when there is none)."""
+        if self.args_model is None:
+            return args
+        return self.args_model.model_validate(args)
+
+    def settings_args(self) -> Any:
+        """``[args]`` of ``app_settings.toml``, validated; errors name the file and key."""
+        try:
+            return self.validate_args(self.env.settings.args)
+        except ValidationError as exc:
+            problems = "; ".join(describe_error({**e, "loc": ("args", *e["loc"])}) for e in exc.errors())
+            raise SettingsError(f"{self.env.settings_path}: {problems}") from None
+
+    def new_worker(self) -> Any:
+        """A worker instance; its constructor gets the validated ``[args]`` if it takes ``args``."""
+        try:
+            return _construct(self.worker_class, self.settings_args)
+        except Exception as exc:
+            raise AppError(f"app {self.env.app_target}: creating the worker failed: {exc!r}") from exc
+
+
+def _construct(cls: type, args: Callable[[], Any]) -> Any:
+    try:
+        takes_args = "args" in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        takes_args = False
+    return cls(args=args()) if takes_args else cls()
+
+
+def load_app(env: Env) -> App:
+    """Import the app's entry points; errors name the settings file, the key and what is expected."""
+    section = env.settings.app
+    _add_to_path(env.app_dir)
+    worker_class = _resolve(env, "worker", section.worker)
+    missing = [m for m in WORKER_METHODS if not callable(getattr(worker_class, m, None))]
+    if missing:
+        raise AppError(
+            f"{env.settings_path}: [app] worker = {section.worker!r} has no "
+            f"{', '.join(missing)} method; a worker defines start(), work(item) and stop()"
+        )
+    manager_class = _resolve(env, "manager", section.manager) if section.manager else None
+    if manager_class is not None and not callable(getattr(manager_class, "build_distribution", None)):
+        raise AppError(
+            f"{env.settings_path}: [app] manager = {section.manager!r} has no "
+            "build_distribution(workers) method"
+        )
+    args_model = _resolve(env, "args_model", section.args_model) if section.args_model else None
+    if args_model is not None and not (isinstance(args_model, type) and issubclass(args_model, BaseModel)):
+        raise AppError(
+            f"{env.settings_path}: [app] args_model = {section.args_model!r} is not a pydantic model"
+        )
+    app = App(env, worker_class, manager_class, args_model)
+    app.settings_args()
+    return app
+
+
+def _add_to_path(app_dir: Path) -> None:
+    for folder in (app_dir / "src", app_dir):
+        if folder.is_dir() and str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+
+
+def _resolve(env: Env, key: str, spec: str) -> Any:
+    module_name, _, attribute = spec.partition(":")
+    where = f"{env.settings_path}: [app] {key} = {spec!r}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise AppError(
+                f"{where}: module {module_name!r} not found in {env.app_dir}; "
+                "expected 'package.module:Name' relative to the app folder"
+            ) from None
+        raise AppError(f"{where}: importing {module_name!r} failed: {exc}") from exc
+    except Exception as exc:
+        raise AppError(f"{where}: importing {module_name!r} failed: {exc!r}") from exc
+    target: Any = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise AppError(f"{where}: module {module_name!r} has no attribute {attribute!r}")
+        target = getattr(target, part)
+    return target

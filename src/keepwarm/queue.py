@@ -1,0 +1,544 @@
+"""The file queue: one folder per task state, ownership by rename, terminal files without clobber.
+
+Layout under ``<service_dir>/queue``::
+
+    pending/<seq>-<task_id>.task.json      seq: a 20-digit nanosecond timestamp (FIFO per submitter)
+    running/<slot>.<incarnation>/<name>    a claimed task: the folder is its owner
+    done/<task_id>.task.json               terminal records of finished tasks
+    failed/<task_id>.task.json             terminal records of failed and cancelled tasks, and
+                                           rejected files under their own name (+ .rejection.txt)
+    heartbeats/<slot>.json
+
+This module knows files and renames only: not loops, health or processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from keepwarm.atomic import publish_new, write_atomic
+from keepwarm.env import Env, ensure_private_dir
+from keepwarm.errors import InvalidTaskError, QueueFull, TaskNotFound
+from keepwarm.events import EventLog
+from keepwarm.settings import ClusterSettings, describe_error
+from keepwarm.task import (
+    TASK_SCHEMA,
+    TASK_SUFFIX,
+    PartialTask,
+    Task,
+    TaskRecord,
+    TaskStatus,
+    new_task_id,
+    utc_now,
+)
+
+REJECTION_SUFFIX = ".rejection.txt"
+CANCEL_SLOT = "_cancel"
+
+_seq_lock = threading.Lock()
+_last_seq = 0
+
+
+def next_seq() -> int:
+    """A nanosecond timestamp, strictly increasing within this process."""
+    global _last_seq
+    with _seq_lock:
+        _last_seq = max(time.time_ns(), _last_seq + 1)
+        return _last_seq
+
+
+def pending_name(seq: int, task_id: str) -> str:
+    return f"{seq:020d}-{task_id}{TASK_SUFFIX}"
+
+
+def task_id_from_name(name: str) -> str | None:
+    """The task id a queue file name carries (``<seq>-<id>.task.json`` or ``<id>.task.json``)."""
+    if not name.endswith(TASK_SUFFIX):
+        return None
+    stem = name[: -len(TASK_SUFFIX)]
+    seq, dash, rest = stem.partition("-")
+    return rest if dash and seq.isdigit() and len(seq) == 20 else stem
+
+
+def seq_from_name(name: str) -> int | None:
+    head = name[:20]
+    return int(head) if len(name) > 20 and head.isdigit() and name[20] == "-" else None
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    pending: int
+    running: int
+    done: int
+    failed: int
+    oldest_pending_age_sec: float | None
+
+
+@dataclass(frozen=True)
+class TaskLocation:
+    task_id: str
+    state: str  # pending | running | done | failed
+    path: Path
+    owner: str | None = None  # running/<owner>/
+
+
+@dataclass(frozen=True)
+class RequeueOutcome:
+    task_id: str
+    outcome: str  # requeued | max-attempts | already-terminal | rejected
+    attempt: int
+
+
+class TaskQueue:
+    """One service's queue. Cheap to construct; every method works from the files alone."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        settings: ClusterSettings | None = None,
+        events: EventLog | None = None,
+    ) -> None:
+        self.root = root
+        self.settings = settings or ClusterSettings()
+        self.events = events or EventLog(root.parent / "events.jsonl")
+        self.pending = root / "pending"
+        self.running = root / "running"
+        self.done = root / "done"
+        self.failed = root / "failed"
+        self.heartbeats = root / "heartbeats"
+
+    @classmethod
+    def for_env(cls, env: Env) -> TaskQueue:
+        return cls(env.queue_dir, settings=env.settings.cluster)
+
+    @property
+    def durable(self) -> bool:
+        return self.settings.durable
+
+    def ensure(self) -> TaskQueue:
+        """Create the queue's folders (mode 0700) if they are missing."""
+        for folder in (self.pending, self.running, self.done, self.failed, self.heartbeats):
+            ensure_private_dir(folder)
+        return self
+
+    # ------------------------------------------------------------------ submit
+
+    def make_task(
+        self,
+        args: dict[str, Any] | None = None,
+        *,
+        task_name: str = "task",
+        execution_id: str | None = None,
+        max_attempts: int | None = None,
+        timeout_sec: float | None = None,
+        task_id: str | None = None,
+        plan: Any = None,
+    ) -> Task:
+        """Build a valid task, filling in what the caller left out; InvalidTaskError otherwise."""
+        try:
+            return Task(
+                task_id=task_id or new_task_id(),
+                task_name=task_name,
+                args=args if args is not None else {},
+                plan=plan,
+                execution_id=execution_id,
+                max_attempts=max_attempts or self.settings.max_attempts,
+                timeout_sec=timeout_sec or self.settings.task_timeout_sec,
+            )
+        except ValidationError as exc:
+            problems = "; ".join(describe_error(e) for e in exc.errors())
+            raise InvalidTaskError(f"invalid task: {problems}") from None
+
+    def submit(self, tasks: Iterable[Task]) -> list[Task]:
+        """Publish tasks to ``pending/`` in order; refuse all of them if ``max_pending`` would be passed."""
+        batch = list(tasks)
+        encoded = [encode(task.to_json_dict()) for task in batch]
+        for task, data in zip(batch, encoded, strict=True):
+            if len(data) > self.settings.max_task_bytes:
+                raise InvalidTaskError(
+                    f"task {task.task_id} is {len(data)} bytes, over max_task_bytes "
+                    f"({self.settings.max_task_bytes}); pass large inputs by reference (a path)"
+                )
+        limit = self.settings.max_pending
+        if limit is not None:
+            pending = self.count_pending()
+            if pending + len(batch) > limit:
+                raise QueueFull(
+                    f"queue {self.pending} holds {pending} pending tasks; {len(batch)} more would pass "
+                    f"max_pending = {limit}. Wait for the loops to catch up, add loops, or raise "
+                    "[cluster] max_pending"
+                )
+        if not self.pending.is_dir():
+            self.ensure()
+        for task, data in zip(batch, encoded, strict=True):
+            write_atomic(self.pending / pending_name(next_seq(), task.task_id), data, self.durable)
+        return batch
+
+    def submit_partials(self, lines: Iterable[tuple[int, dict[str, Any]]]) -> list[Task]:
+        """Validate ``--file`` lines (line number, object) and submit them all, or none."""
+        tasks = []
+        for number, obj in lines:
+            try:
+                partial = PartialTask.model_validate(obj)
+            except ValidationError as exc:
+                problems = "; ".join(describe_error(e) for e in exc.errors())
+                raise InvalidTaskError(f"line {number}: {problems}") from None
+            tasks.append(self.make_task(**partial.model_dump()))
+        return self.submit(tasks)
+
+    # ------------------------------------------------------------------ claim (loop side)
+
+    def owner_dir(self, slot: str, incarnation: str) -> Path:
+        return self.running / f"{slot}.{incarnation}"
+
+    def scan_pending(self) -> list[str]:
+        """Names of the pending files (temp files skipped), oldest first. Lists; never parses."""
+        try:
+            return sorted(name for name in os.listdir(self.pending) if name[0] != ".")
+        except FileNotFoundError:
+            return []
+
+    def claim(self, name: str, owner: Path) -> Path | None:
+        """Move ``pending/name`` into ``owner``; the path if this caller won, None if another did."""
+        target = owner / name
+        try:
+            os.rename(self.pending / name, target)
+        except FileNotFoundError:
+            # A retried rename on a network filesystem can report ENOENT to the winner.
+            return target if os.path.lexists(target) else None
+        return target
+
+    def reject(self, path: Path, reason: str, **fields: Any) -> Path:
+        """Move an invalid file to ``failed/`` under its own name, unopened, with its reason beside it."""
+        target = self.failed / path.name
+        if os.path.lexists(target):
+            target = self.failed / f"{path.name}.{next_seq()}"
+        os.rename(path, target)
+        write_atomic(target.with_name(target.name + REJECTION_SUFFIX), (reason + "\n").encode())
+        self.events.append("rejected", file=path.name, reason=reason, **fields)
+        return target
+
+    # ------------------------------------------------------------------ terminal files
+
+    def terminal_path(self, task_id: str) -> Path | None:
+        for folder in (self.done, self.failed):
+            path = folder / f"{task_id}{TASK_SUFFIX}"
+            if os.path.lexists(path):
+                return path
+        return None
+
+    def publish_terminal(self, record: dict[str, Any]) -> bool:
+        """Publish a terminal record; False (a duplicate) if the task already has one."""
+        task_id = record["task_id"]
+        if self.terminal_path(task_id) is not None:
+            return False
+        folder = self.done if record["status"] == "done" else self.failed
+        return publish_new(folder / f"{task_id}{TASK_SUFFIX}", encode(record), self.durable)
+
+    def finish(self, claimed: Path, record: dict[str, Any]) -> bool:
+        """Publish the terminal record of a claimed task, then release the claim."""
+        won = self.publish_terminal(record)
+        if not won:
+            self.events.append("duplicate", task_id=record["task_id"], status=record["status"])
+        os.unlink(claimed)
+        return won
+
+    def read_record(self, task_id: str) -> TaskRecord | None:
+        path = self.terminal_path(task_id)
+        if path is None:
+            return None
+        return TaskRecord.model_validate_json(path.read_bytes())
+
+    # ------------------------------------------------------------------ requeue and cancel
+
+    def requeue(self, owner: Path, reason: str, *, count_attempt: bool = True) -> list[RequeueOutcome]:
+        """Send the tasks a dead (or stopped) owner held back to ``pending/``, keeping their order.
+
+        The caller has confirmed the owner is dead. Each task's ``attempt`` grows by one unless the
+        requeue comes from stop or drain; past ``max_attempts`` it fails with reason ``max-attempts``.
+        A task that already has a terminal file is dropped, not run again.
+        """
+        outcomes: list[RequeueOutcome] = []
+        try:
+            names = sorted(os.listdir(owner))
+        except FileNotFoundError:
+            return outcomes
+        slot = owner.name.partition(".")[0]
+        for name in names:
+            path = owner / name
+            if name.startswith("."):
+                os.unlink(path)  # a temp file the owner never finished
+                continue
+            outcome = self._requeue_one(path, slot, reason, count_attempt)
+            if outcome is not None:
+                outcomes.append(outcome)
+        try:
+            os.rmdir(owner)
+        except OSError:
+            pass
+        return outcomes
+
+    def _requeue_one(self, path: Path, slot: str, reason: str, count_attempt: bool) -> RequeueOutcome | None:
+        task = self.load_claimed(path)
+        if task is None:
+            return None
+        if self.terminal_path(task.task_id) is not None:
+            os.unlink(path)
+            self.events.append("duplicate", task_id=task.task_id, during="requeue")
+            return RequeueOutcome(task.task_id, "already-terminal", task.attempt)
+        history = {"attempt": task.attempt, "slot": slot, "outcome": reason, "at": utc_now()}
+        task.attempts.append(history)
+        if count_attempt:
+            task.attempt += 1
+        if task.attempt > task.max_attempts:
+            error = f"max-attempts: {task.max_attempts} attempts ended without a result ({reason})"
+            record = terminal_record(task, "failed", error=error, slot=slot)
+            self.finish(path, record)
+            self.events.append("max-attempts", task_id=task.task_id, reason=reason)
+            return RequeueOutcome(task.task_id, "max-attempts", task.max_attempts)
+        write_atomic(path, encode(task.to_json_dict()), self.durable)
+        os.rename(path, self.pending / path.name)
+        self.events.append("requeued", task_id=task.task_id, attempt=task.attempt, reason=reason)
+        return RequeueOutcome(task.task_id, "requeued", task.attempt)
+
+    def load_claimed(self, path: Path) -> Task | None:
+        """Parse a claimed file; an invalid one is rejected to ``failed/`` and None returned."""
+        problem = check_regular_file(path, self.settings.max_task_bytes)
+        if problem is None:
+            try:
+                with open(path, "rb", opener=_open_no_follow) as handle:
+                    task = Task.model_validate_json(handle.read())
+            except ValidationError as exc:
+                problem = _describe_task_error(exc)
+            except (OSError, RecursionError) as exc:
+                problem = f"unreadable: {exc}"
+            else:
+                expected = task_id_from_name(path.name)
+                if expected is not None and expected != task.task_id:
+                    problem = f"file name says task {expected!r} but task_id is {task.task_id!r}"
+                else:
+                    return task
+        self.reject(path, problem)
+        return None
+
+    def cancel(self, task_ids: Iterable[str] = (), execution_id: str | None = None) -> list[str]:
+        """Cancel pending tasks by id or by execution id; returns the ids cancelled.
+
+        A task is cancelled by claiming it like a loop would, so a loop and a canceller never both
+        take it. Running tasks are left to their loop.
+        """
+        wanted = set(task_ids)
+        names = [n for n in self.scan_pending() if task_id_from_name(n) in wanted]
+        if execution_id is not None:
+            names = sorted(set(names) | set(self._pending_of_execution(execution_id)))
+        if not names:
+            return []
+        owner = ensure_private_dir(self.owner_dir(CANCEL_SLOT, f"{os.getpid()}-{next_seq()}"))
+        cancelled = []
+        for name in names:
+            claimed = self.claim(name, owner)
+            if claimed is None:
+                continue
+            task = self.load_claimed(claimed)
+            if task is None:
+                continue
+            reason = f"cancelled execution {execution_id}" if execution_id else "cancelled"
+            self.finish(claimed, terminal_record(task, "cancelled", error=reason, slot=CANCEL_SLOT))
+            cancelled.append(task.task_id)
+        os.rmdir(owner)
+        if cancelled:
+            self.events.append("cancelled", task_ids=cancelled, execution_id=execution_id)
+        return cancelled
+
+    def _pending_of_execution(self, execution_id: str) -> Iterator[str]:
+        # Reads pending files without claiming them: only to select, never to run.
+        for name in self.scan_pending():
+            try:
+                with open(self.pending / name, "rb", opener=_open_no_follow) as handle:
+                    head = json.loads(handle.read(self.settings.max_task_bytes))
+            except (OSError, ValueError, RecursionError):
+                continue
+            if isinstance(head, dict) and head.get("execution_id") == execution_id:
+                yield name
+
+    # ------------------------------------------------------------------ inspection
+
+    def count_pending(self) -> int:
+        try:
+            return sum(1 for name in os.listdir(self.pending) if name[0] != ".")
+        except FileNotFoundError:
+            return 0
+
+    def counts(self) -> QueueCounts:
+        """Tasks per state, from folder listings alone (no file is opened)."""
+        pending = self.scan_pending_unsorted()
+        oldest = min(pending, default=None)
+        seq = seq_from_name(oldest) if oldest else None
+        age = max(0.0, (time.time_ns() - seq) / 1e9) if seq is not None else None
+        running = sum(len(names) for _, names in self._running_listing())
+        return QueueCounts(
+            pending=len(pending),
+            running=running,
+            done=_count_terminal(self.done),
+            failed=_count_terminal(self.failed),
+            oldest_pending_age_sec=age,
+        )
+
+    def scan_pending_unsorted(self) -> list[str]:
+        try:
+            return [name for name in os.listdir(self.pending) if name[0] != "."]
+        except FileNotFoundError:
+            return []
+
+    def _running_listing(self) -> Iterator[tuple[str, list[str]]]:
+        try:
+            owners = os.listdir(self.running)
+        except FileNotFoundError:
+            return
+        for owner in owners:
+            try:
+                names = [n for n in os.listdir(self.running / owner) if n[0] != "."]
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            yield owner, names
+
+    def locate(self, task_id: str) -> TaskLocation:
+        """Where a task is now; TaskNotFound if nowhere."""
+        terminal = self.terminal_path(task_id)
+        if terminal is not None:
+            return TaskLocation(task_id, terminal.parent.name, terminal)
+        suffix = f"-{task_id}{TASK_SUFFIX}"
+        for name in self.scan_pending_unsorted():
+            if name.endswith(suffix):
+                return TaskLocation(task_id, "pending", self.pending / name)
+        for owner, names in self._running_listing():
+            for name in names:
+                if name.endswith(suffix):
+                    return TaskLocation(task_id, "running", self.running / owner / name, owner)
+        raise TaskNotFound(f"no task {task_id!r} in {self.root}; list tasks with: keepwarm tasks APP")
+
+    def list_tasks(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Summaries of tasks, per state, newest terminal files first; at most ``limit`` per state."""
+        rows: list[dict[str, Any]] = []
+        if state in (None, "pending"):
+            for name in self.scan_pending()[:limit]:
+                seq = seq_from_name(name)
+                submitted = seq / 1e9 if seq is not None else None
+                rows.append({"task_id": task_id_from_name(name), "state": "pending", "at": submitted})
+        if state in (None, "running"):
+            for owner, names in self._running_listing():
+                for name in sorted(names)[:limit]:
+                    rows.append({"task_id": task_id_from_name(name), "state": "running", "owner": owner})
+        for folder in (self.done, self.failed):
+            if state not in (None, folder.name):
+                continue
+            for path in _newest_terminal(folder, limit):
+                try:
+                    record = TaskRecord.model_validate_json(path.read_bytes())
+                except (OSError, ValidationError):
+                    continue
+                rows.append(
+                    {
+                        "task_id": record.task_id,
+                        "state": folder.name,
+                        "status": record.status,
+                        "at": record.finished_at,
+                        "runtime_sec": record.runtime_sec,
+                        "error": record.error,
+                    }
+                )
+        return rows
+
+
+def terminal_record(
+    task: Task,
+    status: TaskStatus,
+    *,
+    result: Any = None,
+    error: str | None = None,
+    traceback: str | None = None,
+    slot: str | None = None,
+    incarnation: str | None = None,
+    claimed_at: str | None = None,
+    runtime_sec: float | None = None,
+) -> dict[str, Any]:
+    """The terminal file's content: the task, its outcome, and the history of its attempts."""
+    finished_at = utc_now()
+    record = task.to_json_dict()
+    this_attempt = {"attempt": task.attempt, "slot": slot, "outcome": status, "at": finished_at}
+    record.update(
+        status=status,
+        result=result,
+        error=error,
+        traceback=traceback,
+        claim={"slot": slot, "incarnation": incarnation, "claimed_at": claimed_at},
+        finished_at=finished_at,
+        runtime_sec=runtime_sec,
+        attempts=[*task.attempts, this_attempt],
+    )
+    return record
+
+
+def encode(obj: Any) -> bytes:
+    """Compact JSON; NaN and infinities are refused (they are not JSON)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def check_regular_file(path: Path, max_bytes: int) -> str | None:
+    """Why ``path`` cannot be a task file without opening it, or None if it may be read."""
+    name = path.name
+    if name.endswith(".task.pkl"):
+        return "pickle task files are never deserialized; submit JSON (*.task.json) instead"
+    if not name.endswith(TASK_SUFFIX):
+        return f"not a task file: expected a name ending in {TASK_SUFFIX}"
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a regular file"
+        return f"{kind}: task files must be regular files"
+    if info.st_size > max_bytes:
+        return f"oversized: {info.st_size} bytes, over max_task_bytes ({max_bytes})"
+    return None
+
+
+def _describe_task_error(exc: ValidationError) -> str:
+    errors = exc.errors()
+    if errors and errors[0]["type"] == "json_invalid":
+        return f"invalid JSON: {errors[0]['msg']}"
+    if any(e["loc"] == ("schema",) for e in errors):
+        return f"wrong schema: expected {TASK_SCHEMA!r}"
+    return "invalid task: " + "; ".join(describe_error(e) for e in errors)
+
+
+def _open_no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def _count_terminal(folder: Path) -> int:
+    try:
+        return sum(1 for n in os.listdir(folder) if n[0] != "." and not n.endswith(REJECTION_SUFFIX))
+    except FileNotFoundError:
+        return 0
+
+
+def _newest_terminal(folder: Path, limit: int) -> list[Path]:
+    entries = []
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.name.endswith(TASK_SUFFIX) and entry.name[0] != ".":
+                    entries.append((entry.stat(follow_symlinks=False).st_mtime, entry.path))
+    except FileNotFoundError:
+        return []
+    entries.sort(reverse=True)
+    return [Path(p) for _, p in entries[:limit]]

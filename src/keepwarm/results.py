@@ -1,0 +1,104 @@
+"""The result channel: wait for a task's terminal file without busy polling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import ValidationError
+
+from keepwarm.errors import ResultTimeout, TaskFailed
+from keepwarm.queue import TaskQueue
+from keepwarm.task import TASK_SUFFIX, TaskRecord
+from keepwarm.watch import IN_CREATE, IN_MOVED_TO, thread_watcher
+
+
+def wait_for_records(
+    queue: TaskQueue, task_ids: Iterable[str], timeout: float | None = None
+) -> dict[str, TaskRecord]:
+    """Block until every task has a terminal record (inotify, or polling with back-off)."""
+    remaining = set(task_ids)
+    records: dict[str, TaskRecord] = {}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    _collect(queue, remaining, records, remaining)
+    if not remaining:
+        return records
+    if not queue.done.is_dir():
+        queue.ensure()
+    watcher = thread_watcher((queue.done, queue.failed), IN_CREATE | IN_MOVED_TO)
+    watcher.discard_pending()
+    _collect(queue, remaining, records, remaining)  # what finished before the watch was current
+    while remaining:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise _timeout(queue, remaining, timeout)
+        wakeup = watcher.wait(left)
+        if wakeup.rescan:
+            _collect(queue, remaining, records, remaining)
+            continue
+        seen = {name[: -len(TASK_SUFFIX)] for name in wakeup.names if name.endswith(TASK_SUFFIX)}
+        _collect(queue, seen & remaining, records, remaining)
+    return records
+
+
+def _collect(
+    queue: TaskQueue, candidates: set[str], records: dict[str, TaskRecord], remaining: set[str]
+) -> None:
+    for task_id in list(candidates):
+        try:
+            record = queue.read_record(task_id)
+        except (OSError, ValidationError):
+            record = None  # removed by retention between the event and the read, or not a record
+        if record is not None:
+            records[task_id] = record
+            remaining.discard(task_id)
+
+
+def _timeout(queue: TaskQueue, remaining: set[str], timeout: float | None) -> ResultTimeout:
+    first = sorted(remaining)[0]
+    try:
+        state = queue.locate(first).state
+    except Exception:
+        state = "unknown"
+    more = f" (and {len(remaining) - 1} more)" if len(remaining) > 1 else ""
+    return ResultTimeout(
+        f"task {first}{more} has no result after {timeout}s; it is {state}. "
+        "Wait longer (--timeout) or check that the service's loops are running"
+    )
+
+
+def value_of(record: TaskRecord) -> Any:
+    """The value ``work()`` returned, or TaskFailed with the remote error and traceback."""
+    if record.status == "done":
+        return record.result
+    raise TaskFailed(record.task_id, record.status, record.error, record.traceback)
+
+
+class TaskHandle:
+    """A submitted task: ``result(timeout)`` gives the value ``work()`` returned."""
+
+    def __init__(self, queue: TaskQueue, task_id: str) -> None:
+        self.queue = queue
+        self.task_id = task_id
+
+    def __repr__(self) -> str:
+        return f"TaskHandle({self.task_id!r})"
+
+    def record(self, timeout: float | None = None) -> TaskRecord:
+        return wait_for_records(self.queue, [self.task_id], timeout)[self.task_id]
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the task; its result, or TaskFailed carrying the remote error and traceback."""
+        return value_of(self.record(timeout))
+
+    async def aresult(self, timeout: float | None = None) -> Any:
+        return await asyncio.to_thread(self.result, timeout)
+
+    def done(self) -> bool:
+        return self.queue.terminal_path(self.task_id) is not None
+
+    @property
+    def state(self) -> str:
+        return self.queue.locate(self.task_id).state

@@ -1,0 +1,128 @@
+"""The task file (``agi.service.task.v1``), its terminal record, and what a worker receives."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+TASK_SCHEMA = "agi.service.task.v1"
+TASK_SUFFIX = ".task.json"
+PICKLE_SUFFIX = ".task.pkl"
+TaskStatus = Literal["done", "failed", "cancelled"]
+TASK_STATES = ("pending", "running", "done", "failed")
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def is_safe_id(value: str) -> bool:
+    """True for ids that can name a file: no separators, no ``..``, no leading dot, at most 128."""
+    return bool(_SAFE_ID.match(value)) and ".." not in value
+
+
+def _check_id(value: str | None, what: str) -> str | None:
+    if value is not None and not is_safe_id(value):
+        raise ValueError(
+            f"unsafe {what} {value!r}: use 1-128 letters, digits, '_', '-', '.', "
+            "starting with a letter or digit, without '..'"
+        )
+    return value
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Task(BaseModel):
+    """A task as it sits in ``pending/`` or ``running/``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_: Literal["agi.service.task.v1"] = Field(default="agi.service.task.v1", alias="schema")
+    task_id: str
+    task_name: str = "task"
+    created_at: str = Field(default_factory=utc_now)
+    args: dict[str, Any] = Field(default_factory=dict)
+    plan: Any = None
+    execution_id: str | None = None
+    attempt: int = Field(default=1, ge=1)
+    max_attempts: int = Field(default=3, ge=1)
+    timeout_sec: float | None = Field(default=None, gt=0)
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("task_id")
+    @classmethod
+    def _task_id_is_safe(cls, value: str) -> str:
+        _check_id(value, "task_id")
+        return value
+
+    @field_validator("execution_id")
+    @classmethod
+    def _execution_id_is_safe(cls, value: str | None) -> str | None:
+        return _check_id(value, "execution_id")
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True)
+
+
+class PartialTask(BaseModel):
+    """One line of ``keepwarm submit --file TASKS.jsonl``: keepwarm fills in the rest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    args: dict[str, Any]
+    task_name: str = "task"
+    execution_id: str | None = None
+    max_attempts: int | None = Field(default=None, ge=1)
+    timeout_sec: float | None = Field(default=None, gt=0)
+
+    @field_validator("execution_id")
+    @classmethod
+    def _execution_id_is_safe(cls, value: str | None) -> str | None:
+        return _check_id(value, "execution_id")
+
+
+class TaskRecord(BaseModel):
+    """A terminal file in ``done/`` or ``failed/``: the task plus its outcome."""
+
+    model_config = ConfigDict(extra="allow")
+
+    task_id: str
+    task_name: str = "task"
+    status: TaskStatus
+    result: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    claim: dict[str, Any] | None = None
+    finished_at: str | None = None
+    runtime_sec: float | None = None
+    attempt: int = 1
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    execution_id: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskItem:
+    """What ``work(item)`` receives in service mode.
+
+    ``args`` is an instance of the app's ``args_model`` when the app declares one, else the dict.
+    """
+
+    task_id: str
+    task_name: str
+    args: Any
+    plan: Any
+    attempt: int
+    max_attempts: int
+    execution_id: str | None
+    created_at: str
+    timeout_sec: float | None

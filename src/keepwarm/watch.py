@@ -1,0 +1,190 @@
+"""Wake-ups when files appear in a folder: inotify on local Linux filesystems, polling elsewhere.
+
+inotify does not see changes made by another host on a shared filesystem, so the filesystem type
+is checked (``/proc/self/mountinfo``) and shared ones are polled with back-off. ``KEEPWARM_WATCH=poll``
+forces polling.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import select
+import struct
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_Q_OVERFLOW = 0x00004000
+IN_ONLYDIR = 0x01000000
+IN_NONBLOCK = 0o4000
+IN_CLOEXEC = 0o2000000
+NEW_FILE_EVENTS = IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE
+
+_EVENT_HEADER = struct.Struct("iIII")
+POLL_MIN_SEC = 0.002
+POLL_MAX_SEC = 0.25
+
+_SHARED_FS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "lustre", "9p", "afs", "gpfs"}
+    | {"beegfs", "ocfs2", "gfs2", "davfs", "virtiofs", "vboxsf", "panfs", "orangefs"}
+)
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem holding ``path`` (``ext4``, ``nfs4``, ...), None if unknown."""
+    try:
+        target = os.path.realpath(path)
+        best, best_type = "", None
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
+            for line in mounts:
+                before, _, after = line.partition(" - ")
+                mount_point = before.split(" ")[4].replace("\\040", " ")
+                inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+                if inside and len(mount_point) >= len(best):
+                    best, best_type = mount_point, after.split(" ")[0]
+        return best_type
+    except (OSError, IndexError):
+        return None
+
+
+def inotify_usable(path: Path) -> bool:
+    """True when inotify sees every change to ``path``: Linux, a local filesystem, not disabled."""
+    if not sys.platform.startswith("linux") or os.environ.get("KEEPWARM_WATCH") == "poll":
+        return False
+    fs_type = filesystem_type(path)
+    return fs_type is not None and fs_type not in _SHARED_FS and not fs_type.startswith("fuse")
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _inotify_libc() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return _libc
+
+
+@dataclass
+class Wakeup:
+    """What a wait saw: new names, or that the caller must rescan (polling, overflow, interrupt)."""
+
+    names: list[str] = field(default_factory=list)
+    rescan: bool = False
+    interrupted: bool = False
+
+
+class Watcher:
+    """Waits for new files in ``folders``; one inotify instance, or polling with back-off."""
+
+    def __init__(self, folders: list[Path], mask: int = NEW_FILE_EVENTS) -> None:
+        self.folders = folders
+        self.mode = "inotify" if folders and inotify_usable(folders[0]) else "poll"
+        self._fd = -1
+        self._wds: dict[int, Path] = {}
+        self._poll_delay = POLL_MIN_SEC
+        if self.mode == "inotify":
+            libc = _inotify_libc()
+            self._fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+            if self._fd < 0:
+                self.mode = "poll"
+                return
+            for folder in folders:
+                wd = libc.inotify_add_watch(self._fd, os.fsencode(folder), mask | IN_ONLYDIR)
+                if wd < 0:
+                    err = ctypes.get_errno()
+                    self.close()
+                    raise OSError(err, f"cannot watch {folder}: {os.strerror(err)}")
+                self._wds[wd] = folder
+
+    def __enter__(self) -> Watcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def found_work(self) -> None:
+        """Reset the polling back-off: work is flowing."""
+        self._poll_delay = POLL_MIN_SEC
+
+    def wait(self, timeout: float | None, interrupt_fd: int | None = None) -> Wakeup:
+        """Block until a new file, ``timeout`` seconds, or a byte on ``interrupt_fd``."""
+        if self.mode == "poll":
+            delay = self._poll_delay if timeout is None else min(self._poll_delay, timeout)
+            self._poll_delay = min(self._poll_delay * 2, POLL_MAX_SEC)
+            interrupted = _wait_readable([interrupt_fd] if interrupt_fd is not None else [], delay)
+            return Wakeup(rescan=True, interrupted=bool(interrupted))
+        wakeup = self._drain()
+        if wakeup.names or wakeup.rescan:
+            return wakeup
+        fds = [self._fd] + ([interrupt_fd] if interrupt_fd is not None else [])
+        ready = _wait_readable(fds, timeout)
+        if interrupt_fd is not None and interrupt_fd in ready:
+            wakeup.interrupted = True
+        if self._fd in ready:
+            drained = self._drain()
+            wakeup.names, wakeup.rescan = drained.names, drained.rescan
+        return wakeup
+
+    def discard_pending(self) -> None:
+        """Forget events queued so far (a reused watcher's old news); the caller checks afresh."""
+        if self.mode == "inotify":
+            self._drain()
+
+    def _drain(self) -> Wakeup:
+        wakeup = Wakeup()
+        while True:
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return wakeup
+            offset = 0
+            while offset < len(data):
+                _wd, event_mask, _cookie, length = _EVENT_HEADER.unpack_from(data, offset)
+                offset += _EVENT_HEADER.size
+                name = data[offset : offset + length].rstrip(b"\0")
+                offset += length
+                if event_mask & IN_Q_OVERFLOW:
+                    wakeup.rescan = True
+                elif name:
+                    wakeup.names.append(os.fsdecode(name))
+
+
+_thread_watchers = threading.local()
+
+
+def thread_watcher(folders: tuple[Path, ...], mask: int = NEW_FILE_EVENTS) -> Watcher:
+    """A watcher on ``folders`` kept for this thread's life and reused.
+
+    Closing an inotify instance waits for an RCU grace period (milliseconds), so a caller that
+    waits often (a result waiter) keeps one per thread instead of opening one per wait.
+    """
+    cache: dict[tuple[tuple[Path, ...], int], Watcher] = _thread_watchers.__dict__.setdefault("by_key", {})
+    watcher = cache.get((folders, mask))
+    if watcher is None:
+        if len(cache) >= 16:
+            cache.pop(next(iter(cache))).close()
+        watcher = cache[(folders, mask)] = Watcher(list(folders), mask)
+    return watcher
+
+
+def _wait_readable(fds: list[int], timeout: float | None) -> list[int]:
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    millis = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
+    return [fd for fd, _ in poller.poll(millis)]
