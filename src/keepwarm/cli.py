@@ -1,0 +1,364 @@
+"""The ``keepwarm`` command line. Each verb calls one core function and renders its result.
+
+Imports are lazy: ``keepwarm --help`` loads neither Dask nor Streamlit (nor pydantic models it does not need).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from keepwarm.api import Service
+    from keepwarm.task import TaskRecord
+
+app = typer.Typer(
+    name="keepwarm",
+    help="Keep an application's workers warm: persistent loops fed through a file queue.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+AppArg = Annotated[str, typer.Argument(help="The app: a folder under --apps-path, or a path to it.")]
+AppsPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--apps-path",
+        envvar="KEEPWARM_APPS_PATH",
+        help="Folder holding the apps [default: $KEEPWARM_APPS_PATH, else .].",
+        show_default=False,
+    ),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
+Timeout = Annotated[
+    float | None, typer.Option("--timeout", min=0, help="Seconds to wait for results [default: forever].")
+]
+
+
+class TaskState(str, enum.Enum):
+    pending = "pending"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+class UserError(Exception):
+    """A bad argument found by a verb itself (not by the parser)."""
+
+
+def _service(app_name: str, apps_path: Path | None) -> Service:
+    from keepwarm.api import Service
+    from keepwarm.env import Env
+
+    return Service(Env(app_name, apps_path))
+
+
+def _emit_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+
+
+def _stderr() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _record_json(record: TaskRecord) -> dict[str, Any]:
+    return {
+        "task_id": record.task_id,
+        "status": record.status,
+        "result": record.result,
+        "error": record.error,
+        "runtime_sec": record.runtime_sec,
+    }
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print keepwarm's version and exit.")] = False,
+) -> None:
+    if version:
+        from keepwarm import __version__
+
+        typer.echo(f"keepwarm {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command()
+def submit(
+    app: AppArg,
+    args: Annotated[
+        str | None, typer.Option("--args", help="The task's args as a JSON object, e.g. '{\"x\": 3}'.")
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="A JSONL file of partial tasks, one object per line ('-' for stdin)."),
+    ] = None,
+    name: Annotated[str, typer.Option("--name", help="The task name.")] = "task",
+    execution_id: Annotated[
+        str | None, typer.Option("--execution-id", help="Group the tasks under this execution id.")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the results and print them.")] = False,
+    timeout: Timeout = None,
+    apps_path: AppsPath = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Queue tasks; print their ids (with --wait, their results)."""
+    if args is not None and file is not None:
+        raise UserError("give either --args or --file, not both")
+    service = _service(app, apps_path)
+    if file is not None:
+        lines = list(_read_jsonl(file))
+        for _, obj in lines:
+            obj.setdefault("task_name", name)
+            if execution_id is not None:
+                obj.setdefault("execution_id", execution_id)
+        handles = service.submit_many(obj for _, obj in lines) if lines else []
+        if not lines:
+            raise UserError(f"{file}: no tasks in the file (one JSON object per line)")
+    else:
+        handles = [
+            service.submit(_json_object(args or "{}", "--args"), task_name=name, execution_id=execution_id)
+        ]
+    ids = [h.task_id for h in handles]
+    if not wait:
+        if as_json:
+            _emit_json({"task_ids": ids})
+        else:
+            typer.echo("\n".join(ids))
+        return
+    from keepwarm.results import wait_for_records
+
+    records = wait_for_records(service.queue, ids, timeout)
+    ordered = [records[task_id] for task_id in ids]
+    if as_json:
+        _emit_json({"results": [_record_json(r) for r in ordered]})
+    else:
+        for record in ordered:
+            shown = (
+                json.dumps(record.result) if record.status == "done" else f"{record.status}: {record.error}"
+            )
+            typer.echo(f"{record.task_id}\t{shown}")
+    if any(r.status != "done" for r in ordered):
+        raise typer.Exit(1)
+
+
+@app.command()
+def result(
+    app: AppArg,
+    task_id: Annotated[str, typer.Argument(help="The id printed by submit.")],
+    timeout: Timeout = None,
+    apps_path: AppsPath = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Wait for a task and print its result (exit 1 with the remote error if it failed)."""
+    from keepwarm.results import wait_for_records
+
+    service = _service(app, apps_path)
+    service.queue.locate(task_id)
+    record = wait_for_records(service.queue, [task_id], timeout)[task_id]
+    if as_json:
+        _emit_json(_record_json(record) | {"traceback": record.traceback})
+    elif record.status == "done":
+        typer.echo(json.dumps(record.result, indent=2))
+    if record.status != "done":
+        if not as_json:
+            console = _stderr()
+            console.print(f"[red]task {task_id} {record.status}[/]: {record.error}", highlight=False)
+            if record.traceback:
+                console.print(
+                    f"remote traceback:\n{record.traceback.rstrip()}", highlight=False, markup=False
+                )
+        raise typer.Exit(1)
+
+
+@app.command()
+def tasks(
+    app: AppArg,
+    state: Annotated[TaskState | None, typer.Option("--state", help="Only tasks in this state.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many per state.")] = 100,
+    apps_path: AppsPath = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List tasks per state (newest finished first), with the queue's counts."""
+    service = _service(app, apps_path)
+    rows = service.tasks(state.value if state else None, limit)
+    counts = service.counts()
+    if as_json:
+        _emit_json({"counts": counts.__dict__, "tasks": rows})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{service.env.app_target}: {_counts_line(counts.__dict__)}")
+    for column in ("task_id", "state", "at", "runtime_sec", "error"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in ("task_id", "state", "at", "runtime_sec", "error")))
+    Console().print(table)
+
+
+@app.command()
+def cancel(
+    app: AppArg,
+    task_ids: Annotated[list[str] | None, typer.Argument(help="Ids of pending tasks to cancel.")] = None,
+    execution_id: Annotated[
+        str | None, typer.Option("--execution-id", help="Cancel every pending task of this execution.")
+    ] = None,
+    apps_path: AppsPath = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Cancel pending tasks, by id or by execution id."""
+    if not task_ids and execution_id is None:
+        raise UserError("name the tasks to cancel: TASK_ID ... or --execution-id ID")
+    service = _service(app, apps_path)
+    cancelled = service.cancel(task_ids or (), execution_id)
+    not_cancelled = {}
+    for task_id in task_ids or ():
+        if task_id not in cancelled:
+            try:
+                not_cancelled[task_id] = service.queue.locate(task_id).state
+            except Exception:
+                not_cancelled[task_id] = "not found"
+    if as_json:
+        _emit_json({"cancelled": cancelled, "not_cancelled": not_cancelled})
+    else:
+        for task_id in cancelled:
+            typer.echo(f"cancelled {task_id}")
+        for task_id, where in not_cancelled.items():
+            typer.echo(f"not cancelled {task_id}: {where}", err=True)
+        if not cancelled and execution_id is not None:
+            typer.echo(f"no pending task of execution {execution_id}", err=True)
+    if not cancelled:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    tasks_count: Annotated[int, typer.Option("--tasks", min=1, help="Tasks in the burst.")] = 300,
+    loops: Annotated[int, typer.Option("--loops", min=1, max=64, help="Warm loops to start.")] = 2,
+    share_dir: Annotated[
+        Path | None, typer.Option("--share-dir", help="Keep the queue here [default: a temp dir, removed].")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Start warm loops of the bundled example app, send them tasks, print results and timings."""
+    from keepwarm.demo import run_demo
+
+    console = _stderr()
+    report = run_demo(
+        tasks_count, loops, share_dir=share_dir, progress=lambda m: console.print(f"[dim]{m}[/]")
+    )
+    summary = {
+        "app": report.app,
+        "loops": report.loops,
+        "cold_start_sec": report.start_sec,
+        "tasks": report.tasks,
+        "failed": report.failed,
+        "burst_sec": round(report.burst_sec, 4),
+        "throughput_per_sec": round(report.throughput, 1),
+        "roundtrip_p50_ms": round(report.p50_ms, 3),
+        "roundtrip_p99_ms": round(report.p99_ms, 3),
+        "tasks_per_loop": report.per_slot,
+        "samples": [{"x": x, "result": r} for x, r in report.samples],
+        "share_dir": str(report.share_dir) if report.kept else None,
+        "log_dir": str(report.log_dir),
+    }
+    if as_json:
+        _emit_json(summary)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console()
+    samples = Table(title=f"{report.app}: first results of {report.tasks}")
+    samples.add_column("x", justify="right")
+    samples.add_column("result")
+    for x, value in report.samples:
+        samples.add_row(str(x), json.dumps(value))
+    out.print(samples)
+    timings = Table(title="timings")
+    timings.add_column("measure")
+    timings.add_column("value", justify="right")
+    timings.add_row("cold start per loop (s)", ", ".join(f"{v:.3f}" for v in report.start_sec.values()))
+    timings.add_row(f"burst of {report.tasks} tasks (s)", f"{report.burst_sec:.3f}")
+    timings.add_row("throughput (tasks/s)", f"{report.throughput:,.0f}")
+    timings.add_row("submit→result p50 (ms)", f"{report.p50_ms:.3f}")
+    timings.add_row("submit→result p99 (ms)", f"{report.p99_ms:.3f}")
+    timings.add_row("tasks per loop", ", ".join(f"{k}: {v}" for k, v in report.per_slot.items()))
+    timings.add_row("failed", str(report.failed))
+    out.print(timings)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _read_jsonl(file: Path) -> list[tuple[int, dict[str, Any]]]:
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{file}: cannot be read: {exc}") from None
+    lines = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            lines.append((number, _json_object(line, f"{file} line {number}")))
+    return lines
+
+
+def _json_object(text: str, where: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise UserError(
+            f"{where}: not valid JSON ({exc}); expected an object such as '{{\"x\": 3}}'"
+        ) from None
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: expected a JSON object such as '{{\"x\": 3}}', got {type(value).__name__}")
+    return value
+
+
+def _counts_line(counts: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items() if k != "oldest_pending_age_sec")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _fail(message: str) -> NoReturn:
+    _stderr().print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors print one clear message and exit 1, never a traceback."""
+    from keepwarm.errors import KeepwarmError
+
+    try:
+        code = app(args=argv, prog_name="keepwarm", standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        _fail("aborted")
+    except typer.TyperException as exc:  # usage errors: bad option, missing argument, bad value
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            typer.echo(exc.format_message())
+            sys.exit(0)
+        ctx = getattr(exc, "ctx", None)
+        hint = f"\nsee: {ctx.command_path} --help" if ctx is not None else ""
+        _fail(f"{exc.format_message()}{hint}")
+    except (KeepwarmError, UserError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted")
+    sys.exit(code if isinstance(code, int) else 0)

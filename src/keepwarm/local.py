@@ -1,0 +1,120 @@
+"""The local backend's processes: one OS process per loop, started, awaited ready, and stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from keepwarm.env import Env, ensure_private_dir
+from keepwarm.errors import KeepwarmError
+from keepwarm.heartbeat import read_heartbeat
+from keepwarm.loop import new_incarnation
+from keepwarm.queue import TaskQueue
+from keepwarm.watch import IN_MOVED_TO, Watcher
+
+
+class LoopStartError(KeepwarmError):
+    """A loop did not become ready: its own error, or its log's last lines."""
+
+
+@dataclass
+class LoopProcess:
+    slot: str
+    incarnation: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def spawn_loop(env: Env, slot: str, *, max_tasks: int | None = None) -> LoopProcess:
+    """Start one loop process for ``slot``; its output goes to ``<log_dir>/<slot>.log``."""
+    incarnation = new_incarnation()
+    log_path = ensure_private_dir(env.log_dir) / f"{slot}.log"
+    command = [
+        sys.executable,
+        "-m",
+        "keepwarm.loop",
+        "--app",
+        str(env.app_dir),
+        "--slot",
+        slot,
+        "--incarnation",
+        incarnation,
+        "--share-dir",
+        str(env.share_root),
+        "--namespace",
+        env.namespace,
+        "--parent-pid",
+        str(os.getpid()),
+    ]
+    if max_tasks:
+        command += ["--max-tasks", str(max_tasks)]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    return LoopProcess(slot, incarnation, process, log_path)
+
+
+def wait_ready(env: Env, loops: list[LoopProcess], timeout: float) -> dict[str, float]:
+    """Block until every loop's heartbeat says ``ready``; returns each slot's start time (seconds).
+
+    Raises LoopStartError with the loop's own error if one exits or reports a failed start.
+    """
+    queue = TaskQueue.for_env(env).ensure()
+    deadline = time.monotonic() + timeout
+    waiting = {loop.slot: loop for loop in loops}
+    started: dict[str, float] = {}
+    with Watcher([queue.heartbeats], mask=IN_MOVED_TO) as watcher:
+        while waiting:
+            for slot, loop in list(waiting.items()):
+                beat = read_heartbeat(queue.heartbeats / f"{slot}.json")
+                if beat is not None and beat.incarnation == loop.incarnation:
+                    if beat.state in ("ready", "processing"):
+                        started[slot] = beat.start_sec or 0.0
+                        del waiting[slot]
+                        continue
+                    if beat.error:
+                        raise LoopStartError(f"loop {slot} of {env.app_target} failed: {beat.error}")
+                if loop.process.poll() is not None:
+                    raise LoopStartError(
+                        f"loop {slot} of {env.app_target} exited with code {loop.process.returncode} "
+                        f"before it was ready; its log ({loop.log_path}) ends with:\n{_tail(loop.log_path)}"
+                    )
+            left = deadline - time.monotonic()
+            if waiting and left <= 0:
+                names = ", ".join(sorted(waiting))
+                raise LoopStartError(
+                    f"loops {names} of {env.app_target} not ready after {timeout}s; "
+                    f"see their logs in {env.log_dir}"
+                )
+            if waiting:
+                watcher.wait(min(left, 0.1))
+    return started
+
+
+def stop_loops(loops: list[LoopProcess], timeout: float) -> None:
+    """SIGTERM every loop (each finishes its current task), then SIGKILL what is left at ``timeout``."""
+    for loop in loops:
+        if loop.process.poll() is None:
+            loop.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for loop in loops:
+        try:
+            loop.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            loop.process.kill()
+            loop.process.wait()
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
