@@ -26,7 +26,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-AppArg = Annotated[str, typer.Argument(help="The app: a folder under --apps-path, or a path to it.")]
+AppArg = Annotated[
+    str, typer.Argument(metavar="APP", help="The app: a folder under --apps-path, or a path to it.")
+]
 AppsPath = Annotated[
     Path | None,
     typer.Option(
@@ -42,7 +44,7 @@ Timeout = Annotated[
 ]
 
 
-class TaskState(str, enum.Enum):
+class TaskState(enum.StrEnum):
     pending = "pending"
     running = "running"
     done = "done"

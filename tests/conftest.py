@@ -1,0 +1,98 @@
+"""Shared fixtures: an isolated share and log dir per test, real loop processes, condition waits."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from keepwarm.env import Env
+from keepwarm.local import LoopProcess, spawn_loop, stop_loops, wait_ready
+from keepwarm.queue import TaskQueue
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_APPS = ROOT / "examples" / "apps"
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own share, log dir and export dir; nothing touches the real home."""
+    share = tmp_path / "share"
+    monkeypatch.setenv("KEEPWARM_SHARE", str(share))
+    monkeypatch.setenv("KEEPWARM_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setenv("KEEPWARM_EXPORT", str(tmp_path / "export"))
+    for name in ("KEEPWARM_NAMESPACE", "KEEPWARM_APPS_PATH", "KEEPWARM_WATCH"):
+        monkeypatch.delenv(name, raising=False)
+    return share
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until it is true; fail the test with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def copy_app(tmp_path: Path, name: str, settings_extra: str = "", **replace: str) -> Path:
+    """A private copy of a bundled app, with text appended to or replaced in its settings."""
+    target = tmp_path / "apps" / name
+    shutil.copytree(EXAMPLE_APPS / name, target)
+    settings = target / "app_settings.toml"
+    text = settings.read_text()
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    settings.write_text(text + settings_extra)
+    return target
+
+
+def write_app(tmp_path: Path, name: str, worker_code: str, settings: str = "") -> Path:
+    """A new app folder with ``worker.py`` (class Worker) and the given extra settings."""
+    folder = tmp_path / "apps" / name
+    package = folder / f"{name}_code"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "worker.py").write_text(worker_code)
+    (folder / "app_settings.toml").write_text(f'[app]\nworker = "{name}_code.worker:Worker"\n\n{settings}')
+    return folder
+
+
+class Loops:
+    """Starts real loop processes and stops them (by pid) at the end of the test."""
+
+    def __init__(self) -> None:
+        self.started: list[LoopProcess] = []
+
+    def start(self, env: Env, count: int = 1, first: int = 0, **options: int) -> list[LoopProcess]:
+        loops = [spawn_loop(env, f"loop-{first + index}", **options) for index in range(count)]
+        self.started += loops
+        wait_ready(env, loops, timeout=60)
+        return loops
+
+    def stop(self, timeout: float = 30) -> None:
+        stop_loops(self.started, timeout)
+
+
+@pytest.fixture
+def loops() -> Iterator[Loops]:
+    manager = Loops()
+    yield manager
+    manager.stop()
+
+
+@pytest.fixture
+def mycode_env() -> Env:
+    return Env("mycode_project", EXAMPLE_APPS)
+
+
+@pytest.fixture
+def flaky_env() -> Env:
+    return Env("flaky", EXAMPLE_APPS)
+
+
+def queue_of(env: Env) -> TaskQueue:
+    return TaskQueue.for_env(env).ensure()
