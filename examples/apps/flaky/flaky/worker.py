@@ -21,6 +21,7 @@ class Args(BaseModel):
     value: Any = None
     record_to: str | None = Field(default=None, description="append the task id to this file")
     fail_start: bool = False
+    only_attempt: int | None = Field(default=None, ge=1, description="misbehave on this attempt only")
 
 
 class Worker:
@@ -37,7 +38,7 @@ class Worker:
             fd = os.open(args.record_to, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             os.write(fd, f"{item.task_id} {os.getpid()}\n".encode())
             os.close(fd)
-        action = args.action
+        action = args.action if args.only_attempt in (None, item.attempt) else "ok"
         if action == "sleep":
             time.sleep(args.seconds)
         elif action == "raise":

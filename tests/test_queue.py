@@ -1,0 +1,225 @@
+"""The file queue: names, back-pressure, claims, terminal files, requeue, cancel, counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from keepwarm.env import Env
+from keepwarm.errors import InvalidTaskError, QueueFull
+from keepwarm.queue import TaskQueue, seq_from_name, terminal_record
+from keepwarm.settings import ClusterSettings
+
+from .conftest import copy_app, queue_of
+
+
+def test_submit_publishes_time_ordered_v1_task_files(mycode_env: Env) -> None:
+    queue = queue_of(mycode_env)
+    tasks = queue.submit([queue.make_task({"x": n}, task_name="n") for n in range(1, 6)])
+    names = sorted(os.listdir(queue.pending))
+    assert [name.split("-", 1)[1] for name in names] == [f"{t.task_id}.task.json" for t in tasks]
+    seqs = [seq_from_name(name) for name in names]
+    assert all(len(name.split("-")[0]) == 20 for name in names)
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5
+    content = json.loads((queue.pending / names[0]).read_text())
+    assert content["schema"] == "agi.service.task.v1"
+    assert content["args"] == {"x": 1} and content["task_name"] == "n"
+    assert content["attempt"] == 1 and content["max_attempts"] == 3
+    assert content["timeout_sec"] == 3600
+    assert set(content) >= {"task_id", "created_at", "plan", "execution_id"}
+
+
+def test_submit_leaves_no_temp_files_behind(mycode_env: Env) -> None:
+    queue = queue_of(mycode_env)
+    queue.submit([queue.make_task({"x": 1}) for _ in range(50)])
+    assert not [n for n in os.listdir(queue.pending) if n.startswith(".")]
+
+
+def test_max_pending_refuses_the_whole_batch_with_a_clear_error(tmp_path: Path) -> None:
+    app = copy_app(tmp_path, "mycode_project", **{"[cluster]": "[cluster]\nmax_pending = 3"})
+    env = Env(app)
+    queue = queue_of(env)
+    queue.submit([queue.make_task({"x": 1}) for _ in range(2)])
+    with pytest.raises(QueueFull, match=r"max_pending = 3"):
+        queue.submit([queue.make_task({"x": 1}) for _ in range(2)])
+    assert queue.count_pending() == 2
+    queue.submit([queue.make_task({"x": 1})])
+    assert queue.count_pending() == 3
+
+
+def test_oversized_and_unsafe_tasks_are_refused_at_submit(mycode_env: Env) -> None:
+    queue = TaskQueue(mycode_env.queue_dir, settings=ClusterSettings(max_task_bytes=1000)).ensure()
+    with pytest.raises(InvalidTaskError, match="over max_task_bytes"):
+        queue.submit([queue.make_task({"blob": "x" * 2000})])
+    with pytest.raises(InvalidTaskError, match="unsafe task_id"):
+        queue.make_task({}, task_id="../escape")
+    with pytest.raises(InvalidTaskError, match="unsafe execution_id"):
+        queue.make_task({}, execution_id="a/b")
+    assert queue.count_pending() == 0
+
+
+def test_jsonl_lines_are_validated_all_or_nothing(mycode_env: Env) -> None:
+    queue = queue_of(mycode_env)
+    with pytest.raises(InvalidTaskError, match=r"line 2: colour: unknown key"):
+        queue.submit_partials([(1, {"args": {"x": 1}}), (2, {"args": {}, "colour": "red"})])
+    with pytest.raises(InvalidTaskError, match=r"line 1: args: required but missing"):
+        queue.submit_partials([(1, {"task_name": "t"})])
+    assert queue.count_pending() == 0
+    tasks = queue.submit_partials([(1, {"args": {"x": 1}, "execution_id": "e1", "max_attempts": 5})])
+    assert tasks[0].execution_id == "e1" and tasks[0].max_attempts == 5
+
+
+CLAIMER = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from keepwarm.queue import TaskQueue
+    queue = TaskQueue(Path(sys.argv[1]))
+    owner = queue.owner_dir(sys.argv[2], "i1")
+    owner.mkdir(parents=True)
+    sys.stdin.readline()  # start together
+    won = []
+    for name in queue.scan_pending():
+        if queue.claim(name, owner) is not None:
+            won.append(name)
+    print("\\n".join(won))
+    """
+)
+
+
+def test_racing_processes_claim_each_task_exactly_once(mycode_env: Env) -> None:
+    queue = queue_of(mycode_env)
+    tasks = queue.submit([queue.make_task({"x": n}) for n in range(1, 2001)])
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, str(queue.root), f"racer{index}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(4)
+    ]
+    for racer in racers:
+        assert racer.stdin is not None
+        racer.stdin.write("go\n")
+        racer.stdin.flush()
+    claimed: list[str] = []
+    for racer in racers:
+        out, _ = racer.communicate(timeout=60)
+        assert racer.returncode == 0
+        claimed += out.split()
+    assert len(claimed) == len(set(claimed)) == 2000
+    assert {name.split("-", 1)[1] for name in claimed} == {f"{t.task_id}.task.json" for t in tasks}
+    assert queue.count_pending() == 0
+
+
+def test_first_terminal_file_wins_and_a_duplicate_is_counted(mycode_env: Env) -> None:
+    queue = queue_of(mycode_env)
+    (task,) = queue.submit([queue.make_task({"x": 1})])
+    first = terminal_record(task, "done", result=1)
+    second = terminal_record(task, "failed", error="late")
+    assert queue.publish_terminal(first)
+    owner = queue.owner_dir("loop-0", "i1")
+    owner.mkdir(parents=True)
+    claimed = owner / "x.task.json"
+    claimed.write_text("{}")
+    assert not queue.finish(claimed, second)
+    assert queue.read_record(task.task_id).result == 1  # type: ignore[union-attr]
+    assert not (queue.failed / f"{task.task_id}.task.json").exists()
+    assert [e["task_id"] for e in queue.events.read("duplicate")] == [task.task_id]
+    assert not claimed.exists()
+
+
+def _claim_all(queue: TaskQueue, slot: str) -> Path:
+    owner = queue.owner_dir(slot, "i1")
+    owner.mkdir(parents=True, exist_ok=True)
+    for name in queue.scan_pending():
+        queue.claim(name, owner)
+    return owner
+
+
+def test_requeue_keeps_order_and_counts_attempts(mycode_env: Env) -> None:
+    queue = queue_of(mycode_env)
+    tasks = queue.submit([queue.make_task({"x": n}, max_attempts=2) for n in range(1, 4)])
+    names_before = queue.scan_pending()
+    owner = _claim_all(queue, "loop-0")
+    outcomes = queue.requeue(owner, "loop-error")
+    assert [o.outcome for o in outcomes] == ["requeued"] * 3
+    assert queue.scan_pending() == names_before  # same names: same place in the FIFO
+    requeued = [json.loads((queue.pending / n).read_text()) for n in names_before]
+    assert [t["attempt"] for t in requeued] == [2, 2, 2]
+    assert requeued[0]["attempts"][0]["outcome"] == "loop-error"
+    assert not owner.exists()
+
+    owner = _claim_all(queue, "loop-1")
+    outcomes = queue.requeue(owner, "loop-error")
+    assert [o.outcome for o in outcomes] == ["max-attempts"] * 3
+    record = queue.read_record(tasks[0].task_id)
+    assert record is not None and record.status == "failed"
+    assert record.error is not None and record.error.startswith("max-attempts")
+    assert len(record.attempts) == 3
+    assert queue.counts().failed == 3 and queue.counts().pending == 0
+
+
+def test_requeue_from_stop_does_not_count_an_attempt(mycode_env: Env) -> None:
+    queue = queue_of(mycode_env)
+    queue.submit([queue.make_task({"x": 1}, max_attempts=1)])
+    owner = _claim_all(queue, "loop-0")
+    assert [o.outcome for o in queue.requeue(owner, "stop", count_attempt=False)] == ["requeued"]
+    (name,) = queue.scan_pending()
+    assert json.loads((queue.pending / name).read_text())["attempt"] == 1
+
+
+def test_a_task_with_a_terminal_file_is_not_requeued(mycode_env: Env) -> None:
+    queue = queue_of(mycode_env)
+    (task,) = queue.submit([queue.make_task({"x": 1})])
+    owner = _claim_all(queue, "loop-0")
+    assert queue.publish_terminal(terminal_record(task, "done", result=1))
+    assert [o.outcome for o in queue.requeue(owner, "loop-error")] == ["already-terminal"]
+    assert queue.count_pending() == 0
+
+
+def test_cancel_by_id_and_by_execution_touches_only_those_pending_tasks(mycode_env: Env) -> None:
+    queue = queue_of(mycode_env)
+    a, b = queue.submit([queue.make_task({"x": 1}, execution_id="run-a") for _ in range(2)])
+    (c,) = queue.submit([queue.make_task({"x": 1}, execution_id="run-b")])
+    (d,) = queue.submit([queue.make_task({"x": 1})])
+    assert queue.cancel([d.task_id]) == [d.task_id]
+    assert sorted(queue.cancel(execution_id="run-a")) == sorted([a.task_id, b.task_id])
+    assert [n for n in queue.scan_pending() if c.task_id in n]
+    for task in (a, b, d):
+        record = queue.read_record(task.task_id)
+        assert record is not None and record.status == "cancelled"
+    assert queue.cancel(["no-such-task"]) == []
+    assert queue.counts().pending == 1 and queue.counts().failed == 3
+    assert not os.listdir(queue.running)  # the canceller's claim folder is gone
+
+
+def test_counts_and_oldest_age_come_from_listings(mycode_env: Env) -> None:
+    queue = queue_of(mycode_env)
+    tasks = queue.submit([queue.make_task({"x": n}) for n in range(1, 1001)])
+    owner = queue.owner_dir("loop-0", "i1")
+    owner.mkdir()
+    names = queue.scan_pending()
+    for name in names[:10]:
+        queue.claim(name, owner)
+    for task in tasks[500:520]:
+        queue.publish_terminal(terminal_record(task, "done", result=0))
+    counts = queue.counts()
+    assert (counts.pending, counts.running, counts.done, counts.failed) == (990, 10, 20, 0)
+    assert counts.oldest_pending_age_sec is not None and counts.oldest_pending_age_sec >= 0
+    assert queue.locate(tasks[0].task_id).state == "running"
+    assert queue.locate(tasks[600].task_id).state == "pending"
+    assert queue.locate(tasks[510].task_id).state == "done"
+
+
+def test_queue_folders_are_private(mycode_env: Env) -> None:
+    queue = queue_of(mycode_env)
+    for folder in (queue.pending, queue.running, queue.done, queue.failed, queue.heartbeats):
+        assert folder.stat().st_mode & 0o777 == 0o700
