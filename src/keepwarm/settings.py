@@ -24,62 +24,141 @@ class _Section(BaseModel):
 class AppSection(_Section):
     """``[app]``: where the app's code lives, as ``module:attribute`` entry points."""
 
-    worker: str = Field(pattern=r"^[\w.]+:[\w.]+$")
-    manager: str | None = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")
-    args_model: str | None = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")
-    description: str = ""
+    worker: str = Field(
+        pattern=r"^[\w.]+:[\w.]+$",
+        description='the worker class, "module:Class" relative to the app folder (required)',
+    )
+    manager: str | None = Field(
+        default=None,
+        pattern=r"^[\w.]+:[\w.]+$",
+        description="run mode: the manager class with build_distribution(workers)",
+    )
+    args_model: str | None = Field(
+        default=None,
+        pattern=r"^[\w.]+:[\w.]+$",
+        description="a pydantic model validating [args] and each task's args",
+    )
+    description: str = Field(default="", description="one line about the app")
 
 
 class ServiceHealthSettings(_Section):
     """``[cluster.service_health]``: the SLA gate's thresholds (the reference's defaults)."""
 
-    allow_idle: bool = False
-    max_unhealthy: int = Field(default=0, ge=0)
-    max_restart_rate: float = Field(default=0.25, ge=0)
-    max_pending_age_sec: float | None = Field(default=None, gt=0)
+    allow_idle: bool = Field(default=False, description="the gate passes an idle service")
+    max_unhealthy: int = Field(
+        default=0, ge=0, description="the gate fails with more unhealthy loops than this"
+    )
+    max_restart_rate: float = Field(
+        default=0.25,
+        ge=0,
+        description="the gate fails above this many restarts per slot in the restart window",
+    )
+    max_pending_age_sec: float | None = Field(
+        default=None,
+        gt=0,
+        description="the gate fails when the oldest pending task is older (default: not checked)",
+    )
 
 
 class ClusterSettings(_Section):
     """``[cluster]``: backend, placement, queue limits, timings and retention."""
 
-    backend: Literal["local", "dask"] = "local"
-    slots: int = Field(default=2, ge=1, le=1024)
-    scheduler: str | None = None
-    hosts: dict[str, int] = Field(default_factory=dict)
-    share_dir: str | None = None
-    namespace: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    durable: bool = False
-    concurrency: int = Field(default=1, ge=1, le=10_000)
-    max_task_bytes: int = Field(default=16 * MiB, gt=0)
-    max_result_bytes: int = Field(default=16 * MiB, gt=0)
-    max_pending: int | None = Field(default=None, gt=0)
-    max_attempts: int = Field(default=3, ge=1)
-    task_timeout_sec: float = Field(default=3600, gt=0)
-    heartbeat_interval_sec: float = Field(default=1.0, gt=0)
-    heartbeat_timeout_sec: float = Field(default=10.0, gt=0)
-    start_timeout_sec: float = Field(default=60.0, gt=0)
-    stop_timeout_sec: float = Field(default=30.0, gt=0)
-    idle_after_sec: float = Field(default=300.0, gt=0)
-    rescan_interval_sec: float = Field(default=5.0, gt=0)
-    max_tasks_per_loop: int | None = Field(default=None, gt=0)
-    max_memory_mb: int | None = Field(default=None, gt=0)
-    restart_backoff_sec: float = Field(default=1.0, gt=0)
-    restart_backoff_max_sec: float = Field(default=60.0, gt=0)
-    restart_reset_sec: float = Field(default=600.0, gt=0)
-    restart_window_sec: float = Field(default=3600.0, gt=0)
-    shutdown_on_stop: bool = True
-    done_ttl_hours: float = Field(default=168, gt=0)
-    done_max_files: int = Field(default=2000, gt=0)
-    failed_ttl_hours: float = Field(default=336, gt=0)
-    failed_max_files: int = Field(default=2000, gt=0)
-    heartbeat_ttl_hours: float = Field(default=24, gt=0)
-    heartbeat_max_files: int = Field(default=1000, gt=0)
-    retention_min_age_sec: float = Field(default=600, ge=0)
-    isolated: bool = False
-    pool: bool = False
-    cython: bool = False
-    rapids: bool = False
-    service_health: ServiceHealthSettings = Field(default_factory=ServiceHealthSettings)
+    backend: Literal["local", "dask"] = Field(
+        default="local", description='where loops run: "local" (one OS process per loop) or "dask"'
+    )
+    slots: int = Field(default=2, ge=1, le=1024, description="how many loops a service starts")
+    scheduler: str | None = Field(
+        default=None, description="Dask scheduler address to join; none starts a local cluster"
+    )
+    hosts: dict[str, int] = Field(
+        default_factory=dict, description="Dask over SSH: host name = number of loops on it"
+    )
+    share_dir: str | None = Field(
+        default=None,
+        description="root of the service and data folders (relative to the app folder); $KEEPWARM_SHARE wins",
+    )
+    namespace: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="keeps users' and teams' services apart on one share (default: the login name)",
+    )
+    durable: bool = Field(
+        default=False,
+        description="fsync task and terminal files and their folders: the queue survives a machine crash",
+    )
+    concurrency: int = Field(
+        default=1, ge=1, le=10_000, description="tasks one loop runs at once (async work() only)"
+    )
+    max_task_bytes: int = Field(default=16 * MiB, gt=0, description="a larger task file is rejected")
+    max_result_bytes: int = Field(default=16 * MiB, gt=0, description="a larger result fails its task")
+    max_pending: int | None = Field(
+        default=None, gt=0, description="submit refuses when this many tasks are pending (default: unlimited)"
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="default attempts per task before it fails with max-attempts"
+    )
+    task_timeout_sec: float = Field(default=3600, gt=0, description="default timeout_sec of a task")
+    heartbeat_interval_sec: float = Field(
+        default=1.0, gt=0, description="how often a loop writes its heartbeat"
+    )
+    heartbeat_timeout_sec: float = Field(
+        default=10.0, gt=0, description="a heartbeat older than this makes the loop stale"
+    )
+    start_timeout_sec: float = Field(
+        default=60.0, gt=0, description="how long start waits for every loop to be ready"
+    )
+    stop_timeout_sec: float = Field(
+        default=30.0, gt=0, description="how long stop lets a loop finish its task before killing it"
+    )
+    idle_after_sec: float = Field(
+        default=300.0, gt=0, description="no work for this long makes a service idle"
+    )
+    rescan_interval_sec: float = Field(
+        default=5.0, gt=0, description="a loop relists pending/ at least this often (catches missed events)"
+    )
+    max_tasks_per_loop: int | None = Field(
+        default=None, gt=0, description="recycle a loop after this many tasks (default: never)"
+    )
+    max_memory_mb: int | None = Field(
+        default=None, gt=0, description="recycle a loop whose RSS passes this (default: never)"
+    )
+    restart_backoff_sec: float = Field(
+        default=1.0, gt=0, description="first delay between restarts of a crash-looping slot"
+    )
+    restart_backoff_max_sec: float = Field(default=60.0, gt=0, description="the back-off doubles up to this")
+    restart_reset_sec: float = Field(default=600.0, gt=0, description="healthy this long resets the back-off")
+    restart_window_sec: float = Field(
+        default=3600.0, gt=0, description="restarts within this window count towards restart_rate"
+    )
+    shutdown_on_stop: bool = Field(default=True, description="stop shuts down a cluster keepwarm started")
+    done_ttl_hours: float = Field(
+        default=168, gt=0, description="retention: remove done/ files older than this"
+    )
+    done_max_files: int = Field(
+        default=2000, gt=0, description="retention: keep at most this many done/ files"
+    )
+    failed_ttl_hours: float = Field(
+        default=336, gt=0, description="retention: remove failed/ files older than this"
+    )
+    failed_max_files: int = Field(
+        default=2000, gt=0, description="retention: keep at most this many failed/ files"
+    )
+    heartbeat_ttl_hours: float = Field(
+        default=24, gt=0, description="retention: remove heartbeat files older than this"
+    )
+    heartbeat_max_files: int = Field(
+        default=1000, gt=0, description="retention: keep at most this many heartbeat files"
+    )
+    retention_min_age_sec: float = Field(
+        default=600, ge=0, description="the file-count limits never remove a file younger than this"
+    )
+    isolated: bool = Field(default=False, description="install the app into its own virtual environment")
+    pool: bool = Field(default=False, description="run mode: use a process pool")
+    cython: bool = Field(default=False, description="run mode: compile the worker with Cython")
+    rapids: bool = Field(default=False, description="run mode: use RAPIDS (needs a CUDA GPU and cuDF)")
+    service_health: ServiceHealthSettings = Field(
+        default_factory=ServiceHealthSettings, description="the SLA gate: see [cluster.service_health]"
+    )
 
 
 class AppSettings(_Section):
