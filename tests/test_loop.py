@@ -14,7 +14,7 @@ import pytest
 
 from keepwarm.api import Service
 from keepwarm.env import Env
-from keepwarm.errors import ResultTimeout, TaskFailed
+from keepwarm.errors import InvalidTaskError, ResultTimeout, TaskFailed
 from keepwarm.heartbeat import read_heartbeat
 from keepwarm.queue import REJECTION_SUFFIX, pending_name
 from keepwarm.results import wait_for_records
@@ -65,9 +65,22 @@ def test_results_that_are_not_json_or_too_large_fail_clearly(tmp_path: Path, loo
     assert service.submit({"action": "big", "size": 10}).result(timeout=30) == "x" * 10
 
 
-def test_invalid_task_args_fail_the_task_not_the_loop(mycode_env: Env, loops: Loops) -> None:
-    loops.start(mycode_env)
+def test_invalid_task_args_are_refused_at_submit(mycode_env: Env) -> None:
     service = Service(mycode_env)
+    with pytest.raises(InvalidTaskError, match=r"invalid args: x: input should be a valid integer"):
+        service.submit({"x": "many"})
+    with pytest.raises(
+        InvalidTaskError, match=r"tasks.jsonl line 3: invalid args: x: input should be greater"
+    ):
+        service.submit_jsonl('{"args": {"x": 2}}\n\n{"args": {"x": 0}}\n', "tasks.jsonl")
+    assert service.counts().pending == 0
+
+
+def test_invalid_task_args_that_reach_a_loop_fail_the_task_not_the_loop(
+    mycode_env: Env, loops: Loops
+) -> None:
+    loops.start(mycode_env)
+    service = Service(mycode_env, check_args=False)  # as another tool dropping files would
     with pytest.raises(TaskFailed, match=r"invalid args: x: input should be a valid integer"):
         service.submit({"x": "many"}).result(timeout=30)
     assert service.submit({"x": 6}).result(timeout=30)["prime_factors"] == [2, 3]

@@ -66,9 +66,11 @@ def test_oversized_and_unsafe_tasks_are_refused_at_submit(mycode_env: Env) -> No
 
 def test_jsonl_lines_are_validated_all_or_nothing(mycode_env: Env) -> None:
     queue = queue_of(mycode_env)
-    with pytest.raises(InvalidTaskError, match=r"line 2: colour: unknown key"):
-        queue.submit_partials([(1, {"args": {"x": 1}}), (2, {"args": {}, "colour": "red"})])
-    with pytest.raises(InvalidTaskError, match=r"line 1: args: required but missing"):
+    with pytest.raises(InvalidTaskError, match=r"tasks.jsonl line 2: colour: unknown key"):
+        queue.submit_partials(
+            [(1, {"args": {"x": 1}}), (2, {"args": {}, "colour": "red"})], source="tasks.jsonl"
+        )
+    with pytest.raises(InvalidTaskError, match=r"task 1: args: required but missing"):
         queue.submit_partials([(1, {"task_name": "t"})])
     assert queue.count_pending() == 0
     tasks = queue.submit_partials([(1, {"args": {"x": 1}, "execution_id": "e1", "max_attempts": 5})])

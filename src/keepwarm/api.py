@@ -4,20 +4,38 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from functools import cached_property
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
+from keepwarm.app import describe_args_error, load_args_model
 from keepwarm.env import Env
+from keepwarm.errors import InvalidTaskError
 from keepwarm.queue import QueueCounts, TaskQueue
 from keepwarm.results import TaskHandle, value_of, wait_for_records
-from keepwarm.task import Task
+from keepwarm.task import Task, parse_task_lines
 
 
 class Service:
     """One app's service: its queue and, once started, its supervisor and loops."""
 
-    def __init__(self, env: Env) -> None:
+    def __init__(self, env: Env, *, check_args: bool = True) -> None:
         self.env = env
         self.queue = TaskQueue.for_env(env)
+        self._check = check_args
+
+    @cached_property
+    def _args_model(self) -> type[BaseModel] | None:
+        return load_args_model(self.env) if self._check else None
+
+    def check_args(self, args: dict[str, Any]) -> None:
+        """Refuse args the app's ``args_model`` rejects (ValueError), before they reach the queue."""
+        if self._args_model is not None:
+            try:
+                self._args_model.model_validate(args)
+            except ValidationError as exc:
+                raise ValueError(describe_args_error(exc)) from None
 
     def __repr__(self) -> str:
         return f"Service({self.env.app_target!r}, namespace={self.env.namespace!r})"
@@ -32,7 +50,14 @@ class Service:
         timeout_sec: float | None = None,
         plan: Any = None,
     ) -> TaskHandle:
-        """Queue one task; the handle's ``result(timeout)`` waits for what ``work()`` returned."""
+        """Queue one task; the handle's ``result(timeout)`` waits for what ``work()`` returned.
+
+        The args are checked against the app's ``args_model`` first: InvalidTaskError if refused.
+        """
+        try:
+            self.check_args(args or {})
+        except ValueError as exc:
+            raise InvalidTaskError(str(exc)) from None
         task = self.queue.make_task(
             args,
             task_name=task_name,
@@ -45,8 +70,29 @@ class Service:
         return TaskHandle(self.queue, task.task_id)
 
     def submit_many(self, tasks: Iterable[dict[str, Any]]) -> list[TaskHandle]:
-        """Queue many tasks given as partial task objects (``{"args": ..., "task_name": ...}``)."""
-        submitted = self.queue.submit_partials(enumerate(tasks, start=1))
+        """Queue many partial tasks (``{"args": ..., "task_name": ...}``), all or none."""
+        return self._submit_numbered(enumerate(tasks, start=1), "task")
+
+    def submit_jsonl(self, text: str, source: str = "TASKS.jsonl", **defaults: Any) -> list[TaskHandle]:
+        """Queue the tasks of a JSONL text (one partial task per line), all or none.
+
+        ``defaults`` (``task_name``, ``execution_id``) fill what a line leaves out. Errors name
+        ``source`` and the line.
+        """
+        try:
+            lines = parse_task_lines(text, source)
+        except ValueError as exc:
+            raise InvalidTaskError(str(exc)) from None
+        if not lines:
+            raise InvalidTaskError(f"{source}: no tasks (one JSON object per line)")
+        for _, obj in lines:
+            for key, value in defaults.items():
+                if value is not None:
+                    obj.setdefault(key, value)
+        return self._submit_numbered(lines, source)
+
+    def _submit_numbered(self, lines: Iterable[tuple[int, dict[str, Any]]], source: str) -> list[TaskHandle]:
+        submitted = self.queue.submit_partials(lines, source=source, check_args=self.check_args)
         return [TaskHandle(self.queue, task.task_id) for task in submitted]
 
     def result(self, task_id: str, timeout: float | None = None) -> Any:

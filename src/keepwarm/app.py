@@ -109,14 +109,25 @@ def load_app(env: Env) -> App:
             f"{env.settings_path}: [app] manager = {section.manager!r} has no "
             "build_distribution(workers) method"
         )
-    args_model = _resolve(env, "args_model", section.args_model) if section.args_model else None
-    if args_model is not None and not (isinstance(args_model, type) and issubclass(args_model, BaseModel)):
-        raise AppError(
-            f"{env.settings_path}: [app] args_model = {section.args_model!r} is not a pydantic model"
-        )
-    app = App(env, worker_class, manager_class, args_model)
+    app = App(env, worker_class, manager_class, load_args_model(env))
     app.settings_args()
     return app
+
+
+def load_args_model(env: Env) -> type[BaseModel] | None:
+    """Only the app's ``args_model`` (None when it declares none), for checking args at submit."""
+    spec = env.settings.app.args_model
+    if spec is None:
+        return None
+    _add_to_path(env.app_dir)
+    model = _resolve(env, "args_model", spec)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise AppError(f"{env.settings_path}: [app] args_model = {spec!r} is not a pydantic model")
+    return model
+
+
+def describe_args_error(exc: ValidationError) -> str:
+    return "invalid args: " + "; ".join(describe_error(e) for e in exc.errors())
 
 
 def _add_to_path(app_dir: Path) -> None:

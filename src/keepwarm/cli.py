@@ -69,7 +69,7 @@ def _emit_json(document: Any) -> None:
 def _stderr() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)
 
 
 def _record_json(record: TaskRecord) -> dict[str, Any]:
@@ -117,18 +117,10 @@ def submit(
         raise UserError("give either --args or --file, not both")
     service = _service(app, apps_path)
     if file is not None:
-        lines = list(_read_jsonl(file))
-        for _, obj in lines:
-            obj.setdefault("task_name", name)
-            if execution_id is not None:
-                obj.setdefault("execution_id", execution_id)
-        handles = service.submit_many(obj for _, obj in lines) if lines else []
-        if not lines:
-            raise UserError(f"{file}: no tasks in the file (one JSON object per line)")
+        handles = service.submit_jsonl(_read_text(file), str(file), task_name=name, execution_id=execution_id)
     else:
-        handles = [
-            service.submit(_json_object(args or "{}", "--args"), task_name=name, execution_id=execution_id)
-        ]
+        task_args = _json_object(args or "{}", "--args")
+        handles = [service.submit(task_args, task_name=name, execution_id=execution_id)]
     ids = [h.task_id for h in handles]
     if not wait:
         if as_json:
@@ -301,28 +293,20 @@ def demo(
         raise typer.Exit(1)
 
 
-def _read_jsonl(file: Path) -> list[tuple[int, dict[str, Any]]]:
+def _read_text(file: Path) -> str:
     try:
-        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+        return sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{file}: cannot be read: {exc}") from None
-    lines = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            lines.append((number, _json_object(line, f"{file} line {number}")))
-    return lines
 
 
 def _json_object(text: str, where: str) -> dict[str, Any]:
+    from keepwarm.task import parse_json_object
+
     try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise UserError(
-            f"{where}: not valid JSON ({exc}); expected an object such as '{{\"x\": 3}}'"
-        ) from None
-    if not isinstance(value, dict):
-        raise UserError(f"{where}: expected a JSON object such as '{{\"x\": 3}}', got {type(value).__name__}")
-    return value
+        return parse_json_object(text, where)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _counts_line(counts: dict[str, Any]) -> str:

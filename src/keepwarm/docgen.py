@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic_core import PydanticUndefined
 
 from keepwarm.settings import AppSection, ClusterSettings, ServiceHealthSettings
 

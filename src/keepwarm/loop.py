@@ -32,12 +32,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from keepwarm.app import App, load_app
+from keepwarm.app import App, describe_args_error, load_app
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
 from keepwarm.heartbeat import HeartbeatWriter
 from keepwarm.queue import TaskQueue, encode, terminal_record
-from keepwarm.settings import describe_error
 from keepwarm.task import Task, TaskItem, utc_now
 from keepwarm.watch import IN_CLOSE_WRITE, IN_MOVED_TO, Watcher
 
@@ -283,22 +282,11 @@ class WorkerLoop:
         task = self.queue.load_claimed(claimed)
         if task is None:
             return None
-        if self.queue.terminal_path(task.task_id) is not None:
-            os.unlink(claimed)
-            self.queue.events.append("duplicate", task_id=task.task_id, slot=self.slot)
-            return None
         self.heartbeat.task_started(task.task_id)
         try:
             args = self._app.validate_args(task.args) if self._app else task.args
         except ValidationError as exc:
-            problems = "; ".join(describe_error(e) for e in exc.errors())
-            self._complete(
-                claimed,
-                task,
-                _Outcome(ok=False, error=f"invalid args: {problems}"),
-                claimed_at,
-                0.0,
-            )
+            self._complete(claimed, task, _Outcome(ok=False, error=describe_args_error(exc)), claimed_at, 0.0)
             return None
         item = TaskItem(
             task_id=task.task_id,

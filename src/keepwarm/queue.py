@@ -19,7 +19,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,15 +185,29 @@ class TaskQueue:
             write_atomic(self.pending / pending_name(next_seq(), task.task_id), data, self.durable)
         return batch
 
-    def submit_partials(self, lines: Iterable[tuple[int, dict[str, Any]]]) -> list[Task]:
-        """Validate ``--file`` lines (line number, object) and submit them all, or none."""
+    def submit_partials(
+        self,
+        lines: Iterable[tuple[int, dict[str, Any]]],
+        *,
+        source: str = "task",
+        check_args: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[Task]:
+        """Validate numbered partial tasks (``--file`` lines) and submit them all, or none.
+
+        Errors name ``source`` and the line; ``check_args`` may refuse a line's args (ValueError).
+        """
         tasks = []
         for number, obj in lines:
+            where = f"{source} line {number}" if source != "task" else f"task {number}"
             try:
                 partial = PartialTask.model_validate(obj)
+                if check_args is not None:
+                    check_args(partial.args)
             except ValidationError as exc:
                 problems = "; ".join(describe_error(e) for e in exc.errors())
-                raise InvalidTaskError(f"line {number}: {problems}") from None
+                raise InvalidTaskError(f"{where}: {problems}") from None
+            except ValueError as exc:
+                raise InvalidTaskError(f"{where}: {exc}") from None
             tasks.append(self.make_task(**partial.model_dump()))
         return self.submit(tasks)
 
@@ -239,12 +253,16 @@ class TaskQueue:
         return None
 
     def publish_terminal(self, record: dict[str, Any]) -> bool:
-        """Publish a terminal record; False (a duplicate) if the task already has one."""
-        task_id = record["task_id"]
-        if self.terminal_path(task_id) is not None:
+        """Publish a terminal record; False (a duplicate) if the task already has one.
+
+        The link into the record's own folder refuses a second file there; the other folder is
+        checked first, so a task never ends both done and failed.
+        """
+        name = f"{record['task_id']}{TASK_SUFFIX}"
+        folder, other = (self.done, self.failed) if record["status"] == "done" else (self.failed, self.done)
+        if os.path.lexists(other / name):
             return False
-        folder = self.done if record["status"] == "done" else self.failed
-        return publish_new(folder / f"{task_id}{TASK_SUFFIX}", encode(record), self.durable)
+        return publish_new(folder / name, encode(record), self.durable)
 
     def finish(self, claimed: Path, record: dict[str, Any]) -> bool:
         """Publish the terminal record of a claimed task, then release the claim."""

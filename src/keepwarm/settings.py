@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import tomlkit
 import tomlkit.exceptions
+import tomlkit.items
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keepwarm.atomic import write_atomic
@@ -188,11 +189,27 @@ def update_settings(path: Path, section: str, values: dict[str, Any]) -> AppSett
     for key, value in values.items():
         if value is None:
             table.pop(key, None)
-        else:
+        elif key in table:
             table[key] = value
+        else:
+            _add_after_last_value(table, key, value)
     settings = _validate(path, document.unwrap())
     write_atomic(path, tomlkit.dumps(document).encode())
     return settings
+
+
+def _add_after_last_value(table: Any, key: str, value: Any) -> None:
+    """Add a key after the table's last value, not after the comment that introduces a sub-table."""
+    body = getattr(getattr(table, "value", None), "body", None)
+    last = None
+    for name, item in body or []:
+        if name is not None and not isinstance(item, (tomlkit.items.Table, tomlkit.items.AoT)):
+            last = name
+    insert_after = getattr(getattr(table, "value", None), "_insert_after", None)
+    if last is None or insert_after is None:
+        table[key] = value
+    else:
+        insert_after(last, key, value)
 
 
 def _parse(path: Path) -> tomlkit.TOMLDocument:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -126,3 +127,27 @@ class TaskItem:
     execution_id: str | None
     created_at: str
     timeout_sec: float | None
+
+
+def parse_json_object(text: str, where: str) -> dict[str, Any]:
+    """A JSON object from ``text``; ValueError naming ``where`` and showing the expected shape."""
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(
+            f"{where}: not valid JSON ({exc}); expected an object such as '{{\"x\": 3}}'"
+        ) from None
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"{where}: expected a JSON object such as '{{\"x\": 3}}', got {type(value).__name__}"
+        )
+    return value
+
+
+def parse_task_lines(text: str, source: str) -> list[tuple[int, dict[str, Any]]]:
+    """The objects of a TASKS.jsonl text with their line numbers; blank lines are skipped."""
+    return [
+        (number, parse_json_object(line, f"{source} line {number}"))
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip()
+    ]
