@@ -176,6 +176,7 @@ def test_bad_files_are_rejected_with_reasons_and_the_loop_keeps_serving(tmp_path
     bad = {
         name("badjson"): (b"{not json", "invalid JSON"),
         name("schema"): (json.dumps({**valid, "task_id": "schema", "schema": "v0"}).encode(), "wrong schema"),
+        name("noschema"): (json.dumps({"task_id": "noschema", "args": {}}).encode(), "wrong schema"),
         name("types"): (json.dumps({**valid, "task_id": "types", "attempt": "one"}).encode(), "attempt"),
         name("big"): (
             json.dumps({**valid, "task_id": "big", "args": {"b": "x" * 20000}}).encode(),
@@ -246,8 +247,9 @@ def test_async_work_serves_concurrent_tasks_in_one_loop(tmp_path: Path, loops: L
     assert max(peaks) <= 4  # never more than concurrency
 
 
-def test_async_task_past_its_timeout_fails(tmp_path: Path, loops: Loops) -> None:
-    env = Env(write_app(tmp_path, "asyncapp", ASYNC_WORKER, "[cluster]\nconcurrency = 2\n"))
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_async_task_past_its_timeout_fails(tmp_path: Path, loops: Loops, concurrency: int) -> None:
+    env = Env(write_app(tmp_path, "asyncapp", ASYNC_WORKER, f"[cluster]\nconcurrency = {concurrency}\n"))
     loops.start(env)
     service = Service(env)
     with pytest.raises(TaskFailed, match="task-timeout"):
@@ -288,3 +290,29 @@ def test_dead_loop_tasks_are_requeued_not_lost(flaky_env: Env, loops: Loops) -> 
     record = handle.record(timeout=30)
     assert record.status == "done" and record.result["attempt"] == 2
     assert [a["outcome"] for a in record.attempts] == ["loop-error", "done"]
+
+
+def test_hand_written_task_files_get_the_cluster_defaults(tmp_path: Path, loops: Loops) -> None:
+    settings = "[cluster]\ntask_timeout_sec = 77\nmax_attempts = 5\n"
+    env = Env(copy_app(tmp_path, "flaky", **{"[cluster]\n": settings}))
+    queue = queue_of(env)
+    loops.start(env)
+    task = {"schema": "agi.service.task.v1", "task_id": "byhand", "args": {"value": 1}}
+    _drop(queue.pending, "byhand.task.json", json.dumps(task).encode())
+    record = wait_for_records(queue, ["byhand"], timeout=30)["byhand"]
+    assert record.status == "done"
+    assert record.model_extra is not None
+    assert record.model_extra["timeout_sec"] == 77 and record.model_extra["max_attempts"] == 5
+
+
+def test_a_finished_task_is_never_run_again(tmp_path: Path, flaky_env: Env, loops: Loops) -> None:
+    queue = queue_of(flaky_env)
+    loops.start(flaky_env)
+    runs = tmp_path / "runs.txt"
+    handle = Service(flaky_env).submit({"record_to": str(runs)})
+    handle.result(timeout=30)
+    again = queue.make_task({"record_to": str(runs)}, task_id=handle.task_id)
+    queue.submit([again])
+    wait_until(lambda: queue.events.read("duplicate"), what="the duplicate to be seen")
+    assert queue.count_pending() == 0
+    assert len(runs.read_text().splitlines()) == 1

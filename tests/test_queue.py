@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from keepwarm.env import Env
-from keepwarm.errors import InvalidTaskError, QueueFull
+from keepwarm.errors import InvalidTaskError, QueueFull, TaskNotFound
 from keepwarm.queue import TaskQueue, seq_from_name, terminal_record
 from keepwarm.settings import ClusterSettings
 
@@ -221,7 +221,28 @@ def test_counts_and_oldest_age_come_from_listings(mycode_env: Env) -> None:
     assert queue.locate(tasks[510].task_id).state == "done"
 
 
-def test_queue_folders_are_private(mycode_env: Env) -> None:
+def test_share_and_queue_folders_are_private(mycode_env: Env) -> None:
     queue = queue_of(mycode_env)
-    for folder in (queue.pending, queue.running, queue.done, queue.failed, queue.heartbeats):
-        assert folder.stat().st_mode & 0o777 == 0o700
+    share = mycode_env.share_root
+    folders = [share, share / mycode_env.namespace, mycode_env.service_dir, queue.root]
+    folders += [queue.pending, queue.running, queue.done, queue.failed, queue.heartbeats]
+    for folder in folders:
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+
+
+def test_task_ids_from_callers_cannot_leave_the_queue(mycode_env: Env, tmp_path: Path) -> None:
+    queue = queue_of(mycode_env)
+    (tmp_path / "evil.task.json").write_text("{}")
+    for bad in ("../../evil", "/etc/passwd", "..", ".hidden", "a/b"):
+        with pytest.raises(TaskNotFound, match="is not a task id"):
+            queue.locate(bad)
+        with pytest.raises(TaskNotFound):
+            queue.cancel([bad])
+
+
+def test_zero_attempts_or_timeout_are_refused_not_defaulted(mycode_env: Env) -> None:
+    queue = queue_of(mycode_env)
+    with pytest.raises(InvalidTaskError, match="max_attempts"):
+        queue.make_task({}, max_attempts=0)
+    with pytest.raises(InvalidTaskError, match="timeout_sec"):
+        queue.make_task({}, timeout_sec=0)

@@ -63,12 +63,21 @@ def publish_new(path: Path, data: bytes, durable: bool = False) -> bool:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        return False
-    finally:
-        _unlink_quietly(tmp)
+        # A retried link on a network filesystem can report EEXIST to the process that won.
+        if not _same_file(tmp, path):
+            _unlink_quietly(tmp)
+            return False
+    _unlink_quietly(tmp)
     if durable:
         fsync_dir(path.parent)
     return True
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _unlink_quietly(path: Path) -> None:

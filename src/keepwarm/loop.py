@@ -141,7 +141,7 @@ class WorkerLoop:
         )
         with Watcher([self.queue.pending], mask=IN_MOVED_TO | IN_CLOSE_WRITE) as watcher:
             log.info("slot %s: waking by %s on %s", self.slot, watcher.mode, self.queue.pending)
-            if self._app is not None and "work" in self._app.async_methods and self.settings.concurrency > 1:
+            if self._app is not None and "work" in self._app.async_methods:
                 self._serve_concurrent(watcher)
             else:
                 self._serve(watcher)
@@ -281,6 +281,11 @@ class WorkerLoop:
         claimed_at = utc_now()
         task = self.queue.load_claimed(claimed)
         if task is None:
+            return None
+        if self.queue.terminal_path(task.task_id) is not None:
+            # Already finished (e.g. resubmitted by hand): never run a task's side effects twice.
+            os.unlink(claimed)
+            self.queue.events.append("duplicate", task_id=task.task_id, slot=self.slot, during="claim")
             return None
         self.heartbeat.task_started(task.task_id)
         try:

@@ -38,6 +38,7 @@ from keepwarm.task import (
     Task,
     TaskRecord,
     TaskStatus,
+    is_safe_id,
     new_task_id,
     utc_now,
 )
@@ -148,13 +149,14 @@ class TaskQueue:
         """Build a valid task, filling in what the caller left out; InvalidTaskError otherwise."""
         try:
             return Task(
-                task_id=task_id or new_task_id(),
+                schema=TASK_SCHEMA,
+                task_id=new_task_id() if task_id is None else task_id,
                 task_name=task_name,
                 args=args if args is not None else {},
                 plan=plan,
                 execution_id=execution_id,
-                max_attempts=max_attempts or self.settings.max_attempts,
-                timeout_sec=timeout_sec or self.settings.task_timeout_sec,
+                max_attempts=self.settings.max_attempts if max_attempts is None else max_attempts,
+                timeout_sec=self.settings.task_timeout_sec if timeout_sec is None else timeout_sec,
             )
         except ValidationError as exc:
             problems = "; ".join(describe_error(e) for e in exc.errors())
@@ -246,6 +248,7 @@ class TaskQueue:
     # ------------------------------------------------------------------ terminal files
 
     def terminal_path(self, task_id: str) -> Path | None:
+        _require_safe_id(task_id)
         for folder in (self.done, self.failed):
             path = folder / f"{task_id}{TASK_SUFFIX}"
             if os.path.lexists(path):
@@ -346,9 +349,17 @@ class TaskQueue:
                 if expected is not None and expected != task.task_id:
                     problem = f"file name says task {expected!r} but task_id is {task.task_id!r}"
                 else:
-                    return task
+                    return self._with_defaults(task)
         self.reject(path, problem)
         return None
+
+    def _with_defaults(self, task: Task) -> Task:
+        """A file written by another tool gets ``[cluster]``'s defaults for what it left out."""
+        if task.timeout_sec is None:
+            task.timeout_sec = self.settings.task_timeout_sec
+        if "max_attempts" not in task.model_fields_set:
+            task.max_attempts = self.settings.max_attempts
+        return task
 
     def cancel(self, task_ids: Iterable[str] = (), execution_id: str | None = None) -> list[str]:
         """Cancel pending tasks by id or by execution id; returns the ids cancelled.
@@ -357,6 +368,8 @@ class TaskQueue:
         take it. Running tasks are left to their loop.
         """
         wanted = set(task_ids)
+        for task_id in wanted:
+            _require_safe_id(task_id)
         names = [n for n in self.scan_pending() if task_id_from_name(n) in wanted]
         if execution_id is not None:
             names = sorted(set(names) | set(self._pending_of_execution(execution_id)))
@@ -436,13 +449,12 @@ class TaskQueue:
         terminal = self.terminal_path(task_id)
         if terminal is not None:
             return TaskLocation(task_id, terminal.parent.name, terminal)
-        suffix = f"-{task_id}{TASK_SUFFIX}"
         for name in self.scan_pending_unsorted():
-            if name.endswith(suffix):
+            if task_id_from_name(name) == task_id:
                 return TaskLocation(task_id, "pending", self.pending / name)
         for owner, names in self._running_listing():
             for name in names:
-                if name.endswith(suffix):
+                if task_id_from_name(name) == task_id:
                     return TaskLocation(task_id, "running", self.running / owner / name, owner)
         raise TaskNotFound(f"no task {task_id!r} in {self.root}; list tasks with: keepwarm tasks APP")
 
@@ -506,6 +518,13 @@ def terminal_record(
         attempts=[*task.attempts, this_attempt],
     )
     return record
+
+
+def _require_safe_id(task_id: str) -> None:
+    if not is_safe_id(task_id):
+        raise TaskNotFound(
+            f"{task_id!r} is not a task id: ids are 1-128 letters, digits, '_', '-', '.' (no '/' or '..')"
+        )
 
 
 def encode(obj: Any) -> bytes:

@@ -47,7 +47,7 @@ class Task(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_: Literal["agi.service.task.v1"] = Field(default="agi.service.task.v1", alias="schema")
+    schema_: Literal["agi.service.task.v1"] = Field(alias="schema")
     task_id: str
     task_name: str = "task"
     created_at: str = Field(default_factory=utc_now)
