@@ -214,7 +214,7 @@ def test_missing_settings_file_says_how_to_create_one(tmp_path: Path) -> None:
         load_settings(path)
 
     assert str(path) in one_line(caught.value)
-    assert "keepwarm init" in one_line(caught.value)
+    assert "[app] worker" in one_line(caught.value)
 
 
 # ---------------------------------------------------------------- writing keeps comments

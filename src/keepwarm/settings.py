@@ -217,7 +217,8 @@ def _parse(path: Path) -> tomlkit.TOMLDocument:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SettingsError(
-            f"{path}: not found; an app folder needs an {SETTINGS_FILE} (create one with: keepwarm init NAME)"
+            f"{path}: not found; an app folder needs an {SETTINGS_FILE} with at least "
+            '[app] worker = "module:Class" (see docs/apps.md)'
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path}: cannot be read: {exc}") from None
