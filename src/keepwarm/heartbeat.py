@@ -30,6 +30,7 @@ class Heartbeat(BaseModel):
     timestamp: str
     task_id: str | None = None
     task_started_at: str | None = None
+    task_timeout_sec: float | None = None
     tasks_done: int = 0
     tasks_failed: int = 0
     rss_bytes: int | None = None
@@ -37,6 +38,7 @@ class Heartbeat(BaseModel):
     start_sec: float | None = None
     error: str | None = None
     storage_error: str | None = None
+    stop_reason: str | None = None
 
 
 def rss_bytes() -> int | None:
@@ -62,7 +64,8 @@ class HeartbeatWriter:
         self.start_sec: float | None = None
         self.error: str | None = None
         self.storage_error: str | None = None
-        self._running: dict[str, str] = {}  # task_id -> started_at, for every task in flight
+        self.stop_reason: str | None = None
+        self._running: dict[str, tuple[str, float | None]] = {}  # task_id -> (started_at, timeout)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="keepwarm-heartbeat", daemon=True)
@@ -71,9 +74,9 @@ class HeartbeatWriter:
         self.beat()
         self._thread.start()
 
-    def task_started(self, task_id: str) -> None:
+    def task_started(self, task_id: str, timeout_sec: float | None) -> None:
         with self._lock:
-            self._running[task_id] = utc_now()
+            self._running[task_id] = (utc_now(), timeout_sec)
             self.state = "processing"
 
     def task_finished(self, task_id: str, ok: bool) -> None:
@@ -96,7 +99,7 @@ class HeartbeatWriter:
 
     def snapshot(self) -> Heartbeat:
         with self._lock:
-            oldest = min(self._running.items(), key=lambda item: item[1], default=None)
+            oldest = min(self._running.items(), key=lambda item: item[1][0], default=None)
             return Heartbeat(
                 slot=self.slot,
                 incarnation=self.incarnation,
@@ -105,7 +108,8 @@ class HeartbeatWriter:
                 state=self.state,
                 timestamp=utc_now(),
                 task_id=oldest[0] if oldest else None,
-                task_started_at=oldest[1] if oldest else None,
+                task_started_at=oldest[1][0] if oldest else None,
+                task_timeout_sec=oldest[1][1] if oldest else None,
                 tasks_done=self.tasks_done,
                 tasks_failed=self.tasks_failed,
                 rss_bytes=rss_bytes(),
@@ -113,6 +117,7 @@ class HeartbeatWriter:
                 start_sec=self.start_sec,
                 error=self.error,
                 storage_error=self.storage_error,
+                stop_reason=self.stop_reason,
             )
 
     def beat(self) -> None:

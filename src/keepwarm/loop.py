@@ -148,6 +148,8 @@ class WorkerLoop:
         self.heartbeat.set_state("stopping")
         self._stop_worker()
         self._release_leftovers()
+        if self._recycle_due():
+            self.heartbeat.stop_reason = "max-tasks"
         self.heartbeat.set_state("stopped")
         self._close()
         log.info(
@@ -287,7 +289,7 @@ class WorkerLoop:
             os.unlink(claimed)
             self.queue.events.append("duplicate", task_id=task.task_id, slot=self.slot, during="claim")
             return None
-        self.heartbeat.task_started(task.task_id)
+        self.heartbeat.task_started(task.task_id, task.timeout_sec)
         try:
             args = self._app.validate_args(task.args) if self._app else task.args
         except ValidationError as exc:

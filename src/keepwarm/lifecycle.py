@@ -1,0 +1,294 @@
+"""Starting and stopping a service from any process: the lock, the detached supervisor, readiness.
+
+``start`` takes ``service.lock`` (flock) and hands it to the supervisor it spawns, so the lock lives
+exactly as long as the supervisor; a free lock means no live supervisor, whatever the files say.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from keepwarm import __version__
+from keepwarm.control import send_command
+from keepwarm.env import Env, ensure_private_dir
+from keepwarm.errors import KeepwarmError
+from keepwarm.heartbeat import read_heartbeat
+from keepwarm.queue import TaskQueue
+from keepwarm.state import read_service_record, read_supervisor_state, write_state
+from keepwarm.supervisor import Supervisor, acquire_lock
+from keepwarm.watch import IN_MOVED_TO, Watcher
+
+MAX_LOG_BYTES = 10 * 1024 * 1024
+
+
+class ServiceAlreadyRunning(KeepwarmError):
+    """``start`` found the service's lock held by a live supervisor."""
+
+
+class ServiceStartError(KeepwarmError):
+    """The service did not become ready: the loops' own errors, or the supervisor's log."""
+
+
+def lock_path(env: Env) -> Path:
+    return env.service_dir / "service.lock"
+
+
+def supervisor_log(env: Env) -> Path:
+    return env.log_dir / "supervisor.log"
+
+
+def start_service(env: Env, *, slots: int | None = None, timeout: float | None = None) -> str:
+    """Start the supervisor detached and return when every loop is ready; its incarnation."""
+    ensure_private_dir(env.service_dir)
+    TaskQueue.for_env(env).ensure()
+    fd = acquire_lock(lock_path(env))
+    if fd is None:
+        raise _already_running(env)
+    incarnation = uuid.uuid4().hex[:12]
+    log_path = _rotated(ensure_private_dir(env.log_dir) / "supervisor.log")
+    command = [
+        sys.executable,
+        "-m",
+        "keepwarm.supervisor",
+        "--app",
+        str(env.app_dir),
+        "--share-dir",
+        str(env.share_root),
+        "--namespace",
+        env.namespace,
+        "--incarnation",
+        incarnation,
+        "--lock-fd",
+        str(fd),
+    ]
+    if slots is not None:
+        command += ["--slots", str(slots)]
+    try:
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                command,
+                pass_fds=(fd,),
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+    finally:
+        os.close(fd)  # the supervisor holds the lock now
+    wait_until_ready(
+        env, incarnation, process, env.settings.cluster.start_timeout_sec if timeout is None else timeout
+    )
+    return incarnation
+
+
+def run_foreground(env: Env, *, slots: int | None = None) -> int:
+    """Run the supervisor in this process (for systemd, supervisord or a container)."""
+    ensure_private_dir(env.service_dir)
+    TaskQueue.for_env(env).ensure()
+    fd = acquire_lock(lock_path(env))
+    if fd is None:
+        raise _already_running(env)
+    supervisor = Supervisor(env, uuid.uuid4().hex[:12], slots=slots)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: supervisor.request_stop())
+    try:
+        return supervisor.run()
+    finally:
+        os.close(fd)
+
+
+def wait_until_ready(env: Env, incarnation: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Block until the supervisor of ``incarnation`` reports every loop ready, or fail clearly."""
+    queue = TaskQueue.for_env(env)
+    deadline = time.monotonic() + timeout
+    state_path = env.service_dir / "supervisor.json"
+    with Watcher([queue.heartbeats, env.service_dir], mask=IN_MOVED_TO) as watcher:
+        while True:
+            if process.poll() is not None:
+                raise ServiceStartError(
+                    f"the supervisor of {env.app_target} exited with code {process.returncode} while "
+                    f"starting; its log ({supervisor_log(env)}) ends with:\n{_tail(supervisor_log(env))}"
+                )
+            state = read_supervisor_state(state_path)
+            if state is not None and state.incarnation == incarnation:
+                problems, ready = [], 0
+                for row in state.loops:
+                    beat = read_heartbeat(queue.heartbeats / f"{row.slot}.json")
+                    if beat is not None and beat.incarnation == row.incarnation:
+                        if beat.state in ("ready", "processing"):
+                            ready += 1
+                        elif beat.error:
+                            problems.append(f"loop {row.slot}: {beat.error}")
+                    elif row.restarts and row.last_reason:
+                        log = env.log_dir / f"{row.slot}.log"
+                        problems.append(
+                            f"loop {row.slot} exited ({row.last_reason}); {log} ends with:\n{_tail(log)}"
+                        )
+                if problems:
+                    _abort(env, process)
+                    raise ServiceStartError(
+                        f"service {env.app_target} did not start:\n" + "\n".join(problems)
+                    )
+                if state.loops and ready == len(state.loops) == state.desired_slots:
+                    return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                _abort(env, process)
+                raise ServiceStartError(
+                    f"service {env.app_target} not ready after {timeout}s; see {supervisor_log(env)} "
+                    f"and the loops' logs in {env.log_dir}"
+                )
+            watcher.wait(min(left, 0.1))
+
+
+def stop_service(env: Env, *, timeout: float | None = None) -> dict[str, Any]:
+    """Stop the service from any process; returns once the supervisor has exited."""
+    record = read_service_record(env.service_dir / "service.json")
+    fd = acquire_lock(lock_path(env)) if env.service_dir.is_dir() else None
+    if fd is not None:
+        try:
+            return _stop_without_supervisor(env, record is not None and record.desired == "running", timeout)
+        finally:
+            os.close(fd)
+    if record is None or record.supervisor is None:
+        if not env.service_dir.is_dir():
+            return {"status": "stopped", "message": f"service {env.app_target} is not running"}
+        raise KeepwarmError(f"service {env.app_target} is starting; try again in a moment")
+    state = read_supervisor_state(env.service_dir / "supervisor.json")
+    incarnation = state.incarnation if state is not None else record.supervisor.incarnation
+    stop_timeout = env.settings.cluster.stop_timeout_sec if timeout is None else timeout
+    args = {} if timeout is None else {"timeout": timeout}
+    ack = send_command(env.service_dir / "control", "stop", incarnation, args, timeout=10)
+    if not ack.ok:
+        raise KeepwarmError(f"the supervisor refused to stop: {ack.message}")
+    _wait_for_exit(record.supervisor.pid, lock_path(env), stop_timeout + 15)
+    return {"status": "stopped", "message": f"service {env.app_target} stopped"}
+
+
+def _stop_without_supervisor(env: Env, was_running: bool, timeout: float | None) -> dict[str, Any]:
+    """No live supervisor: stop loops it left behind, requeue their tasks, record the stop."""
+    queue = TaskQueue.for_env(env)
+    state = read_supervisor_state(env.service_dir / "supervisor.json")
+    leftovers = [
+        row for row in (state.loops if state else []) if row.pid and _is_loop(row.pid, row.incarnation)
+    ]
+    if not was_running and not leftovers and not _listdir(queue.running):
+        return {"status": "stopped", "message": f"service {env.app_target} is already stopped"}
+    for row in leftovers:
+        assert row.pid is not None
+        _signal(row.pid, signal.SIGTERM)
+    deadline = time.monotonic() + (env.settings.cluster.stop_timeout_sec if timeout is None else timeout)
+    while any(_is_loop(row.pid or 0, row.incarnation) for row in leftovers) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for row in leftovers:
+        if _is_loop(row.pid or 0, row.incarnation):
+            _signal(row.pid or 0, signal.SIGKILL)
+    requeued = 0
+    for owner in _listdir(queue.running):
+        requeued += len(queue.requeue(queue.running / owner, "stop", count_attempt=False))
+    for name in _listdir(queue.heartbeats):
+        (queue.heartbeats / name).unlink(missing_ok=True)
+    record = read_service_record(env.service_dir / "service.json")
+    if record is not None:
+        write_state(env.service_dir / "service.json", record.model_copy(update={"desired": "stopped"}))
+    queue.events.append("stopped", by="stop", supervisor="dead", requeued=requeued)
+    return {
+        "status": "stopped",
+        "message": f"the supervisor of {env.app_target} was dead; stopped {len(leftovers)} loops it left "
+        f"and requeued {requeued} tasks",
+    }
+
+
+def version_note(env: Env) -> str | None:
+    """A note when the running service was started by another keepwarm version."""
+    record = read_service_record(env.service_dir / "service.json")
+    if record is not None and record.desired == "running" and record.version != __version__:
+        return f"service {env.app_target} was started by keepwarm {record.version}; this is {__version__}"
+    return None
+
+
+def _already_running(env: Env) -> ServiceAlreadyRunning:
+    record = read_service_record(env.service_dir / "service.json")
+    who = ""
+    if record is not None and record.supervisor is not None:
+        who = f" (supervisor pid {record.supervisor.pid} on {record.supervisor.host})"
+    return ServiceAlreadyRunning(
+        f"service {env.app_target!r} is running{who}; stop it first: keepwarm stop {env.app_target}"
+    )
+
+
+def _abort(env: Env, process: subprocess.Popen[bytes]) -> None:
+    """A start that failed: stop the supervisor it spawned (its loops and claims with it)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(env.settings.cluster.stop_timeout_sec + 10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_for_exit(pid: int, lock: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        pidfd = None  # already gone, or not on this host: fall back to the lock
+    if pidfd is not None:
+        try:
+            select.select([pidfd], [], [], timeout)
+        finally:
+            os.close(pidfd)
+    while time.monotonic() < deadline:
+        fd = acquire_lock(lock)
+        if fd is not None:
+            os.close(fd)
+            return
+        time.sleep(0.02)
+    raise KeepwarmError(f"the supervisor (pid {pid}) did not exit within {timeout}s")
+
+
+def _is_loop(pid: int, incarnation: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return incarnation.encode() in cmdline.read()
+    except OSError:
+        return False
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _listdir(folder: Path) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(folder) if n[0] != ".")
+    except FileNotFoundError:
+        return []
+
+
+def _rotated(path: Path) -> Path:
+    try:
+        if path.stat().st_size > MAX_LOG_BYTES:
+            os.replace(path, path.with_name(path.name + ".1"))
+    except FileNotFoundError:
+        pass
+    return path
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

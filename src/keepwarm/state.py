@@ -1,0 +1,104 @@
+"""The service's state files: ``service.json`` (desired state) and ``supervisor.json`` (live state).
+
+Both are written by the supervisor (``service.json`` also by ``start`` and ``stop``) with temp file +
+rename, and read by anyone: ``status`` and ``health`` are computed from these files alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from keepwarm.atomic import write_atomic
+
+SERVICE_SCHEMA = "keepwarm.service.v1"
+SUPERVISOR_SCHEMA = "keepwarm.supervisor.v1"
+
+FutureState = Literal["pending", "running", "finished", "error", "cancelled", "lost"]
+
+
+class _State(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class SupervisorIdentity(_State):
+    pid: int
+    host: str
+    incarnation: str
+    started_at: str
+    log: str | None = None
+
+
+class ServiceRecord(_State):
+    """``service.json``: what the service should be, and who runs it."""
+
+    schema_: str = Field(default=SERVICE_SCHEMA, alias="schema")
+    app: str
+    namespace: str
+    desired: Literal["running", "stopped"]
+    backend: str = "local"
+    slots: int
+    supervisor: SupervisorIdentity | None = None
+    started_at: str | None = None
+    stopped_at: str | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    version: str
+
+
+class LoopRow(_State):
+    """One slot in the supervisor's loop table."""
+
+    slot: str
+    incarnation: str
+    pid: int | None = None
+    host: str
+    future_state: FutureState = "pending"
+    started_at: float  # epoch seconds
+    restarts: int = 0
+    last_reason: str | None = None
+    unhealthy_reason: str | None = None
+    exit_code: int | None = None
+
+
+class RestartEntry(_State):
+    slot: str
+    at: float  # epoch seconds
+    reason: str
+    incarnation: str
+
+
+class SupervisorState(_State):
+    """``supervisor.json``: rewritten every heartbeat interval by the live supervisor."""
+
+    schema_: str = Field(default=SUPERVISOR_SCHEMA, alias="schema")
+    pid: int
+    host: str
+    incarnation: str
+    timestamp: float  # epoch seconds: the supervisor's heartbeat
+    mode: Literal["running", "draining", "stopping", "stopped"] = "running"
+    desired_slots: int
+    loops: list[LoopRow] = Field(default_factory=list)
+    restarts: list[RestartEntry] = Field(default_factory=list)
+    conditions: list[str] = Field(default_factory=list)
+    last_task_at: float | None = None
+    version: str
+
+
+def write_state(path: Path, state: BaseModel, durable: bool = False) -> None:
+    write_atomic(path, state.model_dump_json(by_alias=True, indent=1).encode(), durable)
+
+
+def read_service_record(path: Path) -> ServiceRecord | None:
+    try:
+        return ServiceRecord.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError):
+        return None
+
+
+def read_supervisor_state(path: Path) -> SupervisorState | None:
+    try:
+        return SupervisorState.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError):
+        return None
