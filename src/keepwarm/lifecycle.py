@@ -20,6 +20,7 @@ from keepwarm import __version__
 from keepwarm.control import send_command
 from keepwarm.env import Env, ensure_private_dir
 from keepwarm.errors import KeepwarmError
+from keepwarm.health import pid_alive
 from keepwarm.heartbeat import read_heartbeat
 from keepwarm.queue import TaskQueue
 from keepwarm.state import read_service_record, read_supervisor_state, write_state
@@ -71,20 +72,28 @@ def start_service(env: Env, *, slots: int | None = None, timeout: float | None =
     ]
     if slots is not None:
         command += ["--slots", str(slots)]
+    command.append("--detach")
     try:
         with open(log_path, "ab") as log:
-            process = subprocess.Popen(
+            starter = subprocess.run(
                 command,
                 pass_fds=(fd,),
                 start_new_session=True,
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=subprocess.PIPE,
                 stderr=log,
+                check=False,
             )
     finally:
         os.close(fd)  # the supervisor holds the lock now
+    pid = int(starter.stdout.split()[0]) if starter.stdout.split() else 0
+    if starter.returncode != 0 or pid <= 0:
+        raise ServiceStartError(
+            f"the supervisor of {env.app_target} did not start; {supervisor_log(env)} ends with:\n"
+            f"{_tail(supervisor_log(env))}"
+        )
     wait_until_ready(
-        env, incarnation, process, env.settings.cluster.start_timeout_sec if timeout is None else timeout
+        env, incarnation, pid, env.settings.cluster.start_timeout_sec if timeout is None else timeout
     )
     return incarnation
 
@@ -105,16 +114,16 @@ def run_foreground(env: Env, *, slots: int | None = None) -> int:
         os.close(fd)
 
 
-def wait_until_ready(env: Env, incarnation: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+def wait_until_ready(env: Env, incarnation: str, pid: int, timeout: float) -> None:
     """Block until the supervisor of ``incarnation`` reports every loop ready, or fail clearly."""
     queue = TaskQueue.for_env(env)
     deadline = time.monotonic() + timeout
     state_path = env.service_dir / "supervisor.json"
     with Watcher([queue.heartbeats, env.service_dir], mask=IN_MOVED_TO) as watcher:
         while True:
-            if process.poll() is not None:
+            if not pid_alive(pid):
                 raise ServiceStartError(
-                    f"the supervisor of {env.app_target} exited with code {process.returncode} while "
+                    f"the supervisor of {env.app_target} (pid {pid}) exited while "
                     f"starting; its log ({supervisor_log(env)}) ends with:\n{_tail(supervisor_log(env))}"
                 )
             state = read_supervisor_state(state_path)
@@ -133,7 +142,7 @@ def wait_until_ready(env: Env, incarnation: str, process: subprocess.Popen[bytes
                             f"loop {row.slot} exited ({row.last_reason}); {log} ends with:\n{_tail(log)}"
                         )
                 if problems:
-                    _abort(env, process)
+                    _abort(env, pid)
                     raise ServiceStartError(
                         f"service {env.app_target} did not start:\n" + "\n".join(problems)
                     )
@@ -141,7 +150,7 @@ def wait_until_ready(env: Env, incarnation: str, process: subprocess.Popen[bytes
                     return
             left = deadline - time.monotonic()
             if left <= 0:
-                _abort(env, process)
+                _abort(env, pid)
                 raise ServiceStartError(
                     f"service {env.app_target} not ready after {timeout}s; see {supervisor_log(env)} "
                     f"and the loops' logs in {env.log_dir}"
@@ -225,15 +234,11 @@ def _already_running(env: Env) -> ServiceAlreadyRunning:
     )
 
 
-def _abort(env: Env, process: subprocess.Popen[bytes]) -> None:
+def _abort(env: Env, pid: int) -> None:
     """A start that failed: stop the supervisor it spawned (its loops and claims with it)."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(env.settings.cluster.stop_timeout_sec + 10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    if pid_alive(pid):
+        _signal(pid, signal.SIGTERM)
+        _wait_for_exit(pid, lock_path(env), env.settings.cluster.stop_timeout_sec + 10)
 
 
 def _wait_for_exit(pid: int, lock: Path, timeout: float) -> None:

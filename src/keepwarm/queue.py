@@ -45,6 +45,7 @@ from keepwarm.task import (
 
 REJECTION_SUFFIX = ".rejection.txt"
 CANCEL_SLOT = "_cancel"
+RETRY_SLOT = "_retry"
 
 _seq_lock = threading.Lock()
 _last_seq = 0
@@ -392,6 +393,42 @@ class TaskQueue:
             self.events.append("cancelled", task_ids=cancelled, execution_id=execution_id)
         return cancelled
 
+    def retry(self, task_ids: Iterable[str] = (), *, all_failed: bool = False) -> list[str]:
+        """Send failed or cancelled tasks back to ``pending/`` as fresh attempts; the ids retried.
+
+        The new task file is written before the terminal record goes, inside a claim folder, so a
+        crash at any point leaves the task either failed or pending, never lost.
+        """
+        wanted = set(task_ids)
+        for task_id in wanted:
+            _require_safe_id(task_id)
+        if all_failed:
+            wanted |= {
+                n[: -len(TASK_SUFFIX)] for n in _listdir_visible(self.failed) if n.endswith(TASK_SUFFIX)
+            }
+        owner = ensure_private_dir(self.owner_dir(RETRY_SLOT, f"{os.getpid()}-{next_seq()}"))
+        retried = []
+        for task_id in sorted(wanted):
+            terminal = self.failed / f"{task_id}{TASK_SUFFIX}"
+            try:
+                record = json.loads(terminal.read_bytes())
+                task = Task.model_validate(
+                    {k: v for k, v in record.items() if k in Task.model_fields or k == "schema"}
+                )
+            except (OSError, ValueError, ValidationError):
+                continue  # not a failed task record (a rejected file, or gone)
+            task.attempts = [*task.attempts, {"outcome": "retried", "at": utc_now()}]
+            task.attempt = 1
+            name = pending_name(next_seq(), task_id)
+            write_atomic(owner / name, encode(task.to_json_dict()), self.durable)
+            os.unlink(terminal)
+            os.rename(owner / name, self.pending / name)
+            retried.append(task_id)
+        os.rmdir(owner)
+        if retried:
+            self.events.append("retried", task_ids=retried)
+        return retried
+
     def _pending_of_execution(self, execution_id: str) -> Iterator[str]:
         # Reads pending files without claiming them: only to select, never to run.
         for name in self.scan_pending():
@@ -559,6 +596,13 @@ def _describe_task_error(exc: ValidationError) -> str:
 
 def _open_no_follow(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def _listdir_visible(folder: Path) -> list[str]:
+    try:
+        return [n for n in os.listdir(folder) if n[0] != "."]
+    except FileNotFoundError:
+        return []
 
 
 def _count_terminal(folder: Path) -> int:

@@ -761,7 +761,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--incarnation", required=True)
     parser.add_argument("--slots", type=int)
     parser.add_argument("--lock-fd", type=int, help="the flock on service.lock handed over by start")
+    parser.add_argument("--detach", action="store_true", help="fork, print the supervisor's pid, and return")
     options = parser.parse_args(argv)
+    if options.detach and os.fork() > 0:
+        # The starter waits for this first process only; the supervisor is reparented to init, so no
+        # caller ever holds it as an unreaped child.
+        return 0
+    if options.detach:
+        print(os.getpid(), flush=True)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s supervisor pid={os.getpid()} %(levelname)s %(message)s"
     )
