@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterable
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from keepwarm import lifecycle
 from keepwarm.app import describe_args_error, load_args_model
+from keepwarm.atomic import write_atomic
 from keepwarm.env import Env
 from keepwarm.errors import InvalidTaskError
+from keepwarm.health import (
+    GateResult,
+    GateThresholds,
+    HealthReport,
+    evaluate_gate,
+    evaluate_health,
+    write_snapshot,
+)
 from keepwarm.queue import QueueCounts, TaskQueue
 from keepwarm.results import TaskHandle, value_of, wait_for_records
 from keepwarm.task import Task, parse_task_lines
@@ -106,11 +118,105 @@ class Service:
         return self.queue.list_tasks(state, limit)
 
     def cancel(self, task_ids: Iterable[str] = (), execution_id: str | None = None) -> list[str]:
-        """Cancel pending tasks by id or execution id; returns the ids cancelled."""
-        return self.queue.cancel(task_ids, execution_id)
+        """Cancel tasks by id or execution id; returns the ids cancelled.
+
+        With a live supervisor, running tasks are cancelled too (their loop is restarted); without
+        one, only pending tasks can be.
+        """
+        ids = list(task_ids)
+        try:
+            ack = lifecycle.command(self.env, "cancel", {"task_ids": ids, "execution_id": execution_id})
+        except lifecycle.ServiceNotRunning:
+            return self.queue.cancel(ids, execution_id)
+        return [*ack.result.get("cancelled", []), *ack.result.get("running_cancelled", [])]
+
+    def retry(self, task_ids: Iterable[str] = (), *, failed: bool = False) -> list[str]:
+        """Send failed or cancelled tasks (or, with ``failed=True``, all of them) back to the queue."""
+        return self.queue.retry(task_ids, all_failed=failed)
+
+    # ------------------------------------------------------------------ service mode
+
+    def start(self, *, slots: int | None = None, timeout: float | None = None) -> HealthReport:
+        """Start the supervisor and its loops; returns once every loop is ready (or raises)."""
+        lifecycle.start_service(self.env, slots=slots, timeout=timeout)
+        return self.status()
+
+    def stop(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """Stop from any process: loops finish their task within ``timeout``, the rest is requeued."""
+        return lifecycle.stop_service(self.env, timeout=timeout)
+
+    def status(self) -> HealthReport:
+        """The service's state from its files alone (read-only, milliseconds)."""
+        return evaluate_health(self.env)
+
+    def health(
+        self,
+        *,
+        output: Path | None = None,
+        allow_idle: bool | None = None,
+        max_unhealthy: int | None = None,
+        max_restart_rate: float | None = None,
+        max_pending_age_sec: float | None = None,
+    ) -> tuple[HealthReport, GateResult]:
+        """The health report and the SLA gate's verdict (``[cluster.service_health]``, overridable)."""
+        report = evaluate_health(self.env)
+        thresholds = GateThresholds.from_settings(
+            self.env.settings.cluster.service_health,
+            allow_idle=allow_idle,
+            max_unhealthy=max_unhealthy,
+            max_restart_rate=max_restart_rate,
+            max_pending_age_sec=max_pending_age_sec,
+        )
+        if output is not None:
+            write_atomic(output, json.dumps(report.to_json_dict(), indent=2).encode())
+        return report, evaluate_gate(report, thresholds)
+
+    def snapshot(self) -> Path:
+        """Write ``service_operator_snapshot.json`` to the log dir; its path."""
+        return write_snapshot(self.env)
+
+    def scale(self, slots: int) -> dict[str, Any]:
+        """Run ``slots`` loops from now on; returns ``{"from": N, "to": M}``."""
+        return lifecycle.command(self.env, "scale", {"slots": slots}).result
+
+    def drain(self) -> str:
+        """Serve until nothing is pending or running, then stop."""
+        return lifecycle.command(self.env, "drain").message
+
+    def restart(self, slot: str | None = None, *, rolling: bool = False) -> str:
+        """Restart one loop gracefully, or all of them one at a time (``rolling``)."""
+        if rolling == (slot is not None):
+            raise ValueError("restart needs exactly one of: a slot, or rolling=True")
+        if rolling:
+            return lifecycle.command(self.env, "rolling-restart").message
+        return lifecycle.command(self.env, "restart", {"slot": slot}).message
 
     def counts(self) -> QueueCounts:
         return self.queue.counts()
+
+    async def astart(self, **options: Any) -> HealthReport:
+        return await asyncio.to_thread(lambda: self.start(**options))
+
+    async def astop(self, **options: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(lambda: self.stop(**options))
+
+    async def astatus(self) -> HealthReport:
+        return await asyncio.to_thread(self.status)
+
+    async def ahealth(self, **options: Any) -> tuple[HealthReport, GateResult]:
+        return await asyncio.to_thread(lambda: self.health(**options))
+
+    async def ascale(self, slots: int) -> dict[str, Any]:
+        return await asyncio.to_thread(self.scale, slots)
+
+    async def adrain(self) -> str:
+        return await asyncio.to_thread(self.drain)
+
+    async def arestart(self, slot: str | None = None, *, rolling: bool = False) -> str:
+        return await asyncio.to_thread(lambda: self.restart(slot, rolling=rolling))
+
+    async def acancel(self, task_ids: Iterable[str] = (), execution_id: str | None = None) -> list[str]:
+        return await asyncio.to_thread(self.cancel, list(task_ids), execution_id)
 
     async def asubmit(self, args: dict[str, Any] | None = None, **options: Any) -> TaskHandle:
         return await asyncio.to_thread(self.submit, args, **options)

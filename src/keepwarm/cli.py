@@ -8,13 +8,17 @@ from __future__ import annotations
 import enum
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from keepwarm.errors import KeepwarmError
+
 if TYPE_CHECKING:
     from keepwarm.api import Service
+    from keepwarm.health import GateResult, HealthReport
     from keepwarm.task import TaskRecord
 
 app = typer.Typer(
@@ -49,6 +53,16 @@ class TaskState(enum.StrEnum):
     running = "running"
     done = "done"
     failed = "failed"
+
+
+class Backend(enum.StrEnum):
+    local = "local"
+    dask = "dask"
+
+
+class OutputFormat(enum.StrEnum):
+    json = "json"
+    prometheus = "prometheus"
 
 
 class UserError(Exception):
@@ -202,14 +216,14 @@ def tasks(
 @app.command()
 def cancel(
     app: AppArg,
-    task_ids: Annotated[list[str] | None, typer.Argument(help="Ids of pending tasks to cancel.")] = None,
+    task_ids: Annotated[list[str] | None, typer.Argument(help="Ids of the tasks to cancel.")] = None,
     execution_id: Annotated[
-        str | None, typer.Option("--execution-id", help="Cancel every pending task of this execution.")
+        str | None, typer.Option("--execution-id", help="Cancel every task of this execution.")
     ] = None,
     apps_path: AppsPath = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Cancel pending tasks, by id or by execution id."""
+    """Cancel tasks by id or execution id (running ones too while the service runs)."""
     if not task_ids and execution_id is None:
         raise UserError("name the tasks to cancel: TASK_ID ... or --execution-id ID")
     service = _service(app, apps_path)
@@ -219,7 +233,7 @@ def cancel(
         if task_id not in cancelled:
             try:
                 not_cancelled[task_id] = service.queue.locate(task_id).state
-            except Exception:
+            except KeepwarmError:
                 not_cancelled[task_id] = "not found"
     if as_json:
         _emit_json({"cancelled": cancelled, "not_cancelled": not_cancelled})
@@ -229,9 +243,294 @@ def cancel(
         for task_id, where in not_cancelled.items():
             typer.echo(f"not cancelled {task_id}: {where}", err=True)
         if not cancelled and execution_id is not None:
-            typer.echo(f"no pending task of execution {execution_id}", err=True)
+            typer.echo(f"no pending or running task of execution {execution_id}", err=True)
     if not cancelled:
         raise typer.Exit(1)
+
+
+@app.command()
+def start(
+    app: AppArg,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, max=1024, help="Loops to run [default: [cluster] slots]."),
+    ] = None,
+    backend: Annotated[
+        Backend | None, typer.Option("--backend", help="Where loops run [default: [cluster] backend].")
+    ] = None,
+    foreground: Annotated[
+        bool, typer.Option("--foreground", help="Run the supervisor in this process (systemd, containers).")
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", min=0, help="Seconds to wait for ready [default: start_timeout_sec]."),
+    ] = None,
+    apps_path: AppsPath = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Start the service: a supervisor and its loops; returns when every loop is ready."""
+    service = _service(app, apps_path)
+    chosen = backend.value if backend else service.env.settings.cluster.backend
+    if chosen != "local":
+        raise UserError(f"backend {chosen!r} is not available in this release; use --backend local")
+    from keepwarm import lifecycle
+
+    log = lifecycle.supervisor_log(service.env)
+    if foreground:
+        _stderr().print(
+            f"supervisor of {service.env.app_target} in the foreground; log: stderr", highlight=False
+        )
+        raise typer.Exit(lifecycle.run_foreground(service.env, slots=workers))
+    began = time.perf_counter()
+    report = service.start(slots=workers, timeout=timeout)
+    elapsed = time.perf_counter() - began
+    if as_json:
+        _emit_json(report.to_json_dict() | {"start_sec": round(elapsed, 3), "supervisor_log": str(log)})
+        return
+    _stderr().print(
+        f"started {service.env.app_target}: {report.workers_healthy_count} loops ready in {elapsed:.2f}s "
+        f"(supervisor pid {report.supervisor.pid}); supervisor log: {log}",
+        highlight=False,
+    )
+    _print_health(report)
+
+
+@app.command()
+def status(app: AppArg, apps_path: AppsPath = None, as_json: JsonFlag = False) -> None:
+    """Show the service's status, queue and loops (read-only, from the files)."""
+    service = _service(app, apps_path)
+    _version_note(service)
+    report = service.status()
+    if as_json:
+        _emit_json(report.to_json_dict())
+    else:
+        _print_health(report)
+
+
+@app.command()
+def health(
+    app: AppArg,
+    gate: Annotated[
+        bool, typer.Option("--gate", help="Exit with the SLA gate's code (0 pass, 2-6 fail).")
+    ] = False,
+    allow_idle: Annotated[
+        bool | None,
+        typer.Option("--allow-idle/--no-allow-idle", help="Override allow_idle.", show_default=False),
+    ] = None,
+    max_unhealthy: Annotated[
+        int | None, typer.Option("--max-unhealthy", min=0, help="Override max_unhealthy.")
+    ] = None,
+    max_restart_rate: Annotated[
+        float | None, typer.Option("--max-restart-rate", min=0, help="Override max_restart_rate.")
+    ] = None,
+    max_pending_age: Annotated[
+        float | None, typer.Option("--max-pending-age", min=0, help="Override max_pending_age_sec (seconds).")
+    ] = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="json or prometheus.")
+    ] = OutputFormat.json,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Also write the health JSON to this file.")
+    ] = None,
+    apps_path: AppsPath = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Print the health report (agi.service.health.v1); with --gate, exit with the gate's code."""
+    service = _service(app, apps_path)
+    report, verdict = service.health(
+        output=output,
+        allow_idle=allow_idle,
+        max_unhealthy=max_unhealthy,
+        max_restart_rate=max_restart_rate,
+        max_pending_age_sec=max_pending_age,
+    )
+    if output_format == OutputFormat.prometheus and not as_json:
+        from keepwarm.health import to_prometheus
+
+        sys.stdout.write(to_prometheus(report, verdict if gate else None))
+    else:
+        document = report.to_json_dict()
+        if gate:
+            document["gate"] = verdict.model_dump(mode="json")
+        _emit_json(document)
+    if gate:
+        _print_gate(verdict)
+        raise typer.Exit(verdict.code)
+
+
+@app.command()
+def stop(
+    app: AppArg,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", min=0, help="Seconds loops get to finish [default: stop_timeout_sec]."),
+    ] = None,
+    apps_path: AppsPath = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Stop the service from any process; returns when the supervisor has exited."""
+    outcome = _service(app, apps_path).stop(timeout=timeout)
+    if as_json:
+        _emit_json(outcome)
+    else:
+        typer.echo(outcome["message"])
+
+
+@app.command()
+def scale(
+    app: AppArg,
+    workers: Annotated[int, typer.Argument(metavar="N", min=1, max=1024, help="How many loops to run.")],
+    apps_path: AppsPath = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run N loops from now on (new ones start, surplus ones finish their task and stop)."""
+    result = _service(app, apps_path).scale(workers)
+    _emit_json(result) if as_json else typer.echo(f"scaled from {result['from']} to {result['to']} loops")
+
+
+@app.command()
+def drain(app: AppArg, apps_path: AppsPath = None, as_json: JsonFlag = False) -> None:
+    """Serve until nothing is pending or running, then stop."""
+    message = _service(app, apps_path).drain()
+    _emit_json({"message": message}) if as_json else typer.echo(message)
+
+
+@app.command()
+def restart(
+    app: AppArg,
+    loop: Annotated[str | None, typer.Option("--loop", help="The slot to restart, e.g. loop-0.")] = None,
+    rolling: Annotated[bool, typer.Option("--rolling", help="Restart every loop, one at a time.")] = False,
+    apps_path: AppsPath = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Restart one loop, or all of them one at a time (never below N-1 ready)."""
+    if (loop is None) == (not rolling):
+        raise UserError("give exactly one of --loop SLOT or --rolling")
+    message = _service(app, apps_path).restart(loop, rolling=rolling)
+    _emit_json({"message": message}) if as_json else typer.echo(message)
+
+
+@app.command()
+def retry(
+    app: AppArg,
+    task_ids: Annotated[list[str] | None, typer.Argument(help="Ids of failed or cancelled tasks.")] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Retry every failed and cancelled task.")] = False,
+    apps_path: AppsPath = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Send failed or cancelled tasks back to the queue as fresh attempts."""
+    if not task_ids and not failed:
+        raise UserError("name the tasks to retry: TASK_ID ... or --failed")
+    retried = _service(app, apps_path).retry(task_ids or (), failed=failed)
+    if as_json:
+        _emit_json({"retried": retried})
+    else:
+        typer.echo("\n".join(f"retried {task_id}" for task_id in retried) or "nothing to retry")
+    if not retried:
+        raise typer.Exit(1)
+
+
+@app.command()
+def snapshot(app: AppArg, apps_path: AppsPath = None, as_json: JsonFlag = False) -> None:
+    """Write the operator snapshot (service_operator_snapshot.json) to the log dir."""
+    path = _service(app, apps_path).snapshot()
+    _emit_json({"path": str(path)}) if as_json else typer.echo(f"wrote {path}")
+
+
+@app.command()
+def logs(
+    app: AppArg,
+    loop: Annotated[str | None, typer.Option("--loop", help="Only this loop's log (e.g. loop-0).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing what is appended.")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Lines to show from the end.")] = 40,
+    apps_path: AppsPath = None,
+) -> None:
+    """Show the supervisor's and the loops' logs."""
+    service = _service(app, apps_path)
+    folder = service.env.log_dir
+    names = (
+        [f"{loop}.log"] if loop else ["supervisor.log", *sorted(p.name for p in folder.glob("loop-*.log"))]
+    )
+    paths = [folder / name for name in names if (folder / name).is_file()]
+    if not paths:
+        raise UserError(
+            f"no logs in {folder}" + (f" for {loop}" if loop else "; has the service been started?")
+        )
+    offsets = {}
+    for path in paths:
+        text = path.read_text(errors="replace")
+        tail = text.splitlines()[-lines:] if lines else []
+        if len(paths) > 1:
+            typer.echo(f"==> {path} <==")
+        typer.echo("\n".join(tail))
+        offsets[path] = len(text.encode())
+    while follow:
+        time.sleep(0.25)
+        for path in paths:
+            size = path.stat().st_size if path.exists() else 0
+            if size < offsets[path]:
+                offsets[path] = 0  # rotated
+            if size > offsets[path]:
+                with open(path, "rb") as handle:
+                    handle.seek(offsets[path])
+                    chunk = handle.read().decode(errors="replace")
+                offsets[path] = size
+                prefix = f"{path.stem}| " if len(paths) > 1 else ""
+                typer.echo("".join(prefix + line for line in chunk.splitlines(keepends=True)), nl=False)
+
+
+def _print_health(report: HealthReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    colour = {"running": "green", "idle": "cyan", "degraded": "yellow", "error": "red", "stopped": "dim"}
+    out = Console()
+    queue, word = report.queue, f"[{colour.get(report.status, 'white')}]{report.status}[/]"
+    out.print(
+        f"[bold]{report.app}[/] ({report.namespace}): {word}"
+        f" · loops {report.workers_healthy_count} healthy, {report.workers_unhealthy_count} unhealthy, "
+        f"{report.workers_pending_count} starting · restart rate {report.restart_rate:.2f}"
+        f" · queue pending {queue.pending}, running {queue.running}, "
+        f"done {queue.done}, failed {queue.failed}",
+        highlight=False,
+    )
+    for condition in report.conditions:
+        out.print(f"[yellow]condition:[/] {condition}", highlight=False)
+    if not report.worker_health:
+        return
+    table = Table()
+    columns = (
+        "worker",
+        "healthy",
+        "reason",
+        "future_state",
+        "heartbeat_state",
+        "heartbeat_age_sec",
+        "pid",
+        "restarts",
+    )
+    for column in columns:
+        table.add_column(column)
+    for row in report.worker_health:
+        style = "green" if row.healthy else "red"
+        values = [getattr(row, column) for column in columns]
+        table.add_row(*(_cell(v) for v in values), style=style)
+    out.print(table)
+
+
+def _print_gate(verdict: GateResult) -> None:
+    word = "[green]passed[/]" if verdict.passed else f"[red]failed (exit {verdict.code})[/]"
+    _stderr().print(
+        f"gate {word}" + "".join(f"\n  - {reason}" for reason in verdict.reasons), highlight=False
+    )
+
+
+def _version_note(service: Service) -> None:
+    from keepwarm.lifecycle import version_note
+
+    note = version_note(service.env)
+    if note:
+        _stderr().print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 @app.command()

@@ -160,7 +160,8 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
     record = read_service_record(env.service_dir / SERVICE_FILE)
     state = _current_state(record, read_supervisor_state(env.service_dir / SUPERVISOR_FILE))
     cluster = settings_in_effect(env, record)
-    queue = _queue_health(TaskQueue(env.queue_dir, settings=cluster), now)
+    task_queue = TaskQueue(env.queue_dir, settings=cluster)
+    queue = _queue_health(task_queue, now)
     supervisor, supervisor_conditions = _supervisor_health(record, state, cluster, now)
 
     stopped = record is None or (record.desired == "stopped" and not supervisor.alive)
@@ -185,7 +186,10 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
     if pending and not healthy and not unhealthy:
         conditions.append("loops-starting")
 
-    last_task_at = state.last_task_at if state else None
+    last_task_at = max(
+        [t for t in (state.last_task_at if state else None, _last_finish(task_queue)) if t is not None],
+        default=None,
+    )
     flowing = (
         queue.pending > 0
         or queue.running > 0
@@ -341,6 +345,17 @@ def _supervisor_health(
         pid=pid, host=host, incarnation=incarnation, alive=alive, heartbeat_age_sec=_round(age)
     )
     return supervisor, conditions
+
+
+def _last_finish(queue: TaskQueue) -> float | None:
+    """When a terminal file last appeared: a folder's mtime changes with every link into it."""
+    times = []
+    for folder in (queue.done, queue.failed):
+        try:
+            times.append(folder.stat().st_mtime)
+        except FileNotFoundError:
+            pass
+    return max(times, default=None)
 
 
 def pid_alive(pid: int) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from keepwarm import __version__
-from keepwarm.control import send_command
+from keepwarm.control import Ack, CommandName, send_command
 from keepwarm.env import Env, ensure_private_dir
 from keepwarm.errors import KeepwarmError
 from keepwarm.health import pid_alive
 from keepwarm.heartbeat import read_heartbeat
 from keepwarm.queue import TaskQueue
-from keepwarm.state import read_service_record, read_supervisor_state, write_state
+from keepwarm.state import SupervisorState, read_service_record, read_supervisor_state, write_state
 from keepwarm.supervisor import Supervisor, acquire_lock
 from keepwarm.watch import IN_MOVED_TO, Watcher
 
@@ -36,6 +37,37 @@ class ServiceAlreadyRunning(KeepwarmError):
 
 class ServiceStartError(KeepwarmError):
     """The service did not become ready: the loops' own errors, or the supervisor's log."""
+
+
+class ServiceNotRunning(KeepwarmError):
+    """A command needs a live supervisor and there is none."""
+
+
+def live_supervisor(env: Env) -> SupervisorState:
+    """The live supervisor's state, or ServiceNotRunning saying how to start it."""
+    record = read_service_record(env.service_dir / "service.json")
+    state = read_supervisor_state(env.service_dir / "supervisor.json")
+    if record is None or record.desired != "running" or state is None or not _supervisor_alive(state):
+        raise ServiceNotRunning(
+            f"service {env.app_target!r} is not running; start it: keepwarm start {env.app_target}"
+        )
+    return state
+
+
+def command(env: Env, name: CommandName, args: dict[str, Any] | None = None, timeout: float = 30.0) -> Ack:
+    """Send a control command to the live supervisor; its acknowledgement, or an error saying why not."""
+    for _ in range(2):  # a supervisor restarted in between makes the first try stale
+        state = live_supervisor(env)
+        ack = send_command(env.service_dir / "control", name, state.incarnation, args, timeout=timeout)
+        if ack.outcome != "stale":
+            break
+    if not ack.ok:
+        raise KeepwarmError(f"{name} refused by the supervisor of {env.app_target}: {ack.message}")
+    return ack
+
+
+def _supervisor_alive(state: SupervisorState) -> bool:
+    return state.host != socket.gethostname() or pid_alive(state.pid)
 
 
 def lock_path(env: Env) -> Path:

@@ -280,6 +280,7 @@ class Supervisor:
         )
         old_incarnation = slot.proc.incarnation
         slot.proc, slot.pidfd = None, None
+        self._next_state = 0.0
         slot.row = slot.row.model_copy(
             update={
                 "future_state": future,
