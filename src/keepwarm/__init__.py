@@ -11,6 +11,12 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "AGI": "keepwarm.agi",
+    "HealthReport": "keepwarm.health",
+    "GateResult": "keepwarm.health",
+    "ServiceAlreadyRunning": "keepwarm.lifecycle",
+    "ServiceStartError": "keepwarm.lifecycle",
+    "ServiceNotRunning": "keepwarm.lifecycle",
     "Env": "keepwarm.env",
     "AgiEnv": "keepwarm.env",
     "Service": "keepwarm.api",
@@ -32,15 +38,21 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "AGI",
     "AgiEnv",
     "AppError",
     "Env",
+    "GateResult",
+    "HealthReport",
     "InvalidTaskError",
     "KeepwarmError",
     "Partition",
     "QueueFull",
     "ResultTimeout",
     "Service",
+    "ServiceAlreadyRunning",
+    "ServiceNotRunning",
+    "ServiceStartError",
     "SettingsError",
     "Task",
     "TaskFailed",
@@ -54,6 +66,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from keepwarm.agi import AGI as AGI
     from keepwarm.api import Service as Service
     from keepwarm.app import Partition as Partition
     from keepwarm.app import WorkPlan as WorkPlan
@@ -83,6 +96,11 @@ if TYPE_CHECKING:
     from keepwarm.errors import (
         TaskNotFound as TaskNotFound,
     )
+    from keepwarm.health import GateResult as GateResult
+    from keepwarm.health import HealthReport as HealthReport
+    from keepwarm.lifecycle import ServiceAlreadyRunning as ServiceAlreadyRunning
+    from keepwarm.lifecycle import ServiceNotRunning as ServiceNotRunning
+    from keepwarm.lifecycle import ServiceStartError as ServiceStartError
     from keepwarm.queue import TaskQueue as TaskQueue
     from keepwarm.results import TaskHandle as TaskHandle
     from keepwarm.task import Task as Task

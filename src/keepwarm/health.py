@@ -187,7 +187,11 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
         conditions.append("loops-starting")
 
     last_task_at = max(
-        [t for t in (state.last_task_at if state else None, _last_finish(task_queue)) if t is not None],
+        [
+            t
+            for t in (state.last_task_at if state else None, _last_finish(task_queue, record))
+            if t is not None
+        ],
         default=None,
     )
     flowing = (
@@ -347,15 +351,21 @@ def _supervisor_health(
     return supervisor, conditions
 
 
-def _last_finish(queue: TaskQueue) -> float | None:
-    """When a terminal file last appeared: a folder's mtime changes with every link into it."""
+def _last_finish(queue: TaskQueue, record: ServiceRecord | None) -> float | None:
+    """When a terminal file last appeared: a folder's mtime changes with every link into it.
+
+    Only changes after the supervisor started count (creating the folders is not work).
+    """
+    identity = record.supervisor if record else None
+    since = _epoch(identity.started_at) if identity else None
     times = []
     for folder in (queue.done, queue.failed):
         try:
             times.append(folder.stat().st_mtime)
         except FileNotFoundError:
             pass
-    return max(times, default=None)
+    latest = max(times, default=None)
+    return latest if latest is not None and since is not None and latest > since + 0.001 else None
 
 
 def pid_alive(pid: int) -> bool:

@@ -164,7 +164,7 @@ def wait_until_ready(env: Env, incarnation: str, pid: int, timeout: float) -> No
                 for row in state.loops:
                     beat = read_heartbeat(queue.heartbeats / f"{row.slot}.json")
                     if beat is not None and beat.incarnation == row.incarnation:
-                        if beat.state in ("ready", "processing"):
+                        if beat.state in ("ready", "processing") and row.future_state == "running":
                             ready += 1
                         elif beat.error:
                             problems.append(f"loop {row.slot}: {beat.error}")

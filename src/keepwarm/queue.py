@@ -165,6 +165,10 @@ class TaskQueue:
 
     def submit(self, tasks: Iterable[Task]) -> list[Task]:
         """Publish tasks to ``pending/`` in order; refuse all of them if ``max_pending`` would be passed."""
+        return [task for task, _ in self.publish(tasks)]
+
+    def publish(self, tasks: Iterable[Task]) -> list[tuple[Task, Path]]:
+        """``submit``, returning each task with the path of its pending file."""
         batch = list(tasks)
         encoded = [encode(task.to_json_dict()) for task in batch]
         for task, data in zip(batch, encoded, strict=True):
@@ -184,9 +188,12 @@ class TaskQueue:
                 )
         if not self.pending.is_dir():
             self.ensure()
+        published = []
         for task, data in zip(batch, encoded, strict=True):
-            write_atomic(self.pending / pending_name(next_seq(), task.task_id), data, self.durable)
-        return batch
+            path = self.pending / pending_name(next_seq(), task.task_id)
+            write_atomic(path, data, self.durable)
+            published.append((task, path))
+        return published
 
     def submit_partials(
         self,

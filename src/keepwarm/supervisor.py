@@ -157,6 +157,8 @@ class Supervisor:
 
     def _wait(self, watcher: Watcher) -> None:
         timeout = self.tick
+        if any(slot.alive and slot.healthy_since is None for slot in self.slots.values()):
+            timeout = 0.02  # a loop is starting: see its first ready heartbeat at once
         now = time.monotonic()
         for slot in self.slots.values():
             if not slot.alive and slot.next_start is not None:
