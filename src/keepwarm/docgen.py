@@ -16,35 +16,15 @@ from keepwarm.settings import AppSection, ClusterSettings, ServiceHealthSettings
 
 # Keys that are read and validated today but take effect with a later part of keepwarm.
 NOT_YET_EFFECTIVE = {
-    "backend": "service mode's supervisor and the Dask backend",
-    "slots": "service mode's supervisor",
+    "backend": 'the Dask backend ("dask"); "local" works now',
     "scheduler": "the Dask backend",
     "hosts": "the Dask backend",
-    "start_timeout_sec": "keepwarm start",
-    "idle_after_sec": "the health report",
-    "max_memory_mb": "service mode's supervisor",
-    "restart_backoff_sec": "service mode's supervisor",
-    "restart_backoff_max_sec": "service mode's supervisor",
-    "restart_reset_sec": "service mode's supervisor",
-    "restart_window_sec": "the health report",
     "shutdown_on_stop": "the Dask backend",
-    "done_ttl_hours": "retention in the supervisor",
-    "done_max_files": "retention in the supervisor",
-    "failed_ttl_hours": "retention in the supervisor",
-    "failed_max_files": "retention in the supervisor",
-    "heartbeat_ttl_hours": "retention in the supervisor",
-    "heartbeat_max_files": "retention in the supervisor",
-    "retention_min_age_sec": "retention in the supervisor",
-    "heartbeat_timeout_sec": "the supervisor and the health report",
     "isolated": "keepwarm install",
     "pool": "run mode",
     "cython": "run mode",
     "rapids": "run mode",
     "manager": "run mode",
-    "allow_idle": "the health gate",
-    "max_unhealthy": "the health gate",
-    "max_restart_rate": "the health gate",
-    "max_pending_age_sec": "the health gate",
 }
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

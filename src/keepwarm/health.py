@@ -28,6 +28,7 @@ from keepwarm.heartbeat import Heartbeat, HeartbeatState, read_heartbeat
 from keepwarm.queue import TaskQueue, seq_from_name
 from keepwarm.settings import ClusterSettings, ServiceHealthSettings
 from keepwarm.state import (
+    PLANNED_REASONS,
     FutureState,
     LoopRow,
     ServiceRecord,
@@ -227,7 +228,7 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
         workers_healthy_count=len(healthy),
         workers_unhealthy_count=len(unhealthy),
         restart_reasons=dict(Counter(e.reason for e in window)),
-        restart_rate=len(window) / max(slots, 1),
+        restart_rate=sum(1 for e in window if e.reason not in PLANNED_REASONS) / max(slots, 1),
         conditions=conditions,
         queue=queue,
         heartbeat_timeout_sec=cluster.heartbeat_timeout_sec,

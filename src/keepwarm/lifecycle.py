@@ -232,6 +232,9 @@ def _stop_without_supervisor(env: Env, was_running: bool, timeout: float | None)
     for row in leftovers:
         if _is_loop(row.pid or 0, row.incarnation):
             _signal(row.pid or 0, signal.SIGKILL)
+    killed_by = time.monotonic() + 5
+    while any(_is_loop(row.pid or 0, row.incarnation) for row in leftovers) and time.monotonic() < killed_by:
+        time.sleep(0.01)  # SIGKILL is delivered asynchronously: requeue only once they are gone
     requeued = 0
     for owner in _listdir(queue.running):
         requeued += len(queue.requeue(queue.running / owner, "stop", count_attempt=False))

@@ -246,9 +246,14 @@ class TaskQueue:
     def reject(self, path: Path, reason: str, **fields: Any) -> Path:
         """Move an invalid file to ``failed/`` under its own name, unopened, with its reason beside it."""
         target = self.failed / path.name
-        if os.path.lexists(target):
+        try:
+            os.link(path, target, follow_symlinks=False)  # never clobbers an earlier rejection
+            os.unlink(path)
+        except FileExistsError:
             target = self.failed / f"{path.name}.{next_seq()}"
-        os.rename(path, target)
+            os.rename(path, target)
+        except OSError:  # a directory cannot be hard-linked
+            os.rename(path, target)
         write_atomic(target.with_name(target.name + REJECTION_SUFFIX), (reason + "\n").encode())
         self.events.append("rejected", file=path.name, reason=reason, **fields)
         return target
@@ -287,7 +292,7 @@ class TaskQueue:
         path = self.terminal_path(task_id)
         if path is None:
             return None
-        return TaskRecord.model_validate_json(path.read_bytes())
+        return TaskRecord.model_validate_json(read_regular(path, self.settings.max_result_bytes * 2))
 
     # ------------------------------------------------------------------ requeue and cancel
 
@@ -384,6 +389,15 @@ class TaskQueue:
         if not names:
             return []
         owner = ensure_private_dir(self.owner_dir(CANCEL_SLOT, f"{os.getpid()}-{next_seq()}"))
+        try:
+            cancelled = self._cancel_claimed(names, owner, execution_id)
+        finally:
+            _remove_if_empty(owner)
+        if cancelled:
+            self.events.append("cancelled", task_ids=cancelled, execution_id=execution_id)
+        return cancelled
+
+    def _cancel_claimed(self, names: list[str], owner: Path, execution_id: str | None) -> list[str]:
         cancelled = []
         for name in names:
             claimed = self.claim(name, owner)
@@ -395,9 +409,6 @@ class TaskQueue:
             reason = f"cancelled execution {execution_id}" if execution_id else "cancelled"
             self.finish(claimed, terminal_record(task, "cancelled", error=reason, slot=CANCEL_SLOT))
             cancelled.append(task.task_id)
-        os.rmdir(owner)
-        if cancelled:
-            self.events.append("cancelled", task_ids=cancelled, execution_id=execution_id)
         return cancelled
 
     def retry(self, task_ids: Iterable[str] = (), *, all_failed: bool = False) -> list[str]:
@@ -414,11 +425,20 @@ class TaskQueue:
                 n[: -len(TASK_SUFFIX)] for n in _listdir_visible(self.failed) if n.endswith(TASK_SUFFIX)
             }
         owner = ensure_private_dir(self.owner_dir(RETRY_SLOT, f"{os.getpid()}-{next_seq()}"))
+        try:
+            retried = self._retry_into(sorted(wanted), owner)
+        finally:
+            _remove_if_empty(owner)
+        if retried:
+            self.events.append("retried", task_ids=retried)
+        return retried
+
+    def _retry_into(self, task_ids: list[str], owner: Path) -> list[str]:
         retried = []
-        for task_id in sorted(wanted):
+        for task_id in task_ids:
             terminal = self.failed / f"{task_id}{TASK_SUFFIX}"
             try:
-                record = json.loads(terminal.read_bytes())
+                record = json.loads(read_regular(terminal, self.settings.max_result_bytes * 2))
                 task = Task.model_validate(
                     {k: v for k, v in record.items() if k in Task.model_fields or k == "schema"}
                 )
@@ -431,9 +451,6 @@ class TaskQueue:
             os.unlink(terminal)
             os.rename(owner / name, self.pending / name)
             retried.append(task_id)
-        os.rmdir(owner)
-        if retried:
-            self.events.append("retried", task_ids=retried)
         return retried
 
     def _pending_of_execution(self, execution_id: str) -> Iterator[str]:
@@ -458,7 +475,7 @@ class TaskQueue:
     def counts(self) -> QueueCounts:
         """Tasks per state, from folder listings alone (no file is opened)."""
         pending = self.scan_pending_unsorted()
-        oldest = min(pending, default=None)
+        oldest = min((name for name in pending if seq_from_name(name) is not None), default=None)
         seq = seq_from_name(oldest) if oldest else None
         age = max(0.0, (time.time_ns() - seq) / 1e9) if seq is not None else None
         running = sum(len(names) for _, names in self._running_listing())
@@ -519,7 +536,9 @@ class TaskQueue:
                 continue
             for path in _newest_terminal(folder, limit):
                 try:
-                    record = TaskRecord.model_validate_json(path.read_bytes())
+                    record = TaskRecord.model_validate_json(
+                        read_regular(path, self.settings.max_result_bytes * 2)
+                    )
                 except (OSError, ValidationError):
                     continue
                 rows.append(
@@ -601,8 +620,23 @@ def _describe_task_error(exc: ValidationError) -> str:
     return "invalid task: " + "; ".join(describe_error(e) for e in errors)
 
 
+def read_regular(path: Path, max_bytes: int) -> bytes:
+    """A regular file's bytes, never following a symlink nor blocking on a FIFO (OSError otherwise)."""
+    with open(path, "rb", opener=_open_no_follow) as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        return handle.read(max_bytes + 1)
+
+
 def _open_no_follow(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass  # not empty after a failure: the supervisor requeues it once this process is gone
 
 
 def _listdir_visible(folder: Path) -> list[str]:

@@ -16,6 +16,11 @@ from keepwarm.atomic import write_atomic
 SERVICE_SCHEMA = "keepwarm.service.v1"
 SUPERVISOR_SCHEMA = "keepwarm.supervisor.v1"
 
+# Restarts keepwarm or the operator planned: no back-off, no attempt spent, not counted in restart_rate.
+PLANNED_REASONS = frozenset(
+    {"recycled", "memory-limit", "operator-restart", "rolling-restart", "scale-down", "stop"}
+)
+
 FutureState = Literal["pending", "running", "finished", "error", "cancelled", "lost"]
 
 

@@ -33,7 +33,9 @@ from keepwarm.env import Env, ensure_private_dir
 from keepwarm.heartbeat import Heartbeat, read_heartbeat
 from keepwarm.local import LoopProcess, spawn_loop
 from keepwarm.queue import TaskQueue, task_id_from_name, terminal_record
+from keepwarm.retention import enforce_retention
 from keepwarm.state import (
+    PLANNED_REASONS,
     FutureState,
     LoopRow,
     RestartEntry,
@@ -49,11 +51,8 @@ from keepwarm.watch import IN_MOVED_TO, Watcher
 
 log = logging.getLogger("keepwarm.supervisor")
 
-# Restarts the operator or keepwarm planned: no back-off, no attempt spent, not a crash.
-PLANNED_REASONS = frozenset(
-    {"recycled", "memory-limit", "operator-restart", "rolling-restart", "scale-down", "stop"}
-)
 HEALTH_EVERY_SEC = 2.0
+RETENTION_EVERY_SEC = 30.0
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO, errno.EACCES})
 
 
@@ -583,6 +582,24 @@ class Supervisor:
         if now >= self._next_health:
             self._next_health = now + HEALTH_EVERY_SEC
             self._write_health()
+        if now >= self._next_retention:
+            self._next_retention = now + self._enforce_retention()
+
+    def _enforce_retention(self) -> float:
+        """One small batch of retention; seconds until the next (soon while a backlog remains)."""
+        try:
+            report = enforce_retention(self.queue, self.settings, live_slots=set(self.slots))
+        except OSError as exc:
+            log.warning("retention skipped: %s", exc)
+            return RETENTION_EVERY_SEC
+        if report.removed:
+            log.info(
+                "retention removed %d done, %d failed, %d heartbeat files",
+                report.done,
+                report.failed,
+                report.heartbeats,
+            )
+        return 1.0 if report.more else RETENTION_EVERY_SEC
 
     def _state(self) -> SupervisorState:
         window = time.time() - self.settings.restart_window_sec

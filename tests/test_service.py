@@ -1,0 +1,298 @@
+"""Service mode end to end: real supervisors, real loop processes, deadlines instead of sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from keepwarm import AGI
+from keepwarm.api import Service
+from keepwarm.env import Env
+from keepwarm.errors import TaskFailed
+from keepwarm.health import pid_alive
+from keepwarm.lifecycle import ServiceAlreadyRunning, ServiceStartError, stop_service
+from keepwarm.results import wait_for_records
+from keepwarm.state import SupervisorState, read_supervisor_state
+
+from .conftest import ROOT, copy_app, wait_until
+
+KEEPWARM = Path(sys.executable).parent / "keepwarm"
+
+
+class Services:
+    """Stops, at the end of the test, every service the test started (by its supervisor's pid)."""
+
+    def __init__(self) -> None:
+        self.envs: list[Env] = []
+
+    def start(self, env: Env, **options: object) -> Service:
+        service = Service(env)
+        self.envs.append(env)
+        service.start(**options)  # type: ignore[arg-type]
+        return service
+
+    def stop_all(self) -> None:
+        for env in self.envs:
+            state = read_supervisor_state(env.service_dir / "supervisor.json")
+            try:
+                stop_service(env, timeout=5)
+            finally:
+                if state is not None and pid_alive(state.pid):
+                    os.kill(state.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def services() -> Iterator[Services]:
+    manager = Services()
+    yield manager
+    manager.stop_all()
+
+
+def supervisor_state(env: Env) -> SupervisorState:
+    state = read_supervisor_state(env.service_dir / "supervisor.json")
+    assert state is not None
+    return state
+
+
+def loop_pid(env: Env, slot: str) -> int:
+    (row,) = [row for row in supervisor_state(env).loops if row.slot == slot]
+    assert row.pid is not None
+    return row.pid
+
+
+def fast_flaky(tmp_path: Path, extra: str = "") -> Env:
+    return Env(copy_app(tmp_path, "flaky", **{"[cluster]\n": f"[cluster]\nstop_timeout_sec = 5\n{extra}"}))
+
+
+def test_start_returns_ready_and_a_second_start_is_refused(mycode_env: Env, services: Services) -> None:
+    service = services.start(mycode_env)
+    report = service.status()
+    assert report.status == "idle"
+    assert report.workers_healthy_count == 2 and report.workers_running_count == 2
+    assert [row.worker for row in report.worker_health] == ["loop-0", "loop-1"]
+    with pytest.raises(ServiceAlreadyRunning, match=r"keepwarm stop mycode_project") as refused:
+        Service(mycode_env).start()
+    assert f"pid {report.supervisor.pid}" in str(refused.value)
+    assert service.submit({"x": 27}).result(timeout=30)["collatz_steps"] == 111
+    assert service.status().status == "running"
+
+
+def test_stop_from_another_process_waits_for_the_supervisor(mycode_env: Env, services: Services) -> None:
+    service = services.start(mycode_env)
+    supervisor = service.status().supervisor.pid
+    stopped = subprocess.run(
+        [str(KEEPWARM), "stop", "mycode_project", "--apps-path", str(ROOT / "examples" / "apps"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    assert json.loads(stopped.stdout)["status"] == "stopped"
+    assert not pid_alive(supervisor)
+    assert service.status().status == "stopped"
+    assert not os.listdir(service.queue.heartbeats)
+    again = service.stop()
+    assert "already stopped" in again["message"]
+
+
+def test_stop_cleans_up_when_the_supervisor_was_killed(tmp_path: Path, services: Services) -> None:
+    env = fast_flaky(tmp_path)
+    service = services.start(env)
+    handle = service.submit({"action": "sleep", "seconds": 30})
+    wait_until(lambda: service.queue.counts().running == 1, what="the task to be claimed")
+    state = supervisor_state(env)
+    os.kill(state.pid, signal.SIGKILL)
+    wait_until(lambda: service.status().status == "error", what="status error after the supervisor died")
+    outcome = service.stop(timeout=2)
+    assert "was dead" in outcome["message"]
+    assert all(not pid_alive(row.pid or 0) for row in state.loops)
+    assert service.status().status == "stopped"
+    assert service.queue.locate(handle.task_id).state == "pending"  # requeued, not lost
+
+
+def test_killed_loop_is_replaced_and_every_result_arrives_once(tmp_path: Path, services: Services) -> None:
+    env = fast_flaky(tmp_path)
+    service = services.start(env)
+    runs = tmp_path / "runs.txt"
+    handles = service.submit_many(
+        {"args": {"action": "sleep", "seconds": 0.02, "record_to": str(runs)}} for _ in range(150)
+    )
+    wait_until(lambda: runs.exists() and len(runs.read_text().splitlines()) > 20, what="work to flow")
+    victim = loop_pid(env, "loop-0")
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    wait_until(
+        lambda: (row := supervisor_state(env).loops[0]).pid != victim and row.future_state == "running",
+        timeout=2.0,
+        what="loop-0 replaced within 2 s",
+    )
+    replaced_in = time.monotonic() - killed_at
+    records = wait_for_records(service.queue, [h.task_id for h in handles], timeout=60)
+    assert all(r.status == "done" for r in records.values())
+    assert service.queue.counts().done == 150
+    report = service.status()
+    assert report.restart_reasons == {"loop-error": 1}
+    assert "loop-0" in report.workers_restarted
+    assert replaced_in < 2.0
+
+
+def test_frozen_loop_is_found_stale_killed_and_replaced(tmp_path: Path, services: Services) -> None:
+    env = fast_flaky(tmp_path)  # heartbeat every 0.2 s, timeout 2 s
+    service = services.start(env)
+    victim = loop_pid(env, "loop-1")
+    os.kill(victim, signal.SIGSTOP)
+    wait_until(lambda: loop_pid(env, "loop-1") != victim, timeout=15, what="the frozen loop to be replaced")
+    reasons = service.status().restart_reasons
+    assert list(reasons) == ["stale-heartbeat(2s)"] or next(iter(reasons)).startswith("stale-heartbeat(")
+    assert not pid_alive(victim)
+
+
+def test_task_past_its_timeout_fails_and_its_loop_is_replaced(tmp_path: Path, services: Services) -> None:
+    env = fast_flaky(tmp_path)
+    service = services.start(env)
+    with pytest.raises(TaskFailed, match=r"task-timeout: ran past its timeout of 1.0s"):
+        service.submit({"action": "hang"}, timeout_sec=1).result(timeout=30)
+    wait_until(
+        lambda: service.status().restart_reasons.get("task-timeout") == 1, what="the restart to be recorded"
+    )
+    assert service.submit({"value": 5}).result(timeout=30)["value"] == 5
+
+
+def test_start_failure_shows_the_apps_own_error(tmp_path: Path, services: Services) -> None:
+    env = Env(copy_app(tmp_path, "flaky", **{"[args]\n": "[args]\nfail_start = true\n"}))
+    services.envs.append(env)
+    with pytest.raises(ServiceStartError, match=r"start\(\) failed on purpose \(fail_start = true\)"):
+        Service(env).start(timeout=30)
+    assert Service(env).status().status == "stopped"
+
+
+def test_supervisor_crash_then_start_recovers_without_losing_tasks(
+    tmp_path: Path, services: Services
+) -> None:
+    env = fast_flaky(tmp_path)
+    service = services.start(env)
+    handles = service.submit_many({"args": {"action": "sleep", "seconds": 0.05}} for _ in range(40))
+    wait_until(lambda: service.queue.counts().done >= 5, what="some tasks done")
+    state = supervisor_state(env)
+    os.kill(state.pid, signal.SIGKILL)
+    wait_until(lambda: service.status().status == "error", what="status error")
+    service.start()
+    records = wait_for_records(service.queue, [h.task_id for h in handles], timeout=60)
+    assert sorted(r.status for r in records.values()) == ["done"] * 40
+    assert service.status().status in ("running", "idle")
+
+
+def test_concurrent_starts_yield_exactly_one_service(mycode_env: Env, services: Services) -> None:
+    services.envs.append(mycode_env)
+    command = [str(KEEPWARM), "start", "mycode_project", "--apps-path", str(ROOT / "examples" / "apps")]
+    starters = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(5)
+    ]
+    outcomes = []
+    for starter in starters:
+        _, err = starter.communicate(timeout=60)
+        outcomes.append((starter.returncode, err))
+    assert sorted(code for code, _ in outcomes) == [0, 1, 1, 1, 1]
+    for code, err in outcomes:
+        if code == 1:
+            assert "is running" in err and "keepwarm stop mycode_project" in err
+    report = Service(mycode_env).status()
+    assert report.workers_healthy_count == 2
+
+
+def test_scale_drain_restart_and_rolling_restart(mycode_env: Env, services: Services) -> None:
+    service = services.start(mycode_env)
+    assert service.scale(3) == {"from": 2, "to": 3}
+    wait_until(lambda: service.status().workers_healthy_count == 3, what="three healthy loops")
+    before = {row.slot: row.incarnation for row in supervisor_state(mycode_env).loops}
+    service.restart(rolling=True)
+    wait_until(
+        lambda: all(
+            row.incarnation != before[row.slot] and row.future_state == "running"
+            for row in supervisor_state(mycode_env).loops
+        ),
+        timeout=30,
+        what="every loop restarted",
+    )
+    assert service.status().restart_rate == 0  # planned restarts are not crashes
+    service.scale(1)
+    wait_until(lambda: len(supervisor_state(mycode_env).loops) == 1, what="scaled down to one loop")
+    assert sorted(os.listdir(service.queue.heartbeats)) == ["loop-0.json"]
+    handles = [service.submit({"x": x}) for x in range(1, 30)]
+    service.drain()
+    wait_until(lambda: service.status().status == "stopped", timeout=30, what="drain to stop the service")
+    assert all(h.done() for h in handles)
+
+
+def test_cancel_a_running_task_and_retry_it(tmp_path: Path, services: Services) -> None:
+    env = fast_flaky(tmp_path)
+    service = services.start(env, slots=1)
+    running = service.submit({"action": "sleep", "seconds": 30}, execution_id="run-1")
+    queued = service.submit({"action": "sleep", "seconds": 30}, execution_id="run-1")
+    other = service.submit({"value": 1}, execution_id="run-2")
+    wait_until(lambda: service.queue.locate(running.task_id).state == "running", what="claim")
+    assert sorted(service.cancel(execution_id="run-1")) == sorted([running.task_id, queued.task_id])
+    assert running.record(timeout=30).status == "cancelled"
+    assert queued.record(timeout=30).status == "cancelled"
+    assert other.result(timeout=30)["value"] == 1
+    assert service.retry([queued.task_id]) == [queued.task_id]
+    assert service.queue.locate(queued.task_id).state in ("pending", "running")
+
+
+def test_memory_limit_and_max_tasks_recycle_loops(tmp_path: Path, services: Services) -> None:
+    env = fast_flaky(tmp_path, "max_tasks_per_loop = 3\n")
+    service = services.start(env, slots=1)
+    first = loop_pid(env, "loop-0")
+    assert [service.submit({"value": i}).result(timeout=30)["value"] for i in range(5)] == list(range(5))
+    wait_until(lambda: loop_pid(env, "loop-0") != first, what="the loop to be recycled")
+    assert service.status().restart_reasons == {"recycled": 1}
+
+
+def test_seed_end_to_end_example_runs_unchanged(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "seed" / "service_mode_end_to_end.py")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert lines[0] == "START: idle"
+    assert lines[1] == "STATUS: idle 2"
+    assert lines[2] == "HEALTH: idle 0"
+    assert lines[3] == "STOP: stopped"
+
+
+def test_agi_serve_rejects_unknown_actions(mycode_env: Env) -> None:
+    with pytest.raises(ValueError, match="valid actions: start, status, health, stop"):
+        asyncio.run(AGI.serve(mycode_env, action="reboot"))
+
+
+def test_agi_submit_queues_one_task_per_chunk(mycode_env: Env) -> None:
+    queued = asyncio.run(
+        AGI.submit(
+            mycode_env,
+            work_plan=[[[1, 2], [3]], [[4]]],
+            work_plan_metadata=[["a", "b"], ["c"]],
+            task_name="plan",
+        )
+    )
+    assert queued["status"] == "queued" and len(queued["queued_files"]) == 3
+    plans = [json.loads(Path(path).read_text())["plan"] for path in queued["queued_files"]]
+    assert [(p["worker"], p["chunk"], p["items"], p["metadata"]) for p in plans] == [
+        (0, 0, [1, 2], "a"),
+        (0, 1, [3], "b"),
+        (1, 0, [4], "c"),
+    ]
