@@ -536,23 +536,34 @@ def _version_note(service: Service) -> None:
 @app.command()
 def demo(
     tasks_count: Annotated[int, typer.Option("--tasks", min=1, help="Tasks in the burst.")] = 300,
-    loops: Annotated[int, typer.Option("--loops", min=1, max=64, help="Warm loops to start.")] = 2,
+    loops: Annotated[int, typer.Option("--loops", min=1, max=64, help="Loops the service runs.")] = 2,
     share_dir: Annotated[
         Path | None, typer.Option("--share-dir", help="Keep the queue here [default: a temp dir, removed].")
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Start warm loops of the bundled example app, send them tasks, print results and timings."""
+    """Start the bundled example service, send it tasks, show its health and timings, stop it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     from keepwarm.demo import run_demo
 
     console = _stderr()
-    report = run_demo(
-        tasks_count, loops, share_dir=share_dir, progress=lambda m: console.print(f"[dim]{m}[/]")
-    )
+    with Progress(
+        TextColumn("tasks"), BarColumn(), MofNCompleteColumn(), console=console, transient=True
+    ) as bar:
+        job = bar.add_task("tasks", total=tasks_count)
+        report = run_demo(
+            tasks_count,
+            loops,
+            share_dir=share_dir,
+            say=lambda m: console.print(f"[dim]{m}[/]", highlight=False),
+            progress=lambda done, total: bar.update(job, completed=done),
+        )
     summary = {
         "app": report.app,
         "loops": report.loops,
-        "cold_start_sec": report.start_sec,
+        "start_sec": round(report.start_sec, 3),
+        "stop_sec": round(report.stop_sec, 3),
         "tasks": report.tasks,
         "failed": report.failed,
         "burst_sec": round(report.burst_sec, 4),
@@ -561,12 +572,13 @@ def demo(
         "roundtrip_p99_ms": round(report.p99_ms, 3),
         "tasks_per_loop": report.per_slot,
         "samples": [{"x": x, "result": r} for x, r in report.samples],
+        "health": report.health.to_json_dict(),
         "share_dir": str(report.share_dir) if report.kept else None,
         "log_dir": str(report.log_dir),
     }
     if as_json:
         _emit_json(summary)
-        return
+        raise typer.Exit(1 if report.failed else 0)
     from rich.console import Console
     from rich.table import Table
 
@@ -577,15 +589,18 @@ def demo(
     for x, value in report.samples:
         samples.add_row(str(x), json.dumps(value))
     out.print(samples)
+    out.print("health while serving:")
+    _print_health(report.health)
     timings = Table(title="timings")
     timings.add_column("measure")
     timings.add_column("value", justify="right")
-    timings.add_row("cold start per loop (s)", ", ".join(f"{v:.3f}" for v in report.start_sec.values()))
+    timings.add_row(f"start → {report.loops} loops ready (s)", f"{report.start_sec:.3f}")
     timings.add_row(f"burst of {report.tasks} tasks (s)", f"{report.burst_sec:.3f}")
     timings.add_row("throughput (tasks/s)", f"{report.throughput:,.0f}")
     timings.add_row("submit→result p50 (ms)", f"{report.p50_ms:.3f}")
     timings.add_row("submit→result p99 (ms)", f"{report.p99_ms:.3f}")
     timings.add_row("tasks per loop", ", ".join(f"{k}: {v}" for k, v in report.per_slot.items()))
+    timings.add_row("stop (s)", f"{report.stop_sec:.3f}")
     timings.add_row("failed", str(report.failed))
     out.print(timings)
     if report.failed:

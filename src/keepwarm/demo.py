@@ -1,4 +1,4 @@
-"""``keepwarm demo``: warm loops of the bundled example app serve a few hundred tasks."""
+"""``keepwarm demo``: start the bundled example service, send it tasks, show its health, stop it."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from keepwarm.api import Service
 from keepwarm.env import Env, bundled_apps_path
-from keepwarm.local import spawn_loop, stop_loops, wait_ready
+from keepwarm.health import HealthReport
 from keepwarm.results import wait_for_records
 
 DEMO_APP = "mycode_project"
@@ -26,15 +26,16 @@ class DemoReport:
     share_dir: Path
     kept: bool
     loops: int
-    start_sec: dict[str, float]
+    start_sec: float
+    stop_sec: float
     tasks: int
     burst_sec: float
     roundtrip_ms: list[float]
     samples: list[tuple[int, Any]]
     per_slot: dict[str, int]
     failed: int
+    health: HealthReport
     log_dir: Path
-    notes: list[str] = field(default_factory=list)
 
     @property
     def throughput(self) -> float:
@@ -55,33 +56,43 @@ def run_demo(
     loops: int = 2,
     roundtrips: int = 200,
     share_dir: Path | None = None,
-    progress: Callable[[str], None] = lambda message: None,
+    say: Callable[[str], None] = lambda message: None,
+    progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> DemoReport:
-    """Start ``loops`` warm loops, send a burst of ``tasks`` and ``roundtrips`` single round trips."""
+    """Start the service with ``loops`` loops, send a burst of ``tasks`` and ``roundtrips`` single
+    round trips, read its health, and stop it (also on error)."""
     kept = share_dir is not None
     share = share_dir or Path(tempfile.mkdtemp(prefix="keepwarm-demo-"))
     env = Env(DEMO_APP, bundled_apps_path(), share_dir=share)
     service = Service(env)
-    progress(f"starting {loops} loops of {DEMO_APP} (share: {share})")
-    processes = [spawn_loop(env, f"loop-{index}") for index in range(loops)]
+    say(f"starting the {DEMO_APP} service with {loops} loops (share: {share})")
+    began = time.perf_counter()
+    service.start(slots=loops)
+    start_sec = time.perf_counter() - began
     try:
-        start_sec = wait_ready(env, processes, env.settings.cluster.start_timeout_sec)
-        progress(f"submitting {tasks} tasks")
+        say(f"sending {tasks} tasks")
         began = time.perf_counter()
         handles = service.submit_many({"args": {"x": x}} for x in range(1, tasks + 1))
-        records = wait_for_records(service.queue, [h.task_id for h in handles], timeout=120)
+        ids = [h.task_id for h in handles]
+        records = wait_for_records(
+            service.queue, ids, timeout=120, progress=lambda done: progress(done, tasks)
+        )
         burst_sec = time.perf_counter() - began
-        progress(f"measuring {roundtrips} single round trips")
+        say(f"measuring {roundtrips} single round trips")
         roundtrip_ms = []
         for x in range(1, roundtrips + 1):
             began = time.perf_counter()
             service.submit({"x": x}).result(timeout=30)
             roundtrip_ms.append((time.perf_counter() - began) * 1000)
+        health = service.status()
     finally:
-        stop_loops(processes, env.settings.cluster.stop_timeout_sec)
+        say("stopping the service")
+        began = time.perf_counter()
+        service.stop()
+        stop_sec = time.perf_counter() - began
         if not kept:
             shutil.rmtree(share, ignore_errors=True)
-    ordered = [records[h.task_id] for h in handles]
+    ordered = [records[task_id] for task_id in ids]
     per_slot = Counter(str((r.claim or {}).get("slot")) for r in ordered)
     return DemoReport(
         app=DEMO_APP,
@@ -89,11 +100,13 @@ def run_demo(
         kept=kept,
         loops=loops,
         start_sec=start_sec,
+        stop_sec=stop_sec,
         tasks=tasks,
         burst_sec=burst_sec,
         roundtrip_ms=roundtrip_ms,
         samples=[(r.args.get("x", 0), r.result) for r in ordered[:5]],
         per_slot=dict(sorted(per_slot.items())),
         failed=sum(1 for r in ordered if r.status != "done"),
+        health=health,
         log_dir=env.log_dir,
     )

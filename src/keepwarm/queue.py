@@ -623,9 +623,12 @@ def _describe_task_error(exc: ValidationError) -> str:
 def read_regular(path: Path, max_bytes: int) -> bytes:
     """A regular file's bytes, never following a symlink nor blocking on a FIFO (OSError otherwise)."""
     with open(path, "rb", opener=_open_no_follow) as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
             raise OSError(f"{path.name} is not a regular file")
-        return handle.read(max_bytes + 1)
+        if info.st_size > max_bytes:
+            raise OSError(f"{path.name} is {info.st_size} bytes, over the limit of {max_bytes}")
+        return handle.read()
 
 
 def _open_no_follow(path: str, flags: int) -> int:

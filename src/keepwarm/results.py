@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,9 +16,15 @@ from keepwarm.watch import IN_CREATE, IN_MOVED_TO, thread_watcher
 
 
 def wait_for_records(
-    queue: TaskQueue, task_ids: Iterable[str], timeout: float | None = None
+    queue: TaskQueue,
+    task_ids: Iterable[str],
+    timeout: float | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, TaskRecord]:
-    """Block until every task has a terminal record (inotify, or polling with back-off)."""
+    """Block until every task has a terminal record (inotify, or polling with back-off).
+
+    ``progress`` is called with the number of records collected so far as they arrive.
+    """
     remaining = set(task_ids)
     records: dict[str, TaskRecord] = {}
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -40,6 +46,8 @@ def wait_for_records(
             continue
         seen = {name[: -len(TASK_SUFFIX)] for name in wakeup.names if name.endswith(TASK_SUFFIX)}
         _collect(queue, seen & remaining, records, remaining)
+        if progress is not None:
+            progress(len(records))
     return records
 
 

@@ -372,6 +372,7 @@ class Supervisor:
                     slot.row = slot.row.model_copy(
                         update={"future_state": "running", "unhealthy_reason": None}
                     )
+                    self._next_state = 0.0  # publish the change now: start is waiting for it
                 if now - slot.healthy_since > self.settings.restart_reset_sec:
                     slot.crashes = 0
             seen = beat.tasks_done + beat.tasks_failed
