@@ -296,3 +296,97 @@ def test_agi_submit_queues_one_task_per_chunk(mycode_env: Env) -> None:
         (0, 1, [3], "b"),
         (1, 0, [4], "c"),
     ]
+
+
+def gate(env: Env, *flags: str) -> tuple[int, dict[str, object]]:
+    """``keepwarm health APP --gate`` as an operator's monitor would run it."""
+    completed = subprocess.run(
+        [str(KEEPWARM), "health", str(env.app_dir), "--gate", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return completed.returncode, json.loads(completed.stdout)
+
+
+def test_gate_exit_codes_follow_the_service(tmp_path: Path, services: Services) -> None:
+    env = fast_flaky(tmp_path, "restart_backoff_sec = 60\nidle_after_sec = 1\n")
+    assert gate(env)[0] == 3  # stopped
+    service = services.start(env)
+    code, document = gate(env)
+    assert (code, document["status"]) == (4, "idle")
+    assert gate(env, "--allow-idle")[0] == 0
+    # a crash: replaced at once, but the restart rate (1 over 2 slots) passes max_restart_rate
+    service.submit({"action": "crash", "only_attempt": 1}).result(timeout=30)
+    assert gate(env, "--allow-idle")[0] == 5
+    assert gate(env, "--allow-idle", "--max-restart-rate", "1")[0] == 0
+    # a second crash of the same slot waits for its back-off (60 s): one loop stays unhealthy
+    victim = loop_pid(env, "loop-0")
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: service.status().workers_unhealthy_count == 1, what="an unhealthy loop")
+    wait_until(
+        lambda: service.status().workers_unhealthy_count == 1 and loop_pid(env, "loop-0") == victim, timeout=1
+    )
+    code, document = gate(env, "--allow-idle", "--max-restart-rate", "9")
+    assert (code, document["status"]) == (2, "degraded")
+    assert gate(env, "--allow-idle", "--max-restart-rate", "9", "--max-unhealthy", "1")[0] == 3
+
+
+def test_gate_fails_on_an_old_pending_task(tmp_path: Path, services: Services) -> None:
+    env = fast_flaky(tmp_path)
+    service = services.start(env, slots=1)
+    service.submit({"action": "sleep", "seconds": 20})
+    service.submit({"value": 1})
+    wait_until(
+        lambda: (service.status().queue.oldest_pending_age_sec or 0) > 0.5, what="a pending task to age"
+    )
+    assert gate(env, "--max-pending-age", "0.5")[0] == 6
+    assert gate(env, "--max-pending-age", "60")[0] == 0
+
+
+def test_idle_after_the_idle_window(tmp_path: Path, services: Services) -> None:
+    env = fast_flaky(tmp_path, "idle_after_sec = 1\n")
+    service = services.start(env)
+    assert service.status().status == "idle"
+    service.submit({"value": 1}).result(timeout=30)
+    assert service.status().status == "running"
+    wait_until(lambda: service.status().status == "idle", timeout=10, what="idle after 1 s without work")
+
+
+def test_retention_runs_in_the_supervisor_by_age_and_count(tmp_path: Path, services: Services) -> None:
+    extra = "retention_interval_sec = 0.2\nretention_min_age_sec = 0\ndone_max_files = 5\n"
+    env = fast_flaky(tmp_path, extra + "failed_ttl_hours = 0.0001\n")
+    service = services.start(env)
+    for handle in service.submit_many({"args": {"value": n}} for n in range(12)):
+        handle.result(timeout=30)
+    with pytest.raises(TaskFailed):
+        service.submit({"action": "raise"}).result(timeout=30)
+    wait_until(lambda: service.queue.counts().done == 5, timeout=15, what="done/ cut to 5 files")
+    wait_until(lambda: service.queue.counts().failed == 0, timeout=15, what="failed/ past its TTL removed")
+    assert sorted(os.listdir(service.queue.heartbeats)) == ["loop-0.json", "loop-1.json"]  # live ones kept
+
+
+def test_a_cli_of_another_version_says_so(mycode_env: Env, services: Services) -> None:
+    services.start(mycode_env)
+    record_path = mycode_env.service_dir / "service.json"
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps(record | {"version": "0.0.1"}))
+    completed = subprocess.run(
+        [str(KEEPWARM), "status", str(mycode_env.app_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0
+    assert "started by keepwarm 0.0.1" in completed.stderr
+
+
+def test_loops_die_with_their_supervisor(mycode_env: Env, services: Services) -> None:
+    services.start(mycode_env)
+    state = supervisor_state(mycode_env)
+    os.kill(state.pid, signal.SIGKILL)
+    wait_until(
+        lambda: not any(pid_alive(row.pid or 0) for row in state.loops), timeout=10, what="loops to exit"
+    )

@@ -150,6 +150,9 @@ class ClusterSettings(_Section):
     heartbeat_max_files: int = Field(
         default=1000, gt=0, description="retention: keep at most this many heartbeat files"
     )
+    retention_interval_sec: float = Field(
+        default=30.0, gt=0, description="how often the supervisor enforces retention (in small batches)"
+    )
     retention_min_age_sec: float = Field(
         default=600, ge=0, description="the file-count limits never remove a file younger than this"
     )

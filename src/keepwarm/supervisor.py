@@ -52,7 +52,6 @@ from keepwarm.watch import IN_MOVED_TO, Watcher
 log = logging.getLogger("keepwarm.supervisor")
 
 HEALTH_EVERY_SEC = 2.0
-RETENTION_EVERY_SEC = 30.0
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO, errno.EACCES})
 
 
@@ -592,7 +591,7 @@ class Supervisor:
             report = enforce_retention(self.queue, self.settings, live_slots=set(self.slots))
         except OSError as exc:
             log.warning("retention skipped: %s", exc)
-            return RETENTION_EVERY_SEC
+            return self.settings.retention_interval_sec
         if report.removed:
             log.info(
                 "retention removed %d done, %d failed, %d heartbeat files",
@@ -600,7 +599,11 @@ class Supervisor:
                 report.failed,
                 report.heartbeats,
             )
-        return 1.0 if report.more else RETENTION_EVERY_SEC
+        return (
+            min(1.0, self.settings.retention_interval_sec)
+            if report.more
+            else self.settings.retention_interval_sec
+        )
 
     def _state(self) -> SupervisorState:
         window = time.time() - self.settings.restart_window_sec
