@@ -11,7 +11,6 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from keepwarm import lifecycle
 from keepwarm.app import describe_args_error, load_args_model
 from keepwarm.atomic import write_atomic
 from keepwarm.env import Env
@@ -123,6 +122,8 @@ class Service:
         With a live supervisor, running tasks are cancelled too (their loop is restarted); without
         one, only pending tasks can be.
         """
+        from keepwarm import lifecycle
+
         ids = list(task_ids)
         try:
             ack = lifecycle.command(self.env, "cancel", {"task_ids": ids, "execution_id": execution_id})
@@ -138,11 +139,15 @@ class Service:
 
     def start(self, *, slots: int | None = None, timeout: float | None = None) -> HealthReport:
         """Start the supervisor and its loops; returns once every loop is ready (or raises)."""
+        from keepwarm import lifecycle
+
         lifecycle.start_service(self.env, slots=slots, timeout=timeout)
         return self.status()
 
     def stop(self, *, timeout: float | None = None) -> dict[str, Any]:
         """Stop from any process: loops finish their task within ``timeout``, the rest is requeued."""
+        from keepwarm import lifecycle
+
         return lifecycle.stop_service(self.env, timeout=timeout)
 
     def status(self) -> HealthReport:
@@ -177,14 +182,20 @@ class Service:
 
     def scale(self, slots: int) -> dict[str, Any]:
         """Run ``slots`` loops from now on; returns ``{"from": N, "to": M}``."""
+        from keepwarm import lifecycle
+
         return lifecycle.command(self.env, "scale", {"slots": slots}).result
 
     def drain(self) -> str:
         """Serve until nothing is pending or running, then stop."""
+        from keepwarm import lifecycle
+
         return lifecycle.command(self.env, "drain").message
 
     def restart(self, slot: str | None = None, *, rolling: bool = False) -> str:
         """Restart one loop gracefully, or all of them one at a time (``rolling``)."""
+        from keepwarm import lifecycle
+
         if rolling == (slot is not None):
             raise ValueError("restart needs exactly one of: a slot, or rolling=True")
         if rolling:

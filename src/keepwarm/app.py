@@ -27,7 +27,7 @@ WORKER_METHODS = ("start", "work", "stop")
 class Partition(BaseModel):
     """One unit of a work plan: a name, a weight, and the data the worker needs for it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     name: str
     weight: float = Field(default=1.0, ge=0)
@@ -37,7 +37,7 @@ class Partition(BaseModel):
 class WorkPlan(BaseModel):
     """Run mode's distribution: per worker, a list of partitions with weights."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     workers: dict[str, list[Partition]]
     partition_key: str = "partition"

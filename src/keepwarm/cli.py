@@ -526,9 +526,9 @@ def _print_gate(verdict: GateResult) -> None:
 
 
 def _version_note(service: Service) -> None:
-    from keepwarm.lifecycle import version_note
+    from keepwarm.state import version_note
 
-    note = version_note(service.env)
+    note = version_note(service.env.service_dir, service.env.app_target)
     if note:
         _stderr().print(f"[yellow]note:[/] {note}", highlight=False)
 

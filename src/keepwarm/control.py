@@ -29,7 +29,7 @@ class ControlTimeout(KeepwarmError):
 
 
 class Command(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     schema_: Literal["keepwarm.control.v1"] = Field(default="keepwarm.control.v1", alias="schema")
     id: str
@@ -40,7 +40,7 @@ class Command(BaseModel):
 
 
 class Ack(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     id: str
     command: str

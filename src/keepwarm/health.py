@@ -56,7 +56,7 @@ _FUTURE_REASONS: dict[str, str] = {
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="ignore", frozen=True)
 
 
 class WorkerHealth(_Model):
@@ -112,7 +112,9 @@ class SupervisorHealth(_Model):
 class HealthReport(_Model):
     """``agi.service.health.v1``: what ``health.json``, ``keepwarm health`` and the gate read."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(
+        defer_build=True, extra="ignore", frozen=True, populate_by_name=True, serialize_by_alias=True
+    )
 
     schema_: Literal["agi.service.health.v1"] = Field(default=HEALTH_SCHEMA, alias="schema")
     timestamp: str
@@ -569,7 +571,9 @@ class SnapshotSummary(_Model):
 class OperatorSnapshot(_Model):
     """``service_operator_snapshot.json``: the ORCHESTRATE page's EXPORT snapshot."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(
+        defer_build=True, extra="ignore", frozen=True, populate_by_name=True, serialize_by_alias=True
+    )
 
     schema_: str = Field(default=SNAPSHOT_SCHEMA, alias="schema")
     timestamp: str

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from keepwarm.atomic import write_atomic
 from keepwarm.task import utc_now
@@ -22,6 +22,8 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 class Heartbeat(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     slot: str
     incarnation: str
     pid: int

@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from keepwarm import __version__
 from keepwarm.control import Ack, CommandName, send_command
 from keepwarm.env import Env, ensure_private_dir
 from keepwarm.errors import KeepwarmError
@@ -249,14 +248,6 @@ def _stop_without_supervisor(env: Env, was_running: bool, timeout: float | None)
         "message": f"the supervisor of {env.app_target} was dead; stopped {len(leftovers)} loops it left "
         f"and requeued {requeued} tasks",
     }
-
-
-def version_note(env: Env) -> str | None:
-    """A note when the running service was started by another keepwarm version."""
-    record = read_service_record(env.service_dir / "service.json")
-    if record is not None and record.desired == "running" and record.version != __version__:
-        return f"service {env.app_target} was started by keepwarm {record.version}; this is {__version__}"
-    return None
 
 
 def _already_running(env: Env) -> ServiceAlreadyRunning:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from keepwarm import __version__
 from keepwarm.atomic import write_atomic
 
 SERVICE_SCHEMA = "keepwarm.service.v1"
@@ -25,7 +26,7 @@ FutureState = Literal["pending", "running", "finished", "error", "cancelled", "l
 
 
 class _State(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
 
 class SupervisorIdentity(_State):
@@ -107,3 +108,11 @@ def read_supervisor_state(path: Path) -> SupervisorState | None:
         return SupervisorState.model_validate_json(path.read_bytes())
     except (OSError, ValidationError):
         return None
+
+
+def version_note(service_dir: Path, app: str) -> str | None:
+    """A note when the running service was started by another keepwarm version."""
+    record = read_service_record(service_dir / "service.json")
+    if record is not None and record.desired == "running" and record.version != __version__:
+        return f"service {app} was started by keepwarm {record.version}; this is {__version__}"
+    return None

@@ -45,7 +45,7 @@ def new_task_id() -> str:
 class Task(BaseModel):
     """A task as it sits in ``pending/`` or ``running/``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     schema_: Literal["agi.service.task.v1"] = Field(alias="schema")
     task_id: str
@@ -77,7 +77,7 @@ class Task(BaseModel):
 class PartialTask(BaseModel):
     """One line of ``keepwarm submit --file TASKS.jsonl``: keepwarm fills in the rest."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     args: dict[str, Any]
     task_name: str = "task"
@@ -94,7 +94,7 @@ class PartialTask(BaseModel):
 class TaskRecord(BaseModel):
     """A terminal file in ``done/`` or ``failed/``: the task plus its outcome."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(defer_build=True, extra="allow")
 
     task_id: str
     task_name: str = "task"
