@@ -390,3 +390,24 @@ def test_loops_die_with_their_supervisor(mycode_env: Env, services: Services) ->
     wait_until(
         lambda: not any(pid_alive(row.pid or 0) for row in state.loops), timeout=10, what="loops to exit"
     )
+
+
+def test_foreground_supervisor_serves_and_stops_on_sigterm(mycode_env: Env) -> None:
+    command = [str(KEEPWARM), "start", str(mycode_env.app_dir), "--foreground"]
+    supervisor = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        service = Service(mycode_env)
+        wait_until(lambda: service.status().workers_healthy_count == 2, timeout=30, what="loops ready")
+        assert service.status().supervisor.pid == supervisor.pid
+        assert service.submit({"x": 12}).result(timeout=30)["prime_factors"] == [2, 2, 3]
+        with pytest.raises(ServiceAlreadyRunning):
+            service.start()
+        supervisor.send_signal(signal.SIGTERM)
+        _, err = supervisor.communicate(timeout=60)
+        assert supervisor.returncode == 0, err
+        assert "in the foreground" in err
+        assert service.status().status == "stopped"
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.communicate()
