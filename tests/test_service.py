@@ -173,6 +173,10 @@ def test_start_failure_shows_the_apps_own_error(tmp_path: Path, services: Servic
     services.envs.append(env)
     with pytest.raises(ServiceStartError, match=r"start\(\) failed on purpose \(fail_start = true\)"):
         Service(env).start(timeout=30)
+    report = Service(env).status()
+    assert report.status == "error"
+    assert any("fail_start = true" in condition for condition in report.conditions)
+    assert "already stopped" in Service(env).stop()["message"]
     assert Service(env).status().status == "stopped"
 
 
@@ -319,15 +323,17 @@ def test_gate_exit_codes_follow_the_service(tmp_path: Path, services: Services) 
     assert gate(env, "--allow-idle")[0] == 0
     # a crash: replaced at once, but the restart rate (1 over 2 slots) passes max_restart_rate
     service.submit({"action": "crash", "only_attempt": 1}).result(timeout=30)
+    wait_until(lambda: service.status().workers_healthy_count == 2, what="the crashed loop replaced")
     assert gate(env, "--allow-idle")[0] == 5
     assert gate(env, "--allow-idle", "--max-restart-rate", "1")[0] == 0
     # a second crash of the same slot waits for its back-off (60 s): one loop stays unhealthy
-    victim = loop_pid(env, "loop-0")
-    os.kill(victim, signal.SIGKILL)
+    (crashed,) = [row for row in supervisor_state(env).loops if row.restarts == 1]
+    assert crashed.pid is not None
+    os.kill(crashed.pid, signal.SIGKILL)
     wait_until(lambda: service.status().workers_unhealthy_count == 1, what="an unhealthy loop")
-    wait_until(
-        lambda: service.status().workers_unhealthy_count == 1 and loop_pid(env, "loop-0") == victim, timeout=1
-    )
+    assert [(r.worker, r.reason) for r in service.status().worker_health if r.reason] == [
+        (crashed.slot, "loop-error")
+    ]
     code, document = gate(env, "--allow-idle", "--max-restart-rate", "9")
     assert (code, document["status"]) == (2, "degraded")
     assert gate(env, "--allow-idle", "--max-restart-rate", "9", "--max-unhealthy", "1")[0] == 3

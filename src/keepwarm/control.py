@@ -79,8 +79,9 @@ def send_command(
             if left <= 0:
                 (control_dir / f"{cmd.id}{COMMAND_SUFFIX}").unlink(missing_ok=True)
                 raise ControlTimeout(
-                    f"the supervisor did not acknowledge '{command}' within {timeout}s; "
-                    "check its log, or stop it with: keepwarm stop APP"
+                    f"the supervisor did not acknowledge '{command}' within {timeout}s; check its log "
+                    "(keepwarm logs APP). If it is wedged, kill its pid (keepwarm status APP shows it) "
+                    "and run keepwarm stop APP, which cleans up after a dead supervisor"
                 )
             watcher.wait(min(left, 0.5))
 

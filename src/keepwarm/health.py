@@ -188,6 +188,9 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
     conditions += [c for c in supervisor_conditions if c not in conditions]
     if pending and not healthy and not unhealthy:
         conditions.append("loops-starting")
+    start_failed = stopped and record is not None and record.start_error is not None
+    if start_failed and record is not None:
+        conditions.append(f"start-failed: {record.start_error}")
 
     last_task_at = max(
         [
@@ -203,8 +206,10 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
         or any(r.heartbeat_state == "processing" for r in rows)
         or (last_task_at is not None and now - last_task_at <= cluster.idle_after_sec)
     )
-    if stopped:
-        status: ServiceStatus = "stopped"
+    if start_failed:
+        status: ServiceStatus = "error"
+    elif stopped:
+        status = "stopped"
     elif not supervisor.alive or (slots > 0 and not healthy):
         status = "error"
     elif unhealthy or pending:
@@ -259,8 +264,9 @@ def evaluate_loop(
     (``future_state`` finished, error or cancelled, or a heartbeat that says ``stopped``);
     ``stale-heartbeat(<N>s)`` when this incarnation's heartbeat is older than the timeout;
     ``missing-heartbeat`` when no heartbeat of this incarnation says ready once the grace (one
-    heartbeat timeout from the slot's start) is over. Without a reason, a slot that is not ready yet
-    is pending (within its grace), any other is healthy.
+    heartbeat timeout from the slot's start) is over and the loop is not visibly loading (a fresh
+    ``starting`` heartbeat: a slow ``start()``). Without a reason, a slot that is not ready yet is
+    pending, any other is healthy.
     """
     timeout = cluster.heartbeat_timeout_sec
     beat = heartbeat if heartbeat is not None and heartbeat.incarnation == row.incarnation else None
@@ -275,7 +281,8 @@ def evaluate_loop(
         reason = "loop-error" if beat.error else "loop-finished"
     if reason is None and age is not None and age > timeout:
         reason = f"stale-heartbeat({int(age)}s)"
-    if reason is None and not ready and not in_grace:
+    loading = beat is not None and beat.state == "starting" and age is not None and age <= timeout
+    if reason is None and not ready and not in_grace and not loading:
         reason = MISSING_HEARTBEAT
     return WorkerHealth(
         worker=row.slot,
@@ -426,7 +433,7 @@ class GateThresholds(_Model):
     allow_idle: bool = False
     max_unhealthy: int = Field(default=0, ge=0)
     max_restart_rate: float = Field(default=0.25, ge=0)
-    max_pending_age_sec: float | None = Field(default=None, gt=0)
+    max_pending_age_sec: float | None = Field(default=None, ge=0)
 
     @classmethod
     def from_settings(

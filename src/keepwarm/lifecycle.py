@@ -6,6 +6,7 @@ exactly as long as the supervisor; a free lock means no live supervisor, whateve
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import signal
@@ -123,9 +124,13 @@ def start_service(env: Env, *, slots: int | None = None, timeout: float | None =
             f"the supervisor of {env.app_target} did not start; {supervisor_log(env)} ends with:\n"
             f"{_tail(supervisor_log(env))}"
         )
-    wait_until_ready(
-        env, incarnation, pid, env.settings.cluster.start_timeout_sec if timeout is None else timeout
-    )
+    try:
+        wait_until_ready(
+            env, incarnation, pid, env.settings.cluster.start_timeout_sec if timeout is None else timeout
+        )
+    except ServiceStartError as exc:
+        _record_start_error(env, str(exc))
+        raise
     return incarnation
 
 
@@ -136,6 +141,9 @@ def run_foreground(env: Env, *, slots: int | None = None) -> int:
     fd = acquire_lock(lock_path(env))
     if fd is None:
         raise _already_running(env)
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s supervisor pid={os.getpid()} %(levelname)s %(message)s"
+    )
     supervisor = Supervisor(env, uuid.uuid4().hex[:12], slots=slots)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: supervisor.request_stop())
@@ -221,6 +229,9 @@ def _stop_without_supervisor(env: Env, was_running: bool, timeout: float | None)
         row for row in (state.loops if state else []) if row.pid and _is_loop(row.pid, row.incarnation)
     ]
     if not was_running and not leftovers and not _listdir(queue.running):
+        record = read_service_record(env.service_dir / "service.json")
+        if record is not None and record.start_error is not None:  # acknowledged: back to "stopped"
+            write_state(env.service_dir / "service.json", record.model_copy(update={"start_error": None}))
         return {"status": "stopped", "message": f"service {env.app_target} is already stopped"}
     for row in leftovers:
         assert row.pid is not None
@@ -248,6 +259,14 @@ def _stop_without_supervisor(env: Env, was_running: bool, timeout: float | None)
         "message": f"the supervisor of {env.app_target} was dead; stopped {len(leftovers)} loops it left "
         f"and requeued {requeued} tasks",
     }
+
+
+def _record_start_error(env: Env, message: str) -> None:
+    """Keep a failed start visible: status says ``error`` until the next start or stop."""
+    path = env.service_dir / "service.json"
+    record = read_service_record(path)
+    if record is not None:
+        write_state(path, record.model_copy(update={"desired": "stopped", "start_error": message}))
 
 
 def _already_running(env: Env) -> ServiceAlreadyRunning:

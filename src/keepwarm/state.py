@@ -19,7 +19,15 @@ SUPERVISOR_SCHEMA = "keepwarm.supervisor.v1"
 
 # Restarts keepwarm or the operator planned: no back-off, no attempt spent, not counted in restart_rate.
 PLANNED_REASONS = frozenset(
-    {"recycled", "memory-limit", "operator-restart", "rolling-restart", "scale-down", "stop"}
+    {
+        "recycled",
+        "memory-limit",
+        "operator-restart",
+        "rolling-restart",
+        "scale-down",
+        "stop",
+        "loop-cancelled",
+    }
 )
 
 FutureState = Literal["pending", "running", "finished", "error", "cancelled", "lost"]
@@ -51,6 +59,7 @@ class ServiceRecord(_State):
     stopped_at: str | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
     version: str
+    start_error: str | None = None
 
 
 class LoopRow(_State):

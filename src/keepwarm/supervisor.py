@@ -103,6 +103,7 @@ class Supervisor:
         self.last_task_at: float | None = None
         self.started_at = utc_now()
         self.orphans: dict[Path, tuple[int | None, str]] = {}  # owner -> (pid, cmdline marker)
+        self._orphan_deadline = time.monotonic() + self.settings.stop_timeout_sec
         self._stop_requested = False
         self._next_state = 0.0
         self._next_health = 0.0
@@ -132,9 +133,9 @@ class Supervisor:
             self.queue.root,
         )
         self._write_record("running")
-        self._recover_orphans()
         for index in range(self.desired):
             self._add_slot(slot_name(index))
+        self._recover_orphans()
         with Watcher([self.control_dir], mask=IN_MOVED_TO) as watcher:
             while not self._stop_requested:
                 self._wait(watcher)
@@ -209,7 +210,7 @@ class Supervisor:
         log.info("slot %s: started incarnation %s (pid %d)", slot.name, proc.incarnation, proc.pid)
 
     def _start_due(self) -> None:
-        if self.mode != "running":
+        if self.mode not in ("running", "draining"):
             return
         now = time.monotonic()
         for slot in list(self.slots.values()):
@@ -394,6 +395,12 @@ class Supervisor:
         """Claims left by loops of an earlier supervisor: requeued once their loop is confirmed dead."""
         previous = read_supervisor_state(self.state_path)
         pids = {f"{row.slot}.{row.incarnation}": row.pid for row in previous.loops} if previous else {}
+        for row in previous.loops if previous else []:
+            if row.pid is not None and _process_alive(row.pid, row.incarnation):
+                _signal(row.pid, signal.SIGTERM)  # its supervisor is gone: finish the task and exit
+                self.orphans.setdefault(
+                    self.queue.owner_dir(row.slot, row.incarnation), (row.pid, row.incarnation)
+                )
         for owner in _listdir(self.queue.running):
             slot, _, incarnation = owner.partition(".")
             if slot.startswith("_"):  # a canceller's claim folder: <pid>-<seq>
@@ -403,10 +410,20 @@ class Supervisor:
         self._check_orphans()
 
     def _check_orphans(self) -> None:
+        now = time.monotonic()
         for owner, (pid, marker) in list(self.orphans.items()):
+            slot = self.slots.get(owner.name.partition(".")[0])
             if pid is not None and _process_alive(pid, marker):
-                continue  # still finishing its task; requeue only once it is confirmed dead
+                # Still finishing its task after its supervisor died: its slot waits for it (it
+                # writes that slot's heartbeat), and it gets stop_timeout_sec before it is killed.
+                if slot is not None and not slot.alive:
+                    slot.next_start = None
+                if now > self._orphan_deadline:
+                    _signal(pid, signal.SIGKILL)
+                continue
             del self.orphans[owner]
+            if slot is not None and not slot.alive and slot.next_start is None and self.mode != "stopping":
+                slot.next_start = now
             planned = owner.name.startswith("_")
             outcomes = self.queue.requeue(owner, "supervisor-restart", count_attempt=not planned)
             if outcomes:
