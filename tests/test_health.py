@@ -396,7 +396,7 @@ def test_a_heartbeat_of_an_earlier_incarnation_counts_as_missing(mycode_env: Env
     assert row["reason"] == "missing-heartbeat" and row["heartbeat_state"] is None
 
 
-def test_a_starting_heartbeat_is_pending_within_the_grace_then_missing(mycode_env: Env) -> None:
+def test_a_loading_loop_is_pending_while_its_starting_heartbeat_is_fresh(mycode_env: Env) -> None:
     write_service(mycode_env)
     write_supervisor(mycode_env, [loop_row("loop-0"), loop_row("loop-1", started_at=NOW - 5)])
     write_heartbeat(mycode_env, "loop-0")
@@ -405,7 +405,13 @@ def test_a_starting_heartbeat_is_pending_within_the_grace_then_missing(mycode_en
     assert report.workers_pending == ["loop-1"] and report.workers_unhealthy == []
     assert row_of(report, "loop-1")["heartbeat_state"] == "starting"
 
-    write_heartbeat(mycode_env, "loop-1", state="starting", age=0.2 - 6)  # still fresh at NOW + 6
+    # a slow start() (a model loading) past the grace: still pending while its heartbeat is fresh
+    write_heartbeat(mycode_env, "loop-1", state="starting", age=0.2 - 60)
+    report = evaluate_health(mycode_env, now=NOW + 60)
+    assert report.workers_pending == ["loop-1"] and report.workers_unhealthy == []
+
+    # no heartbeat of this incarnation at all past the grace: missing
+    (mycode_env.queue_dir / "heartbeats" / "loop-1.json").unlink()
     report = evaluate_health(mycode_env, now=NOW + 6)
     assert report.workers_unhealthy == ["loop-1"]
     assert row_of(report, "loop-1")["reason"] == "missing-heartbeat"
