@@ -406,12 +406,14 @@ def test_a_loading_loop_is_pending_while_its_starting_heartbeat_is_fresh(mycode_
     assert row_of(report, "loop-1")["heartbeat_state"] == "starting"
 
     # a slow start() (a model loading) past the grace: still pending while its heartbeat is fresh
+    write_heartbeat(mycode_env, "loop-0", age=-60)
     write_heartbeat(mycode_env, "loop-1", state="starting", age=0.2 - 60)
     report = evaluate_health(mycode_env, now=NOW + 60)
     assert report.workers_pending == ["loop-1"] and report.workers_unhealthy == []
 
     # no heartbeat of this incarnation at all past the grace: missing
     (mycode_env.queue_dir / "heartbeats" / "loop-1.json").unlink()
+    write_heartbeat(mycode_env, "loop-0", age=-6)
     report = evaluate_health(mycode_env, now=NOW + 6)
     assert report.workers_unhealthy == ["loop-1"]
     assert row_of(report, "loop-1")["reason"] == "missing-heartbeat"
