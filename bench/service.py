@@ -75,25 +75,25 @@ def start_stop(env: keepwarm.Env, repeat: int) -> tuple[float, float]:
 
 
 def replacement(env: keepwarm.Env, repeat: int) -> float:
+    """Kill one loop of each slot once: each is a first restart (later ones back off on purpose)."""
     service = keepwarm.Service(env)
-    service.start(slots=2)
+    service.start(slots=repeat)
     times = []
     try:
-        for _ in range(repeat):
+        for index in range(repeat):
             state = read_supervisor_state(env.service_dir / "supervisor.json")
             assert state is not None
-            victim = state.loops[0].pid
+            victim = state.loops[index].pid
             assert victim is not None
             began = time.perf_counter()
             os.kill(victim, signal.SIGKILL)
             while True:
                 state = read_supervisor_state(env.service_dir / "supervisor.json")
-                row = state.loops[0] if state else None
+                row = state.loops[index] if state else None
                 if row is not None and row.pid != victim and row.future_state == "running":
                     break
                 time.sleep(0.002)
             times.append(time.perf_counter() - began)
-            time.sleep(1.5)  # let the slot count as healthy again, so the next kill is a first restart
     finally:
         service.stop()
     return statistics.median(times)

@@ -17,7 +17,7 @@ import pytest
 from keepwarm import AGI
 from keepwarm.api import Service
 from keepwarm.env import Env
-from keepwarm.errors import TaskFailed
+from keepwarm.errors import KeepwarmError, TaskFailed
 from keepwarm.health import pid_alive
 from keepwarm.lifecycle import ServiceAlreadyRunning, ServiceStartError, stop_service
 from keepwarm.results import wait_for_records
@@ -417,3 +417,35 @@ def test_foreground_supervisor_serves_and_stops_on_sigterm(mycode_env: Env) -> N
         if supervisor.poll() is None:
             supervisor.kill()
             supervisor.communicate()
+
+
+def test_a_bad_command_argument_is_refused_and_the_supervisor_lives(
+    mycode_env: Env, services: Services
+) -> None:
+    service = services.start(mycode_env)
+    with pytest.raises(KeepwarmError, match="is not a task id"):
+        service.cancel(["../x"])
+    assert service.status().supervisor.alive
+    assert service.submit({"x": 3}).result(timeout=30)["x"] == 3
+
+
+def test_a_live_cancellers_claim_folder_is_waited_for_never_killed(
+    tmp_path: Path, services: Services
+) -> None:
+    env = Env(copy_app(tmp_path, "mycode_project", **{"[cluster]\n": "[cluster]\nstop_timeout_sec = 0.3\n"}))
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        queue = Service(env).queue.ensure()
+        folder = queue.owner_dir("_cancel", f"{bystander.pid}-1")
+        folder.mkdir()
+        began = time.time()
+        service = services.start(env)
+        wait_until(
+            lambda: supervisor_state(env).timestamp > began + 1.5, what="the supervisor to run past 0.3 s"
+        )
+        assert bystander.poll() is None
+        folder.rmdir()
+        assert service.submit({"x": 5}).result(timeout=30)["x"] == 5
+    finally:
+        bystander.kill()
+        bystander.wait()

@@ -107,6 +107,8 @@ class Service:
         return [TaskHandle(self.queue, task.task_id) for task in submitted]
 
     def result(self, task_id: str, timeout: float | None = None) -> Any:
+        """Wait for a task's result (TaskNotFound if no such task is anywhere in the queue)."""
+        self.queue.locate(task_id)
         return value_of(wait_for_records(self.queue, [task_id], timeout)[task_id])
 
     def handle(self, task_id: str) -> TaskHandle:

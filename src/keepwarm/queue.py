@@ -444,6 +444,8 @@ class TaskQueue:
                 )
             except (OSError, ValueError, ValidationError):
                 continue  # not a failed task record (a rejected file, or gone)
+            if task.task_id != task_id or "status" not in record:
+                continue  # a rejected file that merely looks like one
             task.attempts = [*task.attempts, {"outcome": "retried", "at": utc_now()}]
             task.attempt = 1
             name = pending_name(next_seq(), task_id)

@@ -30,6 +30,7 @@ from typing import Literal
 from keepwarm import __version__
 from keepwarm.control import Ack, Command, acknowledge, pending_commands
 from keepwarm.env import Env, ensure_private_dir
+from keepwarm.errors import KeepwarmError
 from keepwarm.heartbeat import Heartbeat, read_heartbeat
 from keepwarm.local import LoopProcess, spawn_loop
 from keepwarm.queue import TaskQueue, task_id_from_name, terminal_record
@@ -413,7 +414,12 @@ class Supervisor:
         now = time.monotonic()
         for owner, (pid, marker) in list(self.orphans.items()):
             slot = self.slots.get(owner.name.partition(".")[0])
+            if not owner.is_dir():
+                del self.orphans[owner]  # its owner finished and removed it
+                continue
             if pid is not None and _process_alive(pid, marker):
+                if not marker:
+                    continue  # a canceller or retrier: short-lived, never killed by keepwarm
                 # Still finishing its task after its supervisor died: its slot waits for it (it
                 # writes that slot's heartbeat), and it gets stop_timeout_sec before it is killed.
                 if slot is not None and not slot.alive:
@@ -467,8 +473,11 @@ class Supervisor:
         }
         try:
             return handlers[command.command](command)
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, KeepwarmError) as exc:
             return Ack(id=command.id, command=command.command, ok=False, outcome="invalid", message=str(exc))
+        except Exception as exc:  # a supervisor never dies of a command
+            log.exception("command %s failed", command.command)
+            return Ack(id=command.id, command=command.command, ok=False, outcome="failed", message=repr(exc))
 
     def _cmd_stop(self, command: Command) -> Ack:
         if "timeout" in command.args:
