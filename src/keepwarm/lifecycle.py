@@ -23,12 +23,11 @@ from keepwarm.env import Env, ensure_private_dir
 from keepwarm.errors import KeepwarmError
 from keepwarm.health import pid_alive
 from keepwarm.heartbeat import read_heartbeat
-from keepwarm.queue import TaskQueue
+from keepwarm.local import log_tail, process_running, rotated, signal_quietly
+from keepwarm.queue import TaskQueue, list_visible
 from keepwarm.state import SupervisorState, read_service_record, read_supervisor_state, write_state
 from keepwarm.supervisor import Supervisor, acquire_lock
 from keepwarm.watch import IN_MOVED_TO, Watcher
-
-MAX_LOG_BYTES = 10 * 1024 * 1024
 
 
 class ServiceAlreadyRunning(KeepwarmError):
@@ -86,7 +85,7 @@ def start_service(env: Env, *, slots: int | None = None, timeout: float | None =
     if fd is None:
         raise _already_running(env)
     incarnation = uuid.uuid4().hex[:12]
-    log_path = _rotated(ensure_private_dir(env.log_dir) / "supervisor.log")
+    log_path = rotated(ensure_private_dir(env.log_dir) / "supervisor.log")
     command = [
         sys.executable,
         "-m",
@@ -122,7 +121,7 @@ def start_service(env: Env, *, slots: int | None = None, timeout: float | None =
     if starter.returncode != 0 or pid <= 0:
         raise ServiceStartError(
             f"the supervisor of {env.app_target} did not start; {supervisor_log(env)} ends with:\n"
-            f"{_tail(supervisor_log(env))}"
+            f"{log_tail(supervisor_log(env))}"
         )
     try:
         wait_until_ready(
@@ -163,7 +162,7 @@ def wait_until_ready(env: Env, incarnation: str, pid: int, timeout: float) -> No
             if not pid_alive(pid):
                 raise ServiceStartError(
                     f"the supervisor of {env.app_target} (pid {pid}) exited while "
-                    f"starting; its log ({supervisor_log(env)}) ends with:\n{_tail(supervisor_log(env))}"
+                    f"starting; its log ({supervisor_log(env)}) ends with:\n{log_tail(supervisor_log(env))}"
                 )
             state = read_supervisor_state(state_path)
             if state is not None and state.incarnation == incarnation:
@@ -178,7 +177,7 @@ def wait_until_ready(env: Env, incarnation: str, pid: int, timeout: float) -> No
                     elif row.restarts and row.last_reason:
                         log = env.log_dir / f"{row.slot}.log"
                         problems.append(
-                            f"loop {row.slot} exited ({row.last_reason}); {log} ends with:\n{_tail(log)}"
+                            f"loop {row.slot} exited ({row.last_reason}); {log} ends with:\n{log_tail(log)}"
                         )
                 if problems:
                     _abort(env, pid)
@@ -226,29 +225,35 @@ def _stop_without_supervisor(env: Env, was_running: bool, timeout: float | None)
     queue = TaskQueue.for_env(env)
     state = read_supervisor_state(env.service_dir / "supervisor.json")
     leftovers = [
-        row for row in (state.loops if state else []) if row.pid and _is_loop(row.pid, row.incarnation)
+        row for row in (state.loops if state else []) if row.pid and process_running(row.pid, row.incarnation)
     ]
-    if not was_running and not leftovers and not _listdir(queue.running):
+    if not was_running and not leftovers and not list_visible(queue.running):
         record = read_service_record(env.service_dir / "service.json")
         if record is not None and record.start_error is not None:  # acknowledged: back to "stopped"
             write_state(env.service_dir / "service.json", record.model_copy(update={"start_error": None}))
         return {"status": "stopped", "message": f"service {env.app_target} is already stopped"}
     for row in leftovers:
         assert row.pid is not None
-        _signal(row.pid, signal.SIGTERM)
+        signal_quietly(row.pid, signal.SIGTERM)
     deadline = time.monotonic() + (env.settings.cluster.stop_timeout_sec if timeout is None else timeout)
-    while any(_is_loop(row.pid or 0, row.incarnation) for row in leftovers) and time.monotonic() < deadline:
+    while (
+        any(process_running(row.pid or 0, row.incarnation) for row in leftovers)
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.02)
     for row in leftovers:
-        if _is_loop(row.pid or 0, row.incarnation):
-            _signal(row.pid or 0, signal.SIGKILL)
+        if process_running(row.pid or 0, row.incarnation):
+            signal_quietly(row.pid or 0, signal.SIGKILL)
     killed_by = time.monotonic() + 5
-    while any(_is_loop(row.pid or 0, row.incarnation) for row in leftovers) and time.monotonic() < killed_by:
+    while (
+        any(process_running(row.pid or 0, row.incarnation) for row in leftovers)
+        and time.monotonic() < killed_by
+    ):
         time.sleep(0.01)  # SIGKILL is delivered asynchronously: requeue only once they are gone
     requeued = 0
-    for owner in _listdir(queue.running):
+    for owner in list_visible(queue.running):
         requeued += len(queue.requeue(queue.running / owner, "stop", count_attempt=False))
-    for name in _listdir(queue.heartbeats):
+    for name in list_visible(queue.heartbeats):
         (queue.heartbeats / name).unlink(missing_ok=True)
     record = read_service_record(env.service_dir / "service.json")
     if record is not None:
@@ -282,7 +287,7 @@ def _already_running(env: Env) -> ServiceAlreadyRunning:
 def _abort(env: Env, pid: int) -> None:
     """A start that failed: stop the supervisor it spawned (its loops and claims with it)."""
     if pid_alive(pid):
-        _signal(pid, signal.SIGTERM)
+        signal_quietly(pid, signal.SIGTERM)
         _wait_for_exit(pid, lock_path(env), env.settings.cluster.stop_timeout_sec + 10)
 
 
@@ -304,41 +309,3 @@ def _wait_for_exit(pid: int, lock: Path, timeout: float) -> None:
             return
         time.sleep(0.02)
     raise KeepwarmError(f"the supervisor (pid {pid}) did not exit within {timeout}s")
-
-
-def _is_loop(pid: int, incarnation: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return incarnation.encode() in cmdline.read()
-    except OSError:
-        return False
-
-
-def _signal(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def _listdir(folder: Path) -> list[str]:
-    try:
-        return sorted(n for n in os.listdir(folder) if n[0] != ".")
-    except FileNotFoundError:
-        return []
-
-
-def _rotated(path: Path) -> Path:
-    try:
-        if path.stat().st_size > MAX_LOG_BYTES:
-            os.replace(path, path.with_name(path.name + ".1"))
-    except FileNotFoundError:
-        pass
-    return path
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"

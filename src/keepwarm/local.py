@@ -17,6 +17,8 @@ from keepwarm.loop import new_incarnation
 from keepwarm.queue import TaskQueue
 from keepwarm.watch import IN_MOVED_TO, Watcher
 
+MAX_LOG_BYTES = 10 * 1024 * 1024
+
 
 class LoopStartError(KeepwarmError):
     """A loop did not become ready: its own error, or its log's last lines."""
@@ -37,7 +39,7 @@ class LoopProcess:
 def spawn_loop(env: Env, slot: str, *, max_tasks: int | None = None) -> LoopProcess:
     """Start one loop process for ``slot``; its output goes to ``<log_dir>/<slot>.log``."""
     incarnation = new_incarnation()
-    log_path = ensure_private_dir(env.log_dir) / f"{slot}.log"
+    log_path = rotated(ensure_private_dir(env.log_dir) / f"{slot}.log")
     command = [
         sys.executable,
         "-m",
@@ -85,7 +87,8 @@ def wait_ready(env: Env, loops: list[LoopProcess], timeout: float) -> dict[str, 
                 if loop.process.poll() is not None:
                     raise LoopStartError(
                         f"loop {slot} of {env.app_target} exited with code {loop.process.returncode} "
-                        f"before it was ready; its log ({loop.log_path}) ends with:\n{_tail(loop.log_path)}"
+                        f"before it was ready; its log ({loop.log_path}) ends with:\n"
+                        f"{log_tail(loop.log_path)}"
                     )
             left = deadline - time.monotonic()
             if waiting and left <= 0:
@@ -113,7 +116,35 @@ def stop_loops(loops: list[LoopProcess], timeout: float) -> None:
             loop.process.wait()
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def rotated(path: Path, max_bytes: int = MAX_LOG_BYTES) -> Path:
+    """Move a log past ``max_bytes`` to ``<name>.1`` (one generation kept); returns ``path``."""
+    try:
+        if path.stat().st_size > max_bytes:
+            os.replace(path, path.with_name(path.name + ".1"))
+    except FileNotFoundError:
+        pass
+    return path
+
+
+def signal_quietly(pid: int, signum: int) -> None:
+    """Send a signal to a process that may already be gone."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def process_running(pid: int, marker: str = "") -> bool:
+    """True when ``pid`` runs and (given a ``marker``) its command line contains it, which guards
+    against a reused pid (loops carry their incarnation on their command line)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return not marker or marker.encode() in cmdline.read()
+    except OSError:
+        return False
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:

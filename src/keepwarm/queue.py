@@ -421,9 +421,7 @@ class TaskQueue:
         for task_id in wanted:
             _require_safe_id(task_id)
         if all_failed:
-            wanted |= {
-                n[: -len(TASK_SUFFIX)] for n in _listdir_visible(self.failed) if n.endswith(TASK_SUFFIX)
-            }
+            wanted |= {n[: -len(TASK_SUFFIX)] for n in list_visible(self.failed) if n.endswith(TASK_SUFFIX)}
         owner = ensure_private_dir(self.owner_dir(RETRY_SLOT, f"{os.getpid()}-{next_seq()}"))
         try:
             retried = self._retry_into(sorted(wanted), owner)
@@ -644,10 +642,11 @@ def _remove_if_empty(folder: Path) -> None:
         pass  # not empty after a failure: the supervisor requeues it once this process is gone
 
 
-def _listdir_visible(folder: Path) -> list[str]:
+def list_visible(folder: Path) -> list[str]:
+    """The names in ``folder`` that are not temp files (no leading dot), sorted; [] if it is gone."""
     try:
-        return [n for n in os.listdir(folder) if n[0] != "."]
-    except FileNotFoundError:
+        return sorted(n for n in os.listdir(folder) if n[0] != ".")
+    except (FileNotFoundError, NotADirectoryError):
         return []
 
 

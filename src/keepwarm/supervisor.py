@@ -32,8 +32,8 @@ from keepwarm.control import Ack, Command, acknowledge, pending_commands
 from keepwarm.env import Env, ensure_private_dir
 from keepwarm.errors import KeepwarmError
 from keepwarm.heartbeat import Heartbeat, read_heartbeat
-from keepwarm.local import LoopProcess, spawn_loop
-from keepwarm.queue import TaskQueue, task_id_from_name, terminal_record
+from keepwarm.local import LoopProcess, process_running, signal_quietly, spawn_loop
+from keepwarm.queue import TaskQueue, list_visible, task_id_from_name, terminal_record
 from keepwarm.retention import enforce_retention
 from keepwarm.state import (
     PLANNED_REASONS,
@@ -225,7 +225,7 @@ class Supervisor:
         slot.ordered = reason
         slot.graceful_deadline = None
         log.warning("slot %s: killing pid %d: %s", slot.name, slot.proc.pid, reason)
-        _signal(slot.proc.pid, signal.SIGKILL)
+        signal_quietly(slot.proc.pid, signal.SIGKILL)
 
     def _retire(self, slot: Slot, reason: str) -> None:
         """Ask a loop to stop after its current task; killed at ``stop_timeout_sec``."""
@@ -234,7 +234,7 @@ class Supervisor:
         slot.ordered = reason
         slot.graceful_deadline = time.monotonic() + self.stop_timeout
         log.info("slot %s: stopping pid %d gracefully: %s", slot.name, slot.proc.pid, reason)
-        _signal(slot.proc.pid, signal.SIGTERM)
+        signal_quietly(slot.proc.pid, signal.SIGTERM)
 
     # ------------------------------------------------------------------ exits
 
@@ -249,7 +249,7 @@ class Supervisor:
                         "slot %s: did not stop within %ss; killing", slot.name, self.settings.stop_timeout_sec
                     )
                     slot.graceful_deadline = None
-                    _signal(slot.proc.pid, signal.SIGKILL)
+                    signal_quietly(slot.proc.pid, signal.SIGKILL)
                 continue
             self._loop_exited(slot, code)
 
@@ -314,7 +314,7 @@ class Supervisor:
 
     def _settle_claims(self, slot: Slot, owner: Path, reason: str, count_attempt: bool) -> None:
         """The loop is confirmed dead: publish what keepwarm decided, requeue the rest."""
-        for name in _listdir(owner):
+        for name in list_visible(owner):
             task_id = task_id_from_name(name)
             status = slot.fail_tasks.get(task_id or "")
             if status is None:
@@ -397,12 +397,12 @@ class Supervisor:
         previous = read_supervisor_state(self.state_path)
         pids = {f"{row.slot}.{row.incarnation}": row.pid for row in previous.loops} if previous else {}
         for row in previous.loops if previous else []:
-            if row.pid is not None and _process_alive(row.pid, row.incarnation):
-                _signal(row.pid, signal.SIGTERM)  # its supervisor is gone: finish the task and exit
+            if row.pid is not None and process_running(row.pid, row.incarnation):
+                signal_quietly(row.pid, signal.SIGTERM)  # its supervisor is gone: finish the task and exit
                 self.orphans.setdefault(
                     self.queue.owner_dir(row.slot, row.incarnation), (row.pid, row.incarnation)
                 )
-        for owner in _listdir(self.queue.running):
+        for owner in list_visible(self.queue.running):
             slot, _, incarnation = owner.partition(".")
             if slot.startswith("_"):  # a canceller's claim folder: <pid>-<seq>
                 self.orphans[self.queue.running / owner] = (_int_prefix(incarnation), "")
@@ -417,7 +417,7 @@ class Supervisor:
             if not owner.is_dir():
                 del self.orphans[owner]  # its owner finished and removed it
                 continue
-            if pid is not None and _process_alive(pid, marker):
+            if pid is not None and process_running(pid, marker):
                 if not marker:
                     continue  # a canceller or retrier: short-lived, never killed by keepwarm
                 # Still finishing its task after its supervisor died: its slot waits for it (it
@@ -425,7 +425,7 @@ class Supervisor:
                 if slot is not None and not slot.alive:
                     slot.next_start = None
                 if now > self._orphan_deadline:
-                    _signal(pid, signal.SIGKILL)
+                    signal_quietly(pid, signal.SIGKILL)
                 continue
             del self.orphans[owner]
             if slot is not None and not slot.alive and slot.next_start is None and self.mode != "stopping":
@@ -553,7 +553,7 @@ class Supervisor:
             if slot.proc is None:
                 continue
             owner = self.queue.owner_dir(slot.name, slot.proc.incarnation)
-            for name in _listdir(owner):
+            for name in list_visible(owner):
                 task_id = task_id_from_name(name)
                 if task_id is None or not (
                     task_id in task_ids or (execution_id and _execution_of(owner / name) == execution_id)
@@ -716,7 +716,7 @@ class Supervisor:
                     continue
                 code = slot.proc.process.poll()
                 if code is None and time.monotonic() > deadline:
-                    _signal(slot.proc.pid, signal.SIGKILL)
+                    signal_quietly(slot.proc.pid, signal.SIGKILL)
                     code = slot.proc.process.wait()
                 if code is not None:
                     slot.retiring = False
@@ -736,20 +736,6 @@ class Supervisor:
 # ---------------------------------------------------------------------- helpers
 
 
-def _signal(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def _listdir(folder: Path) -> list[str]:
-    try:
-        return sorted(n for n in os.listdir(folder) if n[0] != ".")
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
 def _epoch(timestamp: str) -> float:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
@@ -762,15 +748,6 @@ def _slot_index(name: str) -> int:
 def _int_prefix(text: str) -> int | None:
     digits = text.partition("-")[0]
     return int(digits) if digits.isdigit() else None
-
-
-def _process_alive(pid: int, marker: str) -> bool:
-    """True when ``pid`` runs and (when ``marker`` is given) its command line mentions it."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return not marker or marker.encode() in cmdline.read()
-    except OSError:
-        return False
 
 
 def _execution_of(path: Path) -> str | None:
