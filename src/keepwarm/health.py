@@ -36,6 +36,7 @@ from keepwarm.state import (
     read_service_record,
     read_supervisor_state,
 )
+from keepwarm.task import epoch_of
 
 HEALTH_SCHEMA: Final = "agi.service.health.v1"
 SNAPSHOT_SCHEMA = "keepwarm.operator_snapshot.v1"
@@ -270,9 +271,9 @@ def evaluate_loop(
     """
     timeout = cluster.heartbeat_timeout_sec
     beat = heartbeat if heartbeat is not None and heartbeat.incarnation == row.incarnation else None
-    beat_at = _epoch(beat.timestamp) if beat else None
+    beat_at = epoch_of(beat.timestamp) if beat else None
     age = max(0.0, now - beat_at) if beat_at is not None else None
-    task_started = _epoch(beat.task_started_at) if beat and beat.task_id else None
+    task_started = epoch_of(beat.task_started_at) if beat and beat.task_id else None
     in_grace = now - row.started_at <= timeout
 
     ready = beat is not None and age is not None and beat.state != "starting"
@@ -345,7 +346,7 @@ def _supervisor_health(
         fresh = age <= limit
     else:
         # Not written its first heartbeat yet: the same allowance, counted from its start.
-        started = _epoch(identity.started_at) if identity else None
+        started = epoch_of(identity.started_at) if identity else None
         fresh = started is not None and now - started <= limit
     pid_exists = pid_alive(pid) if host == socket.gethostname() else None
     alive = fresh and pid_exists is not False
@@ -367,7 +368,7 @@ def _last_finish(queue: TaskQueue, record: ServiceRecord | None) -> float | None
     Only changes after the supervisor started count (creating the folders is not work).
     """
     identity = record.supervisor if record else None
-    since = _epoch(identity.started_at) if identity else None
+    since = epoch_of(identity.started_at) if identity else None
     times = []
     for folder in (queue.done, queue.failed):
         try:
@@ -639,23 +640,6 @@ def write_snapshot(
 
 
 # ---------------------------------------------------------------------- small helpers
-
-
-def _epoch(value: str | None) -> float | None:
-    """Epoch seconds from an ISO-8601 timestamp (``Z`` or an offset; naive means UTC) or a number."""
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
 
 
 def _iso(epoch: float) -> str:

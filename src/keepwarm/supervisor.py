@@ -23,7 +23,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -47,7 +46,7 @@ from keepwarm.state import (
     read_supervisor_state,
     write_state,
 )
-from keepwarm.task import utc_now
+from keepwarm.task import epoch_of, utc_now
 from keepwarm.watch import IN_MOVED_TO, Watcher
 
 log = logging.getLogger("keepwarm.supervisor")
@@ -363,7 +362,7 @@ class Supervisor:
                 if now_wall - slot.row.started_at > timeout and not storage_fault:
                     self._kill(slot, "missing-heartbeat")
                 continue
-            age = now_wall - _epoch(beat.timestamp)
+            age = now_wall - (epoch_of(beat.timestamp) or 0.0)
             if age > timeout and not storage_fault:
                 self._kill(slot, f"stale-heartbeat({int(age)}s)")
                 continue
@@ -381,7 +380,7 @@ class Supervisor:
                 slot.tasks_seen = seen
                 self.last_task_at = now_wall
             if beat.task_id and beat.task_started_at and beat.task_timeout_sec:
-                running_for = now_wall - _epoch(beat.task_started_at)
+                running_for = now_wall - (epoch_of(beat.task_started_at) or now_wall)
                 if running_for > beat.task_timeout_sec + max(1.0, self.settings.heartbeat_interval_sec):
                     slot.fail_tasks[beat.task_id] = "task-timeout"
                     self._kill(slot, "task-timeout")
@@ -734,10 +733,6 @@ class Supervisor:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _epoch(timestamp: str) -> float:
-    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
 def _slot_index(name: str) -> int:

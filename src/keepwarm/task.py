@@ -38,6 +38,23 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def epoch_of(value: str | None) -> float | None:
+    """Epoch seconds from an ISO-8601 timestamp (``Z`` or an offset; naive means UTC) or a number."""
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
 def new_task_id() -> str:
     return uuid.uuid4().hex
 
