@@ -23,7 +23,7 @@ from keepwarm.lifecycle import ServiceAlreadyRunning, ServiceStartError, stop_se
 from keepwarm.results import wait_for_records
 from keepwarm.state import SupervisorState, read_supervisor_state
 
-from .conftest import ROOT, copy_app, wait_until
+from .conftest import ROOT, copy_app, wait_until, write_app
 
 KEEPWARM = Path(sys.executable).parent / "keepwarm"
 
@@ -449,3 +449,37 @@ def test_a_live_cancellers_claim_folder_is_waited_for_never_killed(
     finally:
         bystander.kill()
         bystander.wait()
+
+
+ASYNC_SLEEPER = """
+import asyncio, os
+
+class Worker:
+    async def start(self):
+        pass
+
+    async def work(self, item):
+        await asyncio.sleep(item.args["seconds"])
+        return {"pid": os.getpid()}
+
+    async def stop(self):
+        pass
+"""
+
+
+def test_cancel_of_a_running_async_task_leaves_its_loop_and_neighbours_alone(
+    tmp_path: Path, services: Services
+) -> None:
+    app = write_app(tmp_path, "sleeper", ASYNC_SLEEPER, "[cluster]\nslots = 1\nconcurrency = 2\n")
+    env = Env(app)
+    service = services.start(env)
+    pid = loop_pid(env, "loop-0")
+    doomed = service.submit({"seconds": 30})
+    neighbour = service.submit({"seconds": 1.5})
+    wait_until(lambda: service.queue.counts().running == 2, what="both tasks running in the one loop")
+    assert service.cancel([doomed.task_id]) == [doomed.task_id]
+    record = doomed.record(timeout=10)
+    assert (record.status, record.error) == ("cancelled", "cancelled while running")
+    assert neighbour.result(timeout=30)["pid"] == pid
+    assert loop_pid(env, "loop-0") == pid
+    assert service.status().restart_reasons == {}

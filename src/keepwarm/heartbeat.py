@@ -41,6 +41,7 @@ class Heartbeat(BaseModel):
     error: str | None = None
     storage_error: str | None = None
     stop_reason: str | None = None
+    cancels_in_loop: bool = False  # an async loop cancels a running task itself
 
 
 def rss_bytes() -> int | None:
@@ -67,6 +68,7 @@ class HeartbeatWriter:
         self.error: str | None = None
         self.storage_error: str | None = None
         self.stop_reason: str | None = None
+        self.cancels_in_loop = False
         self._running: dict[str, tuple[str, float | None]] = {}  # task_id -> (started_at, timeout)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -120,6 +122,7 @@ class HeartbeatWriter:
                 error=self.error,
                 storage_error=self.storage_error,
                 stop_reason=self.stop_reason,
+                cancels_in_loop=self.cancels_in_loop,
             )
 
     def beat(self) -> None:

@@ -37,13 +37,15 @@ from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
 from keepwarm.heartbeat import HeartbeatWriter
 from keepwarm.queue import TaskQueue, encode, terminal_record
-from keepwarm.task import Task, TaskItem, utc_now
+from keepwarm.task import Task, TaskItem, TaskStatus, utc_now
 from keepwarm.watch import IN_CLOSE_WRITE, IN_MOVED_TO, Watcher
 
 log = logging.getLogger("keepwarm.loop")
 
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO, errno.EACCES})
 STORAGE_RETRY_MAX_SEC = 2.0
+CANCEL_MARKER = ".cancel."  # the supervisor asks an async loop to cancel one running task
+CANCEL_CHECK_SEC = 0.05
 
 
 def new_incarnation() -> str:
@@ -96,6 +98,7 @@ class WorkerLoop:
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._candidates: list[str] = []
+        self._in_flight: dict[str, asyncio.Task[Any]] = {}
         self._next_rescan = 0.0
         self._runner: AsyncRunner | None = None
         self._app: App | None = None
@@ -170,6 +173,7 @@ class WorkerLoop:
         self._worker = self._app.new_worker()
         self._call(self._worker.start)
         self.heartbeat.start_sec = round(time.perf_counter() - began, 6)
+        self.heartbeat.cancels_in_loop = "work" in self._app.async_methods  # told with "ready"
 
     def _stop_worker(self) -> None:
         try:
@@ -229,12 +233,14 @@ class WorkerLoop:
         slots = threading.BoundedSemaphore(self.settings.concurrency)
         in_flight: set[Future[Any]] = set()
         while not self.stopping and not self._recycle_due():
+            if in_flight:
+                self._obey_cancel_markers()
             if not slots.acquire(timeout=0.05):
                 continue
             claimed = self._claim_next()
             if claimed is None:
                 slots.release()
-                self._wait_for_work(watcher)
+                self._wait_for_work(watcher, CANCEL_CHECK_SEC if in_flight else None)
                 continue
             watcher.found_work()
             begun = self._begin(claimed)
@@ -249,14 +255,35 @@ class WorkerLoop:
 
     async def _work_async(self, claimed: Path, task: Task, item: TaskItem, claimed_at: str) -> None:
         started = time.perf_counter()
+        current = asyncio.current_task()
+        if current is not None:
+            self._in_flight[task.task_id] = current
         try:
             value = await asyncio.wait_for(self._worker.work(item), timeout=task.timeout_sec)
             outcome = _Outcome.of(value, self.settings.max_result_bytes)
         except TimeoutError:
             outcome = _Outcome(ok=False, error=f"task-timeout: work() ran past {task.timeout_sec}s")
+        except asyncio.CancelledError:  # keepwarm cancel: the other tasks of this loop go on
+            outcome = _Outcome(ok=False, error="cancelled while running", status="cancelled")
         except Exception as exc:
             outcome = _Outcome.failure(exc)
+        finally:
+            self._in_flight.pop(task.task_id, None)
         self._complete(claimed, task, outcome, claimed_at, time.perf_counter() - started)
+
+    def _obey_cancel_markers(self) -> None:
+        """Cancel the running async tasks the supervisor marked (``.cancel.<task_id>`` in our folder)."""
+        assert self._runner is not None
+        for name in _listdir(self.owner):
+            if not name.startswith(CANCEL_MARKER):
+                continue
+            running = self._in_flight.get(name[len(CANCEL_MARKER) :])
+            if running is not None:
+                self._runner.loop.call_soon_threadsafe(running.cancel)
+            try:
+                os.unlink(self.owner / name)
+            except FileNotFoundError:
+                pass
 
     def _claim_next(self) -> Path | None:
         while self._candidates:
@@ -266,9 +293,11 @@ class WorkerLoop:
                 return claimed
         return None
 
-    def _wait_for_work(self, watcher: Watcher) -> None:
-        now = time.monotonic()
-        wakeup = watcher.wait(max(0.0, self._next_rescan - now), interrupt_fd=self._wake_r)
+    def _wait_for_work(self, watcher: Watcher, at_most: float | None = None) -> None:
+        timeout = max(0.0, self._next_rescan - time.monotonic())
+        wakeup = watcher.wait(
+            timeout if at_most is None else min(timeout, at_most), interrupt_fd=self._wake_r
+        )
         if wakeup.interrupted:
             _drain(self._wake_r)
         for name in wakeup.names:
@@ -313,7 +342,7 @@ class WorkerLoop:
     ) -> None:
         record = terminal_record(
             task,
-            "done" if outcome.ok else "failed",
+            outcome.status,
             result=outcome.value,
             error=outcome.error,
             traceback=outcome.traceback,
@@ -345,10 +374,18 @@ class WorkerLoop:
 
 
 class _Outcome:
-    __slots__ = ("error", "ok", "traceback", "value")
+    __slots__ = ("error", "ok", "status", "traceback", "value")
 
-    def __init__(self, ok: bool, value: Any = None, error: str | None = None, tb: str | None = None) -> None:
+    def __init__(
+        self,
+        ok: bool,
+        value: Any = None,
+        error: str | None = None,
+        tb: str | None = None,
+        status: TaskStatus | None = None,
+    ) -> None:
         self.ok, self.value, self.error, self.traceback = ok, value, error, tb
+        self.status: TaskStatus = status or ("done" if ok else "failed")
 
     @classmethod
     def of(cls, value: Any, max_bytes: int) -> _Outcome:

@@ -32,6 +32,7 @@ from keepwarm.env import Env, ensure_private_dir
 from keepwarm.errors import KeepwarmError
 from keepwarm.heartbeat import Heartbeat, read_heartbeat
 from keepwarm.local import LoopProcess, process_running, signal_quietly, spawn_loop
+from keepwarm.loop import CANCEL_MARKER
 from keepwarm.queue import TaskQueue, list_visible, task_id_from_name, terminal_record
 from keepwarm.retention import enforce_retention
 from keepwarm.state import (
@@ -552,14 +553,19 @@ class Supervisor:
             if slot.proc is None:
                 continue
             owner = self.queue.owner_dir(slot.name, slot.proc.incarnation)
+            beat = self._heartbeat(slot)
+            in_loop = beat is not None and beat.incarnation == slot.proc.incarnation and beat.cancels_in_loop
             for name in list_visible(owner):
                 task_id = task_id_from_name(name)
                 if task_id is None or not (
                     task_id in task_ids or (execution_id and _execution_of(owner / name) == execution_id)
                 ):
                     continue
-                slot.fail_tasks[task_id] = "cancelled"
                 running.append(task_id)
+                if in_loop:  # an async loop cancels the task itself; its other tasks go on
+                    (owner / f"{CANCEL_MARKER}{task_id}").touch()
+                else:  # a synchronous work() cannot be interrupted: its loop is restarted
+                    slot.fail_tasks[task_id] = "cancelled"
             if any(v == "cancelled" for v in slot.fail_tasks.values()):
                 self._kill(slot, "loop-cancelled")
         return Ack(
