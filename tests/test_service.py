@@ -323,7 +323,13 @@ def test_gate_exit_codes_follow_the_service(tmp_path: Path, services: Services) 
     assert gate(env, "--allow-idle")[0] == 0
     # a crash: replaced at once, but the restart rate (1 over 2 slots) passes max_restart_rate
     service.submit({"action": "crash", "only_attempt": 1}).result(timeout=30)
-    wait_until(lambda: service.status().workers_healthy_count == 2, what="the crashed loop replaced")
+    wait_until(
+        lambda: (
+            sum(row.restarts for row in supervisor_state(env).loops) == 1
+            and service.status().workers_healthy_count == 2
+        ),
+        what="the crashed loop replaced",
+    )
     assert gate(env, "--allow-idle")[0] == 5
     assert gate(env, "--allow-idle", "--max-restart-rate", "1")[0] == 0
     # a second crash of the same slot waits for its back-off (60 s): one loop stays unhealthy
@@ -337,6 +343,12 @@ def test_gate_exit_codes_follow_the_service(tmp_path: Path, services: Services) 
     code, document = gate(env, "--allow-idle", "--max-restart-rate", "9")
     assert (code, document["status"]) == (2, "degraded")
     assert gate(env, "--allow-idle", "--max-restart-rate", "9", "--max-unhealthy", "1")[0] == 3
+    # the supervisor records each change of the configured gate's verdict
+    wait_until(lambda: 2 in [e["code"] for e in service.queue.events.read("gate")], what="gate events")
+    assert next(e["code"] for e in service.queue.events.read("gate")) in (
+        3,
+        4,
+    )  # error while starting, or idle
 
 
 def test_gate_fails_on_an_old_pending_task(tmp_path: Path, services: Services) -> None:

@@ -109,6 +109,7 @@ class Supervisor:
         self._next_state = 0.0
         self._next_health = 0.0
         self._next_retention = 0.0
+        self._last_gate: int | None = None
         self.stop_timeout = self.settings.stop_timeout_sec
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         interval = self.settings.heartbeat_interval_sec
@@ -667,11 +668,16 @@ class Supervisor:
         self.conditions = [c for c in self.conditions if not c.startswith("storage")]
 
     def _write_health(self) -> None:
-        try:
-            from keepwarm.health import evaluate_health
+        """Write ``health.json``; record the SLA gate's verdict in ``events.jsonl`` when it changes."""
+        from keepwarm.health import GateThresholds, evaluate_gate, evaluate_health
 
+        try:
             report = evaluate_health(self.env)
             write_state(self.health_path, report)
+            verdict = evaluate_gate(report, GateThresholds.from_settings(self.settings.service_health))
+            if verdict.code != self._last_gate:
+                self._last_gate = verdict.code
+                self.events.append("gate", code=verdict.code, status=report.status, reasons=verdict.reasons)
         except OSError as exc:
             log.warning("health.json not written: %s", exc)
 
