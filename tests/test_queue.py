@@ -16,7 +16,7 @@ from keepwarm.errors import InvalidTaskError, QueueFull, TaskNotFound
 from keepwarm.queue import TaskQueue, seq_from_name, terminal_record
 from keepwarm.settings import ClusterSettings
 
-from .conftest import copy_app, queue_of
+from .conftest import Loops, copy_app, queue_of
 
 
 def test_submit_publishes_time_ordered_v1_task_files(mycode_env: Env) -> None:
@@ -246,3 +246,11 @@ def test_zero_attempts_or_timeout_are_refused_not_defaulted(mycode_env: Env) -> 
         queue.make_task({}, max_attempts=0)
     with pytest.raises(InvalidTaskError, match="timeout_sec"):
         queue.make_task({}, timeout_sec=0)
+
+
+def test_locate_finds_a_task_that_moves_while_it_looks(mycode_env: Env, loops: Loops) -> None:
+    loops.start(mycode_env, count=2)
+    queue = queue_of(mycode_env)
+    for _ in range(300):
+        (task,) = queue.submit([queue.make_task({"x": 5})])
+        assert queue.locate(task.task_id).state in ("pending", "running", "done")

@@ -81,6 +81,13 @@ def _emit_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
 
 
+def _stdout() -> Any:
+    """Rich output on stdout; not cut to 80 columns when it goes to a file or a pipe."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 def _stderr() -> Any:
     from rich.console import Console
 
@@ -203,7 +210,6 @@ def tasks(
     if as_json:
         _emit_json({"counts": counts.__dict__, "tasks": rows})
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{service.env.app_target}: {_counts_line(counts.__dict__)}")
@@ -211,7 +217,7 @@ def tasks(
         table.add_column(column)
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in ("task_id", "state", "at", "runtime_sec", "error")))
-    Console().print(table)
+    _stdout().print(table)
 
 
 @app.command()
@@ -481,11 +487,10 @@ def logs(
 
 
 def _print_health(report: HealthReport) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     colour = {"running": "green", "idle": "cyan", "degraded": "yellow", "error": "red", "stopped": "dim"}
-    out = Console()
+    out = _stdout()
     queue, word = report.queue, f"[{colour.get(report.status, 'white')}]{report.status}[/]"
     out.print(
         f"[bold]{report.app}[/] ({report.namespace}): {word}"
@@ -580,10 +585,9 @@ def demo(
     if as_json:
         _emit_json(summary)
         raise typer.Exit(1 if report.failed else 0)
-    from rich.console import Console
     from rich.table import Table
 
-    out = Console()
+    out = _stdout()
     samples = Table(title=f"{report.app}: first results of {report.tasks}")
     samples.add_column("x", justify="right")
     samples.add_column("result")

@@ -506,17 +506,26 @@ class TaskQueue:
             yield owner, names
 
     def locate(self, task_id: str) -> TaskLocation:
-        """Where a task is now; TaskNotFound if nowhere."""
-        terminal = self.terminal_path(task_id)
+        """Where a task is now; TaskNotFound if nowhere.
+
+        A terminal record wins. Otherwise the task is looked for in the order tasks move (pending,
+        running, terminal), so one that moves while we look is still found; a second pass covers the
+        rare backward moves (requeue, retry).
+        """
+        terminal = self.terminal_path(task_id)  # a record wins over any stale copy
         if terminal is not None:
             return TaskLocation(task_id, terminal.parent.name, terminal)
-        for name in self.scan_pending_unsorted():
-            if task_id_from_name(name) == task_id:
-                return TaskLocation(task_id, "pending", self.pending / name)
-        for owner, names in self._running_listing():
-            for name in names:
+        for _ in range(2):
+            for name in self.scan_pending_unsorted():
                 if task_id_from_name(name) == task_id:
-                    return TaskLocation(task_id, "running", self.running / owner / name, owner)
+                    return TaskLocation(task_id, "pending", self.pending / name)
+            for owner, names in self._running_listing():
+                for name in names:
+                    if task_id_from_name(name) == task_id:
+                        return TaskLocation(task_id, "running", self.running / owner / name, owner)
+            terminal = self.terminal_path(task_id)
+            if terminal is not None:
+                return TaskLocation(task_id, terminal.parent.name, terminal)
         raise TaskNotFound(f"no task {task_id!r} in {self.root}; list tasks with: keepwarm tasks APP")
 
     def list_tasks(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
