@@ -562,10 +562,26 @@ def describe_machine(workdir: Path) -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "keepwarm": version("keepwarm"),
+        "source": source_version(),
         "distributed": version("distributed"),
         "workdir": str(workdir),
         "filesystem": filesystem_type(workdir),
     }
+
+
+def source_version() -> str | None:
+    """The project's commit, ``-dirty`` when files differ from it: what the numbers measured."""
+    try:
+        described = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return described.stdout.strip()
 
 
 def print_report(machine: dict[str, Any], sizes: Sizes, results: Results, rows: list[Ratio]) -> None:
@@ -576,7 +592,8 @@ def print_report(machine: dict[str, Any], sizes: Sizes, results: Results, rows: 
     console.print(f"[bold]{machine['filesystem']}[/] at {machine['workdir']}")
     console.print(
         f"{machine['cpus']} CPUs ({machine['cpu_model']}) · Linux {machine['kernel']} · "
-        f"Python {machine['python']} · keepwarm {machine['keepwarm']} · distributed {machine['distributed']}"
+        f"Python {machine['python']} · keepwarm {machine['keepwarm']} ({machine['source']}) · "
+        f"distributed {machine['distributed']}"
     )
     latency = Table(
         "system",
