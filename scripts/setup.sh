@@ -14,3 +14,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[all,dev]'
     touch "$stamp"
 fi
+# Byte-code for keepwarm's own modules, so commands start fast even where PYTHONDONTWRITEBYTECODE is set.
+.venv/bin/python -m compileall -q src >/dev/null

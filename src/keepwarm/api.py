@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -26,6 +25,9 @@ from keepwarm.health import (
 from keepwarm.queue import QueueCounts, TaskQueue
 from keepwarm.results import TaskHandle, value_of, wait_for_records
 from keepwarm.task import Task, parse_task_lines
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Service:
@@ -208,34 +210,41 @@ class Service:
         return self.queue.counts()
 
     async def astart(self, **options: Any) -> HealthReport:
-        return await asyncio.to_thread(lambda: self.start(**options))
+        return await _in_thread(self.start, **options)
 
     async def astop(self, **options: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(lambda: self.stop(**options))
+        return await _in_thread(self.stop, **options)
 
     async def astatus(self) -> HealthReport:
-        return await asyncio.to_thread(self.status)
+        return await _in_thread(self.status)
 
     async def ahealth(self, **options: Any) -> tuple[HealthReport, GateResult]:
-        return await asyncio.to_thread(lambda: self.health(**options))
+        return await _in_thread(self.health, **options)
 
     async def ascale(self, slots: int) -> dict[str, Any]:
-        return await asyncio.to_thread(self.scale, slots)
+        return await _in_thread(self.scale, slots)
 
     async def adrain(self) -> str:
-        return await asyncio.to_thread(self.drain)
+        return await _in_thread(self.drain)
 
     async def arestart(self, slot: str | None = None, *, rolling: bool = False) -> str:
-        return await asyncio.to_thread(lambda: self.restart(slot, rolling=rolling))
+        return await _in_thread(self.restart, slot, rolling=rolling)
 
     async def acancel(self, task_ids: Iterable[str] = (), execution_id: str | None = None) -> list[str]:
-        return await asyncio.to_thread(self.cancel, list(task_ids), execution_id)
+        return await _in_thread(self.cancel, list(task_ids), execution_id)
 
     async def asubmit(self, args: dict[str, Any] | None = None, **options: Any) -> TaskHandle:
-        return await asyncio.to_thread(self.submit, args, **options)
+        return await _in_thread(self.submit, args, **options)
 
     async def aresult(self, task_id: str, timeout: float | None = None) -> Any:
-        return await asyncio.to_thread(self.result, task_id, timeout)
+        return await _in_thread(self.result, task_id, timeout)
+
+
+async def _in_thread(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a blocking call off the event loop (asyncio is imported here: the sync CLI never needs it)."""
+    import asyncio
+
+    return await asyncio.to_thread(function, *args, **kwargs)
 
 
 __all__ = ["Service", "Task"]

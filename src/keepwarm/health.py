@@ -11,7 +11,6 @@ import json
 import math
 import os
 import re
-import socket
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -348,7 +347,7 @@ def _supervisor_health(
         # Not written its first heartbeat yet: the same allowance, counted from its start.
         started = epoch_of(identity.started_at) if identity else None
         fresh = started is not None and now - started <= limit
-    pid_exists = pid_alive(pid) if host == socket.gethostname() else None
+    pid_exists = pid_alive(pid) if host == os.uname().nodename else None
     alive = fresh and pid_exists is not False
     conditions: list[str] = []
     if record is not None and record.desired == "running":

@@ -7,7 +7,6 @@ and ``task_started_at`` lets the supervisor catch a task past its timeout.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 from pathlib import Path
 from typing import Literal
@@ -60,7 +59,7 @@ class HeartbeatWriter:
         self.interval = interval
         self.slot = slot
         self.incarnation = incarnation
-        self.host = socket.gethostname()
+        self.host = os.uname().nodename
         self.state: HeartbeatState = "starting"
         self.tasks_done = 0
         self.tasks_failed = 0

@@ -10,7 +10,6 @@ import logging
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -66,7 +65,7 @@ def command(env: Env, name: CommandName, args: dict[str, Any] | None = None, tim
 
 
 def _supervisor_alive(state: SupervisorState) -> bool:
-    return state.host != socket.gethostname() or pid_alive(state.pid)
+    return state.host != os.uname().nodename or pid_alive(state.pid)
 
 
 def lock_path(env: Env) -> Path:

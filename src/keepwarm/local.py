@@ -136,12 +136,26 @@ def signal_quietly(pid: int, signum: int) -> None:
 
 def process_running(pid: int, marker: str = "") -> bool:
     """True when ``pid`` runs and (given a ``marker``) its command line contains it, which guards
-    against a reused pid (loops carry their incarnation on their command line)."""
+    against a reused pid (loops carry their incarnation on their command line).
+
+    A process that is exiting has already dropped its command line but is not yet a zombie: it still
+    counts as running (unless it is a kernel thread, whose command line is always empty).
+    """
     try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+        if fields[0] in (b"Z", b"X"):
+            return False
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return not marker or marker.encode() in cmdline.read()
-    except OSError:
+            command = cmdline.read()
+    except (OSError, IndexError):
         return False
+    if not marker or marker.encode() in command:
+        return True
+    return not command and not int(fields[6]) & _PF_KTHREAD
+
+
+_PF_KTHREAD = 0x00200000  # /proc/<pid>/stat flags: a kernel thread
 
 
 def log_tail(path: Path, lines: int = 20) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -102,6 +101,8 @@ class TaskHandle:
         return value_of(self.record(timeout))
 
     async def aresult(self, timeout: float | None = None) -> Any:
+        import asyncio
+
         return await asyncio.to_thread(self.result, timeout)
 
     def done(self) -> bool:

@@ -18,7 +18,6 @@ import logging
 import os
 import select
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -87,7 +86,7 @@ class Supervisor:
         self.env = env
         self.settings = env.settings.cluster
         self.incarnation = incarnation
-        self.host = socket.gethostname()
+        self.host = os.uname().nodename
         self.queue = TaskQueue.for_env(env).ensure()
         self.events = self.queue.events
         self.control_dir = ensure_private_dir(env.service_dir / "control")
