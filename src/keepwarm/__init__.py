@@ -35,6 +35,13 @@ _EXPORTS = {
     "TaskFailed": "keepwarm.errors",
     "TaskNotFound": "keepwarm.errors",
     "ResultTimeout": "keepwarm.errors",
+    "service_task": "keepwarm.service_task",
+    "function_task": "keepwarm.service_task",
+    "service_scope": "keepwarm.service_task",
+    "live_services": "keepwarm.service_task",
+    "ServiceHandle": "keepwarm.service_task",
+    "ServiceTask": "keepwarm.service_task",
+    "ServiceTaskStopped": "keepwarm.service_task",
 }
 
 __all__ = [
@@ -51,8 +58,11 @@ __all__ = [
     "ResultTimeout",
     "Service",
     "ServiceAlreadyRunning",
+    "ServiceHandle",
     "ServiceNotRunning",
     "ServiceStartError",
+    "ServiceTask",
+    "ServiceTaskStopped",
     "SettingsError",
     "Task",
     "TaskFailed",
@@ -63,6 +73,10 @@ __all__ = [
     "TaskRecord",
     "WorkPlan",
     "__version__",
+    "function_task",
+    "live_services",
+    "service_scope",
+    "service_task",
 ]
 
 if TYPE_CHECKING:
@@ -103,6 +117,13 @@ if TYPE_CHECKING:
     from keepwarm.lifecycle import ServiceStartError as ServiceStartError
     from keepwarm.queue import TaskQueue as TaskQueue
     from keepwarm.results import TaskHandle as TaskHandle
+    from keepwarm.service_task import ServiceHandle as ServiceHandle
+    from keepwarm.service_task import ServiceTask as ServiceTask
+    from keepwarm.service_task import ServiceTaskStopped as ServiceTaskStopped
+    from keepwarm.service_task import function_task as function_task
+    from keepwarm.service_task import live_services as live_services
+    from keepwarm.service_task import service_scope as service_scope
+    from keepwarm.service_task import service_task as service_task
     from keepwarm.task import Task as Task
     from keepwarm.task import TaskItem as TaskItem
     from keepwarm.task import TaskRecord as TaskRecord
