@@ -484,17 +484,6 @@ def test_service_task_refuses_a_plain_function() -> None:
         keepwarm.service_task(not_async)  # type: ignore[arg-type]
 
 
-def test_keepwarm_service_task_decorates_whether_it_names_the_module_or_the_function() -> None:
-    import keepwarm.service_task as module
-
-    async def factory() -> int:
-        return 1
-
-    assert isinstance(keepwarm.service_task(factory), ServiceTask)
-    assert isinstance(module(factory), ServiceTask)  # type: ignore[operator]
-    assert module(key="k")(factory).key == "k"  # type: ignore[operator]
-
-
 def test_function_task_runs_the_function_afresh_on_every_call() -> None:
     runs: list[int] = []
 

@@ -35,13 +35,13 @@ _EXPORTS = {
     "TaskFailed": "keepwarm.errors",
     "TaskNotFound": "keepwarm.errors",
     "ResultTimeout": "keepwarm.errors",
-    "service_task": "keepwarm.service_task",
-    "function_task": "keepwarm.service_task",
-    "service_scope": "keepwarm.service_task",
-    "live_services": "keepwarm.service_task",
-    "ServiceHandle": "keepwarm.service_task",
-    "ServiceTask": "keepwarm.service_task",
-    "ServiceTaskStopped": "keepwarm.service_task",
+    "service_task": "keepwarm.inprocess",
+    "function_task": "keepwarm.inprocess",
+    "service_scope": "keepwarm.inprocess",
+    "live_services": "keepwarm.inprocess",
+    "ServiceHandle": "keepwarm.inprocess",
+    "ServiceTask": "keepwarm.inprocess",
+    "ServiceTaskStopped": "keepwarm.inprocess",
 }
 
 __all__ = [
@@ -117,13 +117,13 @@ if TYPE_CHECKING:
     from keepwarm.lifecycle import ServiceStartError as ServiceStartError
     from keepwarm.queue import TaskQueue as TaskQueue
     from keepwarm.results import TaskHandle as TaskHandle
-    from keepwarm.service_task import ServiceHandle as ServiceHandle
-    from keepwarm.service_task import ServiceTask as ServiceTask
-    from keepwarm.service_task import ServiceTaskStopped as ServiceTaskStopped
-    from keepwarm.service_task import function_task as function_task
-    from keepwarm.service_task import live_services as live_services
-    from keepwarm.service_task import service_scope as service_scope
-    from keepwarm.service_task import service_task as service_task
+    from keepwarm.inprocess import ServiceHandle as ServiceHandle
+    from keepwarm.inprocess import ServiceTask as ServiceTask
+    from keepwarm.inprocess import ServiceTaskStopped as ServiceTaskStopped
+    from keepwarm.inprocess import function_task as function_task
+    from keepwarm.inprocess import live_services as live_services
+    from keepwarm.inprocess import service_scope as service_scope
+    from keepwarm.inprocess import service_task as service_task
     from keepwarm.task import Task as Task
     from keepwarm.task import TaskItem as TaskItem
     from keepwarm.task import TaskRecord as TaskRecord

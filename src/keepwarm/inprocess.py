@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import sys
 import time
-import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Hashable
 from contextlib import AsyncExitStack, asynccontextmanager
 from contextvars import Context, ContextVar
@@ -380,17 +378,3 @@ def function_task(
         return cast(F, run_sync)
 
     return decorate if fn is None else decorate(fn)
-
-
-class _ServiceTaskModule(types.ModuleType):
-    """This module, callable as the decorator it is named after.
-
-    ``keepwarm.service_task`` names both this module and ``service_task``; once anything imports the
-    module, the import system makes the package attribute the module, so the module must decorate too.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return service_task(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _ServiceTaskModule
