@@ -40,6 +40,7 @@ VERBS: dict[str, str] = {
     "snapshot": "service:snapshot",
     "logs": "service:logs",
     "demo": "service:demo",
+    "ui": "ui:ui",
 }
 
 

@@ -1,0 +1,54 @@
+"""The live view's memory: health reports sampled over time, as series the page can chart.
+
+The page samples ``Service.status()`` at each refresh; this keeps the last samples of one service and
+derives throughput (terminal files per second between two samples). No I/O, no Streamlit.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from keepwarm.health import HealthReport
+
+MAX_SAMPLES = 300  # ten minutes at the default two-second refresh
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One refresh: when, the queue's counts, and each loop's heartbeat age."""
+
+    at: float
+    pending: int
+    running: int
+    finished: int  # done + failed, as counted in the folders
+    heartbeat_ages: dict[str, float | None]
+
+    @classmethod
+    def of(cls, report: HealthReport, at: float) -> Sample:
+        queue = report.queue
+        ages = {row.worker: row.heartbeat_age_sec for row in report.worker_health}
+        return cls(at, queue.pending, queue.running, queue.done + queue.failed, ages)
+
+
+@dataclass
+class LiveHistory:
+    """The samples of one service (the page keeps one per app), oldest first, bounded."""
+
+    samples: deque[Sample] = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))
+
+    def add(self, sample: Sample) -> None:
+        if self.samples and sample.at <= self.samples[-1].at:
+            return  # two renders of the same instant add nothing
+        self.samples.append(sample)
+
+    def throughput(self) -> list[tuple[float, float]]:
+        """``(at, tasks finished per second since the previous sample)``, never negative."""
+        pairs = zip(self.samples, list(self.samples)[1:], strict=False)
+        return [(b.at, max(0, b.finished - a.finished) / (b.at - a.at)) for a, b in pairs]
+
+    def latest_throughput(self) -> float | None:
+        series = self.throughput()
+        return series[-1][1] if series else None
