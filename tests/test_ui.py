@@ -272,7 +272,7 @@ def test_the_live_view_counts_and_charts_over_refreshes(started: Env) -> None:
         handle.result(timeout=30)
     page.run()  # a refresh, as the fragment's timer does in the browser
     assert next(m for m in page.metric if m.label == "Done").value == "40"
-    rate = next(m for m in page.metric if m.label == "Throughput (tasks/s)").value
+    rate = next(m for m in page.metric if m.label == "Throughput (tasks/s, 10 s)").value
     assert float(rate) > 0
     recent = page.table[-1].value
     assert set(recent["state"]) == {"done"} and len(recent) == 5

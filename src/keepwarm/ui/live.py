@@ -49,6 +49,12 @@ class LiveHistory:
         pairs = zip(self.samples, list(self.samples)[1:], strict=False)
         return [(b.at, max(0, b.finished - a.finished) / (b.at - a.at)) for a, b in pairs]
 
-    def latest_throughput(self) -> float | None:
-        series = self.throughput()
-        return series[-1][1] if series else None
+    def recent_throughput(self, window_sec: float = 10.0) -> float | None:
+        """Tasks finished per second over the last ``window_sec`` (None before two samples)."""
+        if len(self.samples) < 2:
+            return None
+        last = self.samples[-1]
+        first = next(s for s in self.samples if s.at >= last.at - window_sec or s is last)
+        if first is last:
+            first = self.samples[-2]
+        return max(0, last.finished - first.finished) / (last.at - first.at)

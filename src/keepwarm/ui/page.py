@@ -564,7 +564,7 @@ def submit_task(service: Service, ref: AppRef, args_text: str, wait: float | Non
             )
         record = handle.record(timeout=wait)
         value = record.result if record.status == "done" else {"error": record.error}
-        message = f"task {handle.task_id} {record.status} in {record.runtime_sec or 0:.3f}s"
+        message = f"task {handle.task_id} {record.status} in {1000 * (record.runtime_sec or 0):.1f} ms"
         return Outcome(
             record.status == "done", message, snippet, value=value, details={"task_id": handle.task_id}
         )
@@ -597,8 +597,8 @@ def live_panel(env: Env) -> None:
     columns[2].metric("Running", queue.running)
     columns[3].metric("Done", queue.done)
     columns[4].metric("Failed", queue.failed)
-    rate = history.latest_throughput()
-    columns[5].metric("Throughput (tasks/s)", "—" if rate is None else f"{rate:.1f}")
+    rate = history.recent_throughput()
+    columns[5].metric("Throughput (tasks/s, 10 s)", "—" if rate is None else f"{rate:.1f}")
     show_health_table(report)
 
     samples = list(history.samples)
@@ -642,11 +642,15 @@ def main() -> None:
     env = choose_app()
     if env is None:
         return
-    system_settings(env)
+    # Each section in a keyed container: the browser test screenshots them one by one.
+    with st.container(key="section-settings"):
+        system_settings(env)
     st.divider()
-    run_mode_pending()
+    with st.container(key="section-run-mode"):
+        run_mode_pending()
     st.divider()
-    service_mode(env)
+    with st.container(key="section-service"):
+        service_mode(env)
 
 
 if __name__ == "__main__":
