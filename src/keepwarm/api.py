@@ -141,18 +141,27 @@ class Service:
 
     # ------------------------------------------------------------------ service mode
 
-    def start(self, *, slots: int | None = None, timeout: float | None = None) -> HealthReport:
-        """Start the supervisor and its loops; returns once every loop is ready (or raises)."""
+    def start(
+        self, *, slots: int | None = None, timeout: float | None = None, backend: str | None = None
+    ) -> HealthReport:
+        """Start the supervisor and its loops; returns once every loop is ready (or raises).
+
+        ``backend`` ("local" or "dask") overrides ``[cluster] backend`` for this start.
+        """
         from keepwarm import lifecycle
 
-        lifecycle.start_service(self.env, slots=slots, timeout=timeout)
+        lifecycle.start_service(self.env, slots=slots, timeout=timeout, backend=backend)
         return self.status()
 
-    def stop(self, *, timeout: float | None = None) -> dict[str, Any]:
-        """Stop from any process: loops finish their task within ``timeout``, the rest is requeued."""
+    def stop(self, *, timeout: float | None = None, shutdown: bool | None = None) -> dict[str, Any]:
+        """Stop from any process: loops finish their task within ``timeout``, the rest is requeued.
+
+        ``shutdown`` (default ``[cluster] shutdown_on_stop``) also shuts down a Dask cluster keepwarm
+        started; ``False`` leaves it running for the next start.
+        """
         from keepwarm import lifecycle
 
-        return lifecycle.stop_service(self.env, timeout=timeout)
+        return lifecycle.stop_service(self.env, timeout=timeout, shutdown=shutdown)
 
     def status(self) -> HealthReport:
         """The service's state from its files alone (read-only, milliseconds)."""

@@ -16,10 +16,6 @@ from keepwarm.settings import AppSection, ClusterSettings, ServiceHealthSettings
 
 # Keys that are read and validated today but take effect with a later part of keepwarm.
 NOT_YET_EFFECTIVE = {
-    "backend": 'the Dask backend ("dask"); "local" works now',
-    "scheduler": "the Dask backend",
-    "hosts": "the Dask backend",
-    "shutdown_on_stop": "the Dask backend",
     "isolated": "keepwarm install",
     "pool": "run mode",
     "cython": "run mode",

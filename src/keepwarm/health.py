@@ -210,8 +210,12 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
         status: ServiceStatus = "error"
     elif stopped:
         status = "stopped"
-    elif not supervisor.alive or (slots > 0 and not healthy):
-        status = "error"
+    elif (
+        not supervisor.alive
+        or (slots > 0 and not healthy)
+        or any(c.startswith("cluster:") for c in conditions)
+    ):
+        status = "error"  # a "cluster:" condition: the Dask scheduler is unreachable
     elif unhealthy or pending:
         status = "degraded"
     else:

@@ -22,10 +22,17 @@ from keepwarm.env import Env, ensure_private_dir
 from keepwarm.errors import KeepwarmError
 from keepwarm.health import pid_alive
 from keepwarm.heartbeat import read_heartbeat
-from keepwarm.local import log_tail, process_running, rotated, signal_quietly
+from keepwarm.local import log_tail, rotated, signal_quietly
 from keepwarm.queue import TaskQueue, list_visible
-from keepwarm.state import SupervisorState, read_service_record, read_supervisor_state, write_state
-from keepwarm.supervisor import Supervisor, acquire_lock
+from keepwarm.state import (
+    LoopRow,
+    ServiceRecord,
+    SupervisorState,
+    read_service_record,
+    read_supervisor_state,
+    write_state,
+)
+from keepwarm.supervisor import Supervisor, acquire_lock, make_backend
 from keepwarm.watch import IN_MOVED_TO, Watcher
 
 
@@ -76,7 +83,9 @@ def supervisor_log(env: Env) -> Path:
     return env.log_dir / "supervisor.log"
 
 
-def start_service(env: Env, *, slots: int | None = None, timeout: float | None = None) -> str:
+def start_service(
+    env: Env, *, slots: int | None = None, timeout: float | None = None, backend: str | None = None
+) -> str:
     """Start the supervisor detached and return when every loop is ready; its incarnation."""
     ensure_private_dir(env.service_dir)
     TaskQueue.for_env(env).ensure()
@@ -102,6 +111,8 @@ def start_service(env: Env, *, slots: int | None = None, timeout: float | None =
     ]
     if slots is not None:
         command += ["--slots", str(slots)]
+    if backend is not None:
+        command += ["--backend", backend]
     command.append("--detach")
     try:
         with open(log_path, "ab") as log:
@@ -132,7 +143,7 @@ def start_service(env: Env, *, slots: int | None = None, timeout: float | None =
     return incarnation
 
 
-def run_foreground(env: Env, *, slots: int | None = None) -> int:
+def run_foreground(env: Env, *, slots: int | None = None, backend: str | None = None) -> int:
     """Run the supervisor in this process (for systemd, supervisord or a container)."""
     ensure_private_dir(env.service_dir)
     TaskQueue.for_env(env).ensure()
@@ -142,7 +153,7 @@ def run_foreground(env: Env, *, slots: int | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s supervisor pid={os.getpid()} %(levelname)s %(message)s"
     )
-    supervisor = Supervisor(env, uuid.uuid4().hex[:12], slots=slots)
+    supervisor = Supervisor(env, uuid.uuid4().hex[:12], slots=slots, backend=backend)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: supervisor.request_stop())
     try:
@@ -195,13 +206,13 @@ def wait_until_ready(env: Env, incarnation: str, pid: int, timeout: float) -> No
             watcher.wait(min(left, 0.1))
 
 
-def stop_service(env: Env, *, timeout: float | None = None) -> dict[str, Any]:
+def stop_service(env: Env, *, timeout: float | None = None, shutdown: bool | None = None) -> dict[str, Any]:
     """Stop the service from any process; returns once the supervisor has exited."""
     record = read_service_record(env.service_dir / "service.json")
     fd = acquire_lock(lock_path(env)) if env.service_dir.is_dir() else None
     if fd is not None:
         try:
-            return _stop_without_supervisor(env, record is not None and record.desired == "running", timeout)
+            return _stop_without_supervisor(env, record, timeout, shutdown)
         finally:
             os.close(fd)
     if record is None or record.supervisor is None:
@@ -211,7 +222,9 @@ def stop_service(env: Env, *, timeout: float | None = None) -> dict[str, Any]:
     state = read_supervisor_state(env.service_dir / "supervisor.json")
     incarnation = state.incarnation if state is not None else record.supervisor.incarnation
     stop_timeout = env.settings.cluster.stop_timeout_sec if timeout is None else timeout
-    args = {} if timeout is None else {"timeout": timeout}
+    args: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+    if shutdown is not None:
+        args["shutdown"] = shutdown
     ack = send_command(env.service_dir / "control", "stop", incarnation, args, timeout=10)
     if not ack.ok:
         raise KeepwarmError(f"the supervisor refused to stop: {ack.message}")
@@ -219,41 +232,48 @@ def stop_service(env: Env, *, timeout: float | None = None) -> dict[str, Any]:
     return {"status": "stopped", "message": f"service {env.app_target} stopped"}
 
 
-def _stop_without_supervisor(env: Env, was_running: bool, timeout: float | None) -> dict[str, Any]:
+def _stop_without_supervisor(
+    env: Env, record: ServiceRecord | None, timeout: float | None, shutdown: bool | None
+) -> dict[str, Any]:
     """No live supervisor: stop loops it left behind, requeue their tasks, record the stop."""
     queue = TaskQueue.for_env(env)
     state = read_supervisor_state(env.service_dir / "supervisor.json")
+    was_running = record is not None and record.desired == "running"
+    backend = make_backend(env, record.backend if record else None)
     leftovers = [
-        row for row in (state.loops if state else []) if row.pid and process_running(row.pid, row.incarnation)
+        row
+        for row in (state.loops if state else [])
+        if backend.loop_alive(row.pid, row.slot, row.incarnation)
     ]
     if not was_running and not leftovers and not list_visible(queue.running):
         record = read_service_record(env.service_dir / "service.json")
         if record is not None and record.start_error is not None:  # acknowledged: back to "stopped"
             write_state(env.service_dir / "service.json", record.model_copy(update={"start_error": None}))
         return {"status": "stopped", "message": f"service {env.app_target} is already stopped"}
+
+    def alive() -> list[LoopRow]:
+        return [row for row in leftovers if backend.loop_alive(row.pid, row.slot, row.incarnation)]
+
     for row in leftovers:
-        assert row.pid is not None
-        signal_quietly(row.pid, signal.SIGTERM)
+        backend.stop_orphan(row.pid, row.slot, row.incarnation)
     deadline = time.monotonic() + (env.settings.cluster.stop_timeout_sec if timeout is None else timeout)
-    while (
-        any(process_running(row.pid or 0, row.incarnation) for row in leftovers)
-        and time.monotonic() < deadline
-    ):
+    while alive() and time.monotonic() < deadline:
         time.sleep(0.02)
-    for row in leftovers:
-        if process_running(row.pid or 0, row.incarnation):
-            signal_quietly(row.pid or 0, signal.SIGKILL)
-    killed_by = time.monotonic() + 5
-    while (
-        any(process_running(row.pid or 0, row.incarnation) for row in leftovers)
-        and time.monotonic() < killed_by
-    ):
-        time.sleep(0.01)  # SIGKILL is delivered asynchronously: requeue only once they are gone
+    for row in alive():
+        backend.kill_orphan(row.pid, row.slot, row.incarnation)
+    killed_by = time.monotonic() + max(5.0, env.settings.cluster.heartbeat_timeout_sec)
+    while alive() and time.monotonic() < killed_by:
+        time.sleep(0.01)  # a kill is delivered asynchronously: requeue only once they are gone
     requeued = 0
     for owner in list_visible(queue.running):
         requeued += len(queue.requeue(queue.running / owner, "stop", count_attempt=False))
     for name in list_visible(queue.heartbeats):
         (queue.heartbeats / name).unlink(missing_ok=True)
+    keeper = record is not None and record.cluster is not None and record.cluster.keeper_pid is not None
+    if keeper and (env.settings.cluster.shutdown_on_stop if shutdown is None else shutdown):
+        from keepwarm.cluster import stop_keeper
+
+        stop_keeper(env.service_dir / "cluster.json")
     record = read_service_record(env.service_dir / "service.json")
     if record is not None:
         write_state(env.service_dir / "service.json", record.model_copy(update={"desired": "stopped"}))

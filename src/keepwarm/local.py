@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +27,79 @@ class LoopStartError(KeepwarmError):
 
 @dataclass
 class LoopProcess:
+    """A loop of the local backend: one OS process. The supervisor drives every backend's loops through
+    the same few methods (``poll``, ``stop``, ``kill``, ``close``; ``wake_fd`` to be woken by an exit)."""
+
     slot: str
     incarnation: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    wake_fd: int | None = None  # a pidfd: readable when the process exits
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def exit_reason(self) -> str | None:
+        """A backend's own word for how the loop ended (None: judge by the exit code)."""
+        return None
+
+    def stop(self) -> None:
+        """Finish the current task, then exit."""
+        signal_quietly(self.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        signal_quietly(self.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        if self.wake_fd is not None:
+            os.close(self.wake_fd)
+            self.wake_fd = None
+
+
+class LocalBackend:
+    """Loops as OS processes of this host, children of the supervisor."""
+
+    name = "local"
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+
+    def open(self, supervisor: str, wake: Callable[[], None], slots: int) -> None:
+        """Nothing to connect to: loop exits wake the supervisor through their pidfds."""
+
+    def spawn(self, slot: str, *, max_tasks: int | None = None) -> LoopProcess:
+        loop = spawn_loop(self.env, slot, max_tasks=max_tasks)
+        try:
+            loop.wake_fd = os.pidfd_open(loop.pid)
+        except OSError:
+            loop.wake_fd = None
+        return loop
+
+    def loop_alive(self, pid: int | None, slot: str, incarnation: str) -> bool:
+        """Whether a loop an earlier supervisor started still runs (its command line names it)."""
+        return pid is not None and process_running(pid, incarnation)
+
+    def stop_orphan(self, pid: int | None, slot: str, incarnation: str) -> None:
+        if pid is not None:
+            signal_quietly(pid, signal.SIGTERM)
+
+    def kill_orphan(self, pid: int | None, slot: str, incarnation: str) -> None:
+        if pid is not None:
+            signal_quietly(pid, signal.SIGKILL)
+
+    def record(self) -> None:
+        """No cluster to record in service.json."""
+
+    def check(self) -> str | None:
+        """A condition that makes the whole backend unusable (None: fine)."""
+        return None
+
+    def close(self, *, shutdown: bool | None = None) -> None:
+        """Nothing to release."""
 
 
 def spawn_loop(env: Env, slot: str, *, max_tasks: int | None = None) -> LoopProcess:

@@ -227,7 +227,7 @@ def _parse(path: Path) -> tomlkit.TOMLDocument:
         raise SettingsError(f"{path}: cannot be read: {exc}") from None
     try:
         return tomlkit.parse(text)
-    except tomlkit.exceptions.ParseError as exc:
+    except tomlkit.exceptions.TOMLKitError as exc:  # a syntax error, or a key or table given twice
         raise SettingsError(f"{path}: not valid TOML: {exc}") from None
 
 

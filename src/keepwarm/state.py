@@ -45,6 +45,15 @@ class SupervisorIdentity(_State):
     log: str | None = None
 
 
+class ClusterRecord(_State):
+    """The Dask cluster a service runs on: joined (never shut down by keepwarm) or started by it."""
+
+    address: str
+    owned: bool
+    keeper_pid: int | None = None  # the process that holds a local cluster keepwarm started
+    kept: bool = False  # left running by ``stop --no-shutdown``, for the next start to reuse
+
+
 class ServiceRecord(_State):
     """``service.json``: what the service should be, and who runs it."""
 
@@ -53,6 +62,7 @@ class ServiceRecord(_State):
     namespace: str
     desired: Literal["running", "stopped"]
     backend: str = "local"
+    cluster: ClusterRecord | None = None
     slots: int
     supervisor: SupervisorIdentity | None = None
     started_at: str | None = None

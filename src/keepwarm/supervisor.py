@@ -23,14 +23,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from keepwarm import __version__
 from keepwarm.control import Ack, Command, acknowledge, pending_commands
 from keepwarm.env import Env, ensure_private_dir
 from keepwarm.errors import KeepwarmError
 from keepwarm.heartbeat import Heartbeat, read_heartbeat
-from keepwarm.local import LoopProcess, process_running, signal_quietly, spawn_loop
+from keepwarm.local import LocalBackend, LoopProcess, process_running
 from keepwarm.loop import CANCEL_MARKER
 from keepwarm.queue import TaskQueue, list_visible, task_id_from_name, terminal_record
 from keepwarm.retention import enforce_retention
@@ -52,7 +52,24 @@ from keepwarm.watch import IN_MOVED_TO, Watcher
 log = logging.getLogger("keepwarm.supervisor")
 
 HEALTH_EVERY_SEC = 2.0
+KILL_GRACE_SEC = 10.0  # after a kill at the stop deadline, how long a loop may take to be seen gone
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO, errno.EACCES})
+
+
+if TYPE_CHECKING:
+    from keepwarm.dask_backend import DaskBackend, DaskLoop
+
+    LoopHandle = LoopProcess | DaskLoop
+    Backend = LocalBackend | DaskBackend
+
+
+def make_backend(env: Env, name: str | None = None) -> Backend:
+    """The backend named (else ``[cluster] backend``): Dask is imported only when it is chosen."""
+    if (name or env.settings.cluster.backend) == "dask":
+        from keepwarm.dask_backend import DaskBackend
+
+        return DaskBackend(env)
+    return LocalBackend(env)
 
 
 def slot_name(index: int) -> str:
@@ -65,8 +82,7 @@ class Slot:
 
     name: str
     row: LoopRow
-    proc: LoopProcess | None = None
-    pidfd: int | None = None
+    proc: LoopHandle | None = None
     crashes: int = 0
     next_start: float | None = 0.0
     healthy_since: float | None = None
@@ -82,8 +98,13 @@ class Slot:
 
 
 class Supervisor:
-    def __init__(self, env: Env, incarnation: str, *, slots: int | None = None) -> None:
+    def __init__(
+        self, env: Env, incarnation: str, *, slots: int | None = None, backend: str | None = None
+    ) -> None:
         self.env = env
+        self.backend = make_backend(env, backend)
+        self.failure: str | None = None  # why the supervisor gives up (its backend is gone for good)
+        self.shutdown_cluster: bool | None = None  # stop --shutdown/--no-shutdown
         self.settings = env.settings.cluster
         self.incarnation = incarnation
         self.host = os.uname().nodename
@@ -109,6 +130,7 @@ class Supervisor:
         self._next_health = 0.0
         self._next_retention = 0.0
         self._last_gate: int | None = None
+        self._backend_lost_at: float | None = None
         self.stop_timeout = self.settings.stop_timeout_sec
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         interval = self.settings.heartbeat_interval_sec
@@ -118,6 +140,10 @@ class Supervisor:
 
     def request_stop(self) -> None:
         self._stop_requested = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Make the main loop look now (safe from a signal handler or another thread)."""
         try:
             os.write(self._wake_w, b"x")
         except OSError:
@@ -133,6 +159,13 @@ class Supervisor:
             self.desired,
             self.queue.root,
         )
+        try:
+            self.backend.open(self.incarnation, self.wake, self.desired)
+        except Exception as exc:
+            log.error("%s", exc, exc_info=not isinstance(exc, KeepwarmError))
+            self.events.append("start-failed", incarnation=self.incarnation, error=str(exc))
+            self.backend.close()
+            return 1
         self._write_record("running")
         for index in range(self.desired):
             self._add_slot(slot_name(index))
@@ -151,7 +184,7 @@ class Supervisor:
                 self._check_drain()
                 self._periodic()
         self._shutdown()
-        return 0
+        return 1 if self.failure else 0
 
     # ------------------------------------------------------------------ waiting
 
@@ -167,7 +200,11 @@ class Supervisor:
         for fd in [
             self._wake_r,
             watcher.fileno(),
-            *(s.pidfd for s in self.slots.values() if s.pidfd is not None),
+            *(
+                s.proc.wake_fd
+                for s in self.slots.values()
+                if s.proc is not None and s.proc.wake_fd is not None
+            ),
         ]:
             if fd >= 0:
                 poller.register(fd, select.POLLIN)
@@ -187,12 +224,8 @@ class Supervisor:
         return slot
 
     def _spawn(self, slot: Slot) -> None:
-        proc = spawn_loop(self.env, slot.name, max_tasks=self.settings.max_tasks_per_loop)
+        proc = self.backend.spawn(slot.name, max_tasks=self.settings.max_tasks_per_loop)
         slot.proc = proc
-        try:
-            slot.pidfd = os.pidfd_open(proc.pid)
-        except OSError:
-            slot.pidfd = None
         slot.row = slot.row.model_copy(
             update={
                 "incarnation": proc.incarnation,
@@ -208,7 +241,7 @@ class Supervisor:
         slot.ordered = None
         slot.graceful_deadline = None
         slot.tasks_seen = 0
-        log.info("slot %s: started incarnation %s (pid %d)", slot.name, proc.incarnation, proc.pid)
+        log.info("slot %s: started incarnation %s (%s)", slot.name, proc.incarnation, _where(proc))
 
     def _start_due(self) -> None:
         if self.mode not in ("running", "draining"):
@@ -224,8 +257,8 @@ class Supervisor:
             return
         slot.ordered = reason
         slot.graceful_deadline = None
-        log.warning("slot %s: killing pid %d: %s", slot.name, slot.proc.pid, reason)
-        signal_quietly(slot.proc.pid, signal.SIGKILL)
+        log.warning("slot %s: killing %s: %s", slot.name, _where(slot.proc), reason)
+        slot.proc.kill()
 
     def _retire(self, slot: Slot, reason: str) -> None:
         """Ask a loop to stop after its current task; killed at ``stop_timeout_sec``."""
@@ -233,8 +266,8 @@ class Supervisor:
             return
         slot.ordered = reason
         slot.graceful_deadline = time.monotonic() + self.stop_timeout
-        log.info("slot %s: stopping pid %d gracefully: %s", slot.name, slot.proc.pid, reason)
-        signal_quietly(slot.proc.pid, signal.SIGTERM)
+        log.info("slot %s: stopping %s gracefully: %s", slot.name, _where(slot.proc), reason)
+        slot.proc.stop()
 
     # ------------------------------------------------------------------ exits
 
@@ -242,22 +275,25 @@ class Supervisor:
         for slot in list(self.slots.values()):
             if slot.proc is None:
                 continue
-            code = slot.proc.process.poll()
+            code = slot.proc.poll()
             if code is None:
                 if slot.graceful_deadline is not None and time.monotonic() > slot.graceful_deadline:
                     log.warning(
                         "slot %s: did not stop within %ss; killing", slot.name, self.settings.stop_timeout_sec
                     )
                     slot.graceful_deadline = None
-                    signal_quietly(slot.proc.pid, signal.SIGKILL)
+                    slot.proc.kill()
                 continue
             self._loop_exited(slot, code)
 
     def _loop_exited(self, slot: Slot, code: int) -> None:
         assert slot.proc is not None
         beat = self._heartbeat(slot)
+        backend_reason = slot.proc.exit_reason()
         if slot.ordered is not None:
             reason = slot.ordered
+        elif backend_reason is not None:
+            reason = backend_reason
         elif code == 0 and beat is not None and beat.stop_reason == "max-tasks":
             reason = "recycled"
         elif code == 0:
@@ -265,11 +301,12 @@ class Supervisor:
         else:
             reason = "loop-error"
         future: FutureState = "finished" if code == 0 else ("cancelled" if slot.ordered else "error")
+        if backend_reason == "worker-lost":
+            future = "lost"
         planned = reason in PLANNED_REASONS
         owner = self.queue.owner_dir(slot.name, slot.proc.incarnation)
         self._settle_claims(slot, owner, reason, count_attempt=not planned and not slot.fail_tasks)
-        if slot.pidfd is not None:
-            os.close(slot.pidfd)
+        slot.proc.close()
         start_error = beat.error if beat is not None and beat.incarnation == slot.proc.incarnation else None
         log.log(
             logging.INFO if planned else logging.WARNING,
@@ -281,7 +318,7 @@ class Supervisor:
             f": {start_error}" if start_error else "",
         )
         old_incarnation = slot.proc.incarnation
-        slot.proc, slot.pidfd = None, None
+        slot.proc = None
         self._next_state = 0.0
         slot.row = slot.row.model_copy(
             update={
@@ -370,8 +407,13 @@ class Supervisor:
             if beat.state in ("ready", "processing"):
                 if slot.healthy_since is None:
                     slot.healthy_since = now
-                    slot.row = slot.row.model_copy(
-                        update={"future_state": "running", "unhealthy_reason": None}
+                    slot.row = slot.row.model_copy(  # where it runs, as the loop itself reports
+                        update={
+                            "future_state": "running",
+                            "unhealthy_reason": None,
+                            "pid": beat.pid,
+                            "host": beat.host,
+                        }
                     )
                     self._next_state = 0.0  # publish the change now: start is waiting for it
                 if now - slot.healthy_since > self.settings.restart_reset_sec:
@@ -397,8 +439,9 @@ class Supervisor:
         previous = read_supervisor_state(self.state_path)
         pids = {f"{row.slot}.{row.incarnation}": row.pid for row in previous.loops} if previous else {}
         for row in previous.loops if previous else []:
-            if row.pid is not None and process_running(row.pid, row.incarnation):
-                signal_quietly(row.pid, signal.SIGTERM)  # its supervisor is gone: finish the task and exit
+            if self.backend.loop_alive(row.pid, row.slot, row.incarnation):
+                # Its supervisor is gone: it finishes its task and exits.
+                self.backend.stop_orphan(row.pid, row.slot, row.incarnation)
                 self.orphans.setdefault(
                     self.queue.owner_dir(row.slot, row.incarnation), (row.pid, row.incarnation)
                 )
@@ -417,15 +460,15 @@ class Supervisor:
             if not owner.is_dir():
                 del self.orphans[owner]  # its owner finished and removed it
                 continue
-            if pid is not None and process_running(pid, marker):
-                if not marker:
-                    continue  # a canceller or retrier: short-lived, never killed by keepwarm
+            if not marker and pid is not None and process_running(pid):
+                continue  # a canceller or retrier: short-lived, never killed by keepwarm
+            if marker and self.backend.loop_alive(pid, owner.name.partition(".")[0], marker):
                 # Still finishing its task after its supervisor died: its slot waits for it (it
                 # writes that slot's heartbeat), and it gets stop_timeout_sec before it is killed.
                 if slot is not None and not slot.alive:
                     slot.next_start = None
                 if now > self._orphan_deadline:
-                    signal_quietly(pid, signal.SIGKILL)
+                    self.backend.kill_orphan(pid, owner.name.partition(".")[0], marker)
                 continue
             del self.orphans[owner]
             if slot is not None and not slot.alive and slot.next_start is None and self.mode != "stopping":
@@ -482,6 +525,8 @@ class Supervisor:
     def _cmd_stop(self, command: Command) -> Ack:
         if "timeout" in command.args:
             self.stop_timeout = float(command.args["timeout"])
+        if command.args.get("shutdown") is not None:
+            self.shutdown_cluster = bool(command.args["shutdown"])
         self._stop_requested = True
         return Ack(id=command.id, command="stop", ok=True, outcome="accepted", message="stopping")
 
@@ -607,6 +652,7 @@ class Supervisor:
 
     def _periodic(self) -> None:
         now = time.monotonic()
+        self._check_backend(now)
         if now >= self._next_state:
             self._next_state = now + self.settings.heartbeat_interval_sec
             self._write_state()
@@ -615,6 +661,24 @@ class Supervisor:
             self._write_health()
         if now >= self._next_retention:
             self._next_retention = now + self._enforce_retention()
+
+    def _check_backend(self, now: float) -> None:
+        """A backend that stays unusable (the Dask scheduler gone) for a heartbeat timeout ends the
+        supervisor with an error: status says ``error`` and the next ``start`` recovers."""
+        problem = self.backend.check()
+        self.conditions = [c for c in self.conditions if not c.startswith("cluster")]
+        if problem is None:
+            self._backend_lost_at = None
+            return
+        self.conditions.append(f"cluster: {problem}")
+        if self._backend_lost_at is None:
+            self._backend_lost_at = now
+            log.error(
+                "%s; giving up in %ss unless it comes back", problem, self.settings.heartbeat_timeout_sec
+            )
+        elif now - self._backend_lost_at > self.settings.heartbeat_timeout_sec:
+            self.failure = problem
+            self._stop_requested = True
 
     def _enforce_retention(self) -> float:
         """One small batch of retention; seconds until the next (soon while a backlog remains)."""
@@ -695,7 +759,8 @@ class Supervisor:
                 app=self.env.app_target,
                 namespace=self.env.namespace,
                 desired=desired,
-                backend="local",
+                backend=self.backend.name,
+                cluster=self.backend.record(),
                 slots=self.desired,
                 supervisor=identity,
                 started_at=record.started_at if record and desired == "stopped" else self.started_at,
@@ -720,14 +785,19 @@ class Supervisor:
                 slot.ordered = None
                 self._retire(slot, "stop")
         deadline = time.monotonic() + self.stop_timeout
+        killed: set[str] = set()
         while any(slot.alive for slot in self.slots.values()):
+            now = time.monotonic()
             for slot in self.slots.values():
                 if slot.proc is None:
                     continue
-                code = slot.proc.process.poll()
-                if code is None and time.monotonic() > deadline:
-                    signal_quietly(slot.proc.pid, signal.SIGKILL)
-                    code = slot.proc.process.wait()
+                code = slot.proc.poll()
+                if code is None and now > deadline and slot.name not in killed:
+                    killed.add(slot.name)
+                    slot.proc.kill()
+                if code is None and now > deadline + KILL_GRACE_SEC:
+                    log.error("slot %s: still not gone %ss after it was killed", slot.name, KILL_GRACE_SEC)
+                    code = -signal.SIGKILL
                 if code is not None:
                     slot.retiring = False
                     self._loop_exited(slot, code)
@@ -735,8 +805,13 @@ class Supervisor:
         self._check_orphans()
         for slot in self.slots.values():
             (self.queue.heartbeats / f"{slot.name}.json").unlink(missing_ok=True)
+        self.backend.close(shutdown=self.shutdown_cluster)
         self.mode = "stopped"
         self._write_state()
+        if self.failure is not None:  # service.json still says "running": status reads "error"
+            self.events.append("failed", incarnation=self.incarnation, error=self.failure)
+            log.error("supervisor %s gave up: %s; the next start recovers", self.incarnation, self.failure)
+            return
         self._write_health()
         self._write_record("stopped")
         self.events.append("stopped", incarnation=self.incarnation)
@@ -744,6 +819,10 @@ class Supervisor:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _where(proc: LoopHandle) -> str:
+    return f"pid {proc.pid}" if proc.pid is not None else f"{type(proc).__name__} {proc.incarnation}"
 
 
 def _slot_index(name: str) -> int:
@@ -793,6 +872,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace")
     parser.add_argument("--incarnation", required=True)
     parser.add_argument("--slots", type=int)
+    parser.add_argument("--backend", choices=["local", "dask"], help="default: [cluster] backend")
     parser.add_argument("--lock-fd", type=int, help="the flock on service.lock handed over by start")
     parser.add_argument("--detach", action="store_true", help="fork, print the supervisor's pid, and return")
     options = parser.parse_args(argv)
@@ -814,7 +894,7 @@ def main(argv: list[str] | None = None) -> int:
             log.error("service %s is already running (service.lock is held)", env.app_target)
             return 1
     os.set_inheritable(lock_fd, False)  # loops must not hold the lock after the supervisor dies
-    supervisor = Supervisor(env, options.incarnation, slots=options.slots)
+    supervisor = Supervisor(env, options.incarnation, slots=options.slots, backend=options.backend)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: supervisor.request_stop())
     return supervisor.run()

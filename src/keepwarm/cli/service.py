@@ -61,17 +61,14 @@ def start(
 ) -> None:
     """Start the service: a supervisor and its loops; returns when every loop is ready."""
     service = service_of(app, apps_path)
-    chosen = backend or service.env.settings.cluster.backend
-    if chosen != "local":
-        raise UserError(f"backend {chosen!r} is not available in this release; use --backend local")
     from keepwarm import lifecycle
 
     log = lifecycle.supervisor_log(service.env)
     if foreground:
         say(f"supervisor of {service.env.app_target} in the foreground; log: stderr")
-        sys.exit(lifecycle.run_foreground(service.env, slots=workers))
+        sys.exit(lifecycle.run_foreground(service.env, slots=workers, backend=backend))
     began = time.perf_counter()
-    report = service.start(slots=workers, timeout=timeout)
+    report = service.start(slots=workers, timeout=timeout, backend=backend)
     elapsed = time.perf_counter() - began
     if as_json:
         emit_json(report.to_json_dict() | {"start_sec": round(elapsed, 3), "supervisor_log": str(log)})
@@ -155,9 +152,17 @@ def health(
 @click.command()
 @service_verb
 @timeout_option("Seconds loops get to finish [default: stop_timeout_sec].")
-def stop(app: str, apps_path: Path | None, as_json: bool, timeout: float | None) -> None:
+@click.option(
+    "--shutdown/--no-shutdown",
+    default=None,
+    help="Shut down the Dask cluster keepwarm started, or leave it for the next start "
+    "[default: shutdown_on_stop].",
+)
+def stop(
+    app: str, apps_path: Path | None, as_json: bool, timeout: float | None, shutdown: bool | None
+) -> None:
     """Stop the service from any process; returns when the supervisor has exited."""
-    outcome = service_of(app, apps_path).stop(timeout=timeout)
+    outcome = service_of(app, apps_path).stop(timeout=timeout, shutdown=shutdown)
     emit_json(outcome) if as_json else click.echo(outcome["message"])
 
 

@@ -1,0 +1,301 @@
+"""Service mode on the Dask backend: real schedulers, nannies and worker processes on 127.0.0.1.
+
+A service's own cluster is a ``LocalCluster`` (processes, nannies) held by keepwarm's keeper process; the
+joined-cluster tests start ``dask scheduler`` and ``dask worker`` as real processes, as an operator would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from keepwarm.cluster import LOOP_RESOURCE, read_keeper
+from keepwarm.env import Env
+from keepwarm.health import pid_alive
+from keepwarm.lifecycle import ServiceStartError
+from keepwarm.results import wait_for_records
+from keepwarm.state import read_service_record
+
+from .conftest import EXAMPLE_APPS, ROOT, copy_app, wait_until
+from .test_service import Services, supervisor_state
+
+pytest.importorskip("distributed")
+
+BIN = Path(sys.executable).parent
+FAST = 'backend = "dask"\nheartbeat_timeout_sec = 4\nstop_timeout_sec = 3\nstart_timeout_sec = 60\n'
+
+
+@pytest.fixture
+def services() -> Iterator[Services]:
+    manager = Services()
+    yield manager
+    manager.stop_all()
+    for env in manager.envs:  # a cluster a killed supervisor left: its keeper, by pid
+        kept = read_keeper(env.service_dir / "cluster.json")
+        if kept is not None:
+            os.kill(kept[1], signal.SIGKILL)
+
+
+def dask_app(tmp_path: Path, scheduler: str | None = None) -> Env:
+    """The example app on the Dask backend with short timeouts; ``scheduler`` joins that cluster."""
+    cluster = FAST + (f'scheduler = "{scheduler}"\n' if scheduler else "")
+    replace = {'backend = "local"\n': cluster, "heartbeat_timeout_sec = 10\n": ""}
+    return Env(copy_app(tmp_path, "mycode_project", **replace))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class DaskProcesses:
+    """``dask scheduler`` and ``dask worker`` processes of a cluster keepwarm joins; stopped by pid."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.port = free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.scheduler: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def start_scheduler(self) -> None:
+        command = ["scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"]
+        with open(self.tmp_path / "scheduler.log", "ab") as log:  # the process keeps its own copy
+            self.scheduler = subprocess.Popen([str(BIN / "dask"), *command], stdout=log, stderr=log)
+
+    def start_worker(self, env: dict[str, str] | None = None) -> None:
+        with open(self.tmp_path / f"worker-{len(self.workers)}.log", "ab") as log:
+            self.workers.append(
+                subprocess.Popen(
+                    [
+                        str(BIN / "dask"),
+                        "worker",
+                        self.address,
+                        "--nthreads",
+                        "1",
+                        "--resources",
+                        f"{LOOP_RESOURCE}=1",
+                        "--no-dashboard",
+                        "--host",
+                        "127.0.0.1",
+                    ],
+                    env={**os.environ, **(env or {})},
+                    stdout=log,
+                    stderr=log,
+                )
+            )
+
+    def wait_for_workers(self, count: int) -> None:
+        from distributed import Client
+
+        with Client(self.address, timeout=30, set_as_default=False) as client:
+            client.wait_for_workers(count, timeout=60)
+
+    def stop(self) -> None:
+        for process in [*self.workers, *([self.scheduler] if self.scheduler else [])]:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def dask_processes(tmp_path: Path) -> Iterator[DaskProcesses]:
+    processes = DaskProcesses(tmp_path)
+    yield processes
+    processes.stop()
+
+
+def test_dask_service_starts_serves_reports_and_stops(tmp_path: Path, services: Services) -> None:
+    env = dask_app(tmp_path)
+    service = services.start(env)
+    report = service.status()
+    assert report.backend == "dask" and report.workers_healthy_count == 2
+    record = read_service_record(env.service_dir / "service.json")
+    assert record is not None and record.backend == "dask" and record.cluster is not None
+    assert record.cluster.owned and record.cluster.keeper_pid is not None
+    loop_pids = {row.pid for row in supervisor_state(env).loops}
+    assert os.getpid() not in loop_pids and len(loop_pids) == 2  # two Dask worker processes
+
+    handles = service.submit_many([{"args": {"x": x}} for x in range(1, 41)])
+    assert [handle.result(timeout=60)["x"] for handle in handles] == list(range(1, 41))
+
+    status = subprocess.run(
+        [str(BIN / "keepwarm"), "status", str(env.app_dir), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    seen = json.loads(status.stdout)
+    assert seen["backend"] == "dask" and seen["workers_healthy_count"] == 2 and seen["queue"]["done"] == 40
+
+    keeper = record.cluster.keeper_pid
+    assert service.stop(timeout=10)["status"] == "stopped"
+    wait_until(lambda: not pid_alive(keeper), timeout=30, what="the local cluster to be shut down")
+    assert service.status().status == "stopped"
+
+
+def test_a_killed_dask_worker_comes_back_and_nothing_is_lost(tmp_path: Path, services: Services) -> None:
+    env = dask_app(tmp_path)
+    service = services.start(env)
+    victim = supervisor_state(env).loops[0]
+    assert victim.pid is not None
+    handles = service.submit_many([{"args": {"x": x}} for x in range(1, 301)])
+    wait_until(lambda: service.counts().done >= 20, timeout=60, what="tasks to flow")
+    os.kill(victim.pid, signal.SIGKILL)
+
+    records = wait_for_records(service.queue, [h.task_id for h in handles], timeout=120)
+    assert sorted(r.result["x"] for r in records.values() if r.status == "done") == list(range(1, 301))
+
+    def replaced() -> bool:
+        (row,) = [r for r in supervisor_state(env).loops if r.slot == victim.slot]
+        return row.incarnation != victim.incarnation and row.future_state == "running"
+
+    wait_until(replaced, timeout=60, what="the loop to run again on its restarted worker")
+    report = service.status()
+    # Seen by Dask (the future ends when the worker leaves) or, when the scheduler is slower than the
+    # heartbeat timeout, by the loop's heartbeat going stale: one restart either way.
+    ((reason, count),) = report.restart_reasons.items()
+    assert count == 1 and (reason == "worker-lost" or reason.startswith("stale-heartbeat")), reason
+    assert report.workers_healthy_count == 2
+    assert service.counts().pending == service.counts().running == 0
+
+
+def test_stop_no_shutdown_keeps_the_cluster_for_the_next_start(tmp_path: Path, services: Services) -> None:
+    env = dask_app(tmp_path)
+    service = services.start(env)
+    record = read_service_record(env.service_dir / "service.json")
+    assert record is not None and record.cluster is not None
+    service.stop(timeout=10, shutdown=False)
+    kept = read_service_record(env.service_dir / "service.json")
+    assert kept is not None and kept.cluster is not None and kept.cluster.kept
+    assert read_keeper(env.service_dir / "cluster.json") == (
+        record.cluster.address,
+        record.cluster.keeper_pid,
+    )
+
+    service.start()
+    again = read_service_record(env.service_dir / "service.json")
+    assert again is not None and again.cluster is not None
+    assert again.cluster.address == record.cluster.address  # the same cluster, reused
+    assert service.submit({"x": 9}).result(timeout=60)["x"] == 9
+
+
+def test_the_seed_example_runs_on_the_dask_backend(tmp_path: Path) -> None:
+    apps = tmp_path / "examples" / "apps"
+    shutil.copytree(EXAMPLE_APPS / "mycode_project", apps / "mycode_project")
+    settings = apps / "mycode_project" / "app_settings.toml"
+    settings.write_text(settings.read_text().replace('backend = "local"', 'backend = "dask"'))
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "seed" / "service_mode_end_to_end.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines()[:4] == [
+        "START: idle",
+        "STATUS: idle 2",
+        "HEALTH: idle 0",
+        "STOP: stopped",
+    ]
+    record = read_service_record(Env("mycode_project", apps).service_dir / "service.json")
+    assert record is not None and record.backend == "dask"
+
+
+def test_a_worker_that_sees_another_queue_fails_start_naming_host_and_paths(
+    tmp_path: Path, services: Services, dask_processes: DaskProcesses
+) -> None:
+    dask_processes.start_scheduler()
+    elsewhere = tmp_path / "elsewhere"
+    dask_processes.start_worker({"KEEPWARM_SHARE": str(elsewhere)})
+    dask_processes.wait_for_workers(1)
+    env = dask_app(tmp_path, dask_processes.address)
+    with pytest.raises(ServiceStartError) as failure:
+        services.start(env)
+    message = str(failure.value)
+    assert "does not share the service's queue" in message
+    assert f"on host {os.uname().nodename}" in message
+    assert str(env.queue_dir) in message
+    assert str(elsewhere / env.namespace / "service" / "mycode_project" / "queue") in message
+    assert dask_processes.scheduler is not None and dask_processes.scheduler.poll() is None  # joined: kept
+
+
+def test_a_lost_scheduler_is_an_error_and_start_recovers(
+    tmp_path: Path, services: Services, dask_processes: DaskProcesses
+) -> None:
+    dask_processes.start_scheduler()
+    dask_processes.start_worker()
+    dask_processes.wait_for_workers(1)
+    env = dask_app(tmp_path, dask_processes.address)
+    service = services.start(env, slots=1)
+    assert service.submit({"x": 3}).result(timeout=60)["x"] == 3
+
+    assert dask_processes.scheduler is not None
+    dask_processes.scheduler.kill()
+    dask_processes.scheduler.wait()
+    wait_until(lambda: service.status().status == "error", timeout=60, what="status error")
+    assert any("scheduler" in c for c in service.status().conditions), service.status().conditions
+
+    task = service.submit({"x": 5})  # queued while the cluster is down: kept for the next start
+    wait_until(lambda: not pid_alive(supervisor_state(env).pid), timeout=60, what="the supervisor to give up")
+    assert service.status().status == "error"
+    dask_processes.start_scheduler()  # the operator brings the cluster back (workers exit with it)
+    dask_processes.start_worker()
+    dask_processes.wait_for_workers(1)
+    service.start(slots=1)
+    assert task.result(timeout=60)["x"] == 5
+    assert service.status().status in ("running", "idle")
+
+
+def test_the_app_code_reaches_workers_that_do_not_have_it(tmp_path: Path) -> None:
+    """The app's folder is uploaded to each worker (Dask's UploadDirectory through the nannies): a
+    worker runs the app from its copy once the original folder is gone."""
+    from distributed import Client, LocalCluster
+    from distributed.diagnostics.plugin import UploadDirectory
+
+    from keepwarm.dask_backend import _app_dir_here
+
+    app_dir = copy_app(tmp_path, "mycode_project")
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        client.register_plugin(UploadDirectory(str(app_dir), update_path=True))
+        shutil.rmtree(app_dir)
+
+        def run_there(dask_worker: object) -> object:
+            from keepwarm.app import load_app
+            from keepwarm.task import TaskItem
+
+            found = _app_dir_here(str(app_dir), dask_worker.local_directory)  # type: ignore[attr-defined]
+            app = load_app(Env(found))
+            worker = app.new_worker()
+            worker.start()
+            item = TaskItem(
+                task_id="t",
+                task_name="t",
+                args=app.validate_args({"x": 12}),
+                plan=None,
+                attempt=1,
+                max_attempts=1,
+                execution_id=None,
+                created_at="2026-01-01T00:00:00Z",
+                timeout_sec=None,
+            )
+            return str(found), worker.work(item)
+
+        ((where, result),) = client.run(run_there).values()
+    assert not Path(where).is_relative_to(tmp_path) and result["x"] == 12
