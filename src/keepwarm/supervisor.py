@@ -397,7 +397,10 @@ class Supervisor:
             beat = self._heartbeat(slot)
             timeout = self.settings.heartbeat_timeout_sec
             if beat is None or beat.incarnation != slot.proc.incarnation:
-                if now_wall - slot.row.started_at > timeout and not storage_fault:
+                # The first heartbeat comes after the interpreter started (or, on Dask, after a worker
+                # took the loop): it gets the start's allowance, not a heartbeat's.
+                allowance = max(timeout, self.settings.start_timeout_sec)
+                if now_wall - slot.row.started_at > allowance and not storage_fault:
                     self._kill(slot, "missing-heartbeat")
                 continue
             age = now_wall - (epoch_of(beat.timestamp) or 0.0)
