@@ -1,24 +1,136 @@
-"""The seed-compatible façade: the reference system's ``AGI.serve`` and ``AGI.submit``.
+"""The seed-compatible façade: the reference system's ``AGI.serve`` and ``AGI.submit`` (service
+mode), ``AGI.install``, ``AGI.get_distrib`` and ``AGI.run`` (run mode).
 
 The reference documents' examples run with their imports changed (``from keepwarm import AGI,
-AgiEnv``) and nothing else. Every call goes through :class:`keepwarm.Service`.
+AgiEnv``) and nothing else. Service calls go through :class:`keepwarm.Service`; run-mode calls go
+through ``keepwarm.install``, ``keepwarm.distribute`` and ``keepwarm.run``, in a worker thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keepwarm.api import Service
 from keepwarm.atomic import write_atomic
 from keepwarm.env import Env, ensure_private_dir
 from keepwarm.errors import InvalidTaskError
 
+if TYPE_CHECKING:
+    from keepwarm.runner import RunEvent
+
 SERVE_ACTIONS = ("start", "status", "health", "stop")
+run_log = logging.getLogger("keepwarm.run")
 
 
 class AGI:
-    """``AGI.serve(env, action=...)`` and ``AGI.submit(env, work_plan=...)``, as in the reference."""
+    """``AGI.serve``, ``AGI.submit``, ``AGI.install``, ``AGI.get_distrib``, ``AGI.run``, as in the
+    reference. Mode bits, as there: 1 pool, 2 cython, 4 dask, 8 rapids."""
+
+    PYTHON_MODE = 0
+    POOL_MODE = 1
+    CYTHON_MODE = 2
+    DASK_MODE = 4
+    RAPIDS_MODE = 8
+
+    @staticmethod
+    async def install(
+        env: Env,
+        modes_enabled: int | None = None,
+        *,
+        scheduler: str | None = None,
+        workers: dict[str, int] | int | None = None,
+        verbose: int | None = None,
+    ) -> dict[str, Any]:
+        """Provision the app for run mode (``keepwarm.install``); returns the install report as a dict.
+
+        ``modes_enabled`` bits choose the optional steps: 2 compiles the worker with Cython, 4 ships
+        the code to the Dask cluster (``scheduler`` to join one, else a local one of ``workers``).
+        """
+        from keepwarm.installer import install
+
+        cython = bool(modes_enabled & AGI.CYTHON_MODE) if modes_enabled is not None else None
+        dask = bool(modes_enabled & AGI.DASK_MODE) if modes_enabled is not None else None
+        report = await asyncio.to_thread(
+            install,
+            env,
+            cython=cython,
+            dask=dask,
+            scheduler=_scheduler_address(scheduler),
+            workers=_worker_count(workers),
+            on_output=run_log.info,
+        )
+        return report.model_dump(mode="json")
+
+    @staticmethod
+    async def get_distrib(
+        env: Env,
+        *,
+        scheduler: str | None = None,
+        workers: dict[str, int] | int | None = None,
+        verbose: int | None = None,
+        **args: Any,
+    ) -> dict[str, Any]:
+        """Build and save the work plan (``keepwarm.distribute``) with ``args`` over ``[args]``; returns
+        it as a dict: ``workers`` (per worker, partitions with weights), ``partition_key``,
+        ``weights_key``, ``unit``, ``loads``, ``imbalance``."""
+        from keepwarm.plan import distribute
+
+        plan = await asyncio.to_thread(distribute, env, workers=_worker_count(workers), args=args or None)
+        return plan.to_json_dict()
+
+    @staticmethod
+    async def run(
+        env: Env,
+        scheduler: str | None = None,
+        workers: dict[str, int] | int | None = None,
+        verbose: int = 0,
+        mode: int | str | list[int | str] | None = None,
+        rapids_enabled: bool = False,
+        **args: Any,
+    ) -> dict[str, Any]:
+        """Run the app once in ``mode`` (``keepwarm.run``) and return the run's report as a dict.
+
+        As in the reference, ``mode=None`` or a list of modes benchmarks them instead and returns
+        the benchmark (``{"<mode>": {variant, nodes, node, mode, timing, seconds, order, delta}}``,
+        also written to ``benchmark.json``). ``args`` go over ``[args]`` for this run.
+        """
+        count = _worker_count(workers)
+        address = _scheduler_address(scheduler)
+        rapids = AGI.RAPIDS_MODE if rapids_enabled else 0
+        if mode is None or isinstance(mode, list):
+            from keepwarm.benchmark import benchmark
+            from keepwarm.modes import RunMode
+
+            modes: list[str | int | RunMode] | None = None
+            if mode is not None:
+                modes = [RunMode(RunMode.parse(m).bits | rapids) for m in mode]
+            report = await asyncio.to_thread(
+                benchmark,
+                env,
+                modes,
+                workers=count,
+                args=args or None,
+                scheduler=address,
+                on_event=_log_event,
+            )
+            return {name: entry.model_dump(mode="json") for name, entry in report.entries.items()}
+        from keepwarm.modes import RunMode
+        from keepwarm.runner import run
+
+        chosen = RunMode.parse(mode)
+        result = await asyncio.to_thread(
+            run,
+            env,
+            RunMode(chosen.bits | rapids),
+            workers=count,
+            args=args or None,
+            scheduler=address,
+            on_event=_log_event,
+        )
+        return result.to_json_dict()
 
     @staticmethod
     async def serve(
@@ -97,6 +209,28 @@ class AGI:
             "queued_files": [str(path) for _, path in published],
             "queue_dir": str(service.queue.root),
         }
+
+
+def _worker_count(workers: dict[str, int] | int | None) -> int | None:
+    """The reference's ``workers = {"host": n, ...}`` as a number of workers (or None: the default)."""
+    if workers is None:
+        return None
+    count = sum(workers.values()) if isinstance(workers, dict) else int(workers)
+    if count < 1:
+        raise ValueError(f"workers={workers!r} gives no worker; give at least one")
+    return count
+
+
+def _scheduler_address(scheduler: str | None) -> str | None:
+    """A scheduler to join when it names a port (``host:8786``); a bare host (the reference's
+    ``"127.0.0.1"``) means a local cluster, which keepwarm starts for the run."""
+    if not scheduler:
+        return None
+    return scheduler if ":" in scheduler.removeprefix("tcp://") else None
+
+
+def _log_event(event: RunEvent) -> None:
+    (run_log.warning if event.kind == "warning" else run_log.info)("%s", event.message)
 
 
 def _metadata(metadata: list[Any] | None, worker: int, chunk: int) -> Any:

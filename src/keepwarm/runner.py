@@ -1,0 +1,547 @@
+"""Run mode: execute the saved work plan once, in the chosen mode, and keep what it produced.
+
+``run(env, mode)`` takes the saved work plan (building it when there is none, or when it was built
+from other ``[args]`` or another number of workers), and works every partition on its plan worker:
+
+- ``python``: in this process, one plan worker after the other;
+- ``pool``: one single-process pool per plan worker, all in parallel (spawned, so each starts cold);
+- ``dask``: one task per partition on the Dask backend's cluster (``keepwarm.cluster``), each plan
+  worker pinned to one Dask worker, the app's code shipped to the workers with ``UploadDirectory``;
+- ``cython`` on any of these: the same, with the app's worker module compiled (``cython_build.py``).
+
+Each partition's output lands in ``<share_dir>/<namespace>/data/<app_target>/<run_id>/`` beside the
+run's record (``run.json``) and the plan it executed; the run log, streamed live through ``on_event``,
+is ``<log_dir>/run-<run_id>.log``. An app with ``[cluster] isolated = true`` runs in its own virtual
+environment (made by ``keepwarm install``): the whole run happens in that interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from keepwarm.atomic import write_atomic
+from keepwarm.batch import PartitionJob, PartitionOutcome, borrowed_imports, finish_worker, run_partition
+from keepwarm.env import Env, ensure_private_dir
+from keepwarm.errors import KeepwarmError
+from keepwarm.modes import RunMode, require_available, settings_mode
+from keepwarm.plan import SavedPlan, build_plan, load_plan, plan_path, save_plan
+from keepwarm.task import utc_now
+
+RUN_SCHEMA = "keepwarm.run.v1"
+RUN_RECORD = "run.json"
+EVENT_PREFIX = "KEEPWARM-RUN-EVENT "
+DASK_LIVENESS_SEC = 2.0
+
+
+class RunError(KeepwarmError):
+    """A run failed: the message names the partition, its worker and the error; the log has more."""
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One line of a run's live log. ``kind``: ``info``, ``warning``, ``partition`` (one finished:
+    ``done`` of ``total``), ``app`` (the app's own output)."""
+
+    kind: Literal["info", "warning", "partition", "app"]
+    message: str
+    done: int = 0
+    total: int = 0
+
+
+EventCallback = Callable[[RunEvent], None]
+
+
+class RunReport(BaseModel):
+    """A finished (or failed) run, as saved in ``<output_dir>/run.json``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_: str = Field(default=RUN_SCHEMA, alias="schema")
+    run_id: str
+    app: str
+    status: Literal["done", "failed"]
+    mode: str
+    mode_bits: int
+    executor: str
+    workers: list[str]
+    host: str
+    python: str
+    started_at: str
+    finished_at: str
+    seconds: float
+    rows: int
+    columns: list[str]
+    output_dir: str
+    log_path: str
+    plan_path: str
+    moves: int
+    code_dir: str
+    error: str | None = None
+    partitions: list[PartitionOutcome]
+
+    @property
+    def nodes(self) -> int:
+        return len(self.workers)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+@dataclass(frozen=True)
+class _WorkerStopped:
+    worker: str
+    log: str
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run(
+    env: Env,
+    mode: str | int | RunMode | None = None,
+    *,
+    workers: int | None = None,
+    args: dict[str, Any] | None = None,
+    scheduler: str | None = None,
+    on_event: EventCallback | None = None,
+) -> RunReport:
+    """Run the app's work plan once in ``mode`` (default: what ``[cluster]`` asks for) and return
+    the run's report; raises ``RunError`` (or ``ModeError`` before anything starts)."""
+    chosen = RunMode.parse(mode) if mode is not None else settings_mode(env.settings.cluster)
+    require_available(chosen)
+    if env.settings.cluster.isolated and not _in_app_venv(env):
+        return _run_in_app_venv(env, chosen, workers, args, scheduler, on_event)
+    return _Run(env, chosen, workers, args, scheduler, on_event).execute()
+
+
+class _Run:
+    def __init__(
+        self,
+        env: Env,
+        mode: RunMode,
+        workers: int | None,
+        args: dict[str, Any] | None,
+        scheduler: str | None,
+        on_event: EventCallback | None,
+    ) -> None:
+        self.env, self.mode, self.workers, self.args = env, mode, workers, args
+        self.scheduler, self.on_event = scheduler, on_event
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        self.run_id = f"{stamp}-{secrets.token_hex(2)}"
+        self.output_dir = env.data_dir / self.run_id
+        self.log_path = env.log_dir / f"run-{self.run_id}.log"
+        self.outcomes: list[PartitionOutcome] = []
+        self.total = 0
+        self._log: IO[str] | None = None
+
+    def emit(self, kind: Literal["info", "warning", "partition", "app"], message: str) -> None:
+        event = RunEvent(kind, message, len(self.outcomes), self.total)
+        if self._log is not None:
+            prefix = {"warning": "WARNING ", "app": "| "}.get(kind, "")
+            self._log.write(f"{utc_now()} {prefix}{message}\n")
+            self._log.flush()
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def execute(self) -> RunReport:
+        ensure_private_dir(self.env.log_dir)
+        ensure_private_dir(self.output_dir)
+        self._log = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115 (closed below, after the last line)
+        try:
+            return self._execute()
+        finally:
+            self._log.close()
+            self._log = None
+
+    def _execute(self) -> RunReport:
+        started_at, began = utc_now(), time.perf_counter()
+        self.emit(
+            "info", f"run {self.run_id} of {self.env.app_target} in mode {self.mode} (log {self.log_path})"
+        )
+        error: str | None = None
+        code_dir = self.env.app_dir
+        plan: SavedPlan | None = None
+        try:
+            plan = self.plan()
+            self.total = plan.partition_count
+            code_dir = self.code_dir()
+            for item in self.executor(plan, code_dir):
+                self.record(item)
+        except KeepwarmError as exc:
+            error = str(exc)
+        except Exception as exc:  # a failure of keepwarm's own machinery: its traceback goes to the log
+            error = f"{type(exc).__name__}: {exc}"
+            self.write_log("".join(traceback.format_exception(exc)))
+        report = self.report(plan, code_dir, started_at, time.perf_counter() - began, error)
+        write_atomic(self.output_dir / RUN_RECORD, report.model_dump_json(by_alias=True, indent=2).encode())
+        if error:
+            self.emit("warning", f"run {self.run_id} failed: {error}")
+            raise RunError(
+                f"run {self.run_id} of {self.env.app_target} failed: {error}; log: {self.log_path}"
+            )
+        self.emit(
+            "info",
+            f"run {self.run_id} done in {report.seconds:.3f}s: {report.rows} rows in {self.output_dir}",
+        )
+        return report
+
+    def write_log(self, text: str) -> None:
+        if self._log is not None:
+            self._log.write(text)
+            self._log.flush()
+
+    def plan(self) -> SavedPlan:
+        saved = load_plan(self.env)
+        fresh = build_plan(
+            self.env, workers=self.workers or (len(saved.workers) if saved else None), args=self.args
+        )
+        reason = None
+        if saved is None:
+            reason = "no saved work plan"
+        elif saved.args != fresh.args:
+            reason = "the saved work plan was built from other [args]"
+        elif len(saved.workers) != len(fresh.workers):
+            reason = f"the saved work plan has {len(saved.workers)} workers, this run {len(fresh.workers)}"
+        if reason is None:
+            assert saved is not None
+            plan = saved
+            moved = f", {len(saved.moves)} partitions moved" if saved.moves else ""
+            self.emit("info", f"work plan: {plan_path(self.env)} ({plan.partition_count} partitions{moved})")
+        else:
+            plan = fresh
+            save_plan(self.env, plan)
+            self.emit("info", f"work plan built ({reason}): {plan_path(self.env)}")
+            if saved is not None and saved.moves:
+                self.emit("warning", f"the {len(saved.moves)} moves of the saved work plan were not kept")
+        if not plan.balanced:
+            self.emit("warning", f"the work plan is unbalanced: imbalance {plan.imbalance():.2f}")
+        write_atomic(self.output_dir / "work_plan.json", json.dumps(plan.to_json_dict(), indent=2).encode())
+        return plan
+
+    def code_dir(self) -> Path:
+        if not self.mode.cython:
+            return self.env.app_dir
+        from keepwarm.cython_build import compiled_copy
+
+        folder = compiled_copy(self.env, on_output=lambda line: self.emit("info", line))
+        self.emit("info", f"cython: the compiled copy of the app is {folder}")
+        return folder
+
+    def jobs(self, plan: SavedPlan, code_dir: Path) -> dict[str, list[PartitionJob]]:
+        jobs: dict[str, list[PartitionJob]] = {worker: [] for worker in plan.workers}
+        for worker, index, partition in plan.jobs():
+            jobs[worker].append(
+                PartitionJob(
+                    run_id=self.run_id,
+                    app_dir=str(code_dir),
+                    share_dir=str(self.env.share_root),
+                    namespace=self.env.namespace,
+                    worker=worker,
+                    index=index,
+                    partition=partition.model_dump(mode="json"),
+                    output_dir=str(self.output_dir),
+                )
+            )
+        return jobs
+
+    def executor(self, plan: SavedPlan, code_dir: Path) -> Iterator[PartitionOutcome | _WorkerStopped]:
+        jobs = self.jobs(plan, code_dir)
+        if self.mode.executor == "dask":
+            return _on_dask(self, jobs, code_dir)
+        if self.mode.executor == "pool":
+            return _in_pools(self.run_id, jobs)
+        return _in_process(self.run_id, jobs, code_dir)
+
+    def record(self, item: PartitionOutcome | _WorkerStopped) -> None:
+        if isinstance(item, _WorkerStopped):
+            for line in item.log.splitlines():
+                self.emit("app", f"[{item.worker}] {line}")
+            return
+        self.outcomes.append(item)
+        for line in item.log.splitlines():
+            self.emit("app", f"[{item.worker} {item.name}] {line}")
+        if item.status == "failed":
+            self.write_log(item.traceback or "")
+            raise RunError(f"partition {item.name} on {item.worker} (pid {item.pid}) failed: {item.error}")
+        started = f", start() {item.start_seconds:.3f}s" if item.start_seconds is not None else ""
+        rows = f"{item.rows} rows" if item.rows is not None else (item.file or "no output")
+        self.emit(
+            "partition",
+            f"{item.name} done on {item.worker} (pid {item.pid}): {rows} in {item.seconds:.3f}s{started}",
+        )
+
+    def report(
+        self, plan: SavedPlan | None, code_dir: Path, started_at: str, seconds: float, error: str | None
+    ) -> RunReport:
+        outcomes = sorted(self.outcomes, key=lambda o: o.index)
+        columns: list[str] = []
+        for outcome in outcomes:
+            columns += [c for c in outcome.columns if c not in columns]
+        return RunReport(
+            run_id=self.run_id,
+            app=self.env.app_target,
+            status="failed" if error else "done",
+            mode=self.mode.name,
+            mode_bits=self.mode.bits,
+            executor=self.mode.executor,
+            workers=list(plan.workers) if plan else [],
+            host=socket.gethostname(),
+            python=sys.executable,
+            started_at=started_at,
+            finished_at=utc_now(),
+            seconds=round(seconds, 6),
+            rows=sum(o.rows or 0 for o in outcomes),
+            columns=columns,
+            output_dir=str(self.output_dir),
+            log_path=str(self.log_path),
+            plan_path=str(plan_path(self.env)),
+            moves=len(plan.moves) if plan else 0,
+            code_dir=str(code_dir),
+            error=error,
+            partitions=outcomes,
+        )
+
+
+# ---------------------------------------------------------------- executors
+
+
+def _in_process(
+    run_id: str, jobs: dict[str, list[PartitionJob]], code_dir: Path
+) -> Iterator[PartitionOutcome | _WorkerStopped]:
+    with borrowed_imports(code_dir):
+        try:
+            for worker, worker_jobs in jobs.items():
+                for job in worker_jobs:
+                    yield run_partition(job)
+                yield _WorkerStopped(worker, finish_worker(run_id, worker))
+        finally:
+            for worker in jobs:
+                finish_worker(run_id, worker)
+
+
+def _in_pools(
+    run_id: str, jobs: dict[str, list[PartitionJob]]
+) -> Iterator[PartitionOutcome | _WorkerStopped]:
+    import multiprocessing
+    from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    context = multiprocessing.get_context("spawn")
+    pools = {w: ProcessPoolExecutor(max_workers=1, mp_context=context) for w, js in jobs.items() if js}
+    try:
+        futures: dict[Future[Any], tuple[str, str | None]] = {}
+        for worker, pool in pools.items():
+            for job in jobs[worker]:
+                futures[pool.submit(run_partition, job)] = (worker, str(job.partition.get("name")))
+            futures[pool.submit(finish_worker, run_id, worker)] = (worker, None)
+        for future in as_completed(futures):
+            worker, partition = futures[future]
+            try:
+                value = future.result()
+            except BrokenProcessPool:
+                raise RunError(
+                    f"the pool process of {worker} died while working "
+                    + (f"partition {partition}" if partition else "its stop()")
+                    + " (killed, or the app crashed the interpreter)"
+                ) from None
+            yield value if partition is not None else _WorkerStopped(worker, value)
+    finally:
+        for pool in pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _on_dask(
+    run: _Run, jobs: dict[str, list[PartitionJob]], code_dir: Path
+) -> Iterator[PartitionOutcome | _WorkerStopped]:
+    from keepwarm.staging import open_run_cluster, ship_to_dask, stage_app
+
+    folder = code_dir if run.mode.cython else stage_app(run.env)
+    began = time.perf_counter()
+    handle = open_run_cluster(run.env, workers=len(jobs), scheduler=run.scheduler)
+    try:
+        client = handle.client
+        shipped = ship_to_dask(client, folder)
+        addresses = dask_worker_addresses(client)
+        if not addresses:
+            raise RunError(f"the Dask cluster at {handle.address} has no worker")
+        placement = {worker: addresses[i % len(addresses)] for i, worker in enumerate(jobs)}
+        run.emit(
+            "info",
+            f"dask: {len(addresses)} workers at {handle.address} ready in "
+            f"{time.perf_counter() - began:.2f}s; code shipped as {shipped}",
+        )
+        futures = []
+        for worker, worker_jobs in jobs.items():
+            for position, job in enumerate(worker_jobs):
+                future = client.submit(
+                    run_partition,
+                    replace(job, shipped=shipped),
+                    key=f"keepwarm-{run.run_id}-{job.index:05d}",
+                    workers=[placement[worker]],
+                    allow_other_workers=False,
+                    priority=len(worker_jobs) - position,  # a worker's partitions in the plan's order
+                    pure=False,
+                )
+                futures.append(future)
+        finished: queue.Queue[Any] = queue.Queue()
+        for future in futures:
+            future.add_done_callback(finished.put)
+        for _ in futures:
+            while True:
+                try:
+                    future = finished.get(timeout=DASK_LIVENESS_SEC)
+                    break
+                except queue.Empty:
+                    _check_placement(client, placement)
+            yield future.result()
+        stops = {
+            client.submit(
+                finish_worker,
+                run.run_id,
+                worker,
+                key=f"keepwarm-{run.run_id}-stop-{worker}",
+                workers=[address],
+                pure=False,
+            ): worker
+            for worker, address in placement.items()
+        }
+        for future, worker in stops.items():
+            yield _WorkerStopped(worker, future.result(timeout=60))
+    finally:
+        handle.close(shutdown=True)
+
+
+def dask_worker_addresses(client: Any) -> list[str]:
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return sorted(workers, key=lambda address: (str(workers[address].get("name")), address))
+
+
+def _check_placement(client: Any, placement: dict[str, str]) -> None:
+    alive = set(client.scheduler_info(n_workers=-1)["workers"])
+    for worker, address in placement.items():
+        if address not in alive:
+            raise RunError(f"the Dask worker of {worker} ({address}) left the cluster during the run")
+
+
+# ---------------------------------------------------------------- isolated apps: the run in the app's venv
+
+
+def _in_app_venv(env: Env) -> bool:
+    from keepwarm.installer import venv_dir
+
+    return Path(sys.prefix).resolve() == venv_dir(env).resolve()
+
+
+def _run_in_app_venv(
+    env: Env,
+    mode: RunMode,
+    workers: int | None,
+    args: dict[str, Any] | None,
+    scheduler: str | None,
+    on_event: EventCallback | None,
+) -> RunReport:
+    from keepwarm.installer import app_python
+
+    command = [
+        str(app_python(env)),
+        "-m",
+        "keepwarm.runner",
+        "--app",
+        str(env.app_dir),
+        "--share-dir",
+        str(env.share_root),
+        "--namespace",
+        env.namespace,
+        "--mode",
+        str(mode.bits),
+    ]
+    if workers:
+        command += ["--workers", str(workers)]
+    if args:
+        command += ["--args", json.dumps(args)]
+    if scheduler:
+        command += ["--scheduler", scheduler]
+    if on_event is not None:
+        on_event(RunEvent("info", f"isolated app: running in its virtual environment ({command[0]})"))
+    output: list[str] = []
+    with subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        stdout = process.stdout
+        reader = threading.Thread(target=lambda: output.append(stdout.read()))
+        reader.start()
+        for line in process.stderr:
+            if line.startswith(EVENT_PREFIX):
+                event = RunEvent(**json.loads(line[len(EVENT_PREFIX) :]))
+            else:
+                event = RunEvent("app", line.rstrip("\n"))
+            if on_event is not None:
+                on_event(event)
+        reader.join()
+        code = process.wait()
+    try:
+        document = json.loads("".join(output))
+    except ValueError:
+        raise RunError(
+            f"the run in {env.app_target}'s virtual environment exited {code} without a report; "
+            f"reinstall it: keepwarm install {env.app_target}"
+        ) from None
+    if code != 0:
+        raise RunError(str(document.get("error") or f"the run in the app's venv exited {code}"))
+    return RunReport.model_validate(document)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m keepwarm.runner``: one run, events on stderr, the report as JSON on stdout."""
+    parser = argparse.ArgumentParser(prog="python -m keepwarm.runner", description=__doc__)
+    parser.add_argument("--app", required=True)
+    parser.add_argument("--share-dir")
+    parser.add_argument("--namespace")
+    parser.add_argument("--mode", required=True)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--args")
+    parser.add_argument("--scheduler")
+    options = parser.parse_args(argv)
+
+    def forward(event: RunEvent) -> None:
+        sys.stderr.write(EVENT_PREFIX + json.dumps(event.__dict__) + "\n")
+        sys.stderr.flush()
+
+    try:
+        env = Env(options.app, share_dir=options.share_dir, namespace=options.namespace)
+        report = run(
+            env,
+            int(options.mode),
+            workers=options.workers,
+            args=json.loads(options.args) if options.args else None,
+            scheduler=options.scheduler,
+            on_event=forward,
+        )
+    except KeepwarmError as exc:
+        sys.stdout.write(json.dumps({"error": str(exc)}) + "\n")
+        return 1
+    sys.stdout.write(report.model_dump_json(by_alias=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

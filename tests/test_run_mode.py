@@ -1,0 +1,612 @@
+"""Run mode: init, install, distribute, run in every mode, benchmark, and the output data.
+
+Real processes (spawned pools, Dask's LocalCluster of nannies and workers via keepwarm.cluster, pip,
+Cython and the C compiler), real files under each test's share, log and export dirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from textwrap import dedent
+
+import pytest
+
+import keepwarm
+from keepwarm.app import Partition
+from keepwarm.benchmark import benchmark
+from keepwarm.data import export_columns, find_run, read_table
+from keepwarm.env import Env
+from keepwarm.errors import AppError
+from keepwarm.modes import ModeError, RunMode, available_benchmark_modes
+from keepwarm.plan import IMBALANCE_LIMIT, load_plan, move_partition, plan_path, render_tree
+from keepwarm.runner import RunError, RunEvent
+from keepwarm.scaffold import init_app
+
+from .conftest import copy_app
+from .test_cli import assert_clean_failure, keepwarm_cli
+
+pd = pytest.importorskip("pandas")
+
+MYCODE_COLUMNS = ["x", "collatz_steps", "collatz_peak", "prime_factors", "factor_count", "is_prime"]
+
+
+@pytest.fixture
+def mycode(tmp_path: Path) -> Env:
+    """A private copy of the example app: 2 workers, 600 numbers in 6 partitions."""
+    folder = copy_app(
+        tmp_path, "mycode_project", **{"items = 2000": "items = 600", "partitions = 8": "partitions = 6"}
+    )
+    return Env(folder)
+
+
+def write_app(apps: Path, name: str, worker: str, settings_extra: str = "", manager: bool = True) -> Path:
+    """An app whose worker is ``worker`` (source), with the scaffold's manager and args model."""
+    init_app(name, apps)
+    folder = apps / name
+    (folder / name / "worker.py").write_text(worker)
+    settings = folder / "app_settings.toml"
+    text = settings.read_text()
+    if not manager:
+        text = text.replace(f'manager = "{name}.manager:Manager"', "")
+    settings.write_text(text + settings_extra)
+    return folder
+
+
+# ---------------------------------------------------------------- init → install → run, and start
+
+
+def test_a_new_app_installs_runs_and_passes_its_own_tests(tmp_path: Path) -> None:
+    apps = tmp_path / "apps"
+    files = init_app("squares", apps)
+    env = Env("squares", apps)
+
+    assert {f.relative_to(apps / "squares").as_posix() for f in files} >= {
+        "app_settings.toml",
+        "requirements.txt",
+        "squares/worker.py",
+        "squares/manager.py",
+        "squares/args.py",
+        "tests/test_squares.py",
+    }
+    assert "# the worker class" in env.settings_path.read_text()  # the settings carry their comments
+    installed = keepwarm.install(env)
+    assert [(s.name, s.status) for s in installed.steps] == [
+        ("environment", "done"),
+        ("dependencies", "skipped"),
+        ("check", "done"),
+        ("cython", "skipped"),
+        ("dask", "skipped"),
+    ]
+    report = keepwarm.run(env)
+
+    assert report.status == "done" and report.mode == "python"
+    assert report.rows == 1000 and report.columns == ["n", "square", "digits", "even"]
+    table = read_table(env)
+    assert table["n"].tolist() == list(range(1, 1001))
+    assert (table["square"] == table["n"] ** 2).all()
+    own_tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=apps / "squares",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert own_tests.returncode == 0, own_tests.stdout + own_tests.stderr
+    assert "3 passed" in own_tests.stdout
+
+
+def test_a_new_app_serves_in_service_mode_unchanged(tmp_path: Path) -> None:
+    init_app("squares", tmp_path / "apps")
+    service = keepwarm.Service(Env("squares", tmp_path / "apps"))
+    service.start(slots=1, timeout=60)
+    try:
+        assert service.submit({"value": 12}).result(timeout=30) == {
+            "n": 12,
+            "square": 144,
+            "digits": 3,
+            "even": True,
+        }
+    finally:
+        service.stop(timeout=30)
+
+
+def test_init_refuses_a_name_that_is_not_a_package_or_already_a_module(tmp_path: Path) -> None:
+    with pytest.raises(AppError, match="lowercase Python identifier"):
+        init_app("My-App", tmp_path)
+    with pytest.raises(AppError, match="already a module"):
+        init_app("json", tmp_path)
+    init_app("cubes", tmp_path)
+    with pytest.raises(AppError, match="already exists"):
+        init_app("cubes", tmp_path)
+
+
+def test_cli_init_install_distribute_run_data_export(tmp_path: Path) -> None:
+    apps = str(tmp_path / "apps")
+    steps = [
+        ("init", "squares", "--apps-path", apps),
+        ("install", "squares", "--apps-path", apps),
+        ("distribute", "squares", "--apps-path", apps, "--tree"),
+        ("run", "squares", "--apps-path", apps, "--mode", "pool"),
+        ("data", "squares", "--apps-path", apps, "--head", "2"),
+        ("export", "squares", "--apps-path", apps, "--columns", "n,square"),
+    ]
+    results = [keepwarm_cli(*argv, timeout=120) for argv in steps]
+
+    for argv, result in zip(steps, results, strict=True):
+        assert result.returncode == 0, (argv, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert "✓ check: worker squares.worker:Worker" in results[1].stderr
+    assert "├── worker-0  500 numbers (50.0%), 2 partitions" in results[2].stdout
+    assert "part0  count=250  numbers=[1, 250]" in results[2].stdout
+    assert "part3 done on worker-1" in results[3].stderr  # the log streamed as the run went
+    assert results[4].stdout.splitlines()[1].split() == ["1", "1", "1", "False"]
+    export = Path(results[5].stdout.strip())
+    assert export == tmp_path / "export" / "squares" / "export.csv"
+    assert export.read_text().splitlines()[:3] == ["n,square", "1,1", "2,4"]
+
+
+# ---------------------------------------------------------------- every mode, the same output; benchmark
+
+
+def test_every_mode_runs_the_saved_plan_moves_included_and_gives_the_table_of_python(mycode: Env) -> None:
+    modes, skipped = available_benchmark_modes()
+    assert {m.name for m in modes} >= {"python", "pool", "dask"}, skipped
+    keepwarm.distribute(mycode)
+    plan = move_partition(mycode, "p1", "worker-0")
+    assert [p.name for p in plan.workers["worker-0"]] == ["p0", "p1", "p2", "p4"]
+
+    report = benchmark(mycode)
+
+    document = json.loads((mycode.log_dir / "benchmark.json").read_text())
+    assert set(document) == {m.name for m in modes}
+    for name, entry in document.items():
+        assert set(entry) >= {"variant", "nodes", "node", "mode", "timing", "seconds", "order", "delta"}
+        assert entry["mode"] == name and entry["variant"] == RunMode.parse(name).bits
+        assert entry["nodes"] == 2 and entry["rows"] == 600 and entry["seconds"] > 0
+    assert sorted(e["order"] for e in document.values()) == list(range(1, len(modes) + 1))
+    fastest = min(document.values(), key=lambda e: e["seconds"])
+    assert fastest["order"] == 1 and fastest["delta"] == 0
+    assert report.same_output
+    python = read_table(mycode, document["python"]["run_id"])
+    assert list(python.columns) == MYCODE_COLUMNS and python["x"].tolist() == list(range(1, 601))
+    for name, entry in document.items():
+        mode = RunMode.parse(name)
+        pd.testing.assert_frame_equal(read_table(mycode, entry["run_id"]), python, obj=name)
+        run = find_run(mycode, entry["run_id"])
+        assert run.mode == name and run.moves == 1
+        by_name = {p.name: p for p in run.partitions}
+        assert by_name["p1"].worker == "worker-0"  # the moved partition ran on its new worker ...
+        if mode.executor != "python":  # ... in that worker's process, apart from worker-1's
+            worker_0 = {p.pid for p in run.partitions if p.worker == "worker-0"}
+            worker_1 = {p.pid for p in run.partitions if p.worker == "worker-1"}
+            assert worker_0 == {by_name["p1"].pid} and worker_0.isdisjoint(worker_1), name
+            assert os.getpid() not in worker_0 | worker_1
+        modules = {Path(p.worker_module_file or "").name for p in run.partitions}
+        if mode.cython:
+            assert modules == {f"worker{_ext_suffix()}"}  # the compiled module ran, not the source
+        else:
+            assert modules == {"worker.py"}
+        if mode.dask:
+            assert {p.code_from for p in run.partitions} == {"shipped"}  # via Dask's UploadDirectory
+
+
+def _ext_suffix() -> str:
+    import sysconfig
+
+    return str(sysconfig.get_config_var("EXT_SUFFIX"))
+
+
+def test_the_plan_is_saved_next_to_the_logs_and_an_unbalanced_one_is_flagged(mycode: Env) -> None:
+    plan = keepwarm.distribute(mycode)
+    saved = json.loads(plan_path(mycode).read_text())
+
+    assert plan_path(mycode).parent == mycode.log_dir
+    assert saved["schema"] == "keepwarm.workplan.v1"
+    assert (saved["partition_key"], saved["weights_key"], saved["unit"]) == ("range", "numbers", "numbers")
+    assert {w: [p["name"] for p in ps] for w, ps in saved["workers"].items()} == {
+        "worker-0": ["p0", "p2", "p4"],
+        "worker-1": ["p1", "p3", "p5"],
+    }
+    assert saved["workers"]["worker-0"][0] == {"name": "p0", "weight": 100.0, "data": [1, 100]}
+    assert saved["imbalance"] == 1.0 and saved["balanced"]
+    for partition in ("p3", "p5"):
+        plan = move_partition(mycode, partition, "worker-0")
+    assert plan.imbalance() == round(500 / 300, 4) and plan.imbalance() > IMBALANCE_LIMIT
+    assert "imbalance 1.67 (UNBALANCED" in render_tree(plan)
+    events: list[RunEvent] = []
+    keepwarm.run(mycode, "python", on_event=events.append)
+    assert "the work plan is unbalanced: imbalance 1.67" in [e.message for e in events if e.kind == "warning"]
+
+
+def test_moving_to_an_unknown_worker_or_partition_names_the_known_ones(mycode: Env) -> None:
+    keepwarm.distribute(mycode)
+
+    result = keepwarm_cli("distribute", str(mycode.app_dir), "--move", "p9", "--to", "worker-0")
+    assert "no partition 'p9' in the work plan; partitions: p0, p1, p2, p3, p4, p5" in assert_clean_failure(
+        result
+    )
+    result = keepwarm_cli("distribute", str(mycode.app_dir), "--move", "p1", "--to", "worker-7")
+    assert "no worker 'worker-7' in the work plan; workers: worker-0, worker-1" in assert_clean_failure(
+        result
+    )
+    result = keepwarm_cli("distribute", str(mycode.app_dir), "--move", "p1")
+    assert "--move PARTITION and --to WORKER go together" in assert_clean_failure(result)
+
+
+def test_a_run_rebuilds_the_plan_when_args_change_and_keeps_moves_otherwise(mycode: Env) -> None:
+    keepwarm.distribute(mycode)
+    move_partition(mycode, "p1", "worker-0")
+    kept = keepwarm.run(mycode, "python")
+    assert kept.moves == 1 and kept.rows == 600
+
+    events: list[RunEvent] = []
+    rebuilt = keepwarm.run(mycode, "python", args={"items": 60}, on_event=events.append)
+
+    assert rebuilt.rows == 60 and rebuilt.moves == 0
+    messages = [e.message for e in events]
+    assert any("work plan built (the saved work plan was built from other [args])" in m for m in messages)
+    assert "the 1 moves of the saved work plan were not kept" in messages
+    saved = load_plan(mycode)
+    assert saved is not None and saved.args["items"] == 60
+
+
+# ---------------------------------------------------------------- failures say what and where
+
+
+def test_a_failing_partition_fails_the_run_naming_it_and_keeps_the_traceback_in_the_log(
+    tmp_path: Path,
+) -> None:
+    worker = dedent(
+        """
+        class Worker:
+            def start(self):
+                pass
+
+            def work(self, item):
+                if item.name == "part2":
+                    raise ValueError("number 501 is cursed")
+                return [{"n": item.data[0]}]
+
+            def stop(self):
+                pass
+        """
+    )
+    env = Env(write_app(tmp_path / "apps", "cursed", worker))
+
+    with pytest.raises(RunError) as caught:
+        keepwarm.run(env, "python")
+
+    message = str(caught.value)
+    assert "partition part2 on worker-0" in message and "ValueError: number 501 is cursed" in message
+    log = Path(message.rpartition("log: ")[2])
+    assert "cursed/worker.py" in log.read_text() and "Traceback" in log.read_text()
+    runs = sorted(env.data_dir.iterdir())
+    assert json.loads((runs[-1] / "run.json").read_text())["status"] == "failed"
+    result = keepwarm_cli("data", str(env.app_dir))
+    assert "has no output yet" in assert_clean_failure(result)
+
+
+@pytest.mark.parametrize(
+    ("broken", "named"),
+    [
+        (
+            "import-error",
+            ["nonexistent_dependency", "broken/worker.py:1", "requirements.txt", "keepwarm install"],
+        ),
+        ("bad-args", ["app_settings.toml", "[args] items", "greater than or equal to 1"]),
+        (
+            "no-manager",
+            ["app_settings.toml", "[app] manager is not set", 'manager = "<package>.manager:Manager"'],
+        ),
+    ],
+)
+def test_install_of_a_broken_app_names_the_file_and_the_fix(
+    tmp_path: Path, broken: str, named: list[str]
+) -> None:
+    apps = tmp_path / "apps"
+    init_app("broken", apps)
+    folder = apps / "broken"
+    settings = folder / "app_settings.toml"
+    if broken == "import-error":
+        worker = folder / "broken" / "worker.py"
+        worker.write_text("import nonexistent_dependency\n" + worker.read_text())
+    elif broken == "bad-args":
+        settings.write_text(settings.read_text().replace("items = 1000", "items = 0"))
+    else:
+        settings.write_text(settings.read_text().replace('manager = "broken.manager:Manager"', ""))
+
+    result = keepwarm_cli("install", "broken", "--apps-path", str(apps))
+
+    message = assert_clean_failure(result)
+    assert "install broken: step 'check' failed" in message
+    for part in named:
+        assert part in message, (part, message)
+
+
+def test_a_dependency_that_cannot_be_installed_fails_step_dependencies(tmp_path: Path) -> None:
+    init_app("needy", tmp_path / "apps")
+    (tmp_path / "apps" / "needy" / "requirements.txt").write_text("no-such-package-for-keepwarm==1.0\n")
+
+    result = subprocess.run(
+        [*keepwarm_cli_command(), "install", "needy", "--apps-path", str(tmp_path / "apps")],
+        env=dict(os.environ, PIP_NO_INDEX="1"),  # no network: pip fails at once, deterministically
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    message = assert_clean_failure(result)
+    assert "install needy: step 'dependencies' failed: pip exited 1" in message
+    assert "no-such-package-for-keepwarm" in message and "requirements.txt" in message
+
+
+def keepwarm_cli_command() -> list[str]:
+    return [str(Path(sys.executable).parent / "keepwarm")]
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--mode", "rapids"], "mode rapids needs a CUDA GPU and cuDF: no CUDA GPU found"),
+        (["--mode", "turbo"], "unknown mode 'turbo'"),
+        (["--mode", "5"], "combines pool and dask"),
+        (["--args", '{"items": 0}'], "invalid args: items: input should be greater than or equal to 1"),
+    ],
+    ids=["rapids", "unknown", "pool-and-dask", "bad-args"],
+)
+def test_run_refuses_what_it_cannot_do_with_a_clear_message(argv: list[str], named: str, mycode: Env) -> None:
+    result = keepwarm_cli("run", str(mycode.app_dir), *argv)
+
+    assert named in assert_clean_failure(result)
+
+
+def test_mode_cython_without_a_c_compiler_says_which_is_missing(mycode: Env) -> None:
+    result = subprocess.run(
+        [*keepwarm_cli_command(), "run", str(mycode.app_dir), "--mode", "cython"],
+        env=dict(os.environ, CC="/nonexistent/cc"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    message = assert_clean_failure(result)
+    assert (
+        "mode cython needs Cython and a C compiler: the C compiler $CC='/nonexistent/cc' is not found"
+        in message
+    )
+
+
+def test_modes_parse_names_bits_and_the_references_letters() -> None:
+    assert [RunMode.parse(m).name for m in ("python", 1, "cython", 4, "pool+cython", "dc", 6)] == [
+        "python",
+        "pool",
+        "cython",
+        "dask",
+        "pool+cython",
+        "dask+cython",
+        "dask+cython",
+    ]
+    with pytest.raises(ModeError, match="out of range"):
+        RunMode.parse(16)
+
+
+# ---------------------------------------------------------------- output data
+
+
+def test_export_writes_exactly_the_chosen_columns(mycode: Env) -> None:
+    keepwarm.run(mycode, "python")
+
+    result = keepwarm_cli("export", str(mycode.app_dir), "--columns", "x,is_prime,collatz_steps")
+
+    assert result.returncode == 0, result.stderr
+    exported = pd.read_csv(result.stdout.strip())
+    assert list(exported.columns) == ["x", "is_prime", "collatz_steps"]
+    assert len(exported) == 600 and exported["is_prime"].sum() == 109  # primes up to 600
+    everything = export_columns(mycode)
+    assert everything.columns == MYCODE_COLUMNS
+    assert list(pd.read_csv(everything.path).columns) == MYCODE_COLUMNS
+    wrong = keepwarm_cli("export", str(mycode.app_dir), "--columns", "x,colatz")
+    assert "no column 'colatz' in run" in assert_clean_failure(wrong)
+    neither = keepwarm_cli("export", str(mycode.app_dir))
+    assert "--columns a,b or --all; columns: x, collatz_steps" in assert_clean_failure(neither)
+
+
+def test_data_previews_the_latest_output_as_json(mycode: Env) -> None:
+    keepwarm.run(mycode, "python", args={"items": 30})
+    latest = keepwarm.run(mycode, "python")
+
+    result = keepwarm_cli("data", str(mycode.app_dir), "--head", "3", "--json")
+
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["run_id"] == latest.run_id and document["rows"] == 600
+    assert document["head"][2] == {
+        "x": 3,
+        "collatz_steps": 7,
+        "collatz_peak": 16,
+        "prime_factors": "3",
+        "factor_count": 1,
+        "is_prime": True,
+    }
+    assert sorted(p.name for p in Path(latest.output_dir).iterdir()) == [
+        *(f"part-0000{i}.parquet" for i in range(6)),
+        "run.json",
+        "work_plan.json",
+    ]  # each partition's output is kept, beside the run's record and its plan
+    assert Path(latest.output_dir).parent == mycode.share_root / mycode.namespace / "data" / "mycode_project"
+
+
+# ---------------------------------------------------------------- install: isolated venv, Dask code shipping
+
+
+def build_wheel(folder: Path, name: str, source: str) -> Path:
+    """A pure-Python wheel of one module, built by hand (pip installs it offline, no build backend)."""
+    dist = f"{name}-1.0.dist-info"
+    files = {
+        f"{name}/__init__.py": source.encode(),
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
+        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: keepwarm-tests\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+    }
+    record = [
+        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}"
+        for path, data in files.items()
+    ]
+    files[f"{dist}/RECORD"] = ("\n".join([*record, f"{dist}/RECORD,,"]) + "\n").encode()
+    wheel = folder / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    return wheel
+
+
+def test_an_isolated_app_gets_its_dependencies_in_its_own_venv_and_runs_there(tmp_path: Path) -> None:
+    worker = dedent(
+        """
+        import kw_isolated_dep
+
+
+        class Worker:
+            def start(self):
+                pass
+
+            def work(self, item):
+                first, last = item.data
+                return [{"n": n, "magic": kw_isolated_dep.MAGIC * n} for n in range(first, last + 1)]
+
+            def stop(self):
+                pass
+        """
+    )
+    folder = write_app(tmp_path / "apps", "lonely", worker, settings_extra="")
+    settings = folder / "app_settings.toml"
+    settings.write_text(
+        settings.read_text()
+        .replace("isolated = false", "isolated = true")
+        .replace("items = 1000", "items = 40")
+    )
+    wheel = build_wheel(folder, "kw_isolated_dep", "MAGIC = 42\n")
+    (folder / "requirements.txt").write_text(f"./{wheel.name}\n")
+    env = Env(folder)
+
+    report = keepwarm.install(env)
+
+    assert report.isolated and report.python == str(
+        env.share_root / env.namespace / "venv" / "lonely" / "bin" / "python"
+    )
+    assert report.entry_points["python"] == report.python  # the check ran in the app's interpreter
+    with pytest.raises(ImportError):
+        __import__("kw_isolated_dep")  # installed for the app only, not into keepwarm's environment
+    events: list[RunEvent] = []
+    run = keepwarm.run(env, "python", on_event=events.append)
+    assert run.python == report.python and run.rows == 40
+    assert read_table(env)["magic"].tolist() == [42 * n for n in range(1, 41)]
+    assert any("part1 done on worker-1" in e.message for e in events)  # streamed from the venv's run
+
+
+def test_install_ships_the_code_to_every_dask_worker(mycode: Env) -> None:
+    report = keepwarm.install(mycode, dask=True)
+
+    step = {s.name: s for s in report.steps}["dask"]
+    assert step.status == "done" and "shipped to 2 workers" in step.detail
+    assert report.shipped is not None and report.shipped.startswith("mycode_project-")
+
+
+# ---------------------------------------------------------------- the reference's façade
+
+
+def test_the_agi_facade_installs_distributes_and_runs_with_the_references_arguments(mycode: Env) -> None:
+    async def main() -> tuple[dict[str, object], dict[str, object], dict[str, object]]:
+        installed = await keepwarm.AGI.install(mycode, modes_enabled=0, verbose=1)
+        plan = await keepwarm.AGI.get_distrib(mycode, workers={"127.0.0.1": 3}, items=90, partitions=9)
+        run = await keepwarm.AGI.run(
+            mycode, scheduler="127.0.0.1", workers={"127.0.0.1": 3}, mode=0, items=90, partitions=9
+        )
+        return installed, plan, run
+
+    installed, plan, run = asyncio.run(main())
+
+    assert installed["app"] == "mycode_project"
+    assert list(plan["workers"]) == ["worker-0", "worker-1", "worker-2"]  # type: ignore[call-overload]
+    assert plan["loads"] == {"worker-0": 30.0, "worker-1": 30.0, "worker-2": 30.0}
+    assert (
+        run["mode"] == "python"
+        and run["rows"] == 90
+        and run["workers"] == ["worker-0", "worker-1", "worker-2"]
+    )
+
+
+def test_an_async_worker_runs_in_run_mode(tmp_path: Path) -> None:
+    worker = dedent(
+        """
+        import asyncio
+
+
+        class Worker:
+            async def start(self):
+                self.loop = asyncio.get_running_loop()
+
+            async def work(self, item):
+                await asyncio.sleep(0)
+                assert asyncio.get_running_loop() is self.loop  # start()'s loop lives on
+                return {"first": [item.data[0]], "last": [item.data[1]]}
+
+            async def stop(self):
+                pass
+        """
+    )
+    env = Env(write_app(tmp_path / "apps", "waiter", worker))
+
+    report = keepwarm.run(env, "python")
+
+    assert read_table(env).to_dict("records") == [
+        {"first": 1, "last": 250},
+        {"first": 251, "last": 500},
+        {"first": 501, "last": 750},
+        {"first": 751, "last": 1000},
+    ]
+    assert report.rows == 4
+
+
+def test_a_partition_is_what_work_receives(tmp_path: Path) -> None:
+    worker = dedent(
+        """
+        from keepwarm import Partition
+
+
+        class Worker:
+            def start(self):
+                print("warming up")
+
+            def work(self, item):
+                assert isinstance(item, Partition)
+                print("working", item.name)
+                return {"name": item.name, "weight": item.weight}
+
+            def stop(self):
+                pass
+        """
+    )
+    env = Env(write_app(tmp_path / "apps", "echo", worker))
+
+    report = keepwarm.run(env, "python")
+
+    assert [p.file for p in report.partitions] == [f"part-0000{i}.json" for i in range(4)]
+    assert json.loads((Path(report.output_dir) / "part-00002.json").read_text()) == {
+        "name": "part2",
+        "weight": 250.0,
+    }
+    log = Path(report.log_path).read_text()
+    assert "| [worker-0 part0] warming up" in log and "| [worker-1 part3] working part3" in log
+    assert isinstance(Partition(name="p", data=[1, 2]), Partition)
