@@ -35,6 +35,18 @@ _EXPORTS = {
     "TaskFailed": "keepwarm.errors",
     "TaskNotFound": "keepwarm.errors",
     "ResultTimeout": "keepwarm.errors",
+    "Fleet": "keepwarm.fleet",
+    "FleetStatus": "keepwarm.fleet",
+    "FleetError": "keepwarm.fleet",
+    "FleetAlreadyRunning": "keepwarm.fleet",
+    "FleetStartError": "keepwarm.fleet",
+    "ServiceSummary": "keepwarm.fleet",
+    "list_services": "keepwarm.fleet",
+    "start_workflow": "keepwarm.workflow",
+    "workflow_status": "keepwarm.workflow",
+    "stop_workflow": "keepwarm.workflow",
+    "WorkflowStatus": "keepwarm.workflow",
+    "WorkflowNotFound": "keepwarm.workflow",
     "service_task": "keepwarm.inprocess",
     "function_task": "keepwarm.inprocess",
     "service_scope": "keepwarm.inprocess",
@@ -49,6 +61,11 @@ __all__ = [
     "AgiEnv",
     "AppError",
     "Env",
+    "Fleet",
+    "FleetAlreadyRunning",
+    "FleetError",
+    "FleetStartError",
+    "FleetStatus",
     "GateResult",
     "HealthReport",
     "InvalidTaskError",
@@ -61,6 +78,7 @@ __all__ = [
     "ServiceHandle",
     "ServiceNotRunning",
     "ServiceStartError",
+    "ServiceSummary",
     "ServiceTask",
     "ServiceTaskStopped",
     "SettingsError",
@@ -72,11 +90,17 @@ __all__ = [
     "TaskQueue",
     "TaskRecord",
     "WorkPlan",
+    "WorkflowNotFound",
+    "WorkflowStatus",
     "__version__",
     "function_task",
+    "list_services",
     "live_services",
     "service_scope",
     "service_task",
+    "start_workflow",
+    "stop_workflow",
+    "workflow_status",
 ]
 
 if TYPE_CHECKING:
@@ -110,6 +134,13 @@ if TYPE_CHECKING:
     from keepwarm.errors import (
         TaskNotFound as TaskNotFound,
     )
+    from keepwarm.fleet import Fleet as Fleet
+    from keepwarm.fleet import FleetAlreadyRunning as FleetAlreadyRunning
+    from keepwarm.fleet import FleetError as FleetError
+    from keepwarm.fleet import FleetStartError as FleetStartError
+    from keepwarm.fleet import FleetStatus as FleetStatus
+    from keepwarm.fleet import ServiceSummary as ServiceSummary
+    from keepwarm.fleet import list_services as list_services
     from keepwarm.health import GateResult as GateResult
     from keepwarm.health import HealthReport as HealthReport
     from keepwarm.lifecycle import ServiceAlreadyRunning as ServiceAlreadyRunning
@@ -127,6 +158,11 @@ if TYPE_CHECKING:
     from keepwarm.task import Task as Task
     from keepwarm.task import TaskItem as TaskItem
     from keepwarm.task import TaskRecord as TaskRecord
+    from keepwarm.workflow import WorkflowNotFound as WorkflowNotFound
+    from keepwarm.workflow import WorkflowStatus as WorkflowStatus
+    from keepwarm.workflow import start_workflow as start_workflow
+    from keepwarm.workflow import stop_workflow as stop_workflow
+    from keepwarm.workflow import workflow_status as workflow_status
 
 
 def __getattr__(name: str) -> Any:

@@ -54,24 +54,40 @@ def render_cli() -> str:
     for name, command in commands.items():
         lines.append(f"| [`{name}`](#keepwarm-{name}) | {_first_line(command.help)} |")
     for name, command in commands.items():
-        arguments = [p for p in command.params if p.param_type_name == "argument"]
-        options = [p for p in command.params if p.param_type_name == "option"]
-        usage = " ".join(["keepwarm", name, *(_metavar(p) for p in arguments), "[OPTIONS]"])
-        lines += [
-            "",
-            f"## keepwarm {name}",
-            "",
-            (command.help or "").strip(),
-            "",
-            "```text",
-            usage,
-            "```",
-            "",
-        ]
-        lines += ["| argument or option | default | meaning |", "| --- | --- | --- |"]
-        for param in arguments + options:
-            lines.append(f"| {_param_name(param)} | {_default(param)} | {_escape(param.help or '')} |")
+        if isinstance(command, click.Group):
+            lines += _group_section(name, command, context)
+        else:
+            lines += _command_section(f"keepwarm {name}", command, "##")
     return "\n".join(lines) + "\n"
+
+
+def _command_section(path: str, command: Any, heading: str) -> list[str]:
+    """A verb's (or a group's subcommand's) heading, help, usage and table of parameters."""
+    arguments = [p for p in command.params if p.param_type_name == "argument"]
+    options = [p for p in command.params if p.param_type_name == "option"]
+    usage = " ".join([path, *(_metavar(p) for p in arguments), "[OPTIONS]"])
+    lines = ["", f"{heading} {path}", "", (command.help or "").strip(), "", "```text", usage, "```", ""]
+    lines += ["| argument or option | default | meaning |", "| --- | --- | --- |"]
+    for param in arguments + options:
+        lines.append(f"| {_param_name(param)} | {_default(param)} | {_escape(param.help or '')} |")
+    return lines
+
+
+def _group_section(name: str, group: Any, context: Any) -> list[str]:
+    """A verb with subcommands (``keepwarm workflow start``): a table of them, then one section each."""
+    import click
+
+    lines = ["", f"## keepwarm {name}", "", (group.help or "").strip(), ""]
+    lines += ["| subcommand | what it does |", "| --- | --- |"]
+    subcommands: dict[str, click.Command] = {}
+    for sub in group.list_commands(context):
+        command = group.get_command(context, sub)
+        assert command is not None and command.help is not None, f"{name} {sub}"
+        subcommands[sub] = command
+        lines.append(f"| [`{sub}`](#keepwarm-{name}-{sub}) | {_first_line(command.help)} |")
+    for sub, command in subcommands.items():
+        lines += _command_section(f"keepwarm {name} {sub}", command, "###")
+    return lines
 
 
 def render_configuration() -> str:

@@ -40,6 +40,11 @@ VERBS: dict[str, str] = {
     "snapshot": "service:snapshot",
     "logs": "service:logs",
     "demo": "service:demo",
+    "up": "fleet:up",
+    "down": "fleet:down",
+    "ps": "fleet:ps",
+    "workflow": "fleet:workflow",
+    "mcp": "mcp:mcp",
     "ui": "ui:ui",
 }
 

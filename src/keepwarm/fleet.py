@@ -1,0 +1,616 @@
+"""Fleets: several services started and stopped as a group from one ``fleet.toml``, and the
+namespace's view of its services (``keepwarm ps``).
+
+A fleet file names a namespace and its services::
+
+    [fleet]
+    namespace = "team-a"            # required: keeps this fleet apart from other users and teams
+    apps_path = "apps"              # optional default for every service (relative to this file)
+
+    [services.calc]
+    app = "mycode_project"          # default: the service's name
+    workers = 2                     # default: the app's [cluster] slots
+    env = { CALC_MODE = "fast" }    # set in the environment of the supervisor and its loops
+
+    [workflow]                      # optional defaults of `keepwarm workflow start --fleet`
+    service = "calc"
+    count = 10
+
+``up`` starts every enabled service at once and returns when each one's loops are ready (by their
+heartbeats, within each app's ``start_timeout_sec``); it refuses when a member already runs, and a
+member that fails to start makes it stop the members it started.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from keepwarm.api import Service
+from keepwarm.env import Env, login_name
+from keepwarm.errors import KeepwarmError, SettingsError
+from keepwarm.health import GateThresholds, QueueHealth, evaluate_gate
+from keepwarm.settings import AppSection, AppSettings, ClusterSettings, describe_error
+from keepwarm.state import read_service_record
+
+FLEET_FILE = "fleet.toml"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_NAME = re.compile(NAME_PATTERN)
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Seconds a member's starter process gets beyond the member's own start timeout (its imports, the fork).
+_STARTER_MARGIN_SEC = 30.0
+
+T = TypeVar("T")
+
+
+class FleetError(KeepwarmError):
+    """A fleet could not be brought up or down; says which member and why."""
+
+
+class FleetAlreadyRunning(FleetError):
+    """``up`` found members of the fleet already running."""
+
+
+class FleetStartError(FleetError):
+    """A member of the fleet did not start; the members ``up`` had started were stopped again."""
+
+
+# ---------------------------------------------------------------------- the file
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FleetSection(_Table):
+    """``[fleet]``: the namespace every member runs in."""
+
+    namespace: str = Field(pattern=NAME_PATTERN, description="the namespace the services run in (required)")
+    apps_path: str | None = Field(
+        default=None, description="folder holding the apps, relative to the fleet file (default: its folder)"
+    )
+    description: str = Field(default="", description="one line about the fleet")
+
+
+class ServiceSpec(_Table):
+    """``[services.<name>]``: one member of the fleet."""
+
+    app: str | None = Field(default=None, description="the app folder's name (default: the service's name)")
+    apps_path: str | None = Field(
+        default=None, description="folder holding the app, relative to the fleet file (default: [fleet])"
+    )
+    enabled: bool = Field(default=True, description="up starts the service only when true")
+    workers: int | None = Field(default=None, ge=1, le=1024, description="loops (default: [cluster] slots)")
+    backend: Literal["local", "dask"] | None = Field(
+        default=None, description="where loops run (default: the app's [cluster] backend)"
+    )
+    timeout: float | None = Field(
+        default=None, gt=0, description="seconds to wait for ready (default: start_timeout_sec)"
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="environment of the service's supervisor and loops"
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _env_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not _ENV_KEY.match(key):
+                raise ValueError(f"{key!r} is not an environment variable name")
+            if key.startswith("KEEPWARM_"):
+                raise ValueError(f"{key} is keepwarm's own: the fleet sets the share and namespace")
+        return value
+
+
+class WorkflowDefaults(_Table):
+    """``[workflow]``: defaults of ``keepwarm workflow start --fleet``."""
+
+    service: str | None = Field(
+        default=None, description="the member that runs the workflow (default: the only enabled one)"
+    )
+    name: str | None = Field(
+        default=None, pattern=NAME_PATTERN, description="execution ids start with it (default: the app)"
+    )
+    count: int = Field(default=1, ge=1, le=1_000_000, description="tasks per workflow run")
+    args: dict[str, Any] = Field(default_factory=dict, description="each task's args")
+
+
+class FleetFile(_Table):
+    """The whole ``fleet.toml``."""
+
+    fleet: FleetSection
+    services: dict[str, ServiceSpec] = Field(min_length=1)
+    workflow: WorkflowDefaults = Field(default_factory=WorkflowDefaults)
+
+
+# ---------------------------------------------------------------------- status rows
+
+
+class ServiceSummary(BaseModel):
+    """One service as ``ps``, ``fleet_status`` and ``list_services`` show it.
+
+    ``ready`` means: the supervisor is alive, the status is not ``error``, at least one loop is
+    healthy, and the SLA gate passes, judging an idle service as ready (it is waiting for work).
+    ``gate`` is the gate's own verdict, with the app's ``allow_idle``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    service: str
+    app: str
+    namespace: str
+    enabled: bool = True
+    status: str
+    ready: bool
+    loops: int
+    loops_healthy: int
+    supervisor_pid: int | None
+    supervisor_alive: bool
+    queue: QueueHealth
+    gate_code: int
+    gate_passed: bool
+    gate_reasons: list[str]
+    conditions: list[str]
+
+
+class FleetStatus(BaseModel):
+    """A fleet's members, each with its readiness; ``ready`` when every enabled member is ready."""
+
+    model_config = ConfigDict(frozen=True)
+
+    fleet: str
+    namespace: str
+    ready: bool
+    services: list[ServiceSummary]
+
+
+def summarize(service: Service, name: str | None = None, *, enabled: bool = True) -> ServiceSummary:
+    """A service's status, readiness and gate verdict, from its files alone."""
+    report = service.status()
+    thresholds = GateThresholds.from_settings(service.env.settings.cluster.service_health)
+    gate = evaluate_gate(report, thresholds)
+    ready_gate = evaluate_gate(report, thresholds.model_copy(update={"allow_idle": True}))
+    ready = (
+        report.supervisor.alive
+        and report.status != "error"
+        and report.workers_healthy_count > 0
+        and ready_gate.passed
+    )
+    return ServiceSummary(
+        service=name or report.target,
+        app=report.target,
+        namespace=report.namespace,
+        enabled=enabled,
+        status=report.status,
+        ready=ready,
+        loops=len(report.worker_health),
+        loops_healthy=report.workers_healthy_count,
+        supervisor_pid=report.supervisor.pid if report.supervisor.alive else None,
+        supervisor_alive=report.supervisor.alive,
+        queue=report.queue,
+        gate_code=gate.code,
+        gate_passed=gate.passed,
+        gate_reasons=gate.reasons,
+        conditions=report.conditions,
+    )
+
+
+# ---------------------------------------------------------------------- the fleet
+
+
+@dataclass(frozen=True)
+class Member:
+    """A service of the fleet, resolved: its name, its spec and its app's Env in the fleet's namespace."""
+
+    name: str
+    spec: ServiceSpec
+    env: Env
+
+    @property
+    def service(self) -> Service:
+        return Service(self.env)
+
+
+class Fleet:
+    """Services started and stopped as a group, from a ``fleet.toml``."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, share_dir: str | os.PathLike[str] | None = None
+    ) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self.share_dir = share_dir
+        self.config = load_fleet_file(self.path)
+        self.namespace = self.config.fleet.namespace
+
+    @classmethod
+    def find(cls, fleet: str | os.PathLike[str] | None = None) -> Fleet:
+        """The fleet named on the command line: a path, a name (``NAME.toml``), or ``./fleet.toml``."""
+        return cls(resolve_fleet_path(fleet))
+
+    def __repr__(self) -> str:
+        return f"Fleet({str(self.path)!r}, namespace={self.namespace!r})"
+
+    @cached_property
+    def members(self) -> list[Member]:
+        """Every service of the file, enabled or not, in the file's order; each app is checked."""
+        members = []
+        seen: dict[str, str] = {}
+        for name, spec in self.config.services.items():
+            try:
+                env = Env(
+                    spec.app or name,
+                    self._apps_path(spec),
+                    share_dir=self.share_dir,
+                    namespace=self.namespace,
+                )
+            except KeepwarmError as exc:
+                raise SettingsError(f"{self.path}: [services.{name}]: {exc}") from None
+            if env.app_target in seen:
+                raise SettingsError(
+                    f"{self.path}: [services.{name}] and [services.{seen[env.app_target]}] both run app "
+                    f"{env.app_target!r}; one namespace holds one service per app"
+                )
+            seen[env.app_target] = name
+            members.append(Member(name, spec, env))
+        return members
+
+    @property
+    def enabled(self) -> list[Member]:
+        return [m for m in self.members if m.spec.enabled]
+
+    def member(self, name: str) -> Member:
+        """The member called ``name`` (or running the app ``name``); SettingsError listing them otherwise."""
+        for member in self.members:
+            if name in (member.name, member.env.app_target):
+                return member
+        names = ", ".join(m.name for m in self.members)
+        raise SettingsError(f"{self.path}: no service {name!r} in this fleet; its services: {names}")
+
+    def workflow_member(self, name: str | None = None) -> Member:
+        """The member a workflow runs on: ``name``, else ``[workflow] service``, else the only enabled one."""
+        chosen = name or self.config.workflow.service
+        if chosen is not None:
+            return self.member(chosen)
+        if len(self.enabled) == 1:
+            return self.enabled[0]
+        raise SettingsError(
+            f"{self.path}: name the service that runs the workflow ([workflow] service, or the APP "
+            f"argument); enabled services: {', '.join(m.name for m in self.enabled) or 'none'}"
+        )
+
+    def _apps_path(self, spec: ServiceSpec) -> Path:
+        chosen = spec.apps_path or self.config.fleet.apps_path
+        if chosen is None:
+            return self.path.parent
+        path = Path(chosen).expanduser()
+        return path if path.is_absolute() else self.path.parent / path
+
+    # ------------------------------------------------------------------ up, down, status
+
+    def up(self, *, timeout: float | None = None) -> FleetStatus:
+        """Start every enabled member at once; return when all are ready.
+
+        Refuses (FleetAlreadyRunning) when a member already runs. If a member fails to start, the
+        members this call started are stopped again and FleetStartError names the one that failed.
+        """
+        members = self.enabled
+        if not members:
+            raise FleetError(f"{self.path}: no enabled service to start")
+        running = [m for m in self.members if m.service.status().supervisor.alive]
+        if running:
+            raise FleetAlreadyRunning(self._already_running(running))
+        outcomes = _in_threads(lambda m: _start_member(m, timeout), members)
+        started = [m for m, outcome in zip(members, outcomes, strict=True) if outcome.ok]
+        failed = [(m, outcome) for m, outcome in zip(members, outcomes, strict=True) if not outcome.ok]
+        if failed:
+            _in_threads(lambda m: m.service.stop(), started)
+            if all(outcome.kind == "ServiceAlreadyRunning" for _, outcome in failed):
+                raise FleetAlreadyRunning(self._already_running([m for m, _ in failed]))
+            problems = "\n".join(f"service {m.name!r} (app {m.env.app_target}): {o.error}" for m, o in failed)
+            undone = f"; stopped again: {', '.join(m.name for m in started)}" if started else ""
+            raise FleetStartError(
+                f"fleet {self.path.name} (namespace {self.namespace}) did not start{undone}\n{problems}"
+            )
+        return self.status()
+
+    def _already_running(self, running: list[Member]) -> str:
+        names = ", ".join(f"{m.name} (app {m.env.app_target})" for m in running)
+        return (
+            f"fleet {self.path.name} (namespace {self.namespace}): already running: {names}; "
+            f"stop it first: keepwarm down {self.shown_path}"
+        )
+
+    @property
+    def shown_path(self) -> str:
+        """The fleet file's path as a user would type it: relative to the current folder when inside it."""
+        try:
+            return str(self.path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(self.path)
+
+    def down(self, *, timeout: float | None = None) -> list[dict[str, str]]:
+        """Stop every member (enabled or not) that runs; one ``{service, app, message}`` per member."""
+
+        def stop(member: Member) -> dict[str, str]:
+            outcome = member.service.stop(timeout=timeout)
+            return {"service": member.name, "app": member.env.app_target, "message": outcome["message"]}
+
+        results = _in_threads(_catching(stop), self.members)
+        errors = [
+            f"service {m.name!r}: {r}"
+            for m, r in zip(self.members, results, strict=True)
+            if isinstance(r, str)
+        ]
+        if errors:
+            raise FleetError(f"fleet {self.path.name}: not every service stopped:\n" + "\n".join(errors))
+        return [r for r in results if isinstance(r, dict)]
+
+    def status(self) -> FleetStatus:
+        """Every member's status and readiness (read-only, from the files)."""
+        rows = [summarize(m.service, m.name, enabled=m.spec.enabled) for m in self.members]
+        enabled = [row for row in rows if row.enabled]
+        return FleetStatus(
+            fleet=str(self.path),
+            namespace=self.namespace,
+            ready=bool(enabled) and all(row.ready for row in enabled),
+            services=rows,
+        )
+
+    async def aup(self, *, timeout: float | None = None) -> FleetStatus:
+        return await _in_thread(lambda: self.up(timeout=timeout))
+
+    async def adown(self, *, timeout: float | None = None) -> list[dict[str, str]]:
+        return await _in_thread(lambda: self.down(timeout=timeout))
+
+    async def astatus(self) -> FleetStatus:
+        return await _in_thread(self.status)
+
+
+def resolve_fleet_path(fleet: str | os.PathLike[str] | None) -> Path:
+    """The fleet file: a path, a name (``NAME.toml`` here), else ``$KEEPWARM_FLEET``, else fleet.toml."""
+    chosen = fleet if fleet is not None else os.environ.get("KEEPWARM_FLEET") or FLEET_FILE
+    path = Path(chosen).expanduser()
+    if not path.is_file() and path.suffix != ".toml" and path.with_name(path.name + ".toml").is_file():
+        path = path.with_name(path.name + ".toml")
+    if not path.is_file():
+        hint = "" if fleet is not None else "; pass one: keepwarm up path/to/fleet.toml"
+        raise SettingsError(f"fleet file {str(path)!r} not found{hint} (see docs/fleets.md)")
+    return path
+
+
+def load_fleet_file(path: Path) -> FleetFile:
+    """Read and validate a ``fleet.toml``; errors name the file and the key."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"fleet file {str(path)!r} not found (see docs/fleets.md)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        config = FleetFile.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(error) for error in exc.errors()]
+        raise SettingsError(f"{path}: " + "; ".join(problems)) from None
+    for name in config.services:
+        if not _NAME.match(name):
+            raise SettingsError(
+                f"{path}: [services.{name}]: a service name is letters, digits, '_', '-', '.'"
+            )
+    if config.workflow.service is not None and config.workflow.service not in config.services:
+        raise SettingsError(
+            f"{path}: [workflow] service: no [services.{config.workflow.service}] in this file; "
+            f"its services: {', '.join(config.services)}"
+        )
+    return config
+
+
+def _describe(error: Any) -> str:
+    loc = tuple(error["loc"])
+    # A model validator's message (env keys) is clearer without pydantic's "Value error, " prefix.
+    if error["type"] == "value_error":
+        where = f"[{'.'.join(str(p) for p in loc[:-1])}] {loc[-1]}" if len(loc) > 1 else str(loc[0])
+        return f"{where}: {error['ctx']['error']!s}"
+    if error["type"] == "extra_forbidden" and len(loc) == 3 and loc[0] == "services":
+        known = sorted(ServiceSpec.model_fields)
+        close = difflib.get_close_matches(str(loc[2]), known, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
+        return f"[services.{loc[1]}] {loc[2]}: unknown key; {hint}"
+    return describe_error(error, FleetFile)
+
+
+# ---------------------------------------------------------------------- starting one member
+
+
+@dataclass(frozen=True)
+class _StartOutcome:
+    ok: bool
+    kind: str = ""
+    error: str = ""
+
+
+def _start_member(member: Member, timeout: float | None) -> _StartOutcome:
+    """Start one member in a starter process whose environment carries the member's ``env``.
+
+    The supervisor and its loops inherit the environment of the process that starts them, so the
+    member's variables are set there and nowhere else: not in this process, where other threads may be
+    starting other members.
+    """
+    env = member.env
+    wait = member.spec.timeout if timeout is None else timeout
+    command = [
+        sys.executable,
+        "-m",
+        "keepwarm.fleet",
+        "--app",
+        str(env.app_dir),
+        "--share-dir",
+        str(env.share_root),
+        "--namespace",
+        env.namespace,
+    ]
+    if member.spec.workers is not None:
+        command += ["--slots", str(member.spec.workers)]
+    if member.spec.backend is not None:
+        command += ["--backend", member.spec.backend]
+    if wait is not None:
+        command += ["--timeout", str(wait)]
+    deadline = (wait if wait is not None else env.settings.cluster.start_timeout_sec) + _STARTER_MARGIN_SEC
+    starter = subprocess.Popen(
+        command,
+        env={**os.environ, **member.spec.env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = starter.communicate(timeout=deadline)
+    except subprocess.TimeoutExpired:
+        starter.kill()
+        starter.communicate()
+        return _StartOutcome(False, "timeout", f"no answer from its starter within {deadline:.0f}s")
+    for line in reversed(out.splitlines()):
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(answer, dict) and "ok" in answer:
+            return _StartOutcome(
+                bool(answer["ok"]), str(answer.get("kind", "")), str(answer.get("error", ""))
+            )
+    return _StartOutcome(False, "crash", f"its starter exited {starter.returncode}: {err.strip()[-2000:]}")
+
+
+def _starter_main(argv: list[str] | None = None) -> int:
+    """``python -m keepwarm.fleet``: start one service and print one JSON line saying how it went."""
+    import argparse
+
+    from keepwarm import lifecycle
+
+    parser = argparse.ArgumentParser(prog="python -m keepwarm.fleet", description=_starter_main.__doc__)
+    parser.add_argument("--app", required=True)
+    parser.add_argument("--share-dir", required=True)
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--slots", type=int)
+    parser.add_argument("--timeout", type=float)
+    parser.add_argument("--backend", choices=("local", "dask"))
+    options = parser.parse_args(argv)
+    try:
+        env = Env(options.app, share_dir=options.share_dir, namespace=options.namespace)
+        # ``backend`` is passed only when the fleet names one: the keyword comes with the Dask backend.
+        start: Callable[..., str] = lifecycle.start_service
+        chosen = {"backend": options.backend} if options.backend else {}
+        start(env, slots=options.slots, timeout=options.timeout, **chosen)
+    except KeepwarmError as exc:
+        print(json.dumps({"ok": False, "kind": type(exc).__name__, "error": str(exc)}))
+        return 1
+    except Exception as exc:  # reported to the fleet as this member's error, not lost in a traceback
+        print(json.dumps({"ok": False, "kind": type(exc).__name__, "error": repr(exc)}))
+        return 1
+    print(json.dumps({"ok": True}))
+    return 0
+
+
+# ---------------------------------------------------------------------- the namespace's services
+
+
+class _RecordedEnv(Env):
+    """An Env rebuilt from a service's own ``service.json``, for services whose app folder is not at hand.
+
+    ``ps`` lists every service of a namespace, whoever started it and from wherever: the service
+    folder records the ``[cluster]`` settings the service runs with, which is all its health needs.
+    """
+
+    def __init__(self, service_dir: Path, share_root: Path, namespace: str) -> None:
+        record = read_service_record(service_dir / "service.json")
+        try:
+            cluster = ClusterSettings.model_validate(record.settings) if record else ClusterSettings()
+        except ValidationError:
+            cluster = ClusterSettings()
+        self.verbose = 0
+        self.apps_path = service_dir.parent
+        self.app_dir = service_dir
+        self.app_target = self.app = service_dir.name
+        self.settings_path = service_dir / "service.json"
+        self.settings = AppSettings.model_construct(
+            app=AppSection.model_construct(worker="unknown:Worker"), args={}, cluster=cluster
+        )
+        self.share_root = share_root
+        self.namespace = namespace
+
+
+def namespace_root(
+    namespace: str | None = None, share_dir: str | os.PathLike[str] | None = None
+) -> tuple[Path, str]:
+    """The share and namespace of the verbs that take no app: explicit, else the environment, else defaults.
+
+    The share is ``share_dir``, else ``$KEEPWARM_SHARE``, else ``$XDG_DATA_HOME/keepwarm``; the
+    namespace is ``namespace``, else ``$KEEPWARM_NAMESPACE``, else the login name.
+    """
+    chosen = share_dir or os.environ.get("KEEPWARM_SHARE")
+    if chosen:
+        share = Path(chosen).expanduser().absolute()
+    else:
+        share = Path(os.environ.get("XDG_DATA_HOME") or "~/.local/share").expanduser().absolute() / "keepwarm"
+    name = namespace or os.environ.get("KEEPWARM_NAMESPACE") or login_name()
+    if not _NAME.match(name):
+        raise SettingsError(f"namespace {name!r} is not a safe name: use letters, digits, '_', '-', '.'")
+    return share, name
+
+
+def list_services(
+    namespace: str | None = None, share_dir: str | os.PathLike[str] | None = None
+) -> list[ServiceSummary]:
+    """Every service of a namespace (every folder under ``<share>/<namespace>/service/``), by name."""
+    share, name = namespace_root(namespace, share_dir)
+    folder = share / name / "service"
+    try:
+        dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except FileNotFoundError:
+        return []
+    return [summarize(Service(_RecordedEnv(d, share, name), check_args=False)) for d in dirs]
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _in_threads(function: Callable[[Member], T], members: list[Member]) -> list[T]:
+    if not members:
+        return []
+    with ThreadPoolExecutor(max_workers=len(members)) as pool:
+        return list(pool.map(function, members))
+
+
+def _catching(function: Callable[[Member], T]) -> Callable[[Member], T | str]:
+    def run(member: Member) -> T | str:
+        try:
+            return function(member)
+        except KeepwarmError as exc:
+            return str(exc)
+
+    return run
+
+
+async def _in_thread(function: Callable[[], T]) -> T:
+    import asyncio
+
+    return await asyncio.to_thread(function)
+
+
+if __name__ == "__main__":
+    sys.exit(_starter_main())

@@ -1,0 +1,309 @@
+"""The MCP server, driven by the official SDK's client: `keepwarm mcp` runs as a real subprocess
+(stdio, or HTTP on 127.0.0.1) against real services on the test's isolated share."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from keepwarm.app import load_args_model
+from keepwarm.env import Env
+from keepwarm.errors import KeepwarmError
+from keepwarm.fleet import Fleet
+from keepwarm.lifecycle import stop_service
+from keepwarm.mcp_server import READ_TOOLS, WRITE_TOOLS, http_token
+
+from .conftest import EXAMPLE_APPS, ROOT
+
+KEEPWARM = str(Path(sys.executable).parent / "keepwarm")
+APPS = str(EXAMPLE_APPS)
+NAMESPACE = "agents"
+
+
+def server(*args: str) -> StdioServerParameters:
+    # The SDK gives a stdio server only a minimal environment: pass the test's share and log dirs.
+    return StdioServerParameters(command=KEEPWARM, args=["mcp", *args], env=dict(os.environ), cwd=str(ROOT))
+
+
+async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
+    """Call a tool that must succeed; its structured result."""
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, f"{tool}: {result.content}"
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def refused(client: Client, tool: str, **arguments: Any) -> str:
+    """Call a tool that must fail; its error text."""
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error, f"{tool} should have failed: {result.structured_content}"
+    text = getattr(result.content[0], "text", "")
+    assert "Traceback" not in text
+    return " ".join(text.split())
+
+
+async def eventually(
+    client: Client, tool: str, check: Any, timeout: float = 30, **arguments: Any
+) -> dict[str, Any]:
+    """Call a read tool until ``check(result)`` holds; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await call(client, tool, **arguments)
+        if check(result):
+            return result
+        assert time.monotonic() < deadline, f"{tool} never satisfied the check: {result}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def fleet_file(tmp_path: Path) -> Iterator[Path]:
+    """A one-service fleet in the namespace ``agents``; everything the server may start is stopped after."""
+    path = tmp_path / "fleet.toml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            [fleet]
+            namespace = "{NAMESPACE}"
+            apps_path = "{APPS}"
+
+            [services.flaky]
+            workers = 1
+            """
+        )
+    )
+    yield path
+    try:
+        stop_service(Env("mycode_project", APPS, namespace=NAMESPACE), timeout=5)
+    finally:
+        Fleet(path).down(timeout=5)
+
+
+def test_every_tool_over_stdio_against_real_services(fleet_file: Path) -> None:
+    async def scenario() -> None:
+        parameters = server("--fleet", str(fleet_file), "--apps-path", APPS, "--expose", "mycode_project")
+        async with Client(parameters) as client:
+            tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+            assert set(tools) == READ_TOOLS | WRITE_TOOLS | {"mycode_project"}
+            args_model = load_args_model(Env("mycode_project", APPS))
+            assert args_model is not None
+            assert tools["mycode_project"].input_schema == args_model.model_json_schema()
+            assert tools["service_status"].annotations is not None
+            assert tools["service_status"].annotations.read_only_hint is True
+
+            # Before anything runs: an unknown app, and a service that is not running.
+            assert "app 'nope' not found" in await refused(client, "service_status", app="nope")
+            assert "apps there: flaky, model_server, mycode_project" in await refused(
+                client, "start_service", app="nope"
+            )
+            not_running = "service 'mycode_project' is not running (status stopped); start it first"
+            assert not_running in await refused(client, "submit_task", app="mycode_project", args={"x": 3})
+            assert not_running in await refused(client, "mycode_project", x=3)
+            stopped = await call(client, "service_health", app="mycode_project")
+            assert stopped["status"] == "stopped" and stopped["gate"]["code"] == 3
+
+            # A service: started, refused twice, listed; idle fails the app's gate, an override passes it.
+            started = await call(client, "start_service", app="mycode_project", workers=1)
+            assert started["started"] and started["ready"] and started["status"] == "idle"
+            assert started["namespace"] == NAMESPACE and started["loops_healthy"] == 1
+            assert "is running (supervisor pid" in await refused(
+                client, "start_service", app="mycode_project"
+            )
+            listed = await call(client, "list_services")
+            assert listed["namespace"] == NAMESPACE
+            assert [(row["app"], row["ready"]) for row in listed["services"]] == [("mycode_project", True)]
+            health = await call(client, "service_health", app="mycode_project")
+            assert health["gate"]["code"] == 4 and health["gate"]["reasons"] == [
+                "status is idle and allow_idle = false"
+            ]
+            assert (await call(client, "service_health", app="mycode_project", allow_idle=True))["gate"][
+                "passed"
+            ]
+            assert (await call(client, "service_status", app="mycode_project"))["workers_healthy_count"] == 1
+
+            # Tasks: submitted, their results read back; bad args and unknown ids are refused.
+            submitted = await call(client, "submit_task", app="mycode_project", args={"x": 6})
+            assert submitted["state"] in ("pending", "running", "done")
+            outcome = await call(
+                client, "get_result", app="mycode_project", task_id=submitted["task_id"], timeout=30
+            )
+            assert outcome["finished"] and outcome["status"] == "done"
+            assert outcome["result"] == {"x": 6, "collatz_steps": 8, "prime_factors": [2, 3]}
+            invalid = await refused(client, "submit_task", app="mycode_project", args={"x": 0})
+            assert "invalid args: x: input should be greater than or equal to 1" in invalid
+            assert "no task 'nope'" in await refused(
+                client, "get_result", app="mycode_project", task_id="nope"
+            )
+
+            # The exposed app: one call, one task, its result.
+            ran = await call(client, "mycode_project", x=12)
+            assert ran["result"] == {"x": 12, "collatz_steps": 9, "prime_factors": [2, 2, 3]}
+            assert "greater than or equal to 1" in await refused(client, "mycode_project", x=0)
+
+            # A workflow run: an id at once, progress to completion; an ended run cannot be stopped.
+            run = await call(client, "start_workflow", app="mycode_project", count=3, args={"x": 5})
+            assert run["execution_id"].startswith("mycode_project-") and run["total"] == 3
+            done = await eventually(
+                client, "workflow_status", lambda r: r["state"] != "running", execution_id=run["execution_id"]
+            )
+            assert done["state"] == "completed" and done["progress"]["done"] == 3
+            assert (await call(client, "stop_workflow", execution_id=run["execution_id"]))[
+                "state"
+            ] == "completed"
+            assert "no workflow run 'x-y-0042'" in await refused(
+                client, "workflow_status", execution_id="x-y-0042"
+            )
+            assert "not an execution id" in await refused(client, "stop_workflow", execution_id="../0001")
+
+            outcome = await call(client, "stop_service", app="mycode_project")
+            assert outcome == {"status": "stopped", "message": "service mycode_project stopped"}
+            again = await call(client, "stop_service", app="mycode_project")
+            assert again["message"] == "service mycode_project is already stopped"
+
+            # The fleet: up (ready), refused while up; a crash makes the gate fail, so it is not ready.
+            assert not (await call(client, "fleet_status"))["ready"]
+            up = await call(client, "fleet_up")
+            assert up["ready"] and up["namespace"] == NAMESPACE and up["services"][0]["service"] == "flaky"
+            assert "already running: flaky (app flaky); stop it first: keepwarm down" in await refused(
+                client, "fleet_up"
+            )
+            crash = await call(
+                client, "submit_task", app="flaky", args={"action": "crash", "only_attempt": 1}
+            )
+            recovered = await call(client, "get_result", app="flaky", task_id=crash["task_id"], timeout=30)
+            assert recovered["status"] == "done" and recovered["result"]["attempt"] == 2
+            status = await eventually(
+                client, "fleet_status", lambda r: r["services"][0]["loops_healthy"] == 1
+            )
+            row = status["services"][0]
+            assert row["supervisor_alive"] and row["status"] == "running"
+            assert (
+                row["gate_code"] == 5 and not row["ready"] and not status["ready"]
+            )  # restart rate 1.0 > 0.25
+
+            down = await call(client, "fleet_down")
+            assert down["services"] == [
+                {"service": "flaky", "app": "flaky", "message": "service flaky stopped"}
+            ]
+            assert (await call(client, "fleet_status"))["services"][0]["status"] == "stopped"
+            assert "fleet file 'nope.toml' not found" in await refused(
+                client, "fleet_status", fleet="nope.toml"
+            )
+
+    asyncio.run(scenario())
+
+
+def test_read_only_serves_only_the_read_tools() -> None:
+    async def scenario() -> None:
+        async with Client(server("--read-only", "--apps-path", APPS)) as client:
+            assert {tool.name for tool in (await client.list_tools()).tools} == READ_TOOLS
+            assert "Unknown tool: start_service" in await refused(
+                client, "start_service", app="mycode_project"
+            )
+            status = await call(client, "service_status", app="mycode_project")
+            assert status["status"] == "stopped"
+
+    asyncio.run(scenario())
+
+
+def test_http_refuses_requests_without_the_token_and_serves_with_it() -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "KEEPWARM_MCP_TOKEN"}
+    process = subprocess.Popen(
+        [KEEPWARM, "mcp", "--http", "--port", "0", "--apps-path", APPS],
+        env=environment,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        url = token = None
+        while url is None or token is None:
+            line = process.stderr.readline()
+            assert line, f"the server exited ({process.wait()}) before announcing itself"
+            if " tools at http://" in line:
+                url = line.split(" tools at ")[1].split(",")[0]
+            if "bearer token" in line:
+                token = line.rsplit(": ", 1)[1].strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/mcp") and len(token) >= 32
+
+        ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        refused_plain = httpx2.post(url, json=ping)
+        assert refused_plain.status_code == 401 and refused_plain.headers["www-authenticate"].startswith(
+            "Bearer"
+        )
+        assert httpx2.post(url, json=ping, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx2.post(url, json=ping, headers={"Authorization": token}).status_code == 401
+
+        outside = socket.gethostbyname(socket.gethostname())
+        if not outside.startswith("127."):  # nothing listens on the machine's other addresses
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(
+                    (outside, int(url.rsplit(":", 1)[1].split("/")[0])), timeout=2
+                ).close()
+
+        async def scenario() -> None:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with (
+                httpx2.AsyncClient(headers=headers) as http,
+                Client(streamable_http_client(url, http_client=http)) as client,
+            ):
+                assert {tool.name for tool in (await client.list_tools()).tools} == READ_TOOLS | WRITE_TOOLS
+                assert (await call(client, "service_status", app="mycode_project"))["status"] == "stopped"
+
+        asyncio.run(scenario())
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def test_the_token_comes_from_the_environment_and_must_be_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEPWARM_MCP_TOKEN", "short")
+    with pytest.raises(KeepwarmError, match="KEEPWARM_MCP_TOKEN is too short"):
+        http_token()
+    monkeypatch.setenv("KEEPWARM_MCP_TOKEN", "a-long-enough-secret-token")
+    assert http_token() == ("a-long-enough-secret-token", False)
+    monkeypatch.delenv("KEEPWARM_MCP_TOKEN")
+    generated, was_generated = http_token()
+    assert was_generated and len(generated) >= 32 and generated != http_token()[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--read-only", "--expose", "mycode_project"], "cannot be combined with --read-only"),
+        (["--expose", "nope"], "app 'nope' not found"),
+        (["--expose", "mycode_project", "--expose", "mycode_project"], "expose each app once"),
+        (["--fleet", "missing.toml"], "fleet file 'missing.toml' not found"),
+    ],
+)
+def test_bad_server_options_are_one_clear_error(args: list[str], expected: str) -> None:
+    result = subprocess.run(
+        [KEEPWARM, "mcp", "--apps-path", APPS, *args],
+        env=dict(os.environ),
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("error:") and "Traceback" not in result.stderr
+    assert expected in result.stderr
