@@ -11,7 +11,11 @@ warm vs cold     ``model_server`` with a 1 s ``start()`` (loading a model): one 
 status at scale  ``Service.status()`` in process, and the ``keepwarm status`` command (interpreter
                  start included), with 10,000 pending tasks.
 
-Usage: ``.venv/bin/python bench/service.py [--quick] [--json PATH]``. Targets are printed, never
+on Dask          the round trip p50 and throughput of ``mycode_project`` through keepwarm on the Dask
+                 backend (2 loops on the LocalCluster it starts), beside raw ``client.submit(...).result()``
+                 and ``client.map`` + ``gather`` on the same cluster, in the same run.
+
+Usage: ``.venv/bin/python bench/service.py [--quick] [--no-dask] [--json PATH]``. Targets are printed, never
 asserted; every service started here is stopped, and the temp share removed. See docs/benchmarks.md.
 """
 
@@ -53,6 +57,71 @@ item = TaskItem("t", "task", app.validate_args({"inputs": [1.0, 2.0]}), None, 1,
 print(worker.work(item)["score"])
 worker.stop()
 """
+
+
+def facts(x: int) -> dict[str, object]:
+    """What mycode_project's work() answers, as a plain function for raw Dask."""
+    steps, n = 0, x
+    while n != 1:
+        n = n // 2 if n % 2 == 0 else 3 * n + 1
+        steps += 1
+    factors, divisor, n = [], 2, x
+    while divisor * divisor <= n:
+        while n % divisor == 0:
+            factors.append(divisor)
+            n //= divisor
+        divisor += 1
+    if n > 1:
+        factors.append(n)
+    return {"x": x, "collatz_steps": steps, "prime_factors": factors}
+
+
+def on_dask(env: keepwarm.Env, requests: int, burst: int) -> dict[str, float]:
+    """Round trip p50 and throughput through keepwarm on Dask, then raw Dask on the same cluster.
+
+    The service runs 2 loops on the LocalCluster it starts; it is then stopped with the cluster kept
+    (``shutdown=False``) so that raw ``client.submit(...).result()`` runs on the same, now idle, workers.
+    """
+    from distributed import Client
+
+    from keepwarm.cluster import stop_keeper
+    from keepwarm.state import read_service_record
+
+    service = keepwarm.Service(env)
+    service.start(backend="dask")
+    try:
+        service.submit({"x": 1}).result(timeout=60)
+
+        def through_keepwarm() -> float:
+            began = time.perf_counter()
+            service.submit({"x": 27}).result(timeout=60)
+            return time.perf_counter() - began
+
+        kw_p50 = statistics.median(through_keepwarm() for _ in range(requests))
+        began = time.perf_counter()
+        for handle in service.submit_many([{"args": {"x": x}} for x in range(1, burst + 1)]):
+            handle.result(timeout=300)
+        kw_rate = burst / (time.perf_counter() - began)
+    finally:
+        service.stop(shutdown=False)
+    record = read_service_record(env.service_dir / "service.json")
+    assert record is not None and record.cluster is not None
+    try:
+        with Client(record.cluster.address, set_as_default=False) as client:
+            client.submit(facts, 1, pure=False).result()
+
+            def through_dask() -> float:
+                began = time.perf_counter()
+                client.submit(facts, 27, pure=False).result()
+                return time.perf_counter() - began
+
+            raw_p50 = statistics.median(through_dask() for _ in range(requests))
+            began = time.perf_counter()
+            client.gather(client.map(facts, range(1, burst + 1), pure=False))
+            raw_rate = burst / (time.perf_counter() - began)
+    finally:
+        stop_keeper(env.service_dir / "cluster.json")
+    return {"kw_p50": kw_p50, "kw_rate": kw_rate, "raw_p50": raw_p50, "raw_rate": raw_rate}
 
 
 def median_of(repeat: int, measure: Callable[[], float]) -> float:
@@ -135,6 +204,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and 2,000 pending tasks")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--no-dask", action="store_true", help="skip the Dask backend's figures")
     options = parser.parse_args()
     share = Path(
         tempfile.mkdtemp(
@@ -163,6 +233,14 @@ def main() -> None:
         status_sec, cli_sec = status_at_scale(
             keepwarm.Env("mycode_project", app_copy, namespace="scale"), pending
         )
+        dask = None
+        if not options.no_dask:
+            console.print("round trip and throughput on Dask: keepwarm, then raw Dask on the same cluster")
+            dask = on_dask(
+                keepwarm.Env("mycode_project", app_copy, namespace="dask"),
+                100 if options.quick else 300,
+                1000 if options.quick else 3000,
+            )
     finally:
         shutil.rmtree(share, ignore_errors=True)
     rows = [
@@ -181,13 +259,31 @@ def main() -> None:
         ),
         (f"keepwarm status with {pending:,} pending", cli_sec * 1000, "ms", "<= 300 ms", cli_sec <= 0.3),
     ]
+    if dask is not None:
+        rows += [
+            ("Dask: round trip p50 through keepwarm (2 loops)", dask["kw_p50"] * 1000, "ms", "", None),
+            ("Dask: round trip p50, raw client.submit().result()", dask["raw_p50"] * 1000, "ms", "", None),
+            (
+                "Dask: raw / keepwarm round trip",
+                dask["raw_p50"] / dask["kw_p50"],
+                "x",
+                ">= 1x",
+                dask["raw_p50"] >= dask["kw_p50"],
+            ),
+            ("Dask: throughput through keepwarm", dask["kw_rate"], "/s", "", None),
+            ("Dask: throughput, raw client.map + gather", dask["raw_rate"], "/s", "", None),
+        ]
     table = Table(title=f"service mode (medians; {repeat} repetitions)")
     for column in ("measure", "value", "target", ""):
         table.add_column(column)
     for name, value, unit, target, ok in rows:
         shown = (
-            f"{value:,.0f}x"
+            f"{value:,.1f}x"
+            if unit == "x" and value < 100
+            else f"{value:,.0f}x"
             if unit == "x"
+            else f"{value:,.0f} tasks/s"
+            if unit == "/s"
             else f"{value:.3f} {unit}"
             if unit == "s"
             else f"{value:.2f} {unit}"
