@@ -1,8 +1,8 @@
 """Wake-ups when files appear in a folder: inotify on local Linux filesystems, polling elsewhere.
 
 inotify does not see changes made by another host on a shared filesystem, so the filesystem type
-is checked (``/proc/self/mountinfo``) and shared ones are polled with back-off. ``KEEPWARM_WATCH=poll``
-forces polling.
+is checked with statfs(2) and shared ones are polled with back-off. ``KEEPWARM_WATCH=poll`` forces
+polling.
 """
 
 from __future__ import annotations
@@ -30,35 +30,47 @@ _EVENT_HEADER = struct.Struct("iIII")
 POLL_MIN_SEC = 0.002
 POLL_MAX_SEC = 0.25
 
-_SHARED_FS = frozenset(
-    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "lustre", "9p", "afs", "gpfs"}
-    | {"beegfs", "ocfs2", "gfs2", "davfs", "virtiofs", "vboxsf", "panfs", "orangefs"}
-)
+# statfs(2) f_type magic numbers of network and cluster filesystems, where inotify does not see what
+# other hosts write (FUSE covers sshfs, glusterfs, virtiofs and friends).
+_SHARED_FS = {
+    0x6969: "nfs",
+    0x517B: "smb",
+    0xFF534D42: "cifs",
+    0xFE534D42: "smb2",
+    0x00C36400: "ceph",
+    0x65735546: "fuse",
+    0x01021997: "9p",
+    0x0BD00BD0: "lustre",
+    0x47504653: "gpfs",
+    0x5346414F: "afs",
+    0x6B414653: "kafs",
+    0x7461636F: "ocfs2",
+    0x01161970: "gfs2",
+    0x19920407: "orangefs",
+    0xAAD7AAEA: "panfs",
+    0x786F4256: "vboxsf",
+    0x73757245: "coda",
+}
 
 
-def filesystem_type(path: Path) -> str | None:
-    """The type of the filesystem holding ``path`` (``ext4``, ``nfs4``, ...), None if unknown."""
-    try:
-        target = os.path.realpath(path)
-        best, best_type = "", None
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
-            for line in mounts:
-                before, _, after = line.partition(" - ")
-                mount_point = before.split(" ")[4].replace("\\040", " ")
-                inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
-                if inside and len(mount_point) >= len(best):
-                    best, best_type = mount_point, after.split(" ")[0]
-        return best_type
-    except (OSError, IndexError):
+class _Statfs(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 256)]  # f_type comes first
+
+
+def filesystem_magic(path: Path) -> int | None:
+    """statfs(2)'s ``f_type`` of the filesystem holding ``path``, None if it cannot be read."""
+    buffer = _Statfs()
+    if _inotify_libc().statfs(os.fsencode(path), ctypes.byref(buffer)) != 0:
         return None
+    return int(buffer.f_type) & 0xFFFFFFFF
 
 
 def inotify_usable(path: Path) -> bool:
     """True when inotify sees every change to ``path``: Linux, a local filesystem, not disabled."""
     if not sys.platform.startswith("linux") or os.environ.get("KEEPWARM_WATCH") == "poll":
         return False
-    fs_type = filesystem_type(path)
-    return fs_type is not None and fs_type not in _SHARED_FS and not fs_type.startswith("fuse")
+    magic = filesystem_magic(path)
+    return magic is not None and magic not in _SHARED_FS
 
 
 _libc: ctypes.CDLL | None = None
