@@ -27,6 +27,9 @@ _EXPORTS = {
     "TaskRecord": "keepwarm.task",
     "Partition": "keepwarm.app",
     "WorkPlan": "keepwarm.app",
+    "install": "keepwarm.installer",
+    "distribute": "keepwarm.plan",
+    "run": "keepwarm.runner",
     "KeepwarmError": "keepwarm.errors",
     "SettingsError": "keepwarm.errors",
     "AppError": "keepwarm.errors",
@@ -93,9 +96,12 @@ __all__ = [
     "WorkflowNotFound",
     "WorkflowStatus",
     "__version__",
+    "distribute",
     "function_task",
+    "install",
     "list_services",
     "live_services",
+    "run",
     "service_scope",
     "service_task",
     "start_workflow",
@@ -143,11 +149,6 @@ if TYPE_CHECKING:
     from keepwarm.fleet import list_services as list_services
     from keepwarm.health import GateResult as GateResult
     from keepwarm.health import HealthReport as HealthReport
-    from keepwarm.lifecycle import ServiceAlreadyRunning as ServiceAlreadyRunning
-    from keepwarm.lifecycle import ServiceNotRunning as ServiceNotRunning
-    from keepwarm.lifecycle import ServiceStartError as ServiceStartError
-    from keepwarm.queue import TaskQueue as TaskQueue
-    from keepwarm.results import TaskHandle as TaskHandle
     from keepwarm.inprocess import ServiceHandle as ServiceHandle
     from keepwarm.inprocess import ServiceTask as ServiceTask
     from keepwarm.inprocess import ServiceTaskStopped as ServiceTaskStopped
@@ -155,6 +156,14 @@ if TYPE_CHECKING:
     from keepwarm.inprocess import live_services as live_services
     from keepwarm.inprocess import service_scope as service_scope
     from keepwarm.inprocess import service_task as service_task
+    from keepwarm.installer import install as install
+    from keepwarm.lifecycle import ServiceAlreadyRunning as ServiceAlreadyRunning
+    from keepwarm.lifecycle import ServiceNotRunning as ServiceNotRunning
+    from keepwarm.lifecycle import ServiceStartError as ServiceStartError
+    from keepwarm.plan import distribute as distribute
+    from keepwarm.queue import TaskQueue as TaskQueue
+    from keepwarm.results import TaskHandle as TaskHandle
+    from keepwarm.runner import run as run
     from keepwarm.task import Task as Task
     from keepwarm.task import TaskItem as TaskItem
     from keepwarm.task import TaskRecord as TaskRecord

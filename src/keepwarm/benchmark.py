@@ -2,7 +2,9 @@
 
 Each mode is a complete cold run (cluster start, process spawns, the app's ``start()``), as the
 reference system's benchmark measures it; a Cython build is made once before the timed runs, so mode
-cython measures running compiled code, not compiling it. ``<log_dir>/benchmark.json`` has the
+cython measures running compiled code, not compiling it, and an untimed run in this process comes
+first, so that python and cython (which run in this process) do not differ by who imported the app's
+libraries first. ``<log_dir>/benchmark.json`` has the
 reference's shape, one entry per mode: ``{"<mode>": {variant, nodes, node, mode, timing, seconds,
 order, delta}}`` (``variant`` is the mode's bits, ``order`` 1 the fastest, ``delta`` the seconds
 behind it), plus ``run_id``, ``rows`` and ``digest``, the digest of the output table, equal in every
@@ -94,6 +96,13 @@ def benchmark(
 
         say(RunEvent("info", "benchmark: building the Cython copy before the timed runs"))
         compiled_copy(env, on_output=lambda line: say(RunEvent("info", line)))
+    if any(mode.executor == "python" for mode in chosen):
+        # Modes python and cython run in this process: the first one would also pay for importing
+        # the app's libraries (pandas, ...), which the second finds loaded. One untimed run first.
+        say(
+            RunEvent("info", "benchmark: an untimed run in this process first, to import the app's libraries")
+        )
+        run(env, "python", args=args, scheduler=scheduler)
     reports: dict[str, RunReport] = {}
     for mode in chosen:
         say(RunEvent("info", f"benchmark: mode {mode.name} ({len(reports) + 1} of {len(chosen)})"))

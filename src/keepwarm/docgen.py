@@ -15,13 +15,7 @@ from pydantic import BaseModel
 from keepwarm.settings import AppSection, ClusterSettings, ServiceHealthSettings
 
 # Keys that are read and validated today but take effect with a later part of keepwarm.
-NOT_YET_EFFECTIVE = {
-    "isolated": "keepwarm install",
-    "pool": "run mode",
-    "cython": "run mode",
-    "rapids": "run mode",
-    "manager": "run mode",
-}
+NOT_YET_EFFECTIVE: dict[str, str] = {}
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -101,9 +95,12 @@ def render_configuration() -> str:
         "key, a wrong type or a missing entry point is an error that names the file, the key and what is",
         "expected. keepwarm writes it back with its comments kept. `[args]` is the app's own table,",
         "validated by the app's `args_model` when it declares one (see [apps.md](apps.md)).",
-        "",
-        "Keys marked *later* are read and validated now and take effect with the part of keepwarm named.",
     ]
+    if NOT_YET_EFFECTIVE:
+        lines += [
+            "",
+            "Keys marked *later* are read and validated now and take effect with the part of keepwarm named.",
+        ]
     sections: list[tuple[str, type[BaseModel]]] = [
         ("app", AppSection),
         ("cluster", ClusterSettings),

@@ -222,7 +222,8 @@ class _Run:
         if reason is None:
             assert saved is not None
             plan = saved
-            moved = f", {len(saved.moves)} partitions moved" if saved.moves else ""
+            moves = ", ".join(f"{m.partition} to {m.to_worker}" for m in saved.moves)
+            moved = f"; moved: {moves}" if moves else ""
             self.emit("info", f"work plan: {plan_path(self.env)} ({plan.partition_count} partitions{moved})")
         else:
             plan = fresh

@@ -25,6 +25,12 @@ QUICK_VERBS = frozenset(
 
 # verb -> "module:function" under keepwarm.cli; the order is the order of `keepwarm --help` and docs/cli.md.
 VERBS: dict[str, str] = {
+    "init": "run:init",
+    "install": "run:install",
+    "distribute": "run:distribute",
+    "run": "run:run",
+    "data": "run:data",
+    "export": "run:export",
     "start": "service:start",
     "status": "service:status",
     "health": "service:health",

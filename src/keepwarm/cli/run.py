@@ -192,7 +192,7 @@ def _print_plan(plan: SavedPlan) -> None:
         (
             worker,
             len(parts),
-            loads[worker],
+            f"{loads[worker]:g}",
             f"{100 * loads[worker] / total:.1f}%",
             " ".join(p.name for p in parts),
         )
