@@ -25,14 +25,26 @@ from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.health import pid_alive
 from keepwarm.lifecycle import stop_service
+from keepwarm.plan import load_plan
 from keepwarm.settings import load_settings
 from keepwarm.state import read_supervisor_state
 from keepwarm.ui import server, snippets
 
-from .conftest import copy_app
+from .conftest import copy_app, write_app
 
 BIN = Path(sys.executable).parent
 PAGE = Path(server.PAGE)
+WORKER = """
+class Worker:
+    def start(self):
+        pass
+
+    def work(self, item):
+        return 1
+
+    def stop(self):
+        pass
+"""
 AT_TIMEOUT_SEC = 90  # a START waits for the loops; the first run imports pandas and pydantic models
 
 
@@ -78,6 +90,17 @@ def codes(page: AppTest) -> list[str]:
     return [str(block.value) for block in page.code]
 
 
+def code_with(page: AppTest, text: str) -> str:
+    """The last code block on the page that contains ``text``."""
+    found = [code for code in codes(page) if text in code]
+    assert found, f"no code block with {text!r}: {codes(page)}"
+    return found[-1]
+
+
+def metric(page: AppTest, label: str) -> str:
+    return str(next(m for m in page.metric if m.label == label).value)
+
+
 def keepwarm_line(line: str) -> list[str]:
     """A CLI line the page shows, as argv for this venv's console script."""
     argv = shlex.split(line)
@@ -96,12 +119,11 @@ def test_system_settings_are_written_back_with_comments_kept(app_dir: Path, tmp_
     settings = app_dir / "app_settings.toml"
     page = open_page()
     assert page.title[0].value == "ORCHESTRATE"
-    mode = next(m for m in page.metric if m.label == "Calculated mode")
-    assert mode.value == "0"
+    assert metric(page, "Calculated mode") == "0"
 
     page.toggle(key="settings.pool").set_value(True)
     page.toggle(key="settings.cython").set_value(True).run()
-    assert next(m for m in page.metric if m.label == "Calculated mode").value == "3"
+    assert metric(page, "Calculated mode") == "3"
     page.number_input(key="settings.slots").set_value(3)
     page.text_area(key="settings.hosts").set_value("gpu-a = 2\n10.0.0.7 = 1  # the small one")
     page.text_input(key="settings.namespace").set_value("team-a")
@@ -117,7 +139,7 @@ def test_system_settings_are_written_back_with_comments_kept(app_dir: Path, tmp_
     assert "# The reference system's SLA defaults." in text
 
     # The Python the page shows does the same to another copy of the app, byte for byte.
-    python, shell = codes(page)[:2]
+    python, shell = code_with(page, "\nupdate_settings("), code_with(page, "python -c")
     twin = copy_app(tmp_path / "twin", "mycode_project")
     replay = python.replace(str(settings), str(twin / "app_settings.toml"))
     assert run([sys.executable, "-W", "error", "-c", replay]).returncode == 0
@@ -147,8 +169,7 @@ def test_a_bad_setting_is_a_message_and_the_file_is_untouched(app_dir: Path) -> 
 def test_dask_backend_counts_in_the_mode(app_dir: Path) -> None:
     page = open_page()
     page.radio(key="settings.backend").set_value("dask").run()
-    mode = next(m for m in page.metric if m.label == "Calculated mode")
-    assert int(mode.value) & 4
+    assert int(metric(page, "Calculated mode")) & 4
     page.text_input(key="settings.scheduler").set_value("tcp://127.0.0.1:8786")
     click(page, "settings.save")
     saved = load_settings(app_dir / "app_settings.toml").cluster
@@ -189,7 +210,7 @@ def test_service_and_sla_settings_are_persisted(app_dir: Path) -> None:
     text = (app_dir / "app_settings.toml").read_text()
     assert text.index("max_pending_age_sec") > text.index("[cluster.service_health]")
     assert "# The reference system's SLA defaults." in text
-    python = codes(page)[0]
+    python = code_with(page, "\nupdate_settings(")
     assert 'update_settings(settings, "cluster.service_health", {"allow_idle": True' in python
 
 
@@ -207,7 +228,7 @@ def test_start_submit_status_gate_snapshot_stop(started: Env) -> None:
         "heartbeat_age_sec",
     ]
     assert list(health["worker"]) == ["loop-0", "loop-1"] and all(health["healthy"])
-    python, shell = codes(page)[-2:]
+    python, shell = code_with(page, "service.start("), code_with(page, "keepwarm start")
     assert "report = service.start(slots=2)" in python
     assert shell == f"keepwarm start mycode_project --apps-path {started.app_dir.parent} --workers 2"
 
@@ -219,26 +240,25 @@ def test_start_submit_status_gate_snapshot_stop(started: Env) -> None:
 
     click(page, "service.status")
     assert any(m.startswith("status running: 0 pending, 0 running, 1 done") for m in messages(page))
-    status_line = codes(page)[-1]
+    status_line = code_with(page, "keepwarm status")
     completed = run(keepwarm_line(status_line))  # the CLI line the page shows works as shown
     assert completed.returncode == 0 and "loop-0" in completed.stdout, completed.stderr
 
     click(page, "service.health")
     assert any(m.startswith("health gate passed (exit code 0)") for m in messages(page)), messages(page)
-    assert run(keepwarm_line(codes(page)[-1])).returncode == 0
+    assert run(keepwarm_line(code_with(page, "keepwarm health"))).returncode == 0
 
     click(page, "service.snapshot")
     snapshot = started.log_dir / "service_operator_snapshot.json"
     assert any(m == f"snapshot written to {snapshot}" for m in messages(page))
     assert json.loads(snapshot.read_text())["summary"]["healthy"] == 2
 
-    done = next(m for m in page.metric if m.label == "Done")
-    assert done.value == "1"
+    assert metric(page, "Done") == "1"
 
     click(page, "service.stop")
     assert "service mycode_project stopped" in messages(page)
     assert Service(started).status().status == "stopped"
-    assert next(m for m in page.metric if m.label == "Status").value == "stopped"
+    assert metric(page, "Status") == "stopped"
 
 
 def test_bad_task_args_are_messages(started: Env) -> None:
@@ -259,7 +279,7 @@ def test_the_health_gate_fails_on_a_stopped_service_with_its_reasons(started: En
     click(page, "service.health")
     assert messages(page)[0] == "health gate failed (exit code 3), status stopped"
     assert [w.value for w in page.warning] == ["status is stopped"]
-    completed = run(keepwarm_line(codes(page)[-1]))
+    completed = run(keepwarm_line(code_with(page, "keepwarm health")))
     assert completed.returncode == 3  # the CLI line exits with the gate's code
 
 
@@ -271,12 +291,120 @@ def test_the_live_view_counts_and_charts_over_refreshes(started: Env) -> None:
     for handle in handles:
         handle.result(timeout=30)
     page.run()  # a refresh, as the fragment's timer does in the browser
-    assert next(m for m in page.metric if m.label == "Done").value == "40"
-    rate = next(m for m in page.metric if m.label == "Throughput (tasks/s, 10 s)").value
-    assert float(rate) > 0
+    assert metric(page, "Done") == "40"
+    assert float(metric(page, "Throughput (tasks/s, 10 s)")) > 0
     recent = page.table[-1].value
     assert set(recent["state"]) == {"done"} and len(recent) == 5
     click(page, "service.stop")
+
+
+# ---------------------------------------------------------------------- run mode
+
+
+def install_and_run(page: AppTest, mode: str = "python") -> None:
+    click(page, "install.run")
+    page.selectbox(key="run.mode").set_value(mode)
+    click(page, "run.run")
+
+
+def test_install_streams_its_log_and_enables_run(app_dir: Path) -> None:
+    page = open_page()
+    assert page.button(key="run.run").disabled
+    click(page, "install.run")
+    assert any(m.startswith("installed mycode_project in ") for m in messages(page)), messages(page)
+    log = code_with(page, "step check")
+    assert "step environment: start" in log and "step check: done" in log
+    assert not page.button(key="run.run").disabled  # a successful install enables RUN
+    completed = run(keepwarm_line(code_with(page, "keepwarm install")))
+    assert completed.returncode == 0, completed.stderr
+    assert "keepwarm.install(env, on_output=print)" in code_with(page, "keepwarm.install(")
+
+
+def test_the_args_form_follows_the_args_model_and_saves_to_args(app_dir: Path) -> None:
+    settings = app_dir / "app_settings.toml"
+    page = open_page()
+    x = page.number_input(key="args.x")
+    assert (x.value, x.min, x.max) == (27, 1, 10**15)  # the model's default and bounds
+    assert page.number_input(key="args.items").help == "run mode: numbers to process"
+    page.number_input(key="args.partitions").set_value(4)
+    click(page, "args.save")
+    assert any(m.endswith("[args] partitions") for m in messages(page)), messages(page)
+    assert load_settings(settings).args == {"x": 27, "items": 2000, "partitions": 4}
+    assert "partitions = 4  # run mode: how many partitions to split them into" in settings.read_text()
+
+
+def test_an_app_without_args_model_edits_args_as_json(app_dir: Path, tmp_path: Path) -> None:
+    plain = write_app(tmp_path, "plain", WORKER, settings="[args]\nlimit = 3  # kept\n")
+    page = open_page()
+    page.selectbox(key="app").set_value("plain").run()
+    page.text_area(key="args.json").set_value('{"limit": 5, "label": "b"}')
+    click(page, "args.save")
+    assert load_settings(plain / "app_settings.toml").args == {"limit": 5, "label": "b"}
+    assert "limit = 5  # kept" in (plain / "app_settings.toml").read_text()
+    page.text_area(key="args.json").set_value("{oops")
+    click(page, "args.save")
+    assert messages(page)[-1].startswith("[args]: not JSON")
+
+
+def test_check_distribute_draws_the_plan_and_a_moved_partition_is_saved(app_dir: Path) -> None:
+    page = open_page()
+    click(page, "run.distribute")
+    assert "work plan of 8 partitions over 2 workers, imbalance 1.00" in messages(page)
+    assert (metric(page, "Partitions"), metric(page, "Imbalance")) == ("8", "1.00")
+    (graph,) = page.get("graphviz_chart")
+    assert '"worker-0" -> "worker-0/p0"' in graph.proto.spec and "numbers=250" in graph.proto.spec
+
+    page.selectbox(key="run.move_partition").set_value("p1")
+    page.selectbox(key="run.move_to").set_value("worker-0")
+    click(page, "run.move")
+    assert any(m.startswith("p1 moved from worker-1 to worker-0 and the plan saved") for m in messages(page))
+    assert load_plan(Env(app_dir)).worker_of("p1") == "worker-0"  # type: ignore[union-attr]
+    assert metric(page, "Imbalance") == "1.25"
+    move = code_with(page, "keepwarm distribute mycode_project")
+    assert move.endswith("--move p1 --to worker-0")
+    completed = run(keepwarm_line(move))  # the same move again: the CLI agrees it is done
+    assert completed.returncode == 0, completed.stderr
+
+
+def test_run_streams_its_log_and_the_benchmark_ranks_the_modes(app_dir: Path) -> None:
+    page = open_page()
+    install_and_run(page)
+    assert any(m.startswith("run ") and "mode python: 2000 rows" in m for m in messages(page)), messages(page)
+    assert "[8/8]" in code_with(page, "[8/8]")
+    assert code_with(page, "keepwarm run").endswith("--mode python")
+
+    page.toggle(key="run.benchmark").set_value(True).run()
+    page.multiselect(key="run.bench_modes").set_value(["python", "pool"]).run()
+    assert code_with(page, "keepwarm run").endswith("--benchmark --mode python,pool")
+    click(page, "run.run")
+    assert any(m.startswith("benchmarked 2 modes; fastest: ") for m in messages(page)), messages(page)
+    ranking = page.table[0].value
+    assert set(ranking["mode"]) == {"python", "pool"} and list(ranking["order"]) == [1, 2]
+    saved = json.loads((Env(app_dir).log_dir / "benchmark.json").read_text())
+    assert set(saved) == {"python", "pool"}
+    assert page.get("vega_lite_chart"), "the modes' bar chart"
+
+
+def test_load_data_previews_and_exports_the_chosen_columns(app_dir: Path, tmp_path: Path) -> None:
+    page = open_page()
+    install_and_run(page)
+    click(page, "data.load")
+    preview = page.dataframe[0].value
+    assert len(preview) == 200 and {"x", "collatz_steps"} <= set(preview.columns)
+    export = tmp_path / "export" / "mycode_project" / "export.csv"
+
+    page.toggle(key="data.select_all").set_value(False).run()
+    page.multiselect(key="data.columns").set_value(["x", "collatz_steps"]).run()
+    click(page, "data.export")
+    assert messages(page)[-1] == f"2000 rows of x, collatz_steps written to {export}"
+    lines = export.read_text().splitlines()
+    assert lines[0] == "x,collatz_steps" and len(lines) == 2001
+    assert code_with(page, "keepwarm export").endswith("--columns x,collatz_steps")
+
+    page.toggle(key="data.select_all").set_value(True).run()
+    click(page, "data.export")
+    assert export.read_text().splitlines()[0] == ",".join(map(str, preview.columns))
+    assert run(keepwarm_line(code_with(page, "keepwarm export"))).returncode == 0
 
 
 # ---------------------------------------------------------------------- snippets and the verb

@@ -174,6 +174,13 @@ def test_an_operator_sets_runs_serves_and_stops_an_app_in_the_browser(
     assert "# The reference system's SLA defaults." in settings.read_text()
     shots.take("settings-saved", section="section-settings")
 
+    # The example app installs and runs, in the mode the settings now ask for (pool).
+    click(browser, "install.run")
+    wait_for_text(browser, "installed mycode_project in")
+    click(browser, "run.run")
+    wait_for(browser, "the run to finish", lambda d: "mode pool: 2000 rows" in page_text(d))
+    shots.take("run-done", section="section-run")
+
     # The service starts, and every loop is healthy.
     click(browser, "service.start")
     wait_for_text(browser, "loops ready")

@@ -39,9 +39,10 @@ class AppRef:
     def of(cls, env: Env) -> AppRef:
         return cls(env.app_target, str(env.app_dir.parent), str(env.settings_path))
 
-    def env_preamble(self) -> str:
-        arguments = f"{literal(self.app)}, apps_path={literal(self.apps_path)}"
-        return f"import keepwarm\n\nenv = keepwarm.Env({arguments})\n"
+    def env_preamble(self, *imports: str) -> str:
+        """``import keepwarm`` (and ``imports``) and the app's ``env``."""
+        head = "\n".join(["import keepwarm", *imports])
+        return f"{head}\n\nenv = keepwarm.Env({literal(self.app)}, apps_path={literal(self.apps_path)})\n"
 
     def service_preamble(self) -> str:
         return self.env_preamble() + "service = keepwarm.Service(env)\n"
@@ -140,3 +141,75 @@ def submit(ref: AppRef, args: dict[str, Any], wait_timeout: float | None = None)
         python += f"print(handle.result(timeout={wait_timeout:g}))\n"
         options += ["--wait", "--timeout", f"{wait_timeout:g}"]
     return Snippet(python, ref.verb("submit", *options))
+
+
+# ---------------------------------------------------------------------- run mode
+
+
+def install(ref: AppRef) -> Snippet:
+    python = (
+        ref.env_preamble()
+        + "report = keepwarm.install(env, on_output=print)  # InstallError names the step that failed\n"
+        "print([(step.name, step.status) for step in report.steps])\n"
+    )
+    return Snippet(python, ref.verb("install"))
+
+
+def distribute(ref: AppRef, workers: int) -> Snippet:
+    python = (
+        ref.env_preamble("from keepwarm.plan import render_tree")
+        + f"plan = keepwarm.distribute(env, workers={workers})  # saved; run executes it\n"
+        "print(render_tree(plan))\n"
+    )
+    return Snippet(python, ref.verb("distribute", "--workers", str(workers), "--tree"))
+
+
+def move_partition(ref: AppRef, partition: str, worker: str) -> Snippet:
+    python = (
+        ref.env_preamble("from keepwarm.plan import move_partition, render_tree")
+        + f"plan = move_partition(env, {literal(partition)}, {literal(worker)})  # and saved\n"
+        "print(render_tree(plan))\n"
+    )
+    return Snippet(python, ref.verb("distribute", "--move", partition, "--to", worker))
+
+
+def run(ref: AppRef, mode: str) -> Snippet:
+    python = (
+        ref.env_preamble()
+        + f"report = keepwarm.run(env, {literal(mode)}, on_event=lambda event: print(event.message))\n"
+        "print(report.status, report.seconds, report.rows, report.output_dir)\n"
+    )
+    return Snippet(python, ref.verb("run", "--mode", mode))
+
+
+def benchmark(ref: AppRef, modes: list[str] | None = None) -> Snippet:
+    """Every available mode (``modes=None``), or these, timed and ranked into ``benchmark.json``."""
+    chosen = "" if modes is None else f"{literal(modes)}, "
+    python = (
+        ref.env_preamble("from keepwarm.benchmark import benchmark")
+        + f"report = benchmark(env, {chosen}on_event=lambda event: print(event.message))\n"
+        "for entry in report.ranked:\n"
+        "    print(entry.order, entry.mode, entry.timing)\n"
+    )
+    options = [] if modes is None else ["--mode", ",".join(modes)]
+    return Snippet(python, ref.verb("run", "--benchmark", *options))
+
+
+def load_data(ref: AppRef, rows: int) -> Snippet:
+    python = (
+        ref.env_preamble("from keepwarm.data import head")
+        + f"run, table = head(env, rows={rows})  # the latest run's output\n"
+        "print(run.run_id)\n"
+        "print(table)\n"
+    )
+    return Snippet(python, ref.verb("data", "--head", str(rows)))
+
+
+def export(ref: AppRef, columns: list[str] | None) -> Snippet:
+    """Chosen columns of the latest output to ``export.csv`` (``None``: every column)."""
+    python = (
+        ref.env_preamble("from keepwarm.data import export_columns")
+        + f"print(export_columns(env, {literal(columns) if columns is not None else 'None'}).path)\n"
+    )
+    options = ["--all"] if columns is None else ["--columns", ",".join(columns)]
+    return Snippet(python, ref.verb("export", *options))

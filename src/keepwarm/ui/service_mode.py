@@ -1,0 +1,388 @@
+"""The page's Service mode: its settings and SLA, START / SUBMIT / STATUS / HEALTH gate / EXPORT
+snapshot / STOP, the worker-health table, and a live view that refreshes itself.
+
+Every button calls one method of :class:`keepwarm.Service`; status and health are read from the
+service's files, so the page may start a service and another process stop it, or the reverse.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd  # type: ignore[import-untyped, unused-ignore]  # stubs are not a dependency
+import streamlit as st
+
+from keepwarm.api import Service
+from keepwarm.env import Env
+from keepwarm.health import GateResult, HealthReport, WorkerHealth
+from keepwarm.settings import ClusterSettings, ServiceHealthSettings
+from keepwarm.ui import snippets
+from keepwarm.ui.actions import (
+    Outcome,
+    attempt,
+    changed,
+    field_help,
+    initial_from_settings,
+    recalled,
+    remember,
+    show_outcome,
+    write_settings,
+)
+from keepwarm.ui.live import LiveHistory, Sample
+from keepwarm.ui.snippets import AppRef
+
+HEALTH_COLUMNS = ["worker", "healthy", "reason", "future_state", "heartbeat_state", "heartbeat_age_sec"]
+DETAIL_COLUMNS = ["incarnation", "pid", "restarts", "task_id", "task_age_sec"]
+ROW_COLOURS = {"healthy": "#d4edda", "unhealthy": "#f8d7da", "pending": "#fff3cd"}
+RETENTION_FIELDS = (
+    "done_ttl_hours",
+    "failed_ttl_hours",
+    "heartbeat_ttl_hours",
+    "done_max_files",
+    "failed_max_files",
+    "heartbeat_max_files",
+)
+SUBMIT_WAIT_SEC = 30.0
+REFRESH_CHOICES = [1, 2, 5, 10, 30]
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    """What a service button returned, for the page to draw."""
+
+    report: HealthReport | None = None
+    gate: GateResult | None = None
+    document: Any = None
+
+
+def service_mode(env: Env) -> None:
+    st.header("Service mode (persistent workers)")
+    st.caption(
+        "A supervisor keeps long-lived worker loops warm and feeds them tasks from the queue; "
+        "status and health are read from the service's files."
+    )
+    service_settings(env)
+    service_actions(env)
+    live_view(env)
+
+
+# ---------------------------------------------------------------------- settings
+
+
+def service_settings(env: Env) -> None:
+    cluster = env.settings.cluster
+    sla = cluster.service_health
+    with st.expander("Service and SLA settings", expanded=False):
+        timing, retention, gate = st.columns(3)
+        with timing:
+            st.caption("Loops: [cluster]")
+            heartbeat = st.number_input(
+                "Heartbeat timeout (s)",
+                min_value=0.1,
+                value=float(cluster.heartbeat_timeout_sec),
+                key="service.heartbeat_timeout_sec",
+                help=field_help(ClusterSettings, "heartbeat_timeout_sec"),
+            )
+            stop_timeout = st.number_input(
+                "Stop timeout (s)",
+                min_value=0.1,
+                value=float(cluster.stop_timeout_sec),
+                key="service.stop_timeout_sec",
+                help=field_help(ClusterSettings, "stop_timeout_sec"),
+            )
+            shutdown = st.toggle(
+                "Shutdown on stop",
+                value=cluster.shutdown_on_stop,
+                key="service.shutdown_on_stop",
+                help=field_help(ClusterSettings, "shutdown_on_stop"),
+            )
+        with retention:
+            st.caption("Retention: [cluster]")
+            kept: dict[str, Any] = {}
+            for name in RETENTION_FIELDS:
+                current = getattr(cluster, name)
+                is_count = name.endswith("_files")
+                kept[name] = st.number_input(
+                    name.replace("_", " ").replace("ttl", "TTL"),
+                    min_value=1 if is_count else 0.01,
+                    value=current if is_count else float(current),
+                    step=1 if is_count else 1.0,
+                    key=f"service.{name}",
+                    help=field_help(ClusterSettings, name),
+                )
+        with gate:
+            st.caption("SLA gate: [cluster.service_health]")
+            allow_idle = st.toggle(
+                "allow idle",
+                value=sla.allow_idle,
+                key="service.allow_idle",
+                help=field_help(ServiceHealthSettings, "allow_idle"),
+            )
+            max_unhealthy = st.number_input(
+                "max unhealthy",
+                min_value=0,
+                value=sla.max_unhealthy,
+                step=1,
+                key="service.max_unhealthy",
+                help=field_help(ServiceHealthSettings, "max_unhealthy"),
+            )
+            max_restart_rate = st.number_input(
+                "max restart rate",
+                min_value=0.0,
+                value=float(sla.max_restart_rate),
+                step=0.05,
+                key="service.max_restart_rate",
+                help=field_help(ServiceHealthSettings, "max_restart_rate"),
+            )
+            max_pending_age = st.number_input(
+                "max pending age (s)",
+                min_value=0.1,
+                value=sla.max_pending_age_sec,
+                key="service.max_pending_age_sec",
+                placeholder="not checked",
+                help=field_help(ServiceHealthSettings, "max_pending_age_sec"),
+            )
+        if st.button("SAVE SERVICE SETTINGS", key="service.save_settings"):
+            cluster_values = {
+                "heartbeat_timeout_sec": float(heartbeat),
+                "stop_timeout_sec": float(stop_timeout),
+                "shutdown_on_stop": shutdown,
+                **kept,
+            }
+            sla_values = {
+                "allow_idle": allow_idle,
+                "max_unhealthy": int(max_unhealthy),
+                "max_restart_rate": float(max_restart_rate),
+                "max_pending_age_sec": None if max_pending_age is None else float(max_pending_age),
+            }
+            updates = [
+                ("cluster", changed(cluster, cluster_values)),
+                ("cluster.service_health", changed(sla, sla_values)),
+            ]
+            remember("service_settings", write_settings(env, updates))
+        show_outcome("service_settings")
+
+
+# ---------------------------------------------------------------------- actions
+
+
+def service_actions(env: Env) -> None:
+    ref = AppRef.of(env)
+    service = Service(env)
+    workers_column, *buttons = st.columns([2, 1, 1, 1, 1, 1])
+    initial_from_settings(env, "service.workers")
+    workers = int(
+        workers_column.number_input(
+            "Workers to start", min_value=1, max_value=1024, step=1, key="service.workers"
+        )
+    )
+    labels = {
+        "start": "START",
+        "status": "STATUS",
+        "health": "HEALTH gate",
+        "snapshot": "EXPORT snapshot",
+        "stop": "STOP",
+    }
+    clicked = {
+        key: column.button(label, key=f"service.{key}", width="stretch")
+        for column, (key, label) in zip(buttons, labels.items(), strict=True)
+    }
+    if clicked["start"]:
+        remember("service", start_service(service, ref, workers))
+    if clicked["status"]:
+        remember("service", read_status(service, ref))
+    if clicked["health"]:
+        remember("service", check_gate(service, ref))
+    if clicked["snapshot"]:
+        remember("service", export_snapshot(service, ref))
+    if clicked["stop"]:
+        remember("service", stop_service(service, ref))
+
+    with st.container(border=True):
+        st.markdown("**SUBMIT** a task")
+        args_column, options_column = st.columns([3, 1])
+        args_text = args_column.text_area(
+            "Task args (a JSON object)", value=json.dumps(env.settings.args), key="service.args", height=80
+        )
+        wait = options_column.toggle("Wait for the result", value=True, key="service.wait")
+        if options_column.button("SUBMIT", key="service.submit", width="stretch"):
+            remember("submit", submit_task(service, ref, args_text, SUBMIT_WAIT_SEC if wait else None))
+        submitted = show_outcome("submit")
+        if submitted is not None and submitted.value is not None:
+            st.json(submitted.value)
+
+    show_outcome("service")
+    outcome = recalled("service")
+    view = outcome.value if outcome is not None else None
+    if isinstance(view, ServiceView):
+        if view.report is not None:
+            show_health_table(view.report)
+        if view.gate is not None:
+            for reason in view.gate.reasons:
+                st.warning(reason)
+        if view.document is not None:
+            st.json(view.document, expanded=False)
+
+
+def start_service(service: Service, ref: AppRef, workers: int) -> Outcome:
+    snippet = snippets.start(ref, workers)
+
+    def start() -> Outcome:
+        began = time.perf_counter()
+        report = service.start(slots=workers)
+        took = time.perf_counter() - began
+        message = f"started {ref.app}: {report.workers_healthy_count} loops ready in {took:.2f}s"
+        return Outcome(True, message, snippet, ServiceView(report))
+
+    return attempt(snippet, start)
+
+
+def read_status(service: Service, ref: AppRef) -> Outcome:
+    snippet = snippets.status(ref)
+
+    def status() -> Outcome:
+        report = service.status()
+        queue = report.queue
+        counts = f"{queue.pending} pending, {queue.running} running, {queue.done} done, {queue.failed} failed"
+        return Outcome(True, f"status {report.status}: {counts}", snippet, ServiceView(report))
+
+    return attempt(snippet, status)
+
+
+def check_gate(service: Service, ref: AppRef) -> Outcome:
+    snippet = snippets.health_gate(ref)
+
+    def gate() -> Outcome:
+        report, verdict = service.health()
+        word = "passed" if verdict.passed else "failed"
+        message = f"health gate {word} (exit code {verdict.code}), status {report.status}"
+        return Outcome(verdict.passed, message, snippet, ServiceView(report, verdict))
+
+    return attempt(snippet, gate)
+
+
+def export_snapshot(service: Service, ref: AppRef) -> Outcome:
+    snippet = snippets.snapshot(ref)
+
+    def export() -> Outcome:
+        path = service.snapshot()
+        document = json.loads(path.read_text(encoding="utf-8"))
+        return Outcome(True, f"snapshot written to {path}", snippet, ServiceView(document=document))
+
+    return attempt(snippet, export)
+
+
+def stop_service(service: Service, ref: AppRef) -> Outcome:
+    snippet = snippets.stop(ref)
+
+    def stop() -> Outcome:
+        outcome = service.stop()
+        return Outcome(True, str(outcome["message"]), snippet, ServiceView(service.status()))
+
+    return attempt(snippet, stop)
+
+
+def submit_task(service: Service, ref: AppRef, args_text: str, wait: float | None) -> Outcome:
+    try:
+        args = json.loads(args_text)
+    except json.JSONDecodeError as exc:
+        return Outcome(False, f"task args: not JSON: {exc}")
+    if not isinstance(args, dict):
+        return Outcome(False, 'task args: write a JSON object, e.g. {"x": 27}')
+    snippet = snippets.submit(ref, args, wait)
+
+    def submit() -> Outcome:
+        handle = service.submit(args)
+        if wait is None:
+            return Outcome(True, f"task {handle.task_id} queued", snippet)
+        record = handle.record(timeout=wait)
+        value = record.result if record.status == "done" else {"error": record.error}
+        message = f"task {handle.task_id} {record.status} in {1000 * (record.runtime_sec or 0):.1f} ms"
+        return Outcome(record.status == "done", message, snippet, value)
+
+    return attempt(snippet, submit)
+
+
+# ---------------------------------------------------------------------- health table and live view
+
+
+def health_frame(rows: list[WorkerHealth]) -> pd.DataFrame:
+    """The worker-health table: the reference's six columns first, then the loop's details."""
+    records = [row.model_dump(include=set(HEALTH_COLUMNS + DETAIL_COLUMNS)) for row in rows]
+    return pd.DataFrame.from_records(records, columns=HEALTH_COLUMNS + DETAIL_COLUMNS)
+
+
+def row_state(row: WorkerHealth) -> str:
+    return "healthy" if row.healthy else ("pending" if row.pending else "unhealthy")
+
+
+def show_health_table(report: HealthReport) -> None:
+    """The loops' health, each row coloured: green healthy, red unhealthy, yellow starting."""
+    if not report.worker_health:
+        st.caption(f"no loops: the service is {report.status}")
+        return
+    colours = [ROW_COLOURS[row_state(row)] for row in report.worker_health]
+
+    def paint(row: pd.Series) -> list[str]:
+        return [f"background-color: {colours[int(str(row.name))]}"] * len(row)
+
+    healthy = report.workers_healthy_count
+    st.markdown(f"**{healthy} of {len(report.worker_health)} loops healthy** (status `{report.status}`)")
+    styled = health_frame(report.worker_health).style.apply(paint, axis=1).format(precision=3, na_rep="")
+    st.table(styled, border="horizontal", hide_index=True)
+
+
+def live_view(env: Env) -> None:
+    st.subheader("Live view")
+    toggle_column, every_column = st.columns(2)
+    live = toggle_column.toggle("Auto-refresh", value=True, key="service.live")
+    every = every_column.select_slider(
+        "every (s)", options=REFRESH_CHOICES, value=2, key="service.refresh_sec"
+    )
+    st.fragment(run_every=float(every) if live else None)(live_panel)(env)
+
+
+def live_panel(env: Env) -> None:
+    """Re-run alone every few seconds: status, queue counts, heartbeat ages and throughput."""
+    service = Service(env)
+    report = service.status()
+    histories: dict[str, LiveHistory] = st.session_state.setdefault("live.histories", {})
+    history = histories.setdefault(str(env.service_dir), LiveHistory())
+    history.add(Sample.of(report, time.time()))
+
+    queue = report.queue
+    columns = st.columns(6)
+    columns[0].metric("Status", report.status)
+    columns[1].metric("Pending", queue.pending)
+    columns[2].metric("Running", queue.running)
+    columns[3].metric("Done", queue.done)
+    columns[4].metric("Failed", queue.failed)
+    rate = history.recent_throughput()
+    columns[5].metric("Throughput (tasks/s, 10 s)", "—" if rate is None else f"{rate:.1f}")
+    show_health_table(report)
+
+    samples = list(history.samples)
+    if len(samples) >= 2:
+        times = pd.to_datetime([s.at for s in samples], unit="s")
+        charts = st.columns(3)
+        with charts[0]:
+            st.caption("Queue")
+            counts = {"pending": [s.pending for s in samples], "running": [s.running for s in samples]}
+            st.line_chart(pd.DataFrame(counts, index=times), height=180)
+        with charts[1]:
+            st.caption("Heartbeat age (s)")
+            ages = pd.DataFrame([s.heartbeat_ages for s in samples], index=times)
+            if not ages.empty:
+                st.line_chart(ages, height=180)
+        with charts[2]:
+            st.caption("Throughput (tasks/s)")
+            series = history.throughput()
+            moments = pd.to_datetime([at for at, _ in series], unit="s")
+            st.line_chart(pd.DataFrame({"tasks/s": [r for _, r in series]}, index=moments), height=180)
+    recent = service.tasks(limit=5)
+    if recent:
+        st.caption("Recent tasks")
+        st.table(pd.DataFrame.from_records(recent), hide_index=True)
