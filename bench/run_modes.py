@@ -11,8 +11,8 @@ service     the same numbers as one task each (``{"x": n}``) through a service o
             and the stop. A task's result carries fewer columns than a run's row (no peak, no
             primality): the figure is the cost of the same arithmetic served warm, task by task.
 
-Usage: ``.venv/bin/python bench/run_modes.py [--items N] [--quick] [--json PATH]``. Nothing is asserted;
-the temp share, logs and exports are removed. See docs/run-mode.md.
+Usage: ``.venv/bin/python bench/run_modes.py [--items N] [--quick] [--no-service] [--json PATH]``.
+Nothing is asserted; the temp share, logs and exports are removed. See docs/run-mode.md.
 """
 
 from __future__ import annotations
@@ -67,12 +67,37 @@ def service_equivalent(env: Any, items: int) -> dict[str, float]:
     return {"start": started - began, "burst": served - started, "stop": stopped - served}
 
 
+def service_rows(service: dict[str, float], items: int, fastest: float) -> list[tuple[Any, ...]]:
+    total = service["start"] + service["burst"] + service["stop"]
+    return [
+        (
+            "service: start + tasks + stop",
+            "",
+            f"{total:.3f}",
+            f"{total / fastest:.2f}x",
+            f"{items / total:,.0f}",
+            items,
+            f"start {service['start']:.2f}s, stop {service['stop']:.2f}s",
+        ),
+        (
+            "service: tasks only (loops warm)",
+            "",
+            f"{service['burst']:.3f}",
+            f"{service['burst'] / fastest:.2f}x",
+            f"{items / service['burst']:,.0f}",
+            items,
+            "one task per number",
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--items", type=int, default=20_000, help="numbers to process [default: 20,000]")
     parser.add_argument("--quick", action="store_true", help="4,000 numbers")
+    parser.add_argument("--no-service", action="store_true", help="skip the service-mode equivalent")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     options = parser.parse_args()
     items = 4_000 if options.quick else options.items
@@ -100,8 +125,10 @@ def main() -> None:
                 args=args,
                 on_event=lambda e: status.update(e.message) if e.kind == "info" else None,
             )
-        with console.status(f"service mode: {items:,} tasks through 2 warm loops"):
-            service = service_equivalent(keepwarm.Env("mycode_project", apps), items)
+        service = None
+        if not options.no_service:
+            with console.status(f"service mode: {items:,} tasks through 2 warm loops"):
+                service = service_equivalent(keepwarm.Env("mycode_project", apps), items)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -119,27 +146,8 @@ def main() -> None:
                 "",
             )
         )
-    total = service["start"] + service["burst"] + service["stop"]
-    rows += [
-        (
-            "service: start + tasks + stop",
-            "",
-            f"{total:.3f}",
-            f"{total / fastest:.2f}x",
-            f"{items / total:,.0f}",
-            items,
-            f"start {service['start']:.2f}s, stop {service['stop']:.2f}s",
-        ),
-        (
-            "service: tasks only (loops warm)",
-            "",
-            f"{service['burst']:.3f}",
-            f"{service['burst'] / fastest:.2f}x",
-            f"{items / service['burst']:,.0f}",
-            items,
-            "one task per number",
-        ),
-    ]
+    if service is not None:
+        rows += service_rows(service, items, fastest)
     print(
         f"mycode_project, {items:,} numbers · {len(os.sched_getaffinity(0))} CPUs · Python "
         f"{platform.python_version()} · keepwarm {keepwarm.__version__} ({source_version()})"
@@ -154,9 +162,8 @@ def main() -> None:
     same = "the same table in every mode" if report.same_output else "OUTPUT DIFFERS BETWEEN MODES"
     print(f"{same} (digest {next(iter(report.entries.values())).digest})")
     if options.json:
-        figures = {e.mode: e.seconds for e in report.entries.values()} | {
-            f"service_{k}": v for k, v in service.items()
-        }
+        figures = {e.mode: e.seconds for e in report.entries.values()}
+        figures |= {f"service_{k}": v for k, v in (service or {}).items()}
         options.json.write_text(json.dumps(figures, indent=2))
     if not report.same_output:
         sys.exit(1)

@@ -213,7 +213,11 @@ def _print_plan(plan: SavedPlan) -> None:
 @click.option("--mode", help=MODE_HELP)
 @click.option("--workers", type=click.IntRange(1, 1024), help="Plan workers [default: the saved plan's].")
 @click.option("--args", "args_json", help="Values over [args] for this run, as a JSON object.")
-@click.option("--benchmark", is_flag=True, help="Run every available mode; write benchmark.json.")
+@click.option(
+    "--benchmark",
+    is_flag=True,
+    help="Run every available mode (or those --mode lists, comma-separated); write benchmark.json.",
+)
 def run(
     app: str,
     apps_path: Path | None,
@@ -345,7 +349,7 @@ def export(
     all_columns: bool,
     run_id: str | None,
 ) -> None:
-    """Write chosen columns of the latest output to <export_dir>/<app>/export.csv."""
+    """Write chosen columns of the latest output to export.csv in the app's export folder."""
     from keepwarm.data import export_columns, find_run
 
     env = _env(app, apps_path)
