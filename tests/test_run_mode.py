@@ -296,6 +296,42 @@ def test_a_failing_partition_fails_the_run_naming_it_and_keeps_the_traceback_in_
 
 
 @pytest.mark.parametrize(
+    ("mode", "named"),
+    [
+        ("pool", "the pool process of worker-0 died while working partition part2"),
+        ("dask", "the Dask worker of worker-0 (tcp://"),
+    ],
+)
+def test_a_process_that_dies_fails_the_run_instead_of_hanging_it(
+    tmp_path: Path, mode: str, named: str
+) -> None:
+    worker = dedent(
+        """
+        import os
+
+
+        class Worker:
+            def start(self):
+                pass
+
+            def work(self, item):
+                if item.name == "part2":
+                    os._exit(3)  # the interpreter dies under keepwarm, as a segfault would
+                return [{"n": item.data[0]}]
+
+            def stop(self):
+                pass
+        """
+    )
+    env = Env(write_app(tmp_path / "apps", "crashy", worker))
+
+    with pytest.raises(RunError, match="crashed the interpreter") as caught:
+        keepwarm.run(env, mode)
+
+    assert named in str(caught.value)
+
+
+@pytest.mark.parametrize(
     ("broken", "named"),
     [
         (

@@ -438,7 +438,10 @@ def _check_placement(client: Any, placement: dict[str, str]) -> None:
     alive = set(client.scheduler_info(n_workers=-1)["workers"])
     for worker, address in placement.items():
         if address not in alive:
-            raise RunError(f"the Dask worker of {worker} ({address}) left the cluster during the run")
+            raise RunError(
+                f"the Dask worker of {worker} ({address}) left the cluster during the run "
+                "(its process died: killed, or the app crashed the interpreter)"
+            )
 
 
 # ---------------------------------------------------------------- isolated apps: the run in the app's venv
