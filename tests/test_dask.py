@@ -299,3 +299,31 @@ def test_the_app_code_reaches_workers_that_do_not_have_it(tmp_path: Path) -> Non
 
         ((where, result),) = client.run(run_there).values()
     assert not Path(where).is_relative_to(tmp_path) and result["x"] == 12
+
+
+def test_after_the_supervisor_is_killed_start_recovers_on_the_same_cluster(
+    tmp_path: Path, services: Services
+) -> None:
+    env = dask_app(tmp_path)
+    service = services.start(env)
+    state = supervisor_state(env)
+    keeper = read_keeper(env.service_dir / "cluster.json")
+    assert keeper is not None
+    handles = service.submit_many([{"args": {"x": x}} for x in range(1, 201)])
+    wait_until(lambda: service.counts().done >= 10, timeout=60, what="tasks to flow")
+    os.kill(state.pid, signal.SIGKILL)
+    wait_until(lambda: service.status().status == "error", timeout=30, what="status error")
+
+    service.start()  # the old loops see a new supervisor take over, finish their task and stop
+    assert read_keeper(env.service_dir / "cluster.json") == keeper  # the cluster outlived its supervisor
+    records = wait_for_records(service.queue, [h.task_id for h in handles], timeout=120)
+    assert sorted(r.result["x"] for r in records.values() if r.status == "done") == list(range(1, 201))
+    old = {row.incarnation for row in state.loops}
+    wait_until(
+        lambda: (
+            not old & {row.incarnation for row in supervisor_state(env).loops}
+            and service.status().workers_healthy_count == 2
+        ),
+        timeout=60,
+        what="new loops only",
+    )

@@ -427,6 +427,12 @@ class DaskBackend:
             kept=self.kept,
         )
 
+    def retire(self) -> None:
+        """A later start chose another backend: shut down the local cluster an earlier start left."""
+        if self.settings.shutdown_on_stop and read_keeper(self.keeper_file) is not None:
+            log.info("shutting down the local Dask cluster an earlier start left running")
+            stop_keeper(self.keeper_file)
+
     def close(self, *, shutdown: bool | None = None) -> None:
         """Disconnect; shut down the cluster keepwarm started unless told to keep it."""
         if self.handle is None:

@@ -35,6 +35,8 @@ from keepwarm.state import (
 from keepwarm.supervisor import Supervisor, acquire_lock, make_backend
 from keepwarm.watch import IN_MOVED_TO, Watcher
 
+DEAD_LOCK_WAIT_SEC = 5.0  # how long a dead supervisor's threads may take to release service.lock
+
 
 class ServiceAlreadyRunning(KeepwarmError):
     """``start`` found the service's lock held by a live supervisor."""
@@ -79,6 +81,27 @@ def lock_path(env: Env) -> Path:
     return env.service_dir / "service.lock"
 
 
+def take_lock(env: Env) -> int | None:
+    """``service.lock``, or None while a live supervisor holds it.
+
+    A supervisor killed with SIGKILL reads as dead as soon as its main thread is a zombie, but the lock
+    goes only when its last thread has exited: a lock held for a supervisor that is already dead is
+    waited for (at most a few seconds) instead of being reported as a running service.
+    """
+    fd = acquire_lock(lock_path(env))
+    if fd is not None:
+        return fd
+    record = read_service_record(env.service_dir / "service.json")
+    owner = record.supervisor if record else None
+    if owner is None or owner.host != os.uname().nodename or pid_alive(owner.pid):
+        return None
+    deadline = time.monotonic() + DEAD_LOCK_WAIT_SEC
+    while fd is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+        fd = acquire_lock(lock_path(env))
+    return fd
+
+
 def supervisor_log(env: Env) -> Path:
     return env.log_dir / "supervisor.log"
 
@@ -89,7 +112,7 @@ def start_service(
     """Start the supervisor detached and return when every loop is ready; its incarnation."""
     ensure_private_dir(env.service_dir)
     TaskQueue.for_env(env).ensure()
-    fd = acquire_lock(lock_path(env))
+    fd = take_lock(env)
     if fd is None:
         raise _already_running(env)
     incarnation = uuid.uuid4().hex[:12]
@@ -147,7 +170,7 @@ def run_foreground(env: Env, *, slots: int | None = None, backend: str | None = 
     """Run the supervisor in this process (for systemd, supervisord or a container)."""
     ensure_private_dir(env.service_dir)
     TaskQueue.for_env(env).ensure()
-    fd = acquire_lock(lock_path(env))
+    fd = take_lock(env)
     if fd is None:
         raise _already_running(env)
     logging.basicConfig(
@@ -209,7 +232,7 @@ def wait_until_ready(env: Env, incarnation: str, pid: int, timeout: float) -> No
 def stop_service(env: Env, *, timeout: float | None = None, shutdown: bool | None = None) -> dict[str, Any]:
     """Stop the service from any process; returns once the supervisor has exited."""
     record = read_service_record(env.service_dir / "service.json")
-    fd = acquire_lock(lock_path(env)) if env.service_dir.is_dir() else None
+    fd = take_lock(env) if env.service_dir.is_dir() else None
     if fd is not None:
         try:
             return _stop_without_supervisor(env, record, timeout, shutdown)

@@ -101,6 +101,9 @@ class LocalBackend:
     def close(self, *, shutdown: bool | None = None) -> None:
         """Nothing to release."""
 
+    def retire(self) -> None:
+        """Nothing left behind to release."""
+
 
 def spawn_loop(env: Env, slot: str, *, max_tasks: int | None = None) -> LoopProcess:
     """Start one loop process for ``slot``; its output goes to ``<log_dir>/<slot>.log``."""

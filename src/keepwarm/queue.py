@@ -328,7 +328,7 @@ class TaskQueue:
         if task is None:
             return None
         if self.terminal_path(task.task_id) is not None:
-            os.unlink(path)
+            path.unlink(missing_ok=True)
             self.events.append("duplicate", task_id=task.task_id, during="requeue")
             return RequeueOutcome(task.task_id, "already-terminal", task.attempt)
         history = {"attempt": task.attempt, "slot": slot, "outcome": reason, "at": utc_now()}

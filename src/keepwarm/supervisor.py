@@ -105,6 +105,7 @@ class Supervisor:
         self.backend = make_backend(env, backend)
         self.failure: str | None = None  # why the supervisor gives up (its backend is gone for good)
         self.shutdown_cluster: bool | None = None  # stop --shutdown/--no-shutdown
+        self.orphan_backend: Backend = self.backend
         self.settings = env.settings.cluster
         self.incarnation = incarnation
         self.host = os.uname().nodename
@@ -159,6 +160,10 @@ class Supervisor:
             self.desired,
             self.queue.root,
         )
+        previous = read_service_record(self.record_path)
+        if previous is not None and previous.backend != self.backend.name:
+            # Loops an earlier supervisor left are judged by the backend they run on.
+            self.orphan_backend = make_backend(self.env, previous.backend)
         try:
             self.backend.open(self.incarnation, self.wake, self.desired)
         except Exception as exc:
@@ -179,6 +184,9 @@ class Supervisor:
                     break
                 self._check_loops()
                 self._check_orphans()
+                if not self.orphans and self.orphan_backend is not self.backend:
+                    self.orphan_backend.retire()  # the backend of the previous start, now unused
+                    self.orphan_backend = self.backend
                 self._start_due()
                 self._advance_rolling()
                 self._check_drain()
@@ -442,9 +450,9 @@ class Supervisor:
         previous = read_supervisor_state(self.state_path)
         pids = {f"{row.slot}.{row.incarnation}": row.pid for row in previous.loops} if previous else {}
         for row in previous.loops if previous else []:
-            if self.backend.loop_alive(row.pid, row.slot, row.incarnation):
+            if self.orphan_backend.loop_alive(row.pid, row.slot, row.incarnation):
                 # Its supervisor is gone: it finishes its task and exits.
-                self.backend.stop_orphan(row.pid, row.slot, row.incarnation)
+                self.orphan_backend.stop_orphan(row.pid, row.slot, row.incarnation)
                 self.orphans.setdefault(
                     self.queue.owner_dir(row.slot, row.incarnation), (row.pid, row.incarnation)
                 )
@@ -460,22 +468,26 @@ class Supervisor:
         now = time.monotonic()
         for owner, (pid, marker) in list(self.orphans.items()):
             slot = self.slots.get(owner.name.partition(".")[0])
-            if not owner.is_dir():
-                del self.orphans[owner]  # its owner finished and removed it
-                continue
-            if not marker and pid is not None and process_running(pid):
+            finished = not owner.is_dir()  # its owner finished and removed its folder: nothing to requeue
+            if not finished and not marker and pid is not None and process_running(pid):
                 continue  # a canceller or retrier: short-lived, never killed by keepwarm
-            if marker and self.backend.loop_alive(pid, owner.name.partition(".")[0], marker):
+            if (
+                not finished
+                and marker
+                and self.orphan_backend.loop_alive(pid, owner.name.partition(".")[0], marker)
+            ):
                 # Still finishing its task after its supervisor died: its slot waits for it (it
                 # writes that slot's heartbeat), and it gets stop_timeout_sec before it is killed.
                 if slot is not None and not slot.alive:
                     slot.next_start = None
                 if now > self._orphan_deadline:
-                    self.backend.kill_orphan(pid, owner.name.partition(".")[0], marker)
+                    self.orphan_backend.kill_orphan(pid, owner.name.partition(".")[0], marker)
                 continue
             del self.orphans[owner]
             if slot is not None and not slot.alive and slot.next_start is None and self.mode != "stopping":
                 slot.next_start = now
+            if finished:
+                continue
             planned = owner.name.startswith("_")
             outcomes = self.queue.requeue(owner, "supervisor-restart", count_attempt=not planned)
             if outcomes:
