@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from keepwarm.api import Service
+from keepwarm.cluster import read_keeper
 from keepwarm.env import Env
+from keepwarm.health import pid_alive
+from keepwarm.lifecycle import stop_service
 from keepwarm.local import LoopProcess, spawn_loop, stop_loops, wait_ready
 from keepwarm.queue import TaskQueue
+from keepwarm.state import SupervisorState, read_supervisor_state
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_APPS = ROOT / "examples" / "apps"
@@ -96,3 +103,42 @@ def flaky_env() -> Env:
 
 def queue_of(env: Env) -> TaskQueue:
     return TaskQueue.for_env(env).ensure()
+
+
+class Services:
+    """Stops, at the end of the test, every service the test started (by its supervisor's pid)."""
+
+    def __init__(self) -> None:
+        self.envs: list[Env] = []
+
+    def start(self, env: Env, **options: object) -> Service:
+        service = Service(env)
+        self.envs.append(env)
+        service.start(**options)  # type: ignore[arg-type]
+        return service
+
+    def stop_all(self) -> None:
+        for env in self.envs:
+            state = read_supervisor_state(env.service_dir / "supervisor.json")
+            try:
+                stop_service(env, timeout=5)
+            finally:
+                if state is not None and pid_alive(state.pid):
+                    os.kill(state.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def services() -> Iterator[Services]:
+    manager = Services()
+    yield manager
+    manager.stop_all()
+    for env in manager.envs:  # a Dask cluster a killed supervisor left: its keeper, by pid
+        kept = read_keeper(env.service_dir / "cluster.json")
+        if kept is not None:
+            os.kill(kept[1], signal.SIGKILL)
+
+
+def supervisor_state(env: Env) -> SupervisorState:
+    state = read_supervisor_state(env.service_dir / "supervisor.json")
+    assert state is not None
+    return state

@@ -25,24 +25,12 @@ from keepwarm.lifecycle import ServiceStartError
 from keepwarm.results import wait_for_records
 from keepwarm.state import read_service_record
 
-from .conftest import EXAMPLE_APPS, ROOT, copy_app, wait_until
-from .test_service import Services, supervisor_state
+from .conftest import EXAMPLE_APPS, ROOT, Services, copy_app, supervisor_state, wait_until
 
 pytest.importorskip("distributed")
 
 BIN = Path(sys.executable).parent
 FAST = 'backend = "dask"\nheartbeat_timeout_sec = 4\nstop_timeout_sec = 3\nstart_timeout_sec = 60\n'
-
-
-@pytest.fixture
-def services() -> Iterator[Services]:
-    manager = Services()
-    yield manager
-    manager.stop_all()
-    for env in manager.envs:  # a cluster a killed supervisor left: its keeper, by pid
-        kept = read_keeper(env.service_dir / "cluster.json")
-        if kept is not None:
-            os.kill(kept[1], signal.SIGKILL)
 
 
 def dask_app(tmp_path: Path, scheduler: str | None = None) -> Env:

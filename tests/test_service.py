@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,48 +18,12 @@ from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError, TaskFailed
 from keepwarm.health import pid_alive
-from keepwarm.lifecycle import ServiceAlreadyRunning, ServiceStartError, stop_service
+from keepwarm.lifecycle import ServiceAlreadyRunning, ServiceStartError
 from keepwarm.results import wait_for_records
-from keepwarm.state import SupervisorState, read_supervisor_state
 
-from .conftest import ROOT, copy_app, wait_until, write_app
+from .conftest import ROOT, Services, copy_app, supervisor_state, wait_until, write_app
 
 KEEPWARM = Path(sys.executable).parent / "keepwarm"
-
-
-class Services:
-    """Stops, at the end of the test, every service the test started (by its supervisor's pid)."""
-
-    def __init__(self) -> None:
-        self.envs: list[Env] = []
-
-    def start(self, env: Env, **options: object) -> Service:
-        service = Service(env)
-        self.envs.append(env)
-        service.start(**options)  # type: ignore[arg-type]
-        return service
-
-    def stop_all(self) -> None:
-        for env in self.envs:
-            state = read_supervisor_state(env.service_dir / "supervisor.json")
-            try:
-                stop_service(env, timeout=5)
-            finally:
-                if state is not None and pid_alive(state.pid):
-                    os.kill(state.pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def services() -> Iterator[Services]:
-    manager = Services()
-    yield manager
-    manager.stop_all()
-
-
-def supervisor_state(env: Env) -> SupervisorState:
-    state = read_supervisor_state(env.service_dir / "supervisor.json")
-    assert state is not None
-    return state
 
 
 def loop_pid(env: Env, slot: str) -> int:

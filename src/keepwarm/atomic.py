@@ -16,6 +16,11 @@ def temp_name(folder: Path, final_name: str) -> Path:
     return folder / f".{final_name}.{secrets.token_hex(4)}.tmp"
 
 
+def write_temp(folder: Path, final_name: str, data: bytes, durable: bool = False) -> Path:
+    """Write ``data`` to a temp file beside ``final_name`` (removed again if the write fails)."""
+    return _write_temp(folder, final_name, data, durable)
+
+
 def _write_temp(folder: Path, final_name: str, data: bytes, durable: bool) -> Path:
     tmp = temp_name(folder, final_name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 
 class KeepwarmError(Exception):
     """Base of keepwarm's user-facing errors; the CLI prints them without a traceback."""
@@ -21,6 +24,13 @@ class InvalidTaskError(KeepwarmError):
 
 class QueueFull(KeepwarmError):
     """``submit`` refused: the queue already holds ``max_pending`` tasks."""
+
+
+class StorageError(KeepwarmError, OSError):
+    """The share refused a write: full (ENOSPC, EDQUOT), read-only (EROFS), or failing (EIO)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class TaskNotFound(KeepwarmError):
@@ -43,3 +53,16 @@ class TaskFailed(KeepwarmError):
         if remote_traceback:
             message += f"\n\nremote traceback:\n{remote_traceback.rstrip()}"
         super().__init__(message)
+
+
+def storage_error(exc: OSError, where: Path, consequence: str) -> StorageError:
+    """What a refused write means for the user, and what to do about it."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        problem, fix = "is full", "free space on it (or raise the quota)"
+    elif exc.errno == errno.EROFS:
+        problem, fix = "is read-only", "make it writable again"
+    else:
+        problem, fix = f"refused a write ({exc.strerror})", "check the share's mount and permissions"
+    return StorageError(
+        exc.errno or 0, f"the share holding {where} {problem}: {consequence}. {fix.capitalize()}, then retry"
+    )

@@ -152,6 +152,9 @@ class HealthReport(_Model):
 # ---------------------------------------------------------------------- evaluation
 
 
+STORAGE_LOW_BYTES = 64 * 1024  # less free space than this on the share reads as full
+
+
 def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
     """The service's health from its files alone: status word, loop rows, queue, supervisor.
 
@@ -185,7 +188,9 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
     restarted = sorted({e.slot for e in window}, key=_slot_order)
 
     conditions = list(state.conditions) if state else []
-    conditions += [c for c in supervisor_conditions if c not in conditions]
+    conditions += [
+        c for c in supervisor_conditions + _storage_conditions(env.queue_dir) if c not in conditions
+    ]
     if pending and not healthy and not unhealthy:
         conditions.append("loops-starting")
     start_failed = stopped and record is not None and record.start_error is not None
@@ -363,6 +368,19 @@ def _supervisor_health(
         pid=pid, host=host, incarnation=incarnation, alive=alive, heartbeat_age_sec=_round(age)
     )
     return supervisor, conditions
+
+
+def _storage_conditions(queue_dir: Path) -> list[str]:
+    """A full or read-only share, seen by any reader (the supervisor may be unable to write it down)."""
+    try:
+        stats = os.statvfs(queue_dir)
+    except OSError:
+        return []
+    if stats.f_flag & os.ST_RDONLY:
+        return [f"storage: the share holding {queue_dir} is read-only"]
+    if stats.f_bavail * stats.f_frsize < STORAGE_LOW_BYTES:
+        return [f"storage: the share holding {queue_dir} is full"]
+    return []
 
 
 def _last_finish(queue: TaskQueue, record: ServiceRecord | None) -> float | None:

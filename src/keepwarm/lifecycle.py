@@ -81,6 +81,37 @@ def lock_path(env: Env) -> Path:
     return env.service_dir / "service.lock"
 
 
+def refuse_shared_writers(env: Env) -> None:
+    """Refuse to serve a queue that other users can write: whatever they queue runs as this user.
+
+    The queue's folders, and the folders above them up to the share, must be owned by this user and
+    writable by nobody else, unless ``[cluster] allow_shared_writers = true`` says the team is trusted.
+    """
+    if env.settings.cluster.allow_shared_writers:
+        return
+    queue, root, problems = env.queue_dir, env.share_root, []
+    above = [p for p in queue.parents if p == root or root in p.parents]  # up to the share, included
+    for path in [
+        *(queue / name for name in ("pending", "running", "done", "failed", "heartbeats")),
+        queue,
+        *above,
+    ]:
+        try:
+            stats = path.stat()
+        except FileNotFoundError:
+            continue
+        if stats.st_uid != os.getuid():
+            problems.append(f"{path} belongs to uid {stats.st_uid}")
+        elif stats.st_mode & 0o022 and not (stats.st_mode & 0o1000 and path == root):  # sticky share: ok
+            problems.append(f"{path} is writable by {'others' if stats.st_mode & 0o002 else 'its group'}")
+    if problems:
+        raise KeepwarmError(
+            f"refusing to start {env.app_target}: other users can write its queue, and what they queue "
+            f"would run as you ({'; '.join(problems)}). Make it private (chmod 700 on those folders), or "
+            "set [cluster] allow_shared_writers = true if everyone who can write there is trusted"
+        )
+
+
 def take_lock(env: Env) -> int | None:
     """``service.lock``, or None while a live supervisor holds it.
 
@@ -112,6 +143,7 @@ def start_service(
     """Start the supervisor detached and return when every loop is ready; its incarnation."""
     ensure_private_dir(env.service_dir)
     TaskQueue.for_env(env).ensure()
+    refuse_shared_writers(env)
     fd = take_lock(env)
     if fd is None:
         raise _already_running(env)
@@ -170,6 +202,7 @@ def run_foreground(env: Env, *, slots: int | None = None, backend: str | None = 
     """Run the supervisor in this process (for systemd, supervisord or a container)."""
     ensure_private_dir(env.service_dir)
     TaskQueue.for_env(env).ensure()
+    refuse_shared_writers(env)
     fd = take_lock(env)
     if fd is None:
         raise _already_running(env)

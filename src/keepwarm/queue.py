@@ -26,9 +26,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from keepwarm.atomic import publish_new, write_atomic
+from keepwarm.atomic import fsync_dir, publish_new, write_atomic, write_temp
 from keepwarm.env import Env, ensure_private_dir
-from keepwarm.errors import InvalidTaskError, QueueFull, TaskNotFound
+from keepwarm.errors import InvalidTaskError, QueueFull, TaskNotFound, storage_error
 from keepwarm.events import EventLog
 from keepwarm.settings import ClusterSettings, describe_error
 from keepwarm.task import (
@@ -188,11 +188,23 @@ class TaskQueue:
                 )
         if not self.pending.is_dir():
             self.ensure()
+        # All or nothing: every task is written to a temp file first (where a full or read-only share
+        # fails), and only then renamed into pending/ (a rename needs no space).
+        staged: list[tuple[Task, Path]] = []
+        try:
+            for task, data in zip(batch, encoded, strict=True):
+                staged.append((task, write_temp(self.pending, task.task_id, data, self.durable)))
+        except OSError as exc:
+            for _, temp in staged:
+                temp.unlink(missing_ok=True)
+            raise storage_error(exc, self.pending, "nothing was queued") from None
         published = []
-        for task, data in zip(batch, encoded, strict=True):
+        for task, temp in staged:
             path = self.pending / pending_name(next_seq(), task.task_id)
-            write_atomic(path, data, self.durable)
+            os.rename(temp, path)
             published.append((task, path))
+        if self.durable:
+            fsync_dir(self.pending)
         return published
 
     def submit_partials(

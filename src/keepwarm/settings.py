@@ -157,6 +157,11 @@ class ClusterSettings(_Section):
         default=600, ge=0, description="the file-count limits never remove a file younger than this"
     )
     isolated: bool = Field(default=False, description="install the app into its own virtual environment")
+    allow_shared_writers: bool = Field(
+        default=False,
+        description="let start accept a queue folder that other users can write (a team share whose "
+        "members you trust: any of them can queue work that runs as you)",
+    )
     pool: bool = Field(default=False, description="run mode: use a process pool")
     cython: bool = Field(default=False, description="run mode: compile the worker with Cython")
     rapids: bool = Field(default=False, description="run mode: use RAPIDS (needs a CUDA GPU and cuDF)")
