@@ -84,13 +84,16 @@ def start(
 @service_verb
 def status(app: str, apps_path: Path | None, as_json: bool) -> None:
     """Show the service's status, queue and loops (read-only, from the files)."""
+    # The core function itself rather than Service: the status path imports no more than it reads.
+    from keepwarm.env import Env
+    from keepwarm.health import evaluate_health
     from keepwarm.state import version_note
 
-    service = service_of(app, apps_path)
-    note = version_note(service.env.service_dir, service.env.app_target)
+    env = Env(app, apps_path)
+    note = version_note(env.service_dir, env.app_target)
     if note:
         say(f"note: {note}", fg="yellow")
-    report = service.status()
+    report = evaluate_health(env)
     if as_json:
         emit_json(report.to_json_dict())
     else:
