@@ -11,9 +11,11 @@ worker carries more than ``IMBALANCE_LIMIT`` times the mean load is flagged as u
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import re
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -134,7 +136,8 @@ def build_plan(env: Env, *, workers: int | None = None, args: dict[str, Any] | N
 
     count = workers or env.settings.cluster.slots
     names = worker_names(count)
-    with borrowed_imports(env.app_dir):
+    # The manager's prints go to stderr: stdout belongs to the verb's result (``--json``).
+    with borrowed_imports(env.app_dir), contextlib.redirect_stdout(sys.stderr):
         use_app_code(env.app_dir)
         app = load_app(env)
         manager_class = require_manager(app)
