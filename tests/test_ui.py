@@ -9,13 +9,11 @@ scripts that do what the click did.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,13 +22,11 @@ from streamlit.testing.v1 import AppTest
 from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.health import pid_alive
-from keepwarm.lifecycle import stop_service
 from keepwarm.plan import load_plan
 from keepwarm.settings import load_settings
-from keepwarm.state import read_supervisor_state
 from keepwarm.ui import server, snippets
 
-from .conftest import copy_app, write_app
+from .conftest import Services, copy_app, write_app
 
 BIN = Path(sys.executable).parent
 PAGE = Path(server.PAGE)
@@ -57,16 +53,11 @@ def app_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def started(app_dir: Path) -> Iterator[Env]:
-    """The app's Env; whatever service the test started through the page is stopped afterwards."""
+def started(app_dir: Path, services: Services) -> Env:
+    """The app's Env; a service the test starts through the page is stopped afterwards (by pid)."""
     env = Env(app_dir)
-    yield env
-    state = read_supervisor_state(env.service_dir / "supervisor.json")
-    try:
-        stop_service(env, timeout=5)
-    finally:
-        if state is not None and pid_alive(state.pid):
-            os.kill(state.pid, signal.SIGKILL)
+    services.envs.append(env)
+    return env
 
 
 def open_page() -> AppTest:
@@ -292,7 +283,7 @@ def test_the_live_view_counts_and_charts_over_refreshes(started: Env) -> None:
         handle.result(timeout=30)
     page.run()  # a refresh, as the fragment's timer does in the browser
     assert metric(page, "Done") == "40"
-    assert float(metric(page, "Throughput (tasks/s, 10 s)")) > 0
+    assert float(metric(page, "Tasks/s (last 10 s)")) > 0
     recent = page.table[-1].value
     assert set(recent["state"]) == {"done"} and len(recent) == 5
     click(page, "service.stop")

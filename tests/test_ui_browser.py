@@ -23,12 +23,9 @@ import pytest
 
 from keepwarm.api import Service
 from keepwarm.env import Env
-from keepwarm.health import pid_alive
-from keepwarm.lifecycle import stop_service
 from keepwarm.settings import load_settings
-from keepwarm.state import read_supervisor_state
 
-from .conftest import copy_app
+from .conftest import Services, copy_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -43,6 +40,7 @@ webdriver = pytest.importorskip(
 )
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -68,7 +66,9 @@ class Screenshots:
         if section is None:
             assert self.driver.save_screenshot(str(path))
         else:
-            assert self.driver.find_element(By.CSS_SELECTOR, f".st-key-{section}").screenshot(str(path))
+            element = self.driver.find_element(By.CSS_SELECTOR, f".st-key-{section}")
+            self.driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", element)
+            assert element.screenshot(str(path))
         self.taken.append(path)
         if self.extra is not None:
             self.extra.mkdir(parents=True, exist_ok=True)
@@ -104,17 +104,11 @@ def click(driver: WebDriver, key: str, inner: str = "button") -> None:
 
 
 @pytest.fixture
-def app_dir(tmp_path: Path) -> Iterator[Path]:
-    """A private copy of the example app; its service, if the test started one, is stopped at the end."""
+def app_dir(tmp_path: Path, services: Services) -> Path:
+    """A private copy of the example app; a service the test starts is stopped afterwards (by pid)."""
     folder = copy_app(tmp_path, "mycode_project")
-    yield folder
-    env = Env(folder)
-    state = read_supervisor_state(env.service_dir / "supervisor.json")
-    try:
-        stop_service(env, timeout=5)
-    finally:
-        if state is not None and pid_alive(state.pid):
-            os.kill(state.pid, signal.SIGKILL)
+    services.envs.append(Env(folder))
+    return folder
 
 
 @pytest.fixture
@@ -163,30 +157,34 @@ def test_an_operator_sets_runs_serves_and_stops_an_app_in_the_browser(
     browser.get(page_url)
     wait_for_text(browser, "ORCHESTRATE")
     wait_for_text(browser, "Calculated mode")
+    wait_for_text(browser, "Live view")
     shots.take("page")
 
     # A setting changed in the page lands in the TOML, comments kept.
-    click(browser, "settings.pool", inner="label")
-    wait_for(browser, "mode 1", lambda d: "mode 1: pool" in page_text(d))
+    workers = browser.find_element(By.CSS_SELECTOR, ".st-key-settings-slots input")
+    workers.send_keys(Keys.CONTROL, "a")
+    workers.send_keys("3", Keys.ENTER)
+    wait_for(browser, "the field to say 3", lambda d: workers.get_attribute("value") == "3")
     click(browser, "settings.save")
     wait_for_text(browser, "saved to")
-    assert load_settings(settings).cluster.pool is True
+    assert load_settings(settings).cluster.slots == 3
     assert "# The reference system's SLA defaults." in settings.read_text()
     shots.take("settings-saved", section="section-settings")
 
-    # The example app installs and runs, in the mode the settings now ask for (pool).
+    # The example app installs and runs, on the three workers the settings now ask for.
     click(browser, "install.run")
     wait_for_text(browser, "installed mycode_project in")
     click(browser, "run.run")
-    wait_for(browser, "the run to finish", lambda d: "mode pool: 2000 rows" in page_text(d))
+    wait_for(browser, "the run to finish", lambda d: "mode python: 2000 rows" in page_text(d))
+    assert "on worker-2" in page_text(browser)
     shots.take("run-done", section="section-run")
 
     # The service starts, and every loop is healthy.
     click(browser, "service.start")
-    wait_for_text(browser, "loops ready")
-    wait_for_text(browser, "2 of 2 loops healthy")
+    wait_for_text(browser, "3 loops ready")
+    wait_for_text(browser, "3 of 3 loops healthy")
     status = Service(Env(app_dir)).status()
-    assert status.workers_healthy_count == 2 and status.workers_unhealthy_count == 0
+    assert status.workers_healthy_count == 3 and status.workers_unhealthy_count == 0
     shots.take("service-started", section="section-service")
 
     # A task goes in and its result comes out.

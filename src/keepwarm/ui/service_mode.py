@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import altair as alt
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]  # stubs are not a dependency
 import streamlit as st
 
@@ -172,7 +173,7 @@ def service_settings(env: Env) -> None:
 def service_actions(env: Env) -> None:
     ref = AppRef.of(env)
     service = Service(env)
-    workers_column, *buttons = st.columns([2, 1, 1, 1, 1, 1])
+    workers_column, *buttons = st.columns([2, 1, 1, 1.3, 1.6, 1])
     initial_from_settings(env, "service.workers")
     workers = int(
         workers_column.number_input(
@@ -335,6 +336,21 @@ def show_health_table(report: HealthReport) -> None:
     st.table(styled, border="horizontal", hide_index=True)
 
 
+def line_chart(frame: pd.DataFrame) -> alt.Chart:
+    """One line per column over time, with plain numbers on the axis (an all-zero series too)."""
+    long = frame.rename_axis("time").reset_index().melt("time", var_name="series", value_name="value")
+    chart: alt.Chart = (
+        alt.Chart(long, height=170)
+        .mark_line()
+        .encode(
+            x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S")),
+            y=alt.Y("value:Q", title=None, axis=alt.Axis(format="~g")),
+            color=alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom")),
+        )
+    )
+    return chart
+
+
 def live_view(env: Env) -> None:
     st.subheader("Live view")
     toggle_column, every_column = st.columns(2)
@@ -361,27 +377,29 @@ def live_panel(env: Env) -> None:
     columns[3].metric("Done", queue.done)
     columns[4].metric("Failed", queue.failed)
     rate = history.recent_throughput()
-    columns[5].metric("Throughput (tasks/s, 10 s)", "—" if rate is None else f"{rate:.1f}")
+    columns[5].metric("Tasks/s (last 10 s)", "—" if rate is None else f"{rate:.1f}")
     show_health_table(report)
 
     samples = list(history.samples)
     if len(samples) >= 2:
         times = pd.to_datetime([s.at for s in samples], unit="s")
-        charts = st.columns(3)
-        with charts[0]:
-            st.caption("Queue")
-            counts = {"pending": [s.pending for s in samples], "running": [s.running for s in samples]}
-            st.line_chart(pd.DataFrame(counts, index=times), height=180)
-        with charts[1]:
-            st.caption("Heartbeat age (s)")
-            ages = pd.DataFrame([s.heartbeat_ages for s in samples], index=times)
-            if not ages.empty:
-                st.line_chart(ages, height=180)
-        with charts[2]:
-            st.caption("Throughput (tasks/s)")
-            series = history.throughput()
-            moments = pd.to_datetime([at for at, _ in series], unit="s")
-            st.line_chart(pd.DataFrame({"tasks/s": [r for _, r in series]}, index=moments), height=180)
+        series = history.throughput()
+        charts = {
+            "Queue": pd.DataFrame(
+                {"pending": [s.pending for s in samples], "running": [s.running for s in samples]},
+                index=times,
+            ),
+            "Heartbeat age (s)": pd.DataFrame([s.heartbeat_ages for s in samples], index=times),
+            "Throughput (tasks/s)": pd.DataFrame(
+                {"tasks/s": [rate for _, rate in series]},
+                index=pd.to_datetime([at for at, _ in series], unit="s"),
+            ),
+        }
+        for column, (title, frame) in zip(st.columns(3), charts.items(), strict=True):
+            with column:
+                st.caption(title)
+                if not frame.empty:
+                    st.altair_chart(line_chart(frame), width="stretch")
     recent = service.tasks(limit=5)
     if recent:
         st.caption("Recent tasks")
