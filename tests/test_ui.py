@@ -324,6 +324,18 @@ def test_the_args_form_follows_the_args_model_and_saves_to_args(app_dir: Path) -
     assert "partitions = 4  # run mode: how many partitions to split them into" in settings.read_text()
 
 
+def test_args_the_model_refuses_are_shown_and_refused_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = copy_app(tmp_path, "mycode_project", **{"x = 27 ": "x = 0  "})
+    monkeypatch.setenv("KEEPWARM_APPS_PATH", str(app.parent))
+    page = open_page()
+    assert page.number_input(key="args.x").value == 0  # shown as the file has it, not hidden
+    click(page, "args.save")
+    assert messages(page)[-1].startswith(f"[args] of {app / 'app_settings.toml'}: invalid args: x:")
+    assert "x = 0" in (app / "app_settings.toml").read_text()
+
+
 def test_an_app_without_args_model_edits_args_as_json(app_dir: Path, tmp_path: Path) -> None:
     plain = write_app(tmp_path, "plain", WORKER, settings="[args]\nlimit = 3  # kept\n")
     page = open_page()

@@ -126,11 +126,17 @@ def field_widget(name: str, info: FieldInfo, current: Any) -> Any:
     high = bounds.get("le", bounds.get("lt"))
     if annotation is bool:
         return st.toggle(label, value=bool(current), key=key, help=help_text)
-    if annotation is int:
+    if annotation is int and isinstance(current, int):
+        low = low + 1 if "ge" not in bounds and low is not None else low  # gt n: n + 1 for integers
+        high = high - 1 if "le" not in bounds and high is not None else high
+        if (low is not None and current < low) or (high is not None and current > high):
+            low = high = None  # a value out of bounds in the file: shown as is, refused on save with why
         return st.number_input(
-            label, value=int(current), min_value=low, max_value=high, step=1, key=key, help=help_text
+            label, value=current, min_value=low, max_value=high, step=1, key=key, help=help_text
         )
-    if annotation is float:
+    if annotation is float and isinstance(current, (int, float)):
+        if (low is not None and current < low) or (high is not None and current > high):
+            low = high = None
         return st.number_input(
             label,
             value=float(current),
@@ -192,13 +198,18 @@ def save_args(env: Env, model: type[BaseModel] | None, values: dict[str, Any]) -
     except ValueError as exc:
         return Outcome(False, f"[args] of {env.settings_path}: {exc}")
     current = env.settings.args
-    update = {key: value for key, value in values.items() if current.get(key) != value}
+    fields = model.model_fields if model is not None else {}
+    defaults = {name: info.get_default(call_default_factory=True) for name, info in fields.items()}
+
+    def differs(key: str, value: Any) -> bool:
+        # A key the file does not name is written only when its value is not the model's default.
+        if key in current:
+            return bool(current[key] != value)
+        return key not in defaults or defaults[key] != value
+
+    update: dict[str, Any] = {key: value for key, value in values.items() if differs(key, value)}
     if model is None:
-        update |= {key: None for key in current if key not in values}
-    elif not any(key in current for key in update):
-        # A value left at the model's default is written only if the file names that key already.
-        defaults = {n: f.get_default(call_default_factory=True) for n, f in model.model_fields.items()}
-        update = {key: value for key, value in update.items() if defaults.get(key) != value}
+        update |= {key: None for key in current if key not in values}  # removed from the JSON
     return write_settings(env, [("args", update)])
 
 
