@@ -305,10 +305,25 @@ def test_install_streams_its_log_and_enables_run(app_dir: Path) -> None:
     assert any(m.startswith("installed mycode_project in ") for m in messages(page)), messages(page)
     log = code_with(page, "step check")
     assert "step environment: start" in log and "step check: done" in log
+    assert [e.label for e in page.expander].count("Install logs") == 1  # the live panel gave way
     assert not page.button(key="run.run").disabled  # a successful install enables RUN
     completed = run(keepwarm_line(code_with(page, "keepwarm install")))
     assert completed.returncode == 0, completed.stderr
     assert "keepwarm.install(env, on_output=print)" in code_with(page, "keepwarm.install(")
+
+
+def test_a_failed_install_says_which_step_and_keeps_its_log(app_dir: Path, tmp_path: Path) -> None:
+    write_app(tmp_path, "broken", "import no_such_module_anywhere\n" + WORKER)
+    page = open_page()
+    page.selectbox(key="app").set_value("broken").run()
+    click(page, "install.run")
+    assert page.error[0].value.startswith("InstallError: install broken: step 'check' failed:"), messages(
+        page
+    )
+    assert "no_such_module_anywhere" in page.error[0].value
+    log = code_with(page, "step check: failed")  # the streamed log is kept, open, after the failure
+    assert "step environment: done" in log
+    assert page.button(key="run.run").disabled
 
 
 def test_the_args_form_follows_the_args_model_and_saves_to_args(app_dir: Path) -> None:

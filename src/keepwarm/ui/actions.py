@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import streamlit as st
-from streamlit.delta_generator import DeltaGenerator
 
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
@@ -52,20 +51,24 @@ def recalled(section: str) -> Outcome | None:
     return outcome if isinstance(outcome, Outcome) else None
 
 
-def attempt(snippet: Snippet | None, action: Callable[[], Outcome]) -> Outcome:
-    """Run an action; an error it raises on purpose becomes a failed outcome in its own words."""
+def attempt(snippet: Snippet | None, action: Callable[[], Outcome], log: list[str] | None = None) -> Outcome:
+    """Run an action; an error it raises on purpose becomes a failed outcome in its own words.
+
+    ``log`` is the list the action streams into (see :func:`stream`): a failed outcome keeps it.
+    """
     try:
         return action()
     except ACTION_ERRORS as exc:
-        return Outcome(False, f"{type(exc).__name__}: {exc}", snippet)
+        return Outcome(False, f"{type(exc).__name__}: {exc}", snippet, log=list(log or []))
 
 
-def stream(action: Callable[[Callable[[str], None]], T], panel: DeltaGenerator) -> tuple[T, list[str]]:
-    """Run ``action(say)`` in a thread and show each line it says in ``panel`` as it comes.
+def stream(action: Callable[[Callable[[str], None]], T], title: str, log: list[str]) -> T:
+    """Run ``action(say)`` in a thread, showing each line it says under ``title`` as it comes.
 
     The core functions call their progress callbacks from wherever they run (a pool's result thread,
-    a subprocess reader); only this, the script's thread, draws. Returns the action's value and its
-    lines; re-raises what the action raised.
+    a subprocess reader); only this, the script's thread, draws. Lines are appended to ``log``; the
+    live panel is removed at the end (:func:`show_log` draws the kept log). Re-raises what the action
+    raised.
     """
     lines: queue.SimpleQueue[str] = queue.SimpleQueue()
     result: dict[str, Any] = {}
@@ -78,8 +81,8 @@ def stream(action: Callable[[Callable[[str], None]], T], panel: DeltaGenerator) 
 
     thread = threading.Thread(target=work, name="keepwarm-ui-action", daemon=True)
     thread.start()
-    log: list[str] = []
-    shown = panel.empty()
+    slot = st.empty()
+    shown = slot.container().expander(title, expanded=True).empty()
     while True:
         finished = not thread.is_alive()
         fresh = []
@@ -91,9 +94,10 @@ def stream(action: Callable[[Callable[[str], None]], T], panel: DeltaGenerator) 
         if finished:
             break
         thread.join(0.1)
+    slot.empty()
     if "error" in result:
         raise result["error"]
-    return result["value"], log
+    return result["value"]  # type: ignore[no-any-return]
 
 
 def show_snippet(snippet: Snippet) -> None:

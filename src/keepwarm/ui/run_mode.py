@@ -79,7 +79,7 @@ def install_section(env: Env) -> None:
     with st.expander("Python and CLI", expanded=False):
         show_snippet(snippet)
     if st.button("INSTALL", key="install.run", type="primary"):
-        panel = st.expander("Install logs", expanded=True)
+        log: list[str] = []
 
         def provision(say: Any) -> InstallReport:
             def step(name: str, state: str, detail: str) -> None:
@@ -88,13 +88,13 @@ def install_section(env: Env) -> None:
             return install(env, on_step=step, on_output=say)
 
         def act() -> Outcome:
-            report, log = stream(provision, panel)
+            report = stream(provision, "Install logs", log)
             steps = ", ".join(f"{s.name} {s.status}" for s in report.steps)
             return Outcome(
                 True, f"installed {report.app} in {report.seconds:.2f}s: {steps}", snippet, report, log
             )
 
-        remember("install", attempt(snippet, act))  # RUN, drawn below, reads it
+        remember("install", attempt(snippet, act, log))  # RUN, drawn below, reads it
     outcome = show_outcome("install", with_snippet=False)
     show_log("Install logs", outcome)
     if outcome is None and installed(env):
@@ -377,27 +377,31 @@ def run_section(env: Env) -> None:
     if not ready:
         st.caption("INSTALL first: a successful install enables RUN")
     if st.button("RUN", key="run.run", type="primary", disabled=not ready):
-        panel = st.expander("Run logs", expanded=True)
+        log: list[str] = []
 
         chosen: list[str | int | RunMode] | None = None if modes is None else list(modes)
 
         def act() -> Outcome:
             if every:
-                ranking, log = stream(
-                    lambda say: benchmark(env, chosen, on_event=lambda e: say(describe_event(e))), panel
+                ranking = stream(
+                    lambda say: benchmark(env, chosen, on_event=lambda e: say(describe_event(e))),
+                    "Run logs",
+                    log,
                 )
                 fastest = ranking.ranked[0] if ranking.ranked else None
                 best = f"; fastest: {fastest.mode} in {fastest.timing}" if fastest else ""
                 message = f"benchmarked {len(ranking.entries)} modes{best} (written to {ranking.path})"
                 return Outcome(True, message, snippet, ranking, log)
-            report, log = stream(lambda say: run(env, mode, on_event=lambda e: say(describe_event(e))), panel)
+            report = stream(
+                lambda say: run(env, mode, on_event=lambda e: say(describe_event(e))), "Run logs", log
+            )
             message = (
                 f"run {report.run_id} {report.status} in {report.seconds:.2f}s, mode {report.mode}: "
                 f"{report.rows} rows in {report.output_dir}"
             )
             return Outcome(True, message, snippet, report, log)
 
-        remember("run", attempt(snippet, act))
+        remember("run", attempt(snippet, act, log))
     outcome = show_outcome("run", with_snippet=False)
     show_log("Run logs", outcome)
     if outcome is not None and isinstance(outcome.value, RunReport):
