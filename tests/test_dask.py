@@ -252,23 +252,25 @@ def test_the_app_code_reaches_workers_that_do_not_have_it(tmp_path: Path) -> Non
     """The app's folder is uploaded to each worker (Dask's UploadDirectory through the nannies): a
     worker runs the app from its copy once the original folder is gone."""
     from distributed import Client, LocalCluster
-    from distributed.diagnostics.plugin import UploadDirectory
 
     from keepwarm.dask_backend import _app_dir_here
+    from keepwarm.staging import ship_to_dask, stage_app
 
     app_dir = copy_app(tmp_path, "mycode_project")
     with (
         LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
-        client.register_plugin(UploadDirectory(str(app_dir), update_path=True))
-        shutil.rmtree(app_dir)
+        staged = stage_app(Env(app_dir))
+        shipped = ship_to_dask(client, staged)
+        shutil.rmtree(app_dir)  # neither the app nor its staged copy on the share: only the upload
+        shutil.rmtree(staged)
 
         def run_there(dask_worker: object) -> object:
             from keepwarm.app import load_app
             from keepwarm.task import TaskItem
 
-            found = _app_dir_here(str(app_dir), dask_worker.local_directory)  # type: ignore[attr-defined]
+            found = _app_dir_here(str(app_dir), shipped, dask_worker)
             app = load_app(Env(found))
             worker = app.new_worker()
             worker.start()

@@ -44,6 +44,7 @@ from keepwarm.env import Env, ensure_private_dir
 from keepwarm.heartbeat import read_heartbeat
 from keepwarm.loop import WorkerLoop, new_incarnation
 from keepwarm.settings import SETTINGS_FILE
+from keepwarm.staging import ship_to_dask, shipped_folder, stage_app
 from keepwarm.state import ClusterRecord, read_supervisor_state
 from keepwarm.task import epoch_of
 
@@ -64,6 +65,7 @@ class LoopSpec:
     incarnation: str
     supervisor: str  # the supervisor's incarnation: the loop stops when another one takes over
     heartbeat_timeout_sec: float
+    shipped: str | None = None  # the name of the app's uploaded copy on workers (keepwarm.staging)
     max_tasks: int | None = None
 
 
@@ -76,7 +78,7 @@ def serve_on_worker(spec: LoopSpec) -> int:
 
     worker = get_worker()
     env = Env(
-        _app_dir_here(spec.app_dir, worker.local_directory),
+        _app_dir_here(spec.app_dir, spec.shipped, worker),
         share_dir=os.environ.get("KEEPWARM_SHARE") or spec.share_root,
         namespace=spec.namespace,
     )
@@ -110,17 +112,16 @@ def serve_on_worker(spec: LoopSpec) -> int:
         handler.close()
 
 
-def _app_dir_here(app_dir: str, local_directory: str) -> Path:
+def _app_dir_here(app_dir: str, shipped: str | None, worker: Any) -> Path:
     """The app's folder on this worker: the supervisor's path if it is here, else the uploaded copy."""
     if (Path(app_dir) / SETTINGS_FILE).is_file():
         return Path(app_dir)
-    name = Path(app_dir).name
-    for base in (Path(local_directory), *Path(local_directory).parents):
-        if (base / name / SETTINGS_FILE).is_file():
-            return base / name
+    copy = shipped_folder(shipped, worker) if shipped else None
+    if copy is not None and (copy / SETTINGS_FILE).is_file():
+        return copy
     raise ClusterError(
-        f"the app {name} is not on worker host {os.uname().nodename}: neither {app_dir} nor an uploaded "
-        f"copy under {local_directory}"
+        f"the app {Path(app_dir).name} is not on worker host {os.uname().nodename}: neither {app_dir} "
+        f"nor an uploaded copy {shipped or '(none shipped)'} next to {worker.local_directory}"
     )
 
 
@@ -257,6 +258,7 @@ class DaskBackend:
         self.wake: Callable[[], None] = lambda: None
         self.markers = env.service_dir / "loops"
         self.keeper_file = env.service_dir / "cluster.json"
+        self.shipped: str | None = None
 
     # ------------------------------------------------------------------ connect
 
@@ -293,12 +295,11 @@ class DaskBackend:
             )
 
     def _ship_code(self) -> None:
-        """Upload the app's folder to every worker (and to workers that join later, through the nannies)."""
+        """Upload a content-named copy of the app to every worker (and to workers that join later,
+        through the nannies): keepwarm.staging, shared with run mode."""
         assert self.handle is not None
-        from distributed.diagnostics.plugin import UploadDirectory
-
         try:
-            self.handle.client.register_plugin(UploadDirectory(str(self.env.app_dir), update_path=True))
+            self.shipped = ship_to_dask(self.handle.client, stage_app(self.env))
         except Exception as exc:  # e.g. workers without nannies: they must have the app's folder
             log.warning("could not upload %s to the workers: %s", self.env.app_dir, exc)
 
@@ -343,6 +344,7 @@ class DaskBackend:
             incarnation=incarnation,
             supervisor=self.supervisor,
             heartbeat_timeout_sec=self.settings.heartbeat_timeout_sec,
+            shipped=self.shipped,
             max_tasks=max_tasks,
         )
         future = self.handle.client.submit(
