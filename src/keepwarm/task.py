@@ -22,7 +22,8 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 def is_safe_id(value: str) -> bool:
     """True for ids that can name a file: no separators, no ``..``, no leading dot, at most 128."""
-    return bool(_SAFE_ID.match(value)) and ".." not in value
+    # fullmatch: "$" alone would let one trailing newline through ("abc\n").
+    return bool(_SAFE_ID.fullmatch(value)) and ".." not in value
 
 
 def _check_id(value: str | None, what: str) -> str | None:
