@@ -448,6 +448,13 @@ class Supervisor:
     def _recover_orphans(self) -> None:
         """Claims left by loops of an earlier supervisor: requeued once their loop is confirmed dead."""
         previous = read_supervisor_state(self.state_path)
+        if previous is not None and previous.mode != "stopped":
+            # A supervisor that died: its restarts stay on record (and in restart_rate) for their window.
+            self.ledger = list(previous.restarts)
+            for row in previous.loops:
+                if row.slot in self.slots:
+                    same = self.slots[row.slot]
+                    same.row = same.row.model_copy(update={"restarts": row.restarts})
         pids = {f"{row.slot}.{row.incarnation}": row.pid for row in previous.loops} if previous else {}
         for row in previous.loops if previous else []:
             if self.orphan_backend.loop_alive(row.pid, row.slot, row.incarnation):
