@@ -103,6 +103,12 @@ def click(driver: WebDriver, key: str, inner: str = "button") -> None:
     driver.find_element(By.CSS_SELECTOR, css).click()
 
 
+def open_expander(driver: WebDriver, section: str, title: str) -> None:
+    xpath = f"//*[contains(@class, 'st-key-{section}')]//summary[contains(., '{title}')]"
+    wait_for(driver, f"the {title} expander", lambda d: d.find_element(By.XPATH, xpath).is_displayed())
+    driver.find_element(By.XPATH, xpath).click()
+
+
 @pytest.fixture
 def app_dir(tmp_path: Path, services: Services) -> Path:
     """A private copy of the example app; a service the test starts is stopped afterwards (by pid)."""
@@ -176,7 +182,8 @@ def test_an_operator_sets_runs_serves_and_stops_an_app_in_the_browser(
     wait_for_text(browser, "installed mycode_project in")
     click(browser, "run.run")
     wait_for(browser, "the run to finish", lambda d: "mode python: 2000 rows" in page_text(d))
-    assert "on worker-2" in page_text(browser)
+    open_expander(browser, "section-run", "Run logs")  # the kept log: three plan workers ran
+    wait_for(browser, "the log of worker-2", lambda d: "on worker-2" in page_text(d))
     shots.take("run-done", section="section-run")
 
     # The service starts, and every loop is healthy.
