@@ -41,6 +41,7 @@ from keepwarm.cluster import read_keeper
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
 from keepwarm.health import HealthReport
+from keepwarm.heartbeat import read_heartbeat
 from keepwarm.state import PLANNED_REASONS, read_supervisor_state
 from keepwarm.task import TASK_SUFFIX
 
@@ -173,6 +174,7 @@ class Kill:
     incarnation: str
     pid: int
     supervisor: str  # the incarnation of the supervisor whose loop table named the loop
+    state: str = "?"  # what the loop's heartbeat said: starting, ready, processing (none: not yet written)
 
 
 @dataclass
@@ -346,6 +348,7 @@ class ChaosReport:
             ("work() per task", f"{plan.work_seconds * 1000:g} ms"),
             ("chaos", f"{self.chaos_sec:.1f} s, a kill every {plan.kill_every:g} s"),
             ("loops killed (SIGKILL)", f"{len(self.kills)} ({self.kill_misses} ticks found no live loop)"),
+            ("killed loops' heartbeat said", _fmt(Counter(kill.state for kill in self.kills))),
             ("loop frozen (SIGSTOP)", freeze),
             ("supervisor killed, then start", self._supervisor_row()),
             ("done", f"{len(self.done):,}"),
@@ -418,10 +421,17 @@ class ChaosRun:
             return lambda pid: keeper is not None and parent_of(pid) == keeper[1]
         return lambda pid: incarnation.encode() in _cmdline(pid)
 
-    def _pick_loop(self, exclude: set[int]) -> tuple[str, int, Kill] | None:
-        """A random live loop of the current table, as (slot, pidfd, its record); None if none is."""
+    def _serving(self, slot: str, incarnation: str) -> bool:
+        beat = read_heartbeat(self.service.queue.heartbeats / f"{slot}.json")
+        return beat is not None and beat.incarnation == incarnation and beat.state in ("ready", "processing")
+
+    def _pick_loop(self, exclude: set[int], serving: bool = False) -> tuple[str, int, Kill] | None:
+        """A random live loop of the current table, as (slot, pidfd, its record); None if none is.
+
+        ``serving``: only a loop whose heartbeat says it is ready or processing (not one still starting).
+        """
         supervisor, rows = self._loop_table()
-        rows = [row for row in rows if row[2] not in exclude]
+        rows = [row for row in rows if row[2] not in exclude and (not serving or self._serving(*row[:2]))]
         self.rng.shuffle(rows)
         for slot, incarnation, pid in rows:
             fd = open_verified(pid, self._is_loop(incarnation))
@@ -437,7 +447,9 @@ class ChaosRun:
         if picked is None:
             self.report.kill_misses += 1
             return
-        _, fd, kill = picked
+        slot, fd, kill = picked
+        beat = read_heartbeat(self.service.queue.heartbeats / f"{slot}.json")
+        kill.state = beat.state if beat is not None and beat.incarnation == kill.incarnation else "none"
         try:
             if send(fd, signal.SIGKILL):
                 self.report.kills.append(kill)
@@ -447,7 +459,9 @@ class ChaosRun:
             os.close(fd)
 
     def _freeze_a_loop(self) -> None:
-        picked = self._pick_loop(set())
+        # A loop that has heartbeated: one frozen before its first heartbeat is a missing heartbeat,
+        # allowed start_timeout_sec (a slow start() looks the same), not a stale one.
+        picked = self._pick_loop(set(), serving=True)
         if picked is None:
             return
         slot, fd, kill = picked
