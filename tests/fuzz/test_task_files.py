@@ -416,7 +416,7 @@ def _drop(served: Served, bad: BadFile) -> tuple[str, Any]:
     return name, kept
 
 
-def _assert_rejected(served: Served, bad: BadFile, name: str, kept: Any, rejected: set[str]) -> None:
+def _assert_rejected(served: Served, bad: BadFile, name: str, kept: Any, rejected: dict[str, str]) -> None:
     failed = served.queue.failed / name
     reason_file = served.queue.failed / (name + REJECTION_SUFFIX)
     wait_until(reason_file.exists, timeout=WAIT_SEC, what=f"the rejection of {name!r}")
@@ -432,7 +432,7 @@ def _assert_rejected(served: Served, bad: BadFile, name: str, kept: Any, rejecte
         assert stat.S_ISFIFO(info.st_mode)
     else:
         assert stat.S_ISDIR(info.st_mode) and os.listdir(failed) == ["inside.task.json"]
-    assert name in rejected, f"no 'rejected' event for {name!r}"
+    assert rejected.get(name) == reason.rstrip("\n"), f"no 'rejected' event with that reason for {name!r}"
 
 
 # Known bug, kept until fixed (see the report of issue 6): a task file whose numbers are not finite
@@ -453,7 +453,7 @@ def _poison(stem: str, number: bytes) -> BadFile:
 KILLS_THE_LOOP = "known bug: a non-finite number in a task file kills the loop"
 
 
-@fuzz_settings(max_examples=80)
+@fuzz_settings(max_examples=120)
 @given(batch=st.lists(bad_files, min_size=1, max_size=6))
 @example(batch=[_poison("overflow", b"1e400")]).xfail(reason=KILLS_THE_LOOP)
 @example(batch=[_poison("nan", b"NaN")]).xfail(reason=KILLS_THE_LOOP)
@@ -485,7 +485,7 @@ def test_bad_task_files_are_rejected_with_their_reason_and_the_loop_keeps_servin
             timeout=WAIT_SEC,
             what=f"the rejection of {name!r}",
         )
-    rejected = {event["file"] for event in served.queue.events.read("rejected")}
+    rejected = {event["file"]: event["reason"] for event in served.queue.events.read("rejected")}
     for bad, name, kept in dropped:
         _assert_rejected(served, bad, name, kept, rejected)
     assert not list(served.outside.glob("*.unpickled")), "a pickle from the queue was deserialized"
@@ -565,20 +565,28 @@ def _submit(served: Served, task: ValidTask) -> str:
     return task_id
 
 
-# Known bug, kept until fixed (see the report of issue 6): args nested 199 levels pass submit
-# (json.dumps has no such limit) but the loop's parser (pydantic-core, 200 levels in all) refuses
-# the file: it is rejected under its pending name, no terminal record ever comes, and the
-# submitter waits forever. Generated args stay a few levels deep until it is fixed.
-DEEP_ARGS = ValidTask("api", {"v": nested_list(199)}, None, None, None, None, None)
+# Known bugs, kept until fixed (see the report of issue 6); generated args stay a few levels deep
+# until then. pydantic-core's JSON parser takes at most 200 levels of nesting, the file's own
+# included; json.dumps has no such limit. Args nested 200 levels pass submit, then the loop rejects
+# the file (under its pending name): no terminal record ever comes and the submitter waits forever.
+# Args nested 199 levels run, but this app's result holds them one level deeper: the terminal
+# record is published, yet wait_for_records cannot parse it (the ValidationError is taken for "not
+# a record yet") and waits forever too.
+ARGS_TOO_DEEP_FOR_THE_LOOP = ValidTask("api", {"v": nested_list(200)}, None, None, None, None, None)
+RESULT_TOO_DEEP_TO_READ = ValidTask("api", {"v": nested_list(199)}, None, None, None, None, None)
+KNOWN_DEEP = [[ARGS_TOO_DEEP_FOR_THE_LOOP], [RESULT_TOO_DEEP_TO_READ]]
 
 
-@fuzz_settings(max_examples=80)
+@fuzz_settings(max_examples=120)
 @given(tasks=st.lists(valid_tasks, min_size=1, max_size=4))
-@example(tasks=[DEEP_ARGS]).xfail(raises=ResultTimeout, reason="known bug: submit takes what a loop refuses")
+@example(tasks=KNOWN_DEEP[0]).xfail(
+    raises=ResultTimeout, reason="known bug: submit takes what a loop refuses"
+)
+@example(tasks=KNOWN_DEEP[1]).xfail(raises=ResultTimeout, reason="known bug: a result too deep to read back")
 def test_valid_tasks_round_trip_exactly_once(served: Served, tasks: list[ValidTask]) -> None:
     served.ensure_serving()
     ids = [_submit(served, task) for task in tasks]
-    records = wait_for_records(served.queue, ids, timeout=3 if tasks == [DEEP_ARGS] else WAIT_SEC)
+    records = wait_for_records(served.queue, ids, timeout=3 if tasks in KNOWN_DEEP else WAIT_SEC)
     for task_id, task in zip(ids, tasks, strict=True):
         record = records[task_id]
         assert record.status == "done", (record.error, record.traceback)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -52,7 +53,15 @@ def service_verb(function: F) -> F:
 
 
 def timeout_option(help_text: str) -> Callable[[F], F]:
-    return click.option("--timeout", type=click.FloatRange(min=0), default=None, help=help_text)
+    def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+        # FloatRange(min=0) lets nan, inf and 1e400 through, and waiting code cannot take them.
+        if value is not None and not math.isfinite(value):
+            raise click.BadParameter(f"expected a finite number of seconds, got {value}")
+        return value
+
+    return click.option(
+        "--timeout", type=click.FloatRange(min=0), default=None, callback=finite, help=help_text
+    )
 
 
 def service_of(app_name: str, apps_path: Path | None) -> Service:
