@@ -286,7 +286,7 @@ def seconds(value: str) -> float | None:
 @example(value="inf", verb="result")  # was a traceback (OverflowError in watch.py); refused since
 @example(value="1e400", verb="result")
 def test_timeout_is_a_finite_number_of_seconds_or_a_clean_error(
-    apps: Path, queue: TaskQueue, capsys: pytest.CaptureFixture[str], value: str, verb: str
+    apps: Path, capsys: pytest.CaptureFixture[str], value: str, verb: str
 ) -> None:
     wait = seconds(value)
     service = Service(Env(APP, apps))
@@ -347,9 +347,10 @@ def _number(text: str) -> float | None:
 
 def _valid_int(text: str) -> bool:
     try:
-        return click.IntRange(min=0).convert(text, None, None) is not None
+        click.IntRange(min=0).convert(text, None, None)
     except click.BadParameter:
         return False
+    return True
 
 
 def _valid_float(text: str) -> bool:
@@ -360,8 +361,11 @@ def _valid_float(text: str) -> bool:
     return True
 
 
-HEALTH_OPTIONS = {"--max-unhealthy": _valid_int, "--max-restart-rate": _valid_float}
-HEALTH_OPTIONS |= {"--max-pending-age": _valid_float}
+HEALTH_OPTIONS = {
+    "--max-unhealthy": _valid_int,
+    "--max-restart-rate": _valid_float,
+    "--max-pending-age": _valid_float,
+}
 
 
 @fuzz_settings(120, suppress_health_check=FIXTURES_OK)
