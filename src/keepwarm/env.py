@@ -62,7 +62,7 @@ class Env:
         self.share_root = _share_root(share_dir, cluster.share_dir, self.app_dir)
         chosen = namespace or os.environ.get("KEEPWARM_NAMESPACE") or cluster.namespace
         self.namespace: str = chosen or login_name()
-        if not _NAME.match(self.namespace):
+        if not _NAME.fullmatch(self.namespace):  # fullmatch: no trailing newline
             raise SettingsError(
                 f"namespace {self.namespace!r} is not a safe name: use letters, digits, '_', '-', '.'"
             )

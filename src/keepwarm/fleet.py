@@ -108,7 +108,7 @@ class ServiceSpec(_Table):
     @classmethod
     def _env_keys(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
-            if not _ENV_KEY.match(key):
+            if not _ENV_KEY.fullmatch(key):
                 raise ValueError(f"{key!r} is not an environment variable name")
             if key.startswith("KEEPWARM_"):
                 raise ValueError(f"{key} is keepwarm's own: the fleet sets the share and namespace")
@@ -407,7 +407,7 @@ def load_fleet_file(path: Path) -> FleetFile:
         problems = [_describe(error) for error in exc.errors()]
         raise SettingsError(f"{path}: " + "; ".join(problems)) from None
     for name in config.services:
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise SettingsError(
                 f"{path}: [services.{name}]: a service name is letters, digits, '_', '-', '.'"
             )
@@ -568,7 +568,7 @@ def namespace_root(
     else:
         share = Path(os.environ.get("XDG_DATA_HOME") or "~/.local/share").expanduser().absolute() / "keepwarm"
     name = namespace or os.environ.get("KEEPWARM_NAMESPACE") or login_name()
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise SettingsError(f"namespace {name!r} is not a safe name: use letters, digits, '_', '-', '.'")
     return share, name
 

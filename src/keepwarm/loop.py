@@ -36,7 +36,7 @@ from keepwarm.app import App, describe_args_error, load_app
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
 from keepwarm.heartbeat import HeartbeatWriter
-from keepwarm.queue import TaskQueue, encode, terminal_record
+from keepwarm.queue import TaskQueue, encode, json_problem, terminal_record
 from keepwarm.task import Task, TaskItem, TaskStatus, utc_now
 from keepwarm.watch import IN_CLOSE_WRITE, IN_MOVED_TO, Watcher
 
@@ -389,13 +389,10 @@ class _Outcome:
 
     @classmethod
     def of(cls, value: Any, max_bytes: int) -> _Outcome:
-        try:
-            size = len(encode(value))
-        except (TypeError, ValueError) as exc:
-            return cls(
-                False,
-                error=f"work() returned a value that is not JSON ({type(value).__name__}): {exc}",
-            )
+        problem = json_problem(value, f"work()'s result ({type(value).__name__})")
+        if problem is not None:
+            return cls(False, error=problem)
+        size = len(encode(value))
         if size > max_bytes:
             return cls(False, error=f"result is {size} bytes, over max_result_bytes ({max_bytes})")
         return cls(True, value)

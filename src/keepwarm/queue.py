@@ -170,6 +170,12 @@ class TaskQueue:
     def publish(self, tasks: Iterable[Task]) -> list[tuple[Task, Path]]:
         """``submit``, returning each task with the path of its pending file."""
         batch = list(tasks)
+        for task in batch:
+            problem = json_problem(task.args, f"task {task.task_id}: args") or json_problem(
+                task.plan, f"task {task.task_id}: plan"
+            )
+            if problem:
+                raise InvalidTaskError(f"{problem}; nothing was queued")
         encoded = [encode(task.to_json_dict()) for task in batch]
         for task, data in zip(batch, encoded, strict=True):
             if len(data) > self.settings.max_task_bytes:
@@ -374,9 +380,22 @@ class TaskQueue:
                 if expected is not None and expected != task.task_id:
                     problem = f"file name says task {expected!r} but task_id is {task.task_id!r}"
                 else:
-                    return self._with_defaults(task)
+                    problem = json_problem(task.args, "args") or json_problem(task.plan, "plan")
+                    if problem is None:
+                        return self._with_defaults(task)
         self.reject(path, problem)
+        self._fail_rejected(path.name, problem)
         return None
+
+    def _fail_rejected(self, name: str, problem: str) -> None:
+        """Give a rejected task whose file name carries a safe id a failed terminal record, so that
+        whoever waits for it learns why instead of waiting forever."""
+        task_id = task_id_from_name(name)
+        if task_id is None or not is_safe_id(task_id) or name == f"{task_id}{TASK_SUFFIX}":
+            return  # no id, or the rejected file itself now sits where the record would go
+        task = Task.model_validate({"schema": TASK_SCHEMA, "task_id": task_id})
+        error = f"rejected: {problem} (the file is kept as failed/{name}, its reason beside it)"
+        self.publish_terminal(terminal_record(task, "failed", error=error))
 
     def _with_defaults(self, task: Task) -> Task:
         """A file written by another tool gets ``[cluster]``'s defaults for what it left out."""
@@ -614,6 +633,31 @@ def _require_safe_id(task_id: str) -> None:
 def encode(obj: Any) -> bytes:
     """Compact JSON; NaN and infinities are refused (they are not JSON)."""
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+MAX_JSON_DEPTH = 64  # args and results nested deeper than this are refused: readers stop at 200 levels
+
+
+def json_problem(value: Any, what: str) -> str | None:
+    """Why ``value`` cannot travel through the queue as JSON, or None when it can.
+
+    Refused: NaN and infinities (``1e400`` parses as one), lone surrogates (not UTF-8), other objects,
+    and nesting deeper than ``MAX_JSON_DEPTH`` levels, which a reader would refuse later.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                return f"{what} is nested deeper than {MAX_JSON_DEPTH} levels"
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    try:
+        encode(value)
+    except ValueError as exc:  # UnicodeEncodeError is a ValueError too
+        return f"{what} is not valid JSON: {exc}"
+    except TypeError as exc:
+        return f"{what} is not JSON: {exc}"
+    return None
 
 
 def check_regular_file(path: Path, max_bytes: int) -> str | None:

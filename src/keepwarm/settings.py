@@ -246,7 +246,8 @@ def _validate(path: Path, data: dict[str, Any]) -> AppSettings:
 
 def describe_error(error: Any, root: type[BaseModel] | None = None) -> str:
     """One pydantic error as ``[section] key: problem`` with a hint for unknown keys."""
-    loc = [str(part) for part in error["loc"]]
+    # A key that is not printable (a line break in a quoted TOML key) is shown quoted, on one line.
+    loc = [str(part) if str(part).isprintable() else repr(str(part)) for part in error["loc"]]
     key = loc[-1] if loc else "?"
     section = ".".join(loc[:-1])
     where = f"[{section}] {key}" if section else key

@@ -120,7 +120,7 @@ def start_workflow(
     """
     env = service.env
     name = name or env.app_target
-    if not _NAME.match(name) or ".." in name:
+    if not _NAME.fullmatch(name) or ".." in name:
         raise InvalidTaskError(
             f"workflow name {name!r}: use 1-48 letters, digits, '_', '-', '.' (first a letter or digit)"
         )

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from keepwarm.api import Service
 from keepwarm.env import Env
-from keepwarm.queue import TaskQueue
+from keepwarm.queue import MAX_JSON_DEPTH, TaskQueue
 from keepwarm.task import Task, is_safe_id
 
 from ..conftest import write_app
@@ -120,8 +120,8 @@ def python_json(text: str) -> Any:
 REFUSED = object()
 
 
-def hits_a_known_bug(text: str) -> bool:
-    """Objects Python's json accepts that keepwarm cannot queue yet: the xfail examples below."""
+def not_queueable(text: str) -> bool:
+    """Objects Python's json accepts but that are not JSON keepwarm can carry: refused, nothing queued."""
     value = python_json(text)
     if not isinstance(value, dict):
         return False
@@ -130,7 +130,7 @@ def hits_a_known_bug(text: str) -> bool:
         json.dumps(value, ensure_ascii=False).encode()  # lone surrogates
     except ValueError:
         return True
-    return _depth(value) > 150
+    return _depth(value) > MAX_JSON_DEPTH
 
 
 def _depth(value: Any) -> int:
@@ -141,29 +141,31 @@ def _depth(value: Any) -> int:
     return 0
 
 
-# Known bugs, kept until fixed (see the report of issue 6). Python's json takes NaN, Infinity and
-# 1e400 (-> inf) and lone surrogate escapes, which queue.encode then refuses: ValueError or
-# UnicodeEncodeError, a traceback. Args nested 200 levels are queued though a loop's parser
-# (pydantic-core: 200 levels in all, the file's own included) will refuse the file, so the task never
-# gets a result.
-NOT_QUEUEABLE = "known bug: a traceback, or a task no loop can read"
+# Python's json takes NaN, Infinity, 1e400 (-> inf) and lone surrogate escapes, none of which is JSON
+# keepwarm can write, and any nesting, where a loop's parser stops at 200 levels: such args are refused
+# at submit with a clear error (once fixed bugs: a traceback, or a task no loop could read).
 
 
 @fuzz_settings(200, suppress_health_check=FIXTURES_OK)
-@given(text=args_texts().filter(lambda text: not hits_a_known_bug(text)))
-@example(text='{"v": NaN}').xfail(raises=ValueError, reason=NOT_QUEUEABLE)
-@example(text='{"v": -Infinity}').xfail(raises=ValueError, reason=NOT_QUEUEABLE)
-@example(text='{"v": 1e400}').xfail(raises=ValueError, reason=NOT_QUEUEABLE)
-@example(text='{"v": "\\ud800"}').xfail(raises=UnicodeEncodeError, reason=NOT_QUEUEABLE)
-@example(text=json.dumps({"v": nested_list(200)})).xfail(raises=ValueError, reason=NOT_QUEUEABLE)
+@given(text=args_texts())
+@example(text='{"v": NaN}')
+@example(text='{"v": -Infinity}')
+@example(text='{"v": 1e400}')
+@example(text='{"v": "\\ud800"}')
+@example(text=json.dumps({"v": nested_list(200)}))
+@example(text="")
 def test_submit_args_queues_a_task_a_loop_can_read_or_fails_cleanly(
     apps: Path, queue: TaskQueue, capsys: pytest.CaptureFixture[str], text: str
 ) -> None:
     before = queue.count_pending()
     result = run_cli([*base("submit", apps), "--args", text], capsys)
-    value = python_json(text) if text else {}  # an empty --args is no args, as if left out
+    value = python_json(text)
     if not isinstance(value, dict):
         assert "--args" in assert_clean_failure(result)
+        assert queue.count_pending() == before
+        return
+    if not_queueable(text):
+        assert "nothing was queued" in assert_clean_failure(result)
         assert queue.count_pending() == before
         return
     assert result.code == 0, result
@@ -232,7 +234,7 @@ def queueable_line(line: str) -> bool:
 
 
 @fuzz_settings(120, suppress_health_check=FIXTURES_OK)
-@given(text=jsonl_texts().filter(lambda text: not any(map(hits_a_known_bug, text.splitlines()))))
+@given(text=jsonl_texts())
 def test_submit_file_queues_every_line_or_none_with_a_clean_error(
     apps: Path, queue: TaskQueue, capsys: pytest.CaptureFixture[str], text: str
 ) -> None:
@@ -241,7 +243,7 @@ def test_submit_file_queues_every_line_or_none_with_a_clean_error(
     before = queue.count_pending()
     result = run_cli([*base("submit", apps), "--file", str(tasks)], capsys)
     lines = [line for line in text.splitlines() if line.strip()]
-    if lines and all(map(queueable_line, lines)):
+    if lines and all(map(queueable_line, lines)) and not any(map(not_queueable, lines)):
         event("queued")
         assert result.code == 0, result
         assert len(result.stdout.split()) == len(lines)
@@ -329,13 +331,13 @@ def test_scale_with_any_n_fails_cleanly_on_a_stopped_service(
 
 
 def threshold_values() -> st.SearchStrategy[str]:
-    """What an operator might type, minus NaN and infinities (known bugs: the xfail examples below)."""
+    """What an operator might type, NaN and infinities included."""
     return st.one_of(
         st.integers(-3, 10**20).map(str),
-        st.floats(allow_nan=False).map(repr),
-        st.sampled_from(["-0", "0.25", "many", "", " 2 ", "1e-400"]),
+        st.floats().map(repr),
+        st.sampled_from(["-0", "0.25", "many", "", " 2 ", "1e-400", "nan", "inf", "1e400"]),
         odd_text(6),
-    ).filter(lambda text: _number(text) is None or math.isfinite(_number(text) or 0.0))
+    )
 
 
 def _number(text: str) -> float | None:
@@ -355,10 +357,10 @@ def _valid_int(text: str) -> bool:
 
 def _valid_float(text: str) -> bool:
     try:
-        click.FloatRange(min=0).convert(text, None, None)
+        value = click.FloatRange(min=0).convert(text, None, None)
     except click.BadParameter:
         return False
-    return True
+    return math.isfinite(value)
 
 
 HEALTH_OPTIONS = {
@@ -375,18 +377,10 @@ HEALTH_OPTIONS = {
     idle=st.sampled_from([[], ["--allow-idle"], ["--no-allow-idle"]]),
     output=st.sampled_from([[], ["--format", "json"], ["--format", "prometheus"], ["--json"]]),
 )
-# Known bugs, kept until fixed (see the report of issue 6): FloatRange(min=0) lets nan through, and
-# the gate's pydantic model then refuses it with a traceback; inf (or 1e400) is taken, and the
-# gate's document then holds Infinity, which is not JSON.
-@example(thresholds={"--max-restart-rate": "nan"}, gate=True, idle=[], output=[]).xfail(
-    raises=Exception, reason="known bug: --max-restart-rate nan is a traceback"
-)
-@example(thresholds={"--max-pending-age": "nan"}, gate=False, idle=[], output=[]).xfail(
-    raises=Exception, reason="known bug: --max-pending-age nan is a traceback"
-)
-@example(thresholds={"--max-restart-rate": "inf"}, gate=True, idle=[], output=[]).xfail(
-    raises=AssertionError, reason="known bug: --max-restart-rate inf prints Infinity, which is not JSON"
-)
+# Once bugs: nan was a traceback (the gate's model refused it), inf put Infinity in the JSON output.
+@example(thresholds={"--max-restart-rate": "nan"}, gate=True, idle=[], output=[])
+@example(thresholds={"--max-pending-age": "nan"}, gate=False, idle=[], output=[])
+@example(thresholds={"--max-restart-rate": "inf"}, gate=True, idle=[], output=[])
 def test_health_thresholds_give_a_verdict_or_a_clean_error(
     apps: Path,
     capsys: pytest.CaptureFixture[str],
@@ -473,23 +467,13 @@ def assert_answered(result: CliResult, argv: list[str]) -> None:
     assert sum(line.startswith("error:") for line in result.stderr.splitlines()) <= 1, result
 
 
-def _no_known_bug(argv: list[str]) -> bool:
-    """nan for a health threshold: a known bug (the xfail examples above)."""
-    return not (argv[0] == "health" and any(_isnan(token) for token in argv))
-
-
-def _isnan(token: str) -> bool:
-    number = _number(token)
-    return number is not None and math.isnan(number)
-
-
 def _fit_for_a_subprocess(argv: list[str]) -> bool:
     """No NUL (argv cannot carry it) and no "-" (stdin, which a subprocess would share with pytest)."""
-    return _no_known_bug(argv) and not any("\x00" in token or token == "-" for token in argv)
+    return not any("\x00" in token or token == "-" for token in argv)
 
 
 @fuzz_settings(250, suppress_health_check=FIXTURES_OK)
-@given(argv=command_lines().filter(_no_known_bug))
+@given(argv=command_lines())
 @example(argv=["submit", APP, "--apps-path", "APPS", "--file", "-"])  # stdin is not readable here
 @example(argv=["submit", APP, "--apps-path", "APPS", "--file", "/nonexistent/tasks.jsonl"])
 @example(argv=["cancel", APP, "--apps-path", "APPS", "../../x"])

@@ -30,9 +30,9 @@ from hypothesis import strategies as st
 
 from keepwarm.api import Service
 from keepwarm.env import Env
-from keepwarm.errors import ResultTimeout
+from keepwarm.errors import InvalidTaskError
 from keepwarm.local import LoopProcess
-from keepwarm.queue import REJECTION_SUFFIX, TaskQueue, list_visible, next_seq
+from keepwarm.queue import MAX_JSON_DEPTH, REJECTION_SUFFIX, TaskQueue, list_visible, next_seq
 from keepwarm.results import wait_for_records
 from keepwarm.task import TASK_SUFFIX
 
@@ -433,29 +433,22 @@ def _assert_rejected(served: Served, bad: BadFile, name: str, kept: Any, rejecte
     assert rejected.get(name) == reason.rstrip("\n"), f"no 'rejected' event with that reason for {name!r}"
 
 
-# Known bug, kept until fixed (see the report of issue 6): a task file whose numbers are not finite
-# (NaN and Infinity, which are not JSON but which pydantic-core's parser accepts, or 1e400, past
-# the double range) is claimed and run; keepwarm then cannot write its terminal record (queue.encode
-# refuses non-finite floats with ValueError, and loop._publish catches only OSError): the loop
-# process dies and the task stays claimed in running/. Generated batches draw none of these until
-# it is fixed; each example below holds one, so that each kills one loop at most.
+# Once a bug: a task file whose numbers are not finite (NaN and Infinity, which are not JSON but which
+# pydantic-core's parser accepts, or 1e400, past the double range) was claimed and run, then its
+# terminal record could not be written and the loop died. It is now rejected when claimed.
 def _poison(stem: str, number: bytes) -> BadFile:
     content = b'{"schema": "%s", "task_id": "%s", "args": {"v": %s}}' % (
         TASK_SCHEMA.encode(),
         stem.encode(),
         number,
     )
-    return _regular(stem, content, ("invalid JSON", "invalid task"))
-
-
-KILLS_THE_LOOP = "known bug: a non-finite number in a task file kills the loop"
+    return _regular(stem, content, ("args is not valid JSON",))
 
 
 @fuzz_settings(max_examples=120)
 @given(batch=st.lists(bad_files, min_size=1, max_size=6))
-@example(batch=[_poison("overflow", b"1e400")]).xfail(reason=KILLS_THE_LOOP)
-@example(batch=[_poison("nan", b"NaN")]).xfail(reason=KILLS_THE_LOOP)
-@example(batch=[_poison("infinity", b"-Infinity")]).xfail(reason=KILLS_THE_LOOP)
+@example(batch=[_poison("overflow", b"1e400")])
+@example(batch=[_poison("nan", b"NaN"), _poison("infinity", b"-Infinity")])
 @example(  # found by this test: is_safe_id's "$" let one trailing newline through
     batch=[
         _regular("unsafe", valid_task_dict("abc\n"), ("unsafe task_id",)),
@@ -563,28 +556,12 @@ def _submit(served: Served, task: ValidTask) -> str:
     return task_id
 
 
-# Known bugs, kept until fixed (see the report of issue 6); generated args stay a few levels deep
-# until then. pydantic-core's JSON parser takes at most 200 levels of nesting, the file's own
-# included; json.dumps has no such limit. Args nested 200 levels pass submit, then the loop rejects
-# the file (under its pending name): no terminal record ever comes and the submitter waits forever.
-# Args nested 199 levels run, but this app's result holds them one level deeper: the terminal
-# record is published, yet wait_for_records cannot parse it (the ValidationError is taken for "not
-# a record yet") and waits forever too.
-ARGS_TOO_DEEP_FOR_THE_LOOP = ValidTask("api", {"v": nested_list(200)}, None, None, None, None, None)
-RESULT_TOO_DEEP_TO_READ = ValidTask("api", {"v": nested_list(199)}, None, None, None, None, None)
-KNOWN_DEEP = [[ARGS_TOO_DEEP_FOR_THE_LOOP], [RESULT_TOO_DEEP_TO_READ]]
-
-
 @fuzz_settings(max_examples=120)
 @given(tasks=st.lists(valid_tasks, min_size=1, max_size=4))
-@example(tasks=KNOWN_DEEP[0]).xfail(
-    raises=ResultTimeout, reason="known bug: submit takes what a loop refuses"
-)
-@example(tasks=KNOWN_DEEP[1]).xfail(raises=ResultTimeout, reason="known bug: a result too deep to read back")
 def test_valid_tasks_round_trip_exactly_once(served: Served, tasks: list[ValidTask]) -> None:
     served.ensure_serving()
     ids = [_submit(served, task) for task in tasks]
-    records = wait_for_records(served.queue, ids, timeout=3 if tasks in KNOWN_DEEP else WAIT_SEC)
+    records = wait_for_records(served.queue, ids, timeout=WAIT_SEC)
     for task_id, task in zip(ids, tasks, strict=True):
         record = records[task_id]
         assert record.status == "done", (record.error, record.traceback)
@@ -593,4 +570,39 @@ def test_valid_tasks_round_trip_exactly_once(served: Served, tasks: list[ValidTa
         assert record.claim is not None and record.claim["incarnation"] == served.loop.incarnation
     runs = Counter(served.runs.read_text(encoding="utf-8").split())
     assert [runs[task_id] for task_id in ids] == [1] * len(ids), "every task runs exactly once"
+    assert served.loop_alive()
+
+
+# Once bugs: pydantic-core's JSON parser takes at most 200 levels of nesting and json.dumps any, so args
+# nested 200 levels were queued that no loop could read, and a result one level too deep could not be
+# read back: either way the submitter waited forever. keepwarm now carries at most MAX_JSON_DEPTH.
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 199, 200])
+def test_args_nested_too_deep_are_refused_at_submit(served: Served, depth: int) -> None:
+    served.ensure_serving()
+    with pytest.raises(
+        InvalidTaskError, match=f"nested deeper than {MAX_JSON_DEPTH} levels; nothing was queued"
+    ):
+        served.service.submit({"v": nested_list(depth)})
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 199, 200])
+def test_a_file_too_deep_for_the_loop_gets_a_failed_record(served: Served, depth: int) -> None:
+    served.ensure_serving()
+    task_id = served.unique("deep")
+    data = json.dumps({"task_id": task_id, "schema": TASK_SCHEMA, "args": {"v": nested_list(depth)}})
+    name = f"{next_seq():020d}-{task_id}{TASK_SUFFIX}"
+    (served.queue.pending / f".{name}.tmp").write_text(data)
+    os.rename(served.queue.pending / f".{name}.tmp", served.queue.pending / name)
+    record = wait_for_records(served.queue, [task_id], timeout=WAIT_SEC)[task_id]
+    assert record.status == "failed" and record.error is not None and record.error.startswith("rejected: ")
+    assert (served.queue.failed / name).is_file()  # the file itself, kept with its reason
+    assert served.loop_alive()
+
+
+def test_a_result_nested_too_deep_fails_its_task_instead_of_hanging(served: Served) -> None:
+    served.ensure_serving()
+    handle = served.service.submit({"v": nested_list(MAX_JSON_DEPTH - 1)})  # the app nests it deeper
+    record = wait_for_records(served.queue, [handle.task_id], timeout=WAIT_SEC)[handle.task_id]
+    assert record.status == "failed" and record.error is not None
+    assert f"nested deeper than {MAX_JSON_DEPTH} levels" in record.error
     assert served.loop_alive()

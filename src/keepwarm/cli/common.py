@@ -52,13 +52,14 @@ def service_verb(function: F) -> F:
     return app_argument(apps_path_option(json_option(function)))
 
 
-def timeout_option(help_text: str) -> Callable[[F], F]:
-    def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-        # FloatRange(min=0) lets nan, inf and 1e400 through, and waiting code cannot take them.
-        if value is not None and not math.isfinite(value):
-            raise click.BadParameter(f"expected a finite number of seconds, got {value}")
-        return value
+def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A callback for float options: FloatRange(min=0) lets nan, inf and 1e400 through."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"expected a finite number, got {value}")
+    return value
 
+
+def timeout_option(help_text: str) -> Callable[[F], F]:
     return click.option(
         "--timeout", type=click.FloatRange(min=0), default=None, callback=finite, help=help_text
     )

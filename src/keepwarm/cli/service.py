@@ -13,6 +13,7 @@ import click
 from keepwarm.cli.common import (
     UserError,
     emit_json,
+    finite,
     json_object,
     json_option,
     read_text,
@@ -105,9 +106,14 @@ def status(app: str, apps_path: Path | None, as_json: bool) -> None:
 @click.option("--gate", is_flag=True, help="Exit with the SLA gate's code (0 pass, 2-6 fail).")
 @click.option("--allow-idle/--no-allow-idle", default=None, help="Override allow_idle.")
 @click.option("--max-unhealthy", type=click.IntRange(min=0), help="Override max_unhealthy.")
-@click.option("--max-restart-rate", type=click.FloatRange(min=0), help="Override max_restart_rate.")
 @click.option(
-    "--max-pending-age", type=click.FloatRange(min=0), help="Override max_pending_age_sec (seconds)."
+    "--max-restart-rate", type=click.FloatRange(min=0), callback=finite, help="Override max_restart_rate."
+)
+@click.option(
+    "--max-pending-age",
+    type=click.FloatRange(min=0),
+    callback=finite,
+    help="Override max_pending_age_sec (seconds).",
 )
 @click.option(
     "--format",
@@ -199,7 +205,7 @@ def submit(
     if file is not None:
         handles = service.submit_jsonl(read_text(file), str(file), task_name=name, execution_id=execution_id)
     else:
-        task_args = json_object(args or "{}", "--args")
+        task_args = json_object("{}" if args is None else args, "--args")
         handles = [service.submit(task_args, task_name=name, execution_id=execution_id)]
     ids = [h.task_id for h in handles]
     if not wait:
@@ -308,8 +314,10 @@ def retry(app: str, apps_path: Path | None, as_json: bool, task_ids: tuple[str, 
     retried = service_of(app, apps_path).retry(task_ids, failed=failed)
     if as_json:
         emit_json({"retried": retried})
+    elif retried:
+        click.echo("\n".join(f"retried {task_id}" for task_id in retried))
     else:
-        click.echo("\n".join(f"retried {task_id}" for task_id in retried) or "nothing to retry")
+        say("nothing to retry")
     if not retried:
         sys.exit(1)
 
