@@ -411,7 +411,7 @@ def _on_dask(
                     break
                 except queue.Empty:
                     _check_placement(client, placement)
-            yield future.result()
+            yield _result_while_placed(future, client, placement)
         stops = {
             client.submit(
                 finish_worker,
@@ -427,6 +427,16 @@ def _on_dask(
             yield _WorkerStopped(worker, future.result(timeout=60))
     finally:
         handle.close(shutdown=True)
+
+
+def _result_while_placed(future: Any, client: Any, placement: dict[str, str]) -> Any:
+    """A done future's result: a future whose worker died can read as done and then wait forever for
+    a worker it is pinned to, so its placement is checked while it waits."""
+    while True:
+        try:
+            return future.result(timeout=DASK_LIVENESS_SEC)
+        except TimeoutError:
+            _check_placement(client, placement)
 
 
 def dask_worker_addresses(client: Any) -> list[str]:
