@@ -67,6 +67,18 @@ class Env:
                 f"namespace {self.namespace!r} is not a safe name: use letters, digits, '_', '-', '.'"
             )
 
+    def child_args(self) -> list[str]:
+        """``--app``, ``--share-dir`` and ``--namespace``: what makes a keepwarm child process
+        (``python -m keepwarm.<module>``) resolve this same app, share and namespace."""
+        return [
+            "--app",
+            str(self.app_dir),
+            "--share-dir",
+            str(self.share_root),
+            "--namespace",
+            self.namespace,
+        ]
+
     def __repr__(self) -> str:
         return f"Env(app={self.app_target!r}, namespace={self.namespace!r}, share={self.share_root})"
 

@@ -456,12 +456,7 @@ def _start_member(member: Member, timeout: float | None) -> _StartOutcome:
         sys.executable,
         "-m",
         "keepwarm.fleet",
-        "--app",
-        str(env.app_dir),
-        "--share-dir",
-        str(env.share_root),
-        "--namespace",
-        env.namespace,
+        *env.child_args(),
     ]
     if member.spec.workers is not None:
         command += ["--slots", str(member.spec.workers)]

@@ -477,12 +477,7 @@ def _run_in_app_venv(
         str(app_python(env)),
         "-m",
         "keepwarm.runner",
-        "--app",
-        str(env.app_dir),
-        "--share-dir",
-        str(env.share_root),
-        "--namespace",
-        env.namespace,
+        *env.child_args(),
         "--mode",
         str(mode.bits),
     ]
