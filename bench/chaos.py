@@ -14,7 +14,7 @@ run broke, if any (exit 1).
 
 Usage: ``.venv/bin/python bench/chaos.py [--backend local|dask|both] [--tasks N] [--loops N]
 [--seconds S] [--kill-every S] [--seed N] [--json PATH]``. Every process it starts is stopped by pid;
-its temp dir (under .bench/) is removed.
+its temp dir (under .bench/) is removed unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         "--dir", type=Path, help="run in a fresh temp dir under this folder (default: .bench/)"
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, queue, events.jsonl)")
     options = parser.parse_args(argv)
     backends = ["local", "dask"] if options.backend == "both" else [options.backend]
     parent = options.dir or ROOT / ".bench"
@@ -106,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             reports[backend] = one_backend(plan, workdir)
             print(f"  [{backend}] done in {time.monotonic() - began:.0f}s", file=sys.stderr)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if options.keep:
+            print(f"kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     print(
         f"keepwarm {source_version()} · {os.cpu_count()} CPUs · load average {load_before[0]:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after"

@@ -234,8 +234,9 @@ class DaskLoop:
         self.backend.kill(self)
 
     def close(self) -> None:
-        for path in (self.backend.stop_marker(self.slot, self.incarnation), self.backend.run_path(self)):
-            path.unlink(missing_ok=True)
+        # The run marker stays: a rerun of this loop's task that the scheduler starts later (a dead
+        # worker's task, rescheduled after the supervisor gave the loop up) must still find it taken.
+        self.backend.stop_marker(self.slot, self.incarnation).unlink(missing_ok=True)
         with contextlib.suppress(Exception):
             self.future.release()
 

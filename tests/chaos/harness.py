@@ -30,6 +30,7 @@ import random
 import select
 import shutil
 import signal
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from keepwarm.errors import KeepwarmError
 from keepwarm.health import HealthReport
 from keepwarm.heartbeat import read_heartbeat
 from keepwarm.state import PLANNED_REASONS, read_supervisor_state
-from keepwarm.task import TASK_SUFFIX
+from keepwarm.task import TASK_SUFFIX, epoch_of
 
 ROOT = Path(__file__).resolve().parents[2]
 FLAKY = ROOT / "examples" / "apps" / "flaky"
@@ -115,6 +116,16 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def _running(pid: int) -> bool:
+    """Not a zombie, not exiting (a process being killed is neither stopped nor frozen again)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X", b"x")
+
+
 def parent_of(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
@@ -175,6 +186,7 @@ class Kill:
     pid: int
     supervisor: str  # the incarnation of the supervisor whose loop table named the loop
     state: str = "?"  # what the loop's heartbeat said: starting, ready, processing (none: not yet written)
+    wall: float = 0.0  # epoch seconds of the kill
 
 
 @dataclass
@@ -248,10 +260,24 @@ class ChaosReport:
 
     def named(self, kill: Kill) -> str | None:
         """The restart reason keepwarm recorded for a killed loop, if any."""
+        event = self._restart_of(kill)
+        return None if event is None else str(event["reason"])
+
+    def _restart_of(self, kill: Kill) -> dict[str, object] | None:
         for event in self.restart_events:
             if event.get("incarnation") == kill.incarnation:
-                return str(event["reason"])
+                return event
         return None
+
+    @property
+    def seen_after(self) -> list[float]:
+        """For each named kill, seconds from the kill to the restart event the supervisor wrote."""
+        delays = []
+        for kill in self.kills:
+            event = self._restart_of(kill)
+            if event is not None:
+                delays.append((epoch_of(str(event["timestamp"])) or kill.wall) - kill.wall)
+        return sorted(delays)
 
     @property
     def unnamed_kills(self) -> list[Kill]:
@@ -347,7 +373,10 @@ class ChaosReport:
             ),
             ("work() per task", f"{plan.work_seconds * 1000:g} ms"),
             ("chaos", f"{self.chaos_sec:.1f} s, a kill every {plan.kill_every:g} s"),
-            ("loops killed (SIGKILL)", f"{len(self.kills)} ({self.kill_misses} ticks found no live loop)"),
+            (
+                "loops killed (SIGKILL)",
+                f"{len(self.kills)} ({self.kill_misses} ticks found no live loop to kill)",
+            ),
             ("killed loops' heartbeat said", _fmt(Counter(kill.state for kill in self.kills))),
             ("loop frozen (SIGSTOP)", freeze),
             ("supervisor killed, then start", self._supervisor_row()),
@@ -366,9 +395,16 @@ class ChaosReport:
             ("restarts named by health", _fmt(Counter(health))),
             ("unplanned restarts", f"{sum(unplanned.values())}"),
             ("killed loops not named by a restart", f"{len(self.unnamed_kills)}"),
+            ("kill to its restart on record (median, max)", self._seen_after_row()),
             ("every loop healthy at the end", "yes" if self.healthy_at_end else "NO"),
             ("elapsed (first submit to last result)", f"{self.elapsed_sec:.1f} s"),
         ]
+
+    def _seen_after_row(self) -> str:
+        delays = self.seen_after
+        if not delays:
+            return "-"
+        return f"{statistics.median(delays):.2f} s, {delays[-1]:.2f} s"
 
     def _supervisor_row(self) -> str:
         if self.restart_sec is None or self.supervisor_down_sec is None:
@@ -404,6 +440,7 @@ class ChaosRun:
         self.executions_log = env.app_dir.parent / "executions.log"
         self.report = ChaosReport(plan)
         self.t0 = 0.0
+        self.signalled: set[int] = set()  # pids this run has killed or frozen
         self._first_submit = 0.0
 
     # -------------------------------------------------------------- processes
@@ -418,8 +455,8 @@ class ChaosRun:
     def _is_loop(self, incarnation: str) -> Callable[[int], bool]:
         if self.plan.backend == "dask":
             keeper = read_keeper(self.env.service_dir / "cluster.json")
-            return lambda pid: keeper is not None and parent_of(pid) == keeper[1]
-        return lambda pid: incarnation.encode() in _cmdline(pid)
+            return lambda pid: keeper is not None and parent_of(pid) == keeper[1] and _running(pid)
+        return lambda pid: incarnation.encode() in _cmdline(pid) and _running(pid)
 
     def _serving(self, slot: str, incarnation: str) -> bool:
         beat = read_heartbeat(self.service.queue.heartbeats / f"{slot}.json")
@@ -428,15 +465,19 @@ class ChaosRun:
     def _pick_loop(self, exclude: set[int], serving: bool = False) -> tuple[str, int, Kill] | None:
         """A random live loop of the current table, as (slot, pidfd, its record); None if none is.
 
+        A process this run has already signalled is never picked again: the table names it until the
+        supervisor has seen it die, and a killed process may take a moment to be gone.
         ``serving``: only a loop whose heartbeat says it is ready or processing (not one still starting).
         """
         supervisor, rows = self._loop_table()
+        exclude = exclude | self.signalled
         rows = [row for row in rows if row[2] not in exclude and (not serving or self._serving(*row[:2]))]
         self.rng.shuffle(rows)
         for slot, incarnation, pid in rows:
             fd = open_verified(pid, self._is_loop(incarnation))
             if fd is not None:
-                return slot, fd, Kill(time.monotonic() - self.t0, slot, incarnation, pid, supervisor)
+                kill = Kill(time.monotonic() - self.t0, slot, incarnation, pid, supervisor, wall=time.time())
+                return slot, fd, kill
         return None
 
     def _kill_a_loop(self) -> None:
@@ -450,6 +491,7 @@ class ChaosRun:
         slot, fd, kill = picked
         beat = read_heartbeat(self.service.queue.heartbeats / f"{slot}.json")
         kill.state = beat.state if beat is not None and beat.incarnation == kill.incarnation else "none"
+        self.signalled.add(kill.pid)
         try:
             if send(fd, signal.SIGKILL):
                 self.report.kills.append(kill)
@@ -465,6 +507,7 @@ class ChaosRun:
         if picked is None:
             return
         slot, fd, kill = picked
+        self.signalled.add(kill.pid)
         if not send(fd, signal.SIGSTOP):
             os.close(fd)
             return
@@ -634,8 +677,7 @@ class ChaosRun:
             if record.status != "done":
                 report.failed[task_id] = record.error or record.status
         with contextlib.suppress(FileNotFoundError):
-            for line in self.executions_log.read_text().splitlines():
-                report.executions[line.partition(" ")[0]] += 1
+            report.executions = count_executions(self.executions_log.read_text(), wanted)
         events = []
         for path in (queue.events.path.with_name(queue.events.path.name + ".1"), queue.events.path):
             with contextlib.suppress(FileNotFoundError):
@@ -644,6 +686,25 @@ class ChaosRun:
         report.duplicate_events = sum(1 for e in events if e.get("event") == "duplicate")
         report.requeued_events = sum(1 for e in events if e.get("event") == "requeued")
         report.health, _ = self.service.health()
+
+
+def count_executions(text: str, task_ids: set[str]) -> Counter[str]:
+    """Executions per task from ``record_to`` lines (``<task_id> <pid>``).
+
+    A loop killed while it appends its line can leave part of it (Linux checks for a fatal signal
+    between pages of a write, so a line that crosses a page boundary can be cut), glued to the next
+    line: every known task id found in such a line counts as one execution.
+    """
+    executions: Counter[str] = Counter()
+    for line in text.splitlines():
+        task_id, _, pid = line.partition(" ")
+        if task_id in task_ids and pid.isdigit():
+            executions[task_id] += 1
+            continue
+        for start in range(len(line) - 31):
+            if line[start : start + 32] in task_ids:
+                executions[line[start : start + 32]] += 1
+    return executions
 
 
 def run_chaos(env: Env, plan: ChaosPlan, say: Callable[[str], None] = lambda _: None) -> ChaosReport:
