@@ -35,9 +35,10 @@ from typing import Any
 
 import keepwarm
 from keepwarm.errors import ResultTimeout
+from keepwarm.queue import TaskQueue
 from keepwarm.results import wait_for_records
 from keepwarm.state import read_supervisor_state
-from keepwarm.task import epoch_of
+from keepwarm.task import TaskRecord, epoch_of
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "examples" / "apps"
@@ -105,11 +106,14 @@ def soak(apps: Path, seconds: float, rate: float) -> dict[str, Any]:
         idle = processes(env)
         say(f"soak: {rate:g} tasks/s for {seconds:g} s through 2 loops")
         ids: list[str] = []
+        records: dict[str, TaskRecord] = {}
+        waiting: set[str] = set()  # submitted, result not read yet: read as they come, before retention
         began = time.monotonic()
         warm_at = began + min(10.0, seconds / 10)
         warm: list[Sample] = []
         peak_pending = 0
-        next_note = began + 10
+        trace: list[tuple[int, int, int]] = []  # (second, supervisor RSS, files in done/)
+        next_note, next_read = began + 10, began + 1
         while (now := time.monotonic()) < began + seconds:
             due = int((now - began) * rate) - len(ids)
             if due > 0:
@@ -117,19 +121,28 @@ def soak(apps: Path, seconds: float, rate: float) -> dict[str, Any]:
                     {"args": {"x": 1 + (len(ids) + i) % 100_000}} for i in range(due)
                 )
                 ids += [handle.task_id for handle in handles]
+                waiting.update(handle.task_id for handle in handles)
+            if now >= next_read:
+                collect(service.queue, waiting, records)
+                next_read += 1
             if not warm and now >= warm_at:
                 warm = processes(env)
             if now >= next_note:
-                pending = service.counts().pending
-                peak_pending = max(peak_pending, pending)
-                say(f"  {now - began:4.0f}s: {len(ids):,} submitted, {pending:,} pending")
+                counts = service.counts()
+                peak_pending = max(peak_pending, counts.pending)
+                rss = next((s.rss_bytes for s in processes(env) if s.role == "supervisor"), 0)
+                trace.append((round(now - began), rss, counts.done))
+                say(
+                    f"  {now - began:4.0f}s: {len(ids):,} submitted, {counts.pending:,} pending, "
+                    f"{counts.done:,} in done/, supervisor RSS {rss / MB:.1f} MB"
+                )
                 next_note += 10
             time.sleep(0.005)
         submitted_for = time.monotonic() - began
         try:
-            records = wait_for_records(service.queue, ids, timeout=300)
+            records.update(wait_for_records(service.queue, waiting, timeout=300))
         except ResultTimeout:  # counted as lost below
-            records = {t: r for t in ids if (r := service.queue.read_record(t)) is not None}
+            collect(service.queue, waiting, records)
         drained = time.monotonic() - began
         end = processes(env)
     finally:
@@ -157,10 +170,20 @@ def soak(apps: Path, seconds: float, rate: float) -> dict[str, Any]:
         "peak_pending": peak_pending,
         "delay_first_tenth_ms": delay(ids[:tenth]) * 1000,
         "delay_last_tenth_ms": delay(ids[-tenth:]) * 1000,
+        "supervisor_trace": trace,
         "idle": [asdict(s) for s in idle],
         "warm": [asdict(s) for s in warm],
         "end": [asdict(s) for s in end],
     }
+
+
+def collect(queue: TaskQueue, waiting: set[str], records: dict[str, TaskRecord]) -> None:
+    """Read the results that have arrived (and stop waiting for them)."""
+    for task_id in list(waiting):
+        record = queue.read_record(task_id)
+        if record is not None:
+            records[task_id] = record
+            waiting.discard(task_id)
 
 
 # ---------------------------------------------------------------------- status and health over a deep queue
@@ -242,6 +265,10 @@ def print_report(soaked: dict[str, Any] | None, deep: dict[str, Any] | None) -> 
             f"median submit-to-finish {soaked['delay_first_tenth_ms']:.1f} ms (first tenth), "
             f"{soaked['delay_last_tenth_ms']:.1f} ms (last tenth)\n"
         )
+        trace = ", ".join(
+            f"{sec}s {rss / MB:.1f} ({done:,})" for sec, rss, done in soaked["supervisor_trace"]
+        )
+        print(f"supervisor RSS in MB every 10 s (files in done/): {trace}\n")
         print(
             "| process | RSS idle MB | RSS warm MB | RSS end MB | growth MB | open files idle / warm / end |"
         )
@@ -281,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=120.0, help="how long to submit (default 120)")
     parser.add_argument("--rate", type=float, default=200.0, help="tasks a second (default 200)")
     parser.add_argument("--pending", type=int, default=100_000, help="the deep queue (default 100,000)")
+    parser.add_argument(
+        "--retention-min-age",
+        type=float,
+        help="soak: [cluster] retention_min_age_sec (default 600: done/ keeps every result of a short run)",
+    )
     parser.add_argument("--no-soak", action="store_true", help="only the deep-queue timings")
     parser.add_argument("--no-deep", action="store_true", help="only the soak")
     parser.add_argument(
@@ -296,6 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     apps = workdir / "apps"
     shutil.copytree(APPS / "mycode_project", apps / "mycode_project")
     shutil.copytree(APPS / "flaky", apps / "flaky")
+    if options.retention_min_age is not None:
+        mycode = apps / "mycode_project" / "app_settings.toml"
+        mycode.write_text(
+            mycode.read_text().replace(
+                "[cluster]\n", f"[cluster]\nretention_min_age_sec = {options.retention_min_age}\n"
+            )
+        )
     settings = apps / "flaky" / "app_settings.toml"
     settings.write_text(settings.read_text().replace("[cluster]\n", "[cluster]\nstop_timeout_sec = 2\n"))
     soaked = deep = None
