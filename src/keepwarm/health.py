@@ -24,7 +24,7 @@ from keepwarm import __version__
 from keepwarm.atomic import write_atomic
 from keepwarm.env import Env, ensure_private_dir
 from keepwarm.heartbeat import Heartbeat, HeartbeatState, read_heartbeat
-from keepwarm.queue import TaskQueue, seq_from_name
+from keepwarm.queue import TaskQueue
 from keepwarm.settings import ClusterSettings, ServiceHealthSettings
 from keepwarm.state import (
     PLANNED_REASONS,
@@ -418,19 +418,13 @@ def pid_alive(pid: int) -> bool:
 
 
 def _queue_health(queue: TaskQueue, now: float) -> QueueHealth:
-    counts = queue.counts()
-    age = None
-    if counts.pending:
-        # counts() ages the oldest task against the clock, not against ``now``: age it from its name.
-        # Names start with a zero-padded nanosecond seq, so the smallest name is the oldest task.
-        oldest = seq_from_name(min(queue.scan_pending_unsorted(), default=""))
-        age = max(0.0, now - oldest / 1e9) if oldest is not None else None
+    counts = queue.counts(now)  # one listing of pending/, aged against the report's ``now``
     return QueueHealth(
         pending=counts.pending,
         running=counts.running,
         done=counts.done,
         failed=counts.failed,
-        oldest_pending_age_sec=_round(age),
+        oldest_pending_age_sec=_round(counts.oldest_pending_age_sec),
     )
 
 
