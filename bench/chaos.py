@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,21 +34,7 @@ sys.path.insert(0, str(ROOT))  # the harness lives with the tests it serves
 from tests.chaos.harness import ChaosPlan, ChaosReport, chaos_app, kill_keeper_and_workers, run_chaos  # noqa: E402
 
 from keepwarm.lifecycle import stop_service  # noqa: E402
-
-
-def source_version() -> str | None:
-    """The project's commit, ``-dirty`` when files differ from it: what the numbers measured."""
-    try:
-        described = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return described.stdout.strip()
+from provenance import source_version  # noqa: E402
 
 
 def one_backend(plan: ChaosPlan, workdir: Path) -> ChaosReport:

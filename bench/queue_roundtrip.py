@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from keepwarm.watch import IN_MOVED_TO, Watcher, filesystem_type
+from provenance import source_version
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS_PATH = ROOT / "examples" / "apps"
@@ -567,21 +568,6 @@ def describe_machine(workdir: Path) -> dict[str, Any]:
         "workdir": str(workdir),
         "filesystem": filesystem_type(workdir),
     }
-
-
-def source_version() -> str | None:
-    """The project's commit, ``-dirty`` when files differ from it: what the numbers measured."""
-    try:
-        described = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return described.stdout.strip()
 
 
 def print_report(machine: dict[str, Any], sizes: Sizes, results: Results, rows: list[Ratio]) -> None:

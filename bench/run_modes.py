@@ -22,30 +22,16 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from provenance import source_version
+
 ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "examples" / "apps"
-
-
-def source_version() -> str | None:
-    """The project's commit, ``-dirty`` when files differ from it: what the numbers measured."""
-    try:
-        described = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return described.stdout.strip()
 
 
 def service_equivalent(env: Any, items: int) -> dict[str, float]:

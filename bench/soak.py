@@ -39,6 +39,7 @@ from keepwarm.queue import TaskQueue
 from keepwarm.results import wait_for_records
 from keepwarm.state import read_supervisor_state
 from keepwarm.task import TaskRecord, epoch_of
+from provenance import source_version
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "examples" / "apps"
@@ -74,21 +75,6 @@ def processes(env: keepwarm.Env) -> list[Sample]:
     found = [sample("supervisor", state.pid)]
     found += [sample(row.slot, row.pid) for row in state.loops if row.pid is not None]
     return [s for s in found if s is not None]
-
-
-def source_version() -> str | None:
-    """The project's commit, ``-dirty`` when files differ from it: what the numbers measured."""
-    try:
-        described = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return described.stdout.strip()
 
 
 def say(line: str) -> None:

@@ -65,6 +65,23 @@ def filesystem_magic(path: Path) -> int | None:
     return int(buffer.f_type) & 0xFFFFFFFF
 
 
+_LOCAL_FS = {
+    0xEF53: "ext4",
+    0x01021994: "tmpfs",
+    0x58465342: "xfs",
+    0x9123683E: "btrfs",
+    0x794C7630: "overlay",
+}
+
+
+def filesystem_type(path: Path) -> str | None:
+    """A name for the filesystem holding ``path`` (``ext4``, ``nfs``, ...; else its magic in hex)."""
+    magic = filesystem_magic(path)
+    if magic is None:
+        return None
+    return _SHARED_FS.get(magic) or _LOCAL_FS.get(magic) or hex(magic)
+
+
 def inotify_usable(path: Path) -> bool:
     """True when inotify sees every change to ``path``: Linux, a local filesystem, not disabled."""
     if not sys.platform.startswith("linux") or os.environ.get("KEEPWARM_WATCH") == "poll":
