@@ -172,27 +172,29 @@ def _prune(rule: _Rule, now: float, min_age_sec: float, budget: int) -> _Pruned:
 
 def _list_entries(fd: int) -> list[_Entry]:
     """The folder's files (temp files skipped), each with its rejection notes attached."""
-    stats: dict[str, os.stat_result] = {}
+    # Only (mtime, is_dir) per name, not whole stat results: the scan of a large done/ is what sets
+    # the supervisor's peak memory.
+    stats: dict[str, tuple[float, bool]] = {}
     with os.scandir(fd) as listing:
         for item in listing:
             if item.name.startswith("."):
                 continue
             try:
-                stats[item.name] = item.stat(follow_symlinks=False)
+                info = item.stat(follow_symlinks=False)
             except OSError:
                 continue  # vanished (or unreadable) since the listing: not ours to judge this time
+            stats[item.name] = (info.st_mtime, stat.S_ISDIR(info.st_mode))
     entries = []
-    for name, info in stats.items():
+    for name, (own_mtime, is_dir) in stats.items():
         if name.endswith(REJECTION_SUFFIX) and name[: -len(REJECTION_SUFFIX)] in stats:
             continue  # a note: it goes with its file
-        notes = []
-        mtime = info.st_mtime
+        notes, mtime = [], own_mtime
         note = name + REJECTION_SUFFIX
         while note in stats:
             notes.append(note)
-            mtime = max(mtime, stats[note].st_mtime)
+            mtime = max(mtime, stats[note][0])
             note += REJECTION_SUFFIX
-        entries.append(_Entry(mtime, name, stat.S_ISDIR(info.st_mode), tuple(notes)))
+        entries.append(_Entry(mtime, name, is_dir, tuple(notes)))
     return entries
 
 
