@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,16 +133,6 @@ def _ssh_cluster(hosts: dict[str, int], timeout: float) -> ClusterHandle:
         raise ClusterError(f"cannot start a Dask SSH cluster on {', '.join(names)}: {exc}") from None
     client = Client(cluster, timeout=timeout, set_as_default=False)
     return ClusterHandle(client, cluster, cluster.scheduler_address)
-
-
-@contextlib.contextmanager
-def dask_client(env: Env, *, workers: int | None = None) -> Iterator[Client]:
-    """A client for one run: the cluster it opens is shut down at the end unless it was joined."""
-    handle = open_cluster(env, workers=workers)
-    try:
-        yield handle.client
-    finally:
-        handle.close()
 
 
 # ---------------------------------------------------------------------- the keeper of a service's cluster
