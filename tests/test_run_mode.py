@@ -646,3 +646,44 @@ def test_a_partition_is_what_work_receives(tmp_path: Path) -> None:
     log = Path(report.log_path).read_text()
     assert "| [worker-0 part0] warming up" in log and "| [worker-1 part3] working part3" in log
     assert isinstance(Partition(name="p", data=[1, 2]), Partition)
+
+
+# ---------------------------------------------------------------- the run's args reach its workers
+
+ARGS_ECHO_WORKER = dedent(
+    """
+    class Worker:
+        def __init__(self, args):
+            self.args = args
+
+        def start(self):
+            pass
+
+        def work(self, item):
+            return [{"partition": item.name, "items": self.args.items}]
+
+        def stop(self):
+            pass
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["python", "pool"])
+def test_the_args_of_a_run_are_those_of_its_manager_and_of_its_workers(tmp_path: Path, mode: str) -> None:
+    env = Env(write_app(tmp_path / "apps", "echoargs", ARGS_ECHO_WORKER))  # [args] items = 1000
+
+    report = keepwarm.run(env, mode, args={"items": 5})
+
+    assert report.rows == 3  # the manager planned with items 5: 3 partitions, over 2 workers
+    assert read_table(env)["items"].tolist() == [5, 5, 5]  # and every worker was built with it
+
+
+def test_run_args_on_the_cli_and_through_the_facade_reach_the_workers(tmp_path: Path) -> None:
+    env = Env(write_app(tmp_path / "apps", "echoargs", ARGS_ECHO_WORKER))
+
+    result = keepwarm_cli("run", str(env.app_dir), "--mode", "python", "--args", '{"items": 3}')
+    assert result.returncode == 0, result.stderr
+    assert read_table(env)["items"].tolist() == [3, 3, 3]
+
+    run = asyncio.run(keepwarm.AGI.run(env, mode=1, items=7))
+    assert run["rows"] == 4 and read_table(env)["items"].tolist() == [7] * 4

@@ -76,10 +76,12 @@ class App:
             problems = "; ".join(describe_error({**e, "loc": ("args", *e["loc"])}) for e in exc.errors())
             raise SettingsError(f"{self.env.settings_path}: {problems}") from None
 
-    def new_worker(self) -> Any:
-        """A worker instance; its constructor gets the validated ``[args]`` if it takes ``args``."""
+    def new_worker(self, args: dict[str, Any] | None = None) -> Any:
+        """A worker instance; its constructor gets ``args`` (default ``[args]``), validated, if it
+        takes ``args``."""
+        validated = self.settings_args if args is None else lambda: self.validate_args(args)
         try:
-            return _construct(self.worker_class, self.settings_args)
+            return _construct(self.worker_class, validated)
         except Exception as exc:
             raise AppError(f"app {self.env.app_target}: creating the worker failed: {exc!r}") from exc
 

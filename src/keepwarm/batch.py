@@ -51,6 +51,7 @@ class PartitionJob:
     index: int
     partition: dict[str, Any]
     output_dir: str
+    args: dict[str, Any] | None = None  # the run's args, which the plan was built from (None: [args])
     shipped: str | None = None
 
 
@@ -206,7 +207,7 @@ def _live_worker(job: PartitionJob) -> tuple[_LiveWorker, bool]:
     env = Env(app_dir, share_dir=job.share_dir, namespace=job.namespace)
     use_app_code(app_dir)
     app = load_app(env)
-    live = _LiveWorker(app, app.new_worker(), app_dir, code_from)  # type: ignore[arg-type]
+    live = _LiveWorker(app, app.new_worker(job.args), app_dir, code_from)  # type: ignore[arg-type]
     began = time.perf_counter()
     live.call("start")
     live.start_seconds = time.perf_counter() - began

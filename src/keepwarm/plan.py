@@ -125,7 +125,7 @@ def run_args(app: App, overrides: dict[str, Any] | None) -> tuple[Any, dict[str,
             raise PlanError(
                 f"{describe_args_error(exc)} (given on top of [args] of {app.env.settings_path})"
             ) from None
-    document = value.model_dump(mode="json") if isinstance(value, BaseModel) else merged
+    document = value.model_dump(mode="json", by_alias=True) if isinstance(value, BaseModel) else merged
     return value, json.loads(json.dumps(document, default=str))
 
 

@@ -258,6 +258,7 @@ class _Run:
                     index=index,
                     partition=partition.model_dump(mode="json"),
                     output_dir=str(self.output_dir),
+                    args=plan.args,
                 )
             )
         return jobs
