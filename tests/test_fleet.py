@@ -20,7 +20,7 @@ from keepwarm.health import pid_alive
 from keepwarm.state import read_supervisor_state
 from keepwarm.workflow import WorkflowNotFound, start_workflow, workflow_status
 
-from .conftest import EXAMPLE_APPS, ROOT, copy_app
+from .conftest import EXAMPLE_APPS, ROOT, copy_app, wait_until
 
 KEEPWARM = Path(sys.executable).parent / "keepwarm"
 
@@ -268,3 +268,35 @@ def test_the_example_fleet_file_is_valid() -> None:
         ("model_server", "model_server", False),
     ]
     assert fleet.workflow_member().name == "calc"
+
+
+def test_ready_means_every_loop_is_healthy_and_the_gate_is_its_own_column(
+    tmp_path: Path, fleets: Fleets
+) -> None:
+    path = write_fleet(
+        tmp_path,
+        f"""
+        [fleet]
+        namespace = "team-a"
+        apps_path = "{EXAMPLE_APPS}"
+
+        [services.flaky]
+        workers = 1
+        """,
+    )
+    fleet = fleets.track(path)
+    fleet.up()
+    flaky = fleet.member("flaky").service
+    crash = flaky.submit({"action": "crash", "only_attempt": 1})
+    assert crash.result(timeout=30)["attempt"] == 2  # the loop died once and was restarted
+    wait_until(lambda: flaky.status().status in ("running", "idle"), 30, "the restarted loop")
+
+    row = fleet.status().services[0]
+    # One restart over one slot in the restart window: the gate fails on the rate (exit 5) for an
+    # hour, but the service serves: every loop is healthy, so it is ready.
+    assert row.ready and fleet.status().ready
+    assert (row.gate_code, row.gate_passed) == (5, False)
+    table = keepwarm_cli("ps", "--fleet", str(path))
+    assert table.returncode == 0, table.stderr
+    line = next(line for line in table.stdout.splitlines() if line.startswith("flaky"))
+    assert " yes " in line and "fail (5: restart_rate)" in line

@@ -142,9 +142,10 @@ class FleetFile(_Table):
 class ServiceSummary(BaseModel):
     """One service as ``ps``, ``fleet_status`` and ``list_services`` show it.
 
-    ``ready`` means: the supervisor is alive, the status is not ``error``, at least one loop is
-    healthy, and the SLA gate passes, judging an idle service as ready (it is waiting for work).
-    ``gate`` is the gate's own verdict, with the app's ``allow_idle``.
+    ``ready`` means the service serves: its supervisor is alive and every loop is healthy (status
+    ``running`` or ``idle``). The SLA gate's verdict (``gate_*``, with the app's thresholds) is a
+    separate judgement: a service that recovered from a crash an hour ago is ready, though its
+    restart rate may still fail the gate.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -180,22 +181,14 @@ class FleetStatus(BaseModel):
 def summarize(service: Service, name: str | None = None, *, enabled: bool = True) -> ServiceSummary:
     """A service's status, readiness and gate verdict, from its files alone."""
     report = service.status()
-    thresholds = GateThresholds.from_settings(service.env.settings.cluster.service_health)
-    gate = evaluate_gate(report, thresholds)
-    ready_gate = evaluate_gate(report, thresholds.model_copy(update={"allow_idle": True}))
-    ready = (
-        report.supervisor.alive
-        and report.status != "error"
-        and report.workers_healthy_count > 0
-        and ready_gate.passed
-    )
+    gate = evaluate_gate(report, GateThresholds.from_settings(service.env.settings.cluster.service_health))
     return ServiceSummary(
         service=name or report.target,
         app=report.target,
         namespace=report.namespace,
         enabled=enabled,
         status=report.status,
-        ready=ready,
+        ready=report.status in ("running", "idle"),
         loops=len(report.worker_health),
         loops_healthy=report.workers_healthy_count,
         supervisor_pid=report.supervisor.pid if report.supervisor.alive else None,

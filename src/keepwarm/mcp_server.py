@@ -262,8 +262,8 @@ def _tools(scope: Scope) -> list[Callable[..., Awaitable[dict[str, Any]]]]:
 
     @_reporting_errors
     async def fleet_status(fleet: str | None = None) -> dict[str, Any]:
-        """Every service of a fleet with its readiness ("ready": supervisor alive, no error, loops
-        healthy, SLA gate passing, idle allowed); the fleet is ready when every enabled one is."""
+        """Every service of a fleet with its readiness ("ready": supervisor alive and every loop
+        healthy) and, beside it, the SLA gate's verdict; the fleet is ready when every enabled one is."""
         status = await scope.fleet_of(fleet).astatus()
         return status.model_dump(mode="json")
 

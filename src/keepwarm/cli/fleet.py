@@ -127,6 +127,7 @@ def ps(namespace: str | None, share_dir: Path | None, fleet: str | None, as_json
 
 def print_services(rows: list[ServiceSummary], *, title: str) -> None:
     from keepwarm.cli.service import STATUS_COLOURS
+    from keepwarm.health import GateCode
 
     cells = [
         [
@@ -139,7 +140,7 @@ def print_services(rows: list[ServiceSummary], *, title: str) -> None:
             row.queue.running,
             row.queue.done,
             row.queue.failed,
-            "pass" if row.gate_passed else f"fail ({row.gate_code})",
+            "pass" if row.gate_passed else f"fail ({row.gate_code}: {GateCode(row.gate_code).name.lower()})",
             row.supervisor_pid,
         ]
         for row in rows
