@@ -16,7 +16,6 @@ import os
 import signal
 import textwrap
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -197,7 +196,9 @@ def test_start_start_twice_stop_and_stop_again_answer_alike(surfaces: dict[str, 
         steps.setdefault("stop", {})[name] = surface.stop(APP, namespace)
         steps.setdefault("stop when stopped", {})[name] = surface.stop(APP, namespace)
 
-    started = same(steps["start"], lambda o: (o.ok, o.doc.get("status"), o.doc.get("workers_healthy_count")), "start")
+    started = same(
+        steps["start"], lambda o: (o.ok, o.doc.get("status"), o.doc.get("workers_healthy_count")), "start"
+    )
     assert started == (True, "idle", 1)
 
     refusal = same_error(steps["start twice"], "start twice")
@@ -392,11 +393,12 @@ def test_every_gate_code_reads_alike(world: World, surfaces: dict[str, Any]) -> 
     def gate(**thresholds: Any) -> tuple[Any, ...]:
         answers = ask(surfaces, action, "health", APP, namespace, **thresholds)
         agi = surfaces["agi"].status(APP, namespace)
-        return same(
+        verdict = same(
             answers,
             lambda o: (o.doc["status"], o.doc["gate"]["code"], o.doc["gate"]["passed"]),
             f"the gate with {thresholds}",
-        ) + (agi.doc["status"],)
+        )
+        return (*verdict, agi.doc["status"])
 
     status, code, passed, agi_status = gate()
     assert (status, code, passed) == ("idle", 4, False) and agi_status == "idle"
@@ -470,8 +472,8 @@ def test_fleets_answer_alike(world: World, surfaces: dict[str, Any]) -> None:
         :2
     ] == (True, True)
     down = each("fleet_down")
-    assert same(
-        down, lambda o: (o.ok, [(s["service"], s.get("status")) for s in o.doc["services"]]), "down"
-    )[0]
+    assert same(down, lambda o: (o.ok, [(s["service"], s.get("status")) for s in o.doc["services"]]), "down")[
+        0
+    ]
     for name in files:
         assert surfaces["python"].status(APP, f"fleet-{name}").doc["status"] == "stopped"
