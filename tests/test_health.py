@@ -12,6 +12,7 @@ import re
 import socket
 import stat
 import subprocess
+import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -796,3 +797,35 @@ def test_write_snapshot_publishes_the_file_in_the_log_dir(mycode_env: Env, tmp_p
     report = evaluate_health(mycode_env, now=NOW)
     assert write_snapshot(mycode_env, report, GateThresholds(max_unhealthy=3)) == path
     assert json.loads(path.read_text())["thresholds"]["max_unhealthy"] == 3
+
+
+# ---------------------------------------------------------------------- keepwarm health --output
+
+KEEPWARM = Path(sys.executable).parent / "keepwarm"
+
+
+def keepwarm_health(env: Env, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(KEEPWARM), "health", str(env.app_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_health_output_creates_missing_folders(mycode_env: Env, tmp_path: Path) -> None:
+    target = tmp_path / "missing" / "dir" / "h.json"
+    completed = keepwarm_health(mycode_env, "--output", str(target))
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(target.read_text()) == json.loads(completed.stdout)
+    assert stat.S_IMODE(target.parent.stat().st_mode) == 0o700
+
+
+def test_health_output_that_cannot_be_written_is_one_error_line(mycode_env: Env, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    completed = keepwarm_health(mycode_env, "--output", str(blocker / "h.json"))
+    assert completed.returncode == 1 and completed.stdout == ""
+    assert completed.stderr.startswith(f"error: cannot write the health report to {blocker / 'h.json'} (")
+    assert "Traceback" not in completed.stderr and len(completed.stderr.splitlines()) == 1

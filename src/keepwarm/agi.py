@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keepwarm.api import Service
-from keepwarm.atomic import write_atomic
-from keepwarm.env import Env, ensure_private_dir
+from keepwarm.env import Env
 from keepwarm.errors import InvalidTaskError
 
 if TYPE_CHECKING:
@@ -138,14 +137,15 @@ class AGI:
         action: str = "status",
         *,
         health_output_path: str | Path | None = None,
-        shutdown_on_stop: bool = True,
+        shutdown_on_stop: bool | None = None,
         workers: int | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Run one service action and return the health snapshot as a dict (``status``,
         ``workers_running_count``, ``workers_unhealthy_count``, ... of ``agi.service.health.v1``).
 
-        ``shutdown_on_stop`` concerns a Dask cluster keepwarm started; the local backend has none.
+        ``shutdown_on_stop`` (default ``[cluster] shutdown_on_stop``) is ``keepwarm stop
+        --shutdown/--no-shutdown``: whether ``stop`` also shuts down a Dask cluster keepwarm started.
         """
         if action not in SERVE_ACTIONS:
             raise ValueError(f"unknown action {action!r}; valid actions: {', '.join(SERVE_ACTIONS)}")
@@ -153,21 +153,19 @@ class AGI:
         if action == "start":
             report = await service.astart(slots=workers, timeout=timeout)
         elif action == "stop":
-            outcome = await service.astop(timeout=timeout)
+            outcome = await service.astop(timeout=timeout, shutdown=shutdown_on_stop)
             report = await service.astatus()
             return report.to_json_dict() | {
                 "message": outcome["message"],
                 "shutdown_on_stop": shutdown_on_stop,
             }
+        elif action == "health":
+            path = _output_path(env, health_output_path)
+            report, _ = await service.ahealth(output=path)
+            return report.to_json_dict() | {"health_output_path": str(path)}
         else:
             report = await service.astatus()
-        document = report.to_json_dict()
-        if action == "health":
-            path = _output_path(env, health_output_path)
-            ensure_private_dir(path.parent)
-            write_atomic(path, report.model_dump_json(by_alias=True, indent=2).encode())
-            document["health_output_path"] = str(path)
-        return document
+        return report.to_json_dict()
 
     @staticmethod
     async def submit(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Any, ParamSpec, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from keepwarm.app import describe_args_error, load_args_model
-from keepwarm.atomic import write_atomic
 from keepwarm.env import Env
 from keepwarm.errors import InvalidTaskError
 from keepwarm.health import (
@@ -20,6 +18,7 @@ from keepwarm.health import (
     HealthReport,
     evaluate_gate,
     evaluate_health,
+    write_report,
     write_snapshot,
 )
 from keepwarm.queue import QueueCounts, TaskQueue
@@ -186,7 +185,7 @@ class Service:
             max_pending_age_sec=max_pending_age_sec,
         )
         if output is not None:
-            write_atomic(output, json.dumps(report.to_json_dict(), indent=2).encode())
+            write_report(report, output)
         return report, evaluate_gate(report, thresholds)
 
     def snapshot(self) -> Path:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from keepwarm import __version__
 from keepwarm.atomic import write_atomic
 from keepwarm.env import Env, ensure_private_dir
+from keepwarm.errors import KeepwarmError
 from keepwarm.heartbeat import Heartbeat, HeartbeatState, read_heartbeat
 from keepwarm.queue import TaskQueue
 from keepwarm.settings import ClusterSettings, ServiceHealthSettings
@@ -525,6 +526,23 @@ def evaluate_gate(report: HealthReport, thresholds: GateThresholds) -> GateResul
 
 
 # ---------------------------------------------------------------------- exports
+
+
+def write_report(report: HealthReport, path: Path) -> Path:
+    """Publish the report as JSON at ``path``, creating its missing folders (mode 0700).
+
+    A path that cannot be written (a file where a folder should be, no permission, a full disk) is one
+    KeepwarmError naming the path and the cause; nothing half-written is left behind.
+    """
+    try:
+        ensure_private_dir(path.parent)
+        write_atomic(path, json.dumps(report.to_json_dict(), indent=2).encode())
+    except OSError as exc:
+        cause = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+        raise KeepwarmError(
+            f"cannot write the health report to {path} ({cause}); give a path in a folder you can write"
+        ) from None
+    return path
 
 
 def to_prometheus(report: HealthReport, gate: GateResult | None = None) -> str:
