@@ -687,3 +687,63 @@ def test_run_args_on_the_cli_and_through_the_facade_reach_the_workers(tmp_path: 
 
     run = asyncio.run(keepwarm.AGI.run(env, mode=1, items=7))
     assert run["rows"] == 4 and read_table(env)["items"].tolist() == [7] * 4
+
+
+# ---------------------------------------------------------------- the app's errors name the app's line
+
+
+def test_a_negative_partition_weight_names_the_managers_line_not_pydantics(tmp_path: Path) -> None:
+    folder = write_app(tmp_path / "apps", "negative", ARGS_ECHO_WORKER)
+    manager = folder / "negative" / "manager.py"
+    source = manager.read_text()
+    assert "weight=last - first + 1" in source
+    manager.write_text(source.replace("weight=last - first + 1", "weight=first - last - 1"))
+    line = next(n for n, text in enumerate(manager.read_text().splitlines(), 1) if "weight=first" in text)
+
+    message = assert_clean_failure(keepwarm_cli("distribute", str(folder)))
+
+    assert "[app] manager = 'negative.manager:Manager': build_distribution(workers) raised" in message
+    assert "weight: input should be greater than or equal to 0 (got -250" in message
+    assert f"at {manager}:{line}" in message
+    assert "pydantic" not in message.replace("pydantic model", "")  # no library frame, no pydantic URL
+
+
+@pytest.mark.parametrize("mode", ["python", "pool"])
+def test_a_worker_whose_start_raises_fails_the_run_naming_start(tmp_path: Path, mode: str) -> None:
+    worker = dedent(
+        """
+        class Worker:
+            def start(self):
+                raise RuntimeError("the model file is missing")
+
+            def work(self, item):
+                return [{"n": item.data[0]}]
+
+            def stop(self):
+                pass
+        """
+    )
+    folder = write_app(tmp_path / "apps", "coldstart", worker)
+
+    with pytest.raises(RunError) as caught:
+        keepwarm.run(Env(folder), mode)
+
+    message = str(caught.value)
+    assert "start() of worker-" in message and "failed (pid " in message
+    assert f"RuntimeError: the model file is missing at {folder / 'coldstart' / 'worker.py'}:4" in message
+    assert "partition part" in message  # the partition it was about to work, named after start()
+    assert message.index("start()") < message.index("partition part")
+
+
+def test_moving_a_partition_to_the_worker_that_holds_it_says_nothing_moved(mycode: Env) -> None:
+    keepwarm.distribute(mycode)
+    saved = plan_path(mycode).read_bytes()
+
+    result = keepwarm_cli("distribute", str(mycode.app_dir), "--move", "p1", "--to", "worker-1")
+
+    assert result.returncode == 0, result.stderr
+    assert "p1 is already on worker-1: nothing moved" in result.stderr
+    assert "moved p1" not in result.stderr
+    assert plan_path(mycode).read_bytes() == saved  # not rewritten, no move recorded
+    moved = keepwarm_cli("distribute", str(mycode.app_dir), "--move", "p1", "--to", "worker-0")
+    assert "moved p1 from worker-1 to worker-0; imbalance 1.33" in moved.stderr

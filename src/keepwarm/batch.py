@@ -55,6 +55,10 @@ class PartitionJob:
     shipped: str | None = None
 
 
+# Where a partition failed: loading the app's worker, its start(), work(), or writing the output.
+Phase = Literal["load", "start", "work", "output"]
+
+
 class PartitionOutcome(BaseModel):
     """What became of one partition: where it ran, how long it took, what it wrote."""
 
@@ -75,8 +79,22 @@ class PartitionOutcome(BaseModel):
     code_from: Literal["app", "shipped"] = "app"
     worker_module_file: str | None = None
     log: str = ""
+    failed_in: Phase | None = None
     error: str | None = None
     traceback: str | None = None
+
+    def failure(self) -> str:
+        """What failed, where, and why: one line for the run's error."""
+        where = f"(pid {self.pid})"
+        if self.failed_in == "load":
+            return f"{self.worker} could not create the app's worker {where}: {self.error}"
+        if self.failed_in == "start":
+            return f"start() of {self.worker} failed {where}, before partition {self.name}: {self.error}"
+        if self.failed_in == "output":
+            return (
+                f"partition {self.name} on {self.worker} {where}: its output cannot be written: {self.error}"
+            )
+        return f"partition {self.name} on {self.worker} {where} failed: {self.error}"
 
 
 class _AsyncRunner:
@@ -107,6 +125,11 @@ class _LiveWorker:
     start_seconds: float = 0.0
     runner: _AsyncRunner | None = None
     partitions: int = field(default=0)
+
+    def start(self) -> None:
+        began = time.perf_counter()
+        self.call("start")
+        self.start_seconds = time.perf_counter() - began
 
     def call(self, method: str, *args: Any) -> Any:
         result = getattr(self.instance, method)(*args)
@@ -146,24 +169,31 @@ def run_partition(job: PartitionJob) -> PartitionOutcome:
         "host": socket.gethostname(),
     }
     began = time.perf_counter()
+    phase: Phase = "load"
     try:
         with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-            live, first = _live_worker(job)
-            outcome |= {"code_from": live.code_from, "worker_module_file": live.module_file}
-            if first:
+            live = _LIVE.get((job.run_id, job.worker))
+            if live is None:
+                live = _new_worker(job)
+                phase = "start"
+                live.start()
+                _LIVE[(job.run_id, job.worker)] = live
                 outcome["start_seconds"] = round(live.start_seconds, 6)
-            began = time.perf_counter()
+            outcome |= {"code_from": live.code_from, "worker_module_file": live.module_file}
+            phase, began = "work", time.perf_counter()
             value = live.call("work", partition)
             seconds = time.perf_counter() - began
+            phase = "output"
             file, rows, columns = write_output(value, Path(job.output_dir), job.index)
             live.partitions += 1
     except Exception as exc:
         return PartitionOutcome(
             **outcome,
             status="failed",
+            failed_in=phase,
             seconds=round(time.perf_counter() - began, 6),
             log=captured.getvalue(),
-            error=f"{type(exc).__name__}: {exc}",
+            error=describe_app_exception(exc, Path(job.app_dir)),
             traceback="".join(traceback.format_exception(exc)),
         )
     return PartitionOutcome(
@@ -194,11 +224,8 @@ def finish_worker(run_id: str, worker: str) -> str:
     return captured.getvalue()
 
 
-def _live_worker(job: PartitionJob) -> tuple[_LiveWorker, bool]:
-    key = (job.run_id, job.worker)
-    live = _LIVE.get(key)
-    if live is not None:
-        return live, False
+def _new_worker(job: PartitionJob) -> _LiveWorker:
+    """This plan worker's instance of the app's worker, not started yet."""
     app_dir, code_from = Path(job.app_dir), "app"
     if job.shipped:
         found = shipped_folder(job.shipped)
@@ -207,12 +234,26 @@ def _live_worker(job: PartitionJob) -> tuple[_LiveWorker, bool]:
     env = Env(app_dir, share_dir=job.share_dir, namespace=job.namespace)
     use_app_code(app_dir)
     app = load_app(env)
-    live = _LiveWorker(app, app.new_worker(job.args), app_dir, code_from)  # type: ignore[arg-type]
-    began = time.perf_counter()
-    live.call("start")
-    live.start_seconds = time.perf_counter() - began
-    _LIVE[key] = live
-    return live, True
+    return _LiveWorker(app, app.new_worker(job.args), app_dir, code_from)  # type: ignore[arg-type]
+
+
+def describe_app_exception(exc: BaseException, app_dir: Path) -> str:
+    """``Type: message at file:line`` for an exception the app's code raised, at the innermost line
+    of the app's own code (not of a library it called); a pydantic error as its fields' problems."""
+    from pydantic import ValidationError
+
+    from keepwarm.settings import describe_error
+
+    if isinstance(exc, ValidationError):
+        message = f"{exc.title}: " + "; ".join(describe_error(error) for error in exc.errors())
+    else:
+        message = str(exc)
+    frames = traceback.extract_tb(exc.__traceback__)
+    roots = tuple(str(root.resolve()) + os.sep for root in (app_dir, *app_roots(app_dir)))
+    own = [frame for frame in frames if str(Path(frame.filename).resolve()).startswith(roots)]
+    shown = own or frames
+    where = f" at {shown[-1].filename}:{shown[-1].lineno}" if shown else ""
+    return f"{type(exc).__name__}: {message}{where}"
 
 
 # ---------------------------------------------------------------- the app's modules in this process

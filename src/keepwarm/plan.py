@@ -16,7 +16,7 @@ import inspect
 import json
 import re
 import sys
-import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from keepwarm.app import App, Partition, WorkPlan, describe_args_error, load_app
 from keepwarm.atomic import write_atomic
 from keepwarm.env import Env, ensure_private_dir
 from keepwarm.errors import AppError, KeepwarmError
+from keepwarm.settings import describe_error
 from keepwarm.task import utc_now
 
 PLAN_FILE = "work_plan.json"
@@ -132,7 +133,7 @@ def run_args(app: App, overrides: dict[str, Any] | None) -> tuple[Any, dict[str,
 def build_plan(env: Env, *, workers: int | None = None, args: dict[str, Any] | None = None) -> SavedPlan:
     """Call the manager's ``build_distribution`` for ``workers`` plan workers (default ``[cluster]
     slots``) and check what it returns. Imports the app in this process, and forgets it afterwards."""
-    from keepwarm.batch import borrowed_imports, use_app_code
+    from keepwarm.batch import borrowed_imports, describe_app_exception, use_app_code
 
     count = workers or env.settings.cluster.slots
     names = worker_names(count)
@@ -147,7 +148,9 @@ def build_plan(env: Env, *, workers: int | None = None, args: dict[str, Any] | N
             manager = _construct(manager_class, args_value)
             result = manager.build_distribution(list(names))
         except Exception as exc:
-            raise AppError(f"{where}: build_distribution(workers) raised {_brief(exc)}") from exc
+            raise AppError(
+                f"{where}: build_distribution(workers) raised {describe_app_exception(exc, env.app_dir)}"
+            ) from exc
     plan = _checked(result, names, where)
     return SavedPlan(
         app=env.app_target,
@@ -184,20 +187,14 @@ def _construct(cls: type, args: Any) -> Any:
     return cls(args=args) if takes_args else cls()
 
 
-def _brief(exc: BaseException) -> str:
-    """``Type: message at file:line`` of the innermost frame, for an app's own bug."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
-
-
 def _checked(result: Any, names: list[str], where: str) -> WorkPlan:
     if isinstance(result, dict):
         try:
             result = WorkPlan.model_validate(result)
         except ValidationError as exc:
+            problems = "; ".join(describe_error(error) for error in exc.errors())
             raise AppError(
-                f"{where}: build_distribution returned a dict that is not a work plan: {exc}"
+                f"{where}: build_distribution returned a dict that is not a work plan: {problems}"
             ) from None
     if not isinstance(result, WorkPlan):
         raise AppError(
@@ -264,8 +261,32 @@ def distribute(env: Env, *, workers: int | None = None, args: dict[str, Any] | N
     return plan
 
 
-def move_partition(env: Env, partition: str, to_worker: str) -> SavedPlan:
-    """Reassign ``partition`` to ``to_worker`` in the saved plan (built first if there is none)."""
+@dataclass(frozen=True)
+class MoveOutcome:
+    """What ``move`` did: the plan after it, and whether the partition changed worker."""
+
+    plan: SavedPlan
+    partition: str
+    from_worker: str
+    to_worker: str
+
+    @property
+    def moved(self) -> bool:
+        return self.from_worker != self.to_worker
+
+    @property
+    def message(self) -> str:
+        if not self.moved:
+            return f"{self.partition} is already on {self.to_worker}: nothing moved, the plan is unchanged"
+        return (
+            f"moved {self.partition} from {self.from_worker} to {self.to_worker}; "
+            f"imbalance {self.plan.imbalance():.2f}"
+        )
+
+
+def move(env: Env, partition: str, to_worker: str) -> MoveOutcome:
+    """Reassign ``partition`` to ``to_worker`` in the saved plan (built first if there is none) and
+    save it; a partition already on ``to_worker`` stays, and the plan is not saved again."""
     plan = load_plan(env) or distribute(env)
     source = plan.worker_of(partition)
     if to_worker not in plan.workers:
@@ -278,7 +299,12 @@ def move_partition(env: Env, partition: str, to_worker: str) -> SavedPlan:
         )
         plan.moves.append(Move(partition=partition, from_worker=source, to_worker=to_worker, at=utc_now()))
         save_plan(env, plan)
-    return plan
+    return MoveOutcome(plan, partition, source, to_worker)
+
+
+def move_partition(env: Env, partition: str, to_worker: str) -> SavedPlan:
+    """``move``, returning the plan after it."""
+    return move(env, partition, to_worker).plan
 
 
 def render_tree(plan: SavedPlan) -> str:

@@ -281,7 +281,7 @@ class _Run:
             self.emit("app", f"[{item.worker} {item.name}] {line}")
         if item.status == "failed":
             self.write_log(item.traceback or "")
-            raise RunError(f"partition {item.name} on {item.worker} (pid {item.pid}) failed: {item.error}")
+            raise RunError(item.failure())
         started = f", start() {item.start_seconds:.3f}s" if item.start_seconds is not None else ""
         rows = f"{item.rows} rows" if item.rows is not None else (item.file or "no output")
         self.emit(

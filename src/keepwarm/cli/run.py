@@ -12,12 +12,12 @@ import click
 
 from keepwarm.cli.common import (
     UserError,
+    app_verb,
     apps_path_option,
     emit_json,
     json_object,
     json_option,
     say,
-    service_verb,
     table,
 )
 
@@ -90,7 +90,7 @@ def init(name: str, apps_path: Path | None, as_json: bool) -> None:
 
 
 @click.command()
-@service_verb
+@app_verb
 @click.option(
     "--cython/--no-cython",
     default=None,
@@ -136,7 +136,7 @@ def install(app: str, apps_path: Path | None, as_json: bool, cython: bool | None
 
 
 @click.command()
-@service_verb
+@app_verb
 @click.option("--workers", type=click.IntRange(1, 1024), help="Plan workers [default: [cluster] slots].")
 @click.option("--tree", is_flag=True, help="Print the plan as a tree with weights.")
 @click.option("--move", "partition", metavar="PARTITION", help="Reassign this partition (needs --to).")
@@ -161,8 +161,9 @@ def distribute(
         raise UserError("--move edits the saved plan; --workers builds a new one: use one or the other")
     env = _env(app, apps_path)
     if partition is not None and to_worker is not None:
-        plan = plans.move_partition(env, partition, to_worker)
-        say(f"moved {partition} to {to_worker}; saved {plans.plan_path(env)}")
+        outcome = plans.move(env, partition, to_worker)
+        plan = outcome.plan
+        say(f"{outcome.message}; saved {plans.plan_path(env)}" if outcome.moved else outcome.message)
     elif saved:
         found = plans.load_plan(env)
         if found is None:
@@ -209,7 +210,7 @@ def _print_plan(plan: SavedPlan) -> None:
 
 
 @click.command()
-@service_verb
+@app_verb
 @click.option("--mode", help=MODE_HELP)
 @click.option("--workers", type=click.IntRange(1, 1024), help="Plan workers [default: the saved plan's].")
 @click.option("--args", "args_json", help="Values over [args] for this run, as a JSON object.")
@@ -314,7 +315,7 @@ def _print_benchmark(report: BenchmarkReport) -> None:
 
 
 @click.command()
-@service_verb
+@app_verb
 @click.option(
     "--head", "rows", type=click.IntRange(min=1), default=5, show_default=True, help="Rows to show."
 )
@@ -337,7 +338,7 @@ def data(app: str, apps_path: Path | None, as_json: bool, rows: int, run_id: str
 
 
 @click.command()
-@service_verb
+@app_verb
 @click.option("--columns", help="The columns to export, comma-separated (e.g. x,collatz_steps).")
 @click.option("--all", "all_columns", is_flag=True, help="Export every column.")
 @click.option("--run", "run_id", help="This run's output [default: the latest successful run].")
