@@ -38,7 +38,7 @@ def test_health_output_path_that_cannot_be_written_is_one_clear_error(
 
 def test_stop_with_shutdown_on_stop_false_keeps_the_dask_cluster(tmp_path: Path, services: Services) -> None:
     pytest.importorskip("distributed")
-    fast = 'backend = "dask"\nheartbeat_timeout_sec = 4\nstop_timeout_sec = 3\n'
+    fast = 'backend = "dask"\nstop_timeout_sec = 3\n'
     env = Env(copy_app(tmp_path, "mycode_project", **{'backend = "local"\n': fast}))
     services.start(env)
     record = read_service_record(env.service_dir / "service.json")
