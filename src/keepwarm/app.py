@@ -1,6 +1,7 @@
 """The app contract: loading an app's worker, manager and args model from ``app_settings.toml``.
 
-A worker has ``start()``, ``work(item)`` and ``stop()``, each plain or ``async def``; a manager has
+A worker has ``work(item)``, and optionally ``start()`` and ``stop()`` (a worker with nothing to
+open or close leaves them out), each plain or ``async def``; a manager has
 ``build_distribution(workers) -> WorkPlan``. Entry points are ``module:attribute`` strings resolved
 against the app folder (and its ``src/`` when there is one).
 """
@@ -22,6 +23,7 @@ from keepwarm.errors import AppError, SettingsError
 from keepwarm.settings import describe_error
 
 WORKER_METHODS = ("start", "work", "stop")
+OPTIONAL_METHODS = ("start", "stop")
 
 
 class Partition(BaseModel):
@@ -86,6 +88,16 @@ class App:
             raise AppError(f"app {self.env.app_target}: creating the worker failed: {exc!r}") from exc
 
 
+def worker_method(worker: Any, name: str) -> Callable[..., Any]:
+    """The worker's ``start``, ``work`` or ``stop``; a ``start`` or ``stop`` it leaves out does nothing."""
+    method: Callable[..., Any] = getattr(worker, name, _nothing)
+    return method
+
+
+def _nothing() -> None:
+    """A ``start()`` or ``stop()`` the worker leaves out."""
+
+
 def _construct(cls: type, args: Callable[[], Any]) -> Any:
     try:
         takes_args = "args" in inspect.signature(cls).parameters
@@ -99,12 +111,17 @@ def load_app(env: Env) -> App:
     section = env.settings.app
     _add_to_path(env.app_dir)
     worker_class = _resolve(env, "worker", section.worker)
-    missing = [m for m in WORKER_METHODS if not callable(getattr(worker_class, m, None))]
-    if missing:
+    if not callable(getattr(worker_class, "work", None)):
         raise AppError(
-            f"{env.settings_path}: [app] worker = {section.worker!r} has no "
-            f"{', '.join(missing)} method; a worker defines start(), work(item) and stop()"
+            f"{env.settings_path}: [app] worker = {section.worker!r} has no work method; "
+            "a worker defines work(item), and optionally start() and stop()"
         )
+    for name in OPTIONAL_METHODS:
+        if not callable(getattr(worker_class, name, _nothing)):
+            raise AppError(
+                f"{env.settings_path}: [app] worker = {section.worker!r}: {name} is not a method; "
+                f"define {name}(self), or leave it out"
+            )
     manager_class = _resolve(env, "manager", section.manager) if section.manager else None
     if manager_class is not None and not callable(getattr(manager_class, "build_distribution", None)):
         raise AppError(

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from keepwarm.app import App, Partition, load_app
+from keepwarm.app import App, Partition, load_app, worker_method
 from keepwarm.env import Env
 from keepwarm.staging import SKIPPED_DIRS, shipped_folder
 
@@ -132,7 +132,7 @@ class _LiveWorker:
         self.start_seconds = time.perf_counter() - began
 
     def call(self, method: str, *args: Any) -> Any:
-        result = getattr(self.instance, method)(*args)
+        result = worker_method(self.instance, method)(*args)
         if inspect.isawaitable(result):
             if self.runner is None:
                 self.runner = _AsyncRunner()

@@ -8,8 +8,8 @@ Steps, in order:
    the app installs comes first);
 2. ``dependencies``: ``pip install`` of what the app declares: ``requirements.txt`` in the app folder,
    and/or ``[project] dependencies`` of the app folder's ``pyproject.toml``;
-3. ``check``: in that interpreter, the entry points import, ``[args]`` validates, the manager has
-   ``build_distribution``;
+3. ``check``: in that interpreter, the entry points import, ``[args]`` validates, the manager (if
+   the app has one: a service-only app does not) has ``build_distribution``;
 4. ``cython`` (with ``cython=True`` or ``[cluster] cython = true``): the worker module is compiled;
 5. ``dask`` (with ``dask=True``, or when ``[cluster]`` names a scheduler, hosts or the dask backend):
    the app's code is shipped to the Dask workers (``UploadDirectory``) and each one imports it.
@@ -317,7 +317,8 @@ def _check(steps: _Installer, python: Path) -> dict[str, Any]:
         raise steps.fail("check", f"the check in {python} exited {done.returncode}: {tail}") from None
     if "error" in result:
         raise steps.fail("check", str(result["error"]))
-    steps.end("check", "done", f"worker {result['worker']}, manager {result['manager']}")
+    manager = result["manager"] or "none (service mode only)"
+    steps.end("check", "done", f"worker {result['worker']}, manager {manager}")
     return result
 
 
@@ -373,13 +374,13 @@ def _dask(
 def check_app(env: Env) -> dict[str, Any]:
     """Import the app's entry points, validate ``[args]`` and find the manager's build_distribution."""
     from keepwarm.app import load_app
-    from keepwarm.plan import require_manager, run_args
+    from keepwarm.plan import run_args
 
     try:
         app = load_app(env)
     except AppError as exc:
         raise AppError(_explained(env, exc)) from None
-    manager = require_manager(app)
+    manager = app.manager_class  # a service-only app has none
     _, args = run_args(app, None)
     worker_module = env.settings.app.worker.partition(":")[0]
     return {
@@ -387,7 +388,7 @@ def check_app(env: Env) -> dict[str, Any]:
         "worker_module": worker_module,
         "worker_file": getattr(sys.modules.get(worker_module), "__file__", None),
         "manager": env.settings.app.manager,
-        "manager_class": f"{manager.__module__}.{manager.__qualname__}",
+        "manager_class": f"{manager.__module__}.{manager.__qualname__}" if manager else None,
         "args_model": env.settings.app.args_model,
         "args": args,
         "python": sys.executable,

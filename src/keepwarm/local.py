@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 from keepwarm.env import Env, ensure_private_dir
 from keepwarm.errors import KeepwarmError
 from keepwarm.heartbeat import read_heartbeat
+from keepwarm.installer import app_python
 from keepwarm.loop import new_incarnation
 from keepwarm.queue import TaskQueue
 from keepwarm.watch import IN_MOVED_TO, Watcher
@@ -67,12 +67,15 @@ class LocalBackend:
 
     def __init__(self, env: Env) -> None:
         self.env = env
+        self.python: Path | None = None  # the app's interpreter, found by open()
 
     def open(self, supervisor: str, wake: Callable[[], None], slots: int) -> None:
-        """Nothing to connect to: loop exits wake the supervisor through their pidfds."""
+        """Find the app's interpreter (an isolated app's must be installed); nothing to connect to:
+        loop exits wake the supervisor through their pidfds."""
+        self.python = app_python(self.env)
 
     def spawn(self, slot: str, *, max_tasks: int | None = None) -> LoopProcess:
-        loop = spawn_loop(self.env, slot, max_tasks=max_tasks)
+        loop = spawn_loop(self.env, slot, max_tasks=max_tasks, python=self.python)
         try:
             loop.wake_fd = os.pidfd_open(loop.pid)
         except OSError:
@@ -105,12 +108,15 @@ class LocalBackend:
         """Nothing left behind to release."""
 
 
-def spawn_loop(env: Env, slot: str, *, max_tasks: int | None = None) -> LoopProcess:
-    """Start one loop process for ``slot``; its output goes to ``<log_dir>/<slot>.log``."""
+def spawn_loop(
+    env: Env, slot: str, *, max_tasks: int | None = None, python: Path | None = None
+) -> LoopProcess:
+    """Start one loop process for ``slot`` in the app's interpreter (``python``, default
+    ``app_python(env)``: an isolated app's own venv); its output goes to ``<log_dir>/<slot>.log``."""
     incarnation = new_incarnation()
     log_path = rotated(ensure_private_dir(env.log_dir) / f"{slot}.log")
     command = [
-        sys.executable,
+        str(python or app_python(env)),
         "-m",
         "keepwarm.loop",
         *env.child_args(),

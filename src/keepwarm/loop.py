@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from keepwarm.app import App, describe_args_error, load_app
+from keepwarm.app import App, describe_args_error, load_app, worker_method
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
 from keepwarm.heartbeat import HeartbeatWriter
@@ -171,13 +171,13 @@ class WorkerLoop:
         if self._app.async_methods:
             self._runner = AsyncRunner()
         self._worker = self._app.new_worker()
-        self._call(self._worker.start)
+        self._call(worker_method(self._worker, "start"))
         self.heartbeat.start_sec = round(time.perf_counter() - began, 6)
         self.heartbeat.cancels_in_loop = "work" in self._app.async_methods  # told with "ready"
 
     def _stop_worker(self) -> None:
         try:
-            self._call(self._worker.stop)
+            self._call(worker_method(self._worker, "stop"))
         except Exception:
             log.exception("slot %s: worker.stop() raised", self.slot)
 
