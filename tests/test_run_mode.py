@@ -32,6 +32,7 @@ from keepwarm.scaffold import init_app
 
 from .conftest import copy_app
 from .test_cli import assert_clean_failure, keepwarm_cli
+from .test_docs import python_blocks
 
 pd = pytest.importorskip("pandas")
 
@@ -298,7 +299,11 @@ def test_a_failing_partition_fails_the_run_naming_it_and_keeps_the_traceback_in_
 @pytest.mark.parametrize(
     ("mode", "named"),
     [
-        ("pool", "the pool process of worker-0 died while working partition part2"),
+        (
+            "pool",
+            "died while working partition part2: its interpreter exited with code 3 (os._exit, or the app "
+            "ended the interpreter)",
+        ),
         ("dask", "the Dask worker of worker-0 (tcp://"),
     ],
 )
@@ -325,7 +330,7 @@ def test_a_process_that_dies_fails_the_run_instead_of_hanging_it(
     )
     env = Env(write_app(tmp_path / "apps", "crashy", worker))
 
-    with pytest.raises(RunError, match="crashed the interpreter") as caught:
+    with pytest.raises(RunError) as caught:
         keepwarm.run(env, mode)
 
     assert named in str(caught.value)
@@ -741,3 +746,66 @@ def test_moving_a_partition_to_the_worker_that_holds_it_says_nothing_moved(mycod
     assert plan_path(mycode).read_bytes() == saved  # not rewritten, no move recorded
     moved = keepwarm_cli("distribute", str(mycode.app_dir), "--move", "p1", "--to", "worker-0")
     assert "moved p1 from worker-1 to worker-0; imbalance 1.33" in moved.stderr
+
+
+# ---------------------------------------------------------------- pool processes are keepwarm's own
+
+
+def test_the_from_python_example_runs_as_a_script_without_a_main_guard(tmp_path: Path) -> None:
+    page = Path(__file__).resolve().parents[1] / "docs" / "run-mode.md"
+    block = next(b.source for b in python_blocks(page) if 'keepwarm.run(env, "pool"' in b.source)
+    assert "__main__" not in block
+    script = tmp_path / "from_python.py"
+    script.write_text(block)
+
+    completed = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False
+    )
+
+    assert completed.returncode == 0, completed.stderr  # the pool did not re-run the script
+
+
+@pytest.mark.parametrize(
+    ("death", "cause"),
+    [
+        ("os._exit(3)", "its interpreter exited with code 3"),
+        ("os.kill(os.getpid(), signal.SIGKILL)", "killed by signal SIGKILL"),
+    ],
+)
+def test_a_pool_process_that_dies_is_reported_with_its_cause_and_last_words(
+    tmp_path: Path, death: str, cause: str
+) -> None:
+    worker = dedent(
+        f"""
+        import os
+        import signal
+        import sys
+
+
+        class Worker:
+            def start(self):
+                pass
+
+            def work(self, item):
+                if item.name == "part3":
+                    os.write(2, b"libfoo: the device went away\\n")  # as a C library says it, unbuffered
+                    {death}
+                return [{{"n": item.data[0]}}]
+
+            def stop(self):
+                pass
+        """
+    )
+    env = Env(write_app(tmp_path / "apps", "dying", worker))
+
+    with pytest.raises(RunError) as caught:
+        keepwarm.run(env, "pool")
+
+    message = str(caught.value)
+    assert "the pool process of worker-1 (pid " in message
+    assert f"died while working partition part3: {cause}" in message
+    assert "its last words on stderr: libfoo: the device went away" in message
+    log = Path(message.rpartition("log: ")[2]).read_text()
+    assert "| [worker-1] libfoo: the device went away" in log
+    record = json.loads((sorted(env.data_dir.iterdir())[-1] / "run.json").read_text())
+    assert record["status"] == "failed" and cause in record["error"]

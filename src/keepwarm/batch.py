@@ -55,6 +55,15 @@ class PartitionJob:
     shipped: str | None = None
 
 
+@dataclass(frozen=True)
+class WorkerLog:
+    """Lines a plan worker wrote outside its partitions: its ``stop()``'s prints, or what its pool
+    process wrote on stderr."""
+
+    worker: str
+    log: str
+
+
 # Where a partition failed: loading the app's worker, its start(), work(), or writing the output.
 Phase = Literal["load", "start", "work", "output"]
 

@@ -4,7 +4,8 @@
 from other ``[args]`` or another number of workers), and works every partition on its plan worker:
 
 - ``python``: in this process, one plan worker after the other;
-- ``pool``: one single-process pool per plan worker, all in parallel (spawned, so each starts cold);
+- ``pool``: one process of keepwarm's own per plan worker, all in parallel (``pool.py``: each starts
+  cold, and never from the caller's script);
 - ``dask``: one task per partition on the Dask backend's cluster (``keepwarm.cluster``), each plan
   worker pinned to one Dask worker, the app's code shipped to the workers with ``UploadDirectory``;
 - ``cython`` on any of these: the same, with the app's worker module compiled (``cython_build.py``).
@@ -37,7 +38,14 @@ from typing import IO, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from keepwarm.atomic import write_atomic
-from keepwarm.batch import PartitionJob, PartitionOutcome, borrowed_imports, finish_worker, run_partition
+from keepwarm.batch import (
+    PartitionJob,
+    PartitionOutcome,
+    WorkerLog,
+    borrowed_imports,
+    finish_worker,
+    run_partition,
+)
 from keepwarm.env import Env, ensure_private_dir
 from keepwarm.errors import KeepwarmError
 from keepwarm.modes import RunMode, require_available, settings_mode
@@ -102,12 +110,6 @@ class RunReport(BaseModel):
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
-
-
-@dataclass(frozen=True)
-class _WorkerStopped:
-    worker: str
-    log: str
 
 
 # ---------------------------------------------------------------- the run
@@ -263,16 +265,18 @@ class _Run:
             )
         return jobs
 
-    def executor(self, plan: SavedPlan, code_dir: Path) -> Iterator[PartitionOutcome | _WorkerStopped]:
+    def executor(self, plan: SavedPlan, code_dir: Path) -> Iterator[PartitionOutcome | WorkerLog]:
         jobs = self.jobs(plan, code_dir)
         if self.mode.executor == "dask":
             return _on_dask(self, jobs, code_dir)
         if self.mode.executor == "pool":
-            return _in_pools(self.run_id, jobs)
+            from keepwarm.pool import in_pools
+
+            return in_pools(self.run_id, jobs)
         return _in_process(self.run_id, jobs, code_dir)
 
-    def record(self, item: PartitionOutcome | _WorkerStopped) -> None:
-        if isinstance(item, _WorkerStopped):
+    def record(self, item: PartitionOutcome | WorkerLog) -> None:
+        if isinstance(item, WorkerLog):
             for line in item.log.splitlines():
                 self.emit("app", f"[{item.worker}] {line}")
             return
@@ -326,52 +330,21 @@ class _Run:
 
 def _in_process(
     run_id: str, jobs: dict[str, list[PartitionJob]], code_dir: Path
-) -> Iterator[PartitionOutcome | _WorkerStopped]:
+) -> Iterator[PartitionOutcome | WorkerLog]:
     with borrowed_imports(code_dir):
         try:
             for worker, worker_jobs in jobs.items():
                 for job in worker_jobs:
                     yield run_partition(job)
-                yield _WorkerStopped(worker, finish_worker(run_id, worker))
+                yield WorkerLog(worker, finish_worker(run_id, worker))
         finally:
             for worker in jobs:
                 finish_worker(run_id, worker)
 
 
-def _in_pools(
-    run_id: str, jobs: dict[str, list[PartitionJob]]
-) -> Iterator[PartitionOutcome | _WorkerStopped]:
-    import multiprocessing
-    from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-
-    context = multiprocessing.get_context("spawn")
-    pools = {w: ProcessPoolExecutor(max_workers=1, mp_context=context) for w, js in jobs.items() if js}
-    try:
-        futures: dict[Future[Any], tuple[str, str | None]] = {}
-        for worker, pool in pools.items():
-            for job in jobs[worker]:
-                futures[pool.submit(run_partition, job)] = (worker, str(job.partition.get("name")))
-            futures[pool.submit(finish_worker, run_id, worker)] = (worker, None)
-        for future in as_completed(futures):
-            worker, partition = futures[future]
-            try:
-                value = future.result()
-            except BrokenProcessPool:
-                raise RunError(
-                    f"the pool process of {worker} died while working "
-                    + (f"partition {partition}" if partition else "its stop()")
-                    + " (killed, or the app crashed the interpreter)"
-                ) from None
-            yield value if partition is not None else _WorkerStopped(worker, value)
-    finally:
-        for pool in pools.values():
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
 def _on_dask(
     run: _Run, jobs: dict[str, list[PartitionJob]], code_dir: Path
-) -> Iterator[PartitionOutcome | _WorkerStopped]:
+) -> Iterator[PartitionOutcome | WorkerLog]:
     from keepwarm.staging import open_run_cluster, ship_to_dask, stage_app
 
     folder = code_dir if run.mode.cython else stage_app(run.env)
@@ -425,7 +398,7 @@ def _on_dask(
             for worker, address in placement.items()
         }
         for future, worker in stops.items():
-            yield _WorkerStopped(worker, future.result(timeout=60))
+            yield WorkerLog(worker, future.result(timeout=60))
     finally:
         handle.close(shutdown=True)
 
