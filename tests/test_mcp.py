@@ -118,8 +118,10 @@ def test_every_tool_over_stdio_against_real_services(fleet_file: Path) -> None:
             started = await call(client, "start_service", app="mycode_project", workers=1)
             assert started["started"] and started["ready"] and started["status"] == "idle"
             assert started["namespace"] == NAMESPACE and started["loops_healthy"] == 1
-            assert "is running (supervisor pid" in await refused(
-                client, "start_service", app="mycode_project"
+            twice = await refused(client, "start_service", app="mycode_project")
+            assert "is running (supervisor pid" in twice and "keepwarm stop" not in twice
+            assert twice.endswith(
+                'stop it first: call stop_service with {"app": "mycode_project", "namespace": "agents"}'
             )
             listed = await call(client, "list_services")
             assert listed["namespace"] == NAMESPACE
@@ -177,9 +179,8 @@ def test_every_tool_over_stdio_against_real_services(fleet_file: Path) -> None:
             assert not (await call(client, "fleet_status"))["ready"]
             up = await call(client, "fleet_up")
             assert up["ready"] and up["namespace"] == NAMESPACE and up["services"][0]["service"] == "flaky"
-            assert "already running: flaky (app flaky); stop it first: keepwarm down" in await refused(
-                client, "fleet_up"
-            )
+            remedy = f'stop it first: call fleet_down with {{"fleet": "{fleet_file}"}}'
+            assert f"already running: flaky (app flaky); {remedy}" in await refused(client, "fleet_up")
             crash = await call(
                 client, "submit_task", app="flaky", args={"action": "crash", "only_attempt": 1}
             )
@@ -306,3 +307,105 @@ def test_bad_server_options_are_one_clear_error(args: list[str], expected: str) 
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith("error:") and "Traceback" not in result.stderr
     assert expected in result.stderr
+
+
+def test_start_service_starts_a_fleet_member_as_up_does(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text(
+        f'[fleet]\nnamespace = "{NAMESPACE}"\napps_path = "{APPS}"\n\n'
+        '[services.tagged]\napp = "flaky"\nworkers = 1\nenv = { MODEL_TAG = "v2" }\n'
+    )
+    fleet = Fleet(path)
+
+    async def scenario() -> None:
+        async with Client(server("--fleet", str(path))) as client:
+            started = await call(client, "start_service", app="tagged")
+            assert started["service"] == "tagged" and started["ready"] and started["loops"] == 1
+
+    try:
+        asyncio.run(scenario())
+        # The member's env reached its loop, as with keepwarm up (the server's own environment has none).
+        loop_pid = fleet.member("tagged").service.status().worker_health[0].pid
+        environ = Path(f"/proc/{loop_pid}/environ").read_bytes().split(b"\0")
+        assert b"MODEL_TAG=v2" in environ and "MODEL_TAG" not in os.environ
+    finally:
+        fleet.down(timeout=5)
+
+
+def test_tools_refuse_unknown_and_bad_arguments_in_one_line(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with Client(server("--apps-path", APPS, "--expose", "flaky")) as client:
+            tools = (await client.list_tools()).tools
+            assert all(tool.input_schema.get("additionalProperties") is False for tool in tools)
+
+            typo = await refused(client, "start_service", app="flaky", worker=1)
+            assert typo == (
+                "unknown argument 'worker' (did you mean 'workers'?); "
+                "start_service takes: app, workers, timeout, namespace"
+            )
+            assert "unknown argument 'bogus'; flaky takes: action, seconds" in await refused(
+                client, "flaky", action="ok", bogus=1
+            )
+            for message in (
+                await refused(client, "start_service", app="flaky", workers=0),
+                await refused(client, "service_status"),
+            ):
+                assert message.startswith("invalid arguments: ")
+                assert "validation error" not in message and "pydantic" not in message
+            assert "workers: input should be greater than or equal to 1 (got 0)" in await refused(
+                client, "start_service", app="flaky", workers=0
+            )
+            assert "app: required but missing" in await refused(client, "service_status")
+            # Nothing ran: the refused calls started no service and queued no task.
+            assert (await call(client, "service_status", app="flaky"))["status"] == "stopped"
+            assert (await call(client, "service_status", app="flaky"))["queue"]["pending"] == 0
+
+    asyncio.run(scenario())
+
+
+def test_every_tool_takes_a_namespace_checked_like_everywhere_else() -> None:
+    flaky_elsewhere = Env("flaky", APPS, namespace="team-b")
+
+    async def scenario() -> None:
+        async with Client(server("--apps-path", APPS, "--namespace", NAMESPACE)) as client:
+            for tool in (await client.list_tools()).tools:
+                assert "namespace" in tool.input_schema["properties"], tool.name
+
+            started = await call(client, "start_service", app="flaky", workers=1, namespace="team-b")
+            assert started["namespace"] == "team-b" and started["ready"]
+            assert (await call(client, "list_services"))["services"] == []  # the server's namespace
+            listed = await call(client, "list_services", namespace="team-b")
+            assert [row["app"] for row in listed["services"]] == ["flaky"]
+            assert (await call(client, "service_status", app="flaky"))["status"] == "stopped"
+            task = await call(client, "submit_task", app="flaky", args={"action": "ok"}, namespace="team-b")
+            outcome = await call(
+                client, "get_result", app="flaky", task_id=task["task_id"], timeout=30, namespace="team-b"
+            )
+            assert outcome["status"] == "done"
+            run = await call(client, "start_workflow", app="flaky", namespace="team-b")
+            assert run["namespace"] == "team-b"
+            assert (
+                await call(client, "workflow_status", execution_id=run["execution_id"], namespace="team-b")
+            )["total"] == 1
+            assert "no workflow run" in await refused(
+                client, "workflow_status", execution_id=run["execution_id"]
+            )
+            assert "namespace '../x' is not a safe name" in await refused(
+                client, "service_status", app="flaky", namespace="../x"
+            )
+            stopped = await call(client, "stop_service", app="flaky", namespace="team-b")
+            assert stopped["status"] == "stopped"
+
+        # --read-only still holds in any namespace: the write tools are not there at all.
+        async with Client(server("--apps-path", APPS, "--read-only")) as client:
+            assert (await call(client, "service_status", app="flaky", namespace="team-b"))[
+                "status"
+            ] == "stopped"
+            assert "Unknown tool: start_service" in await refused(
+                client, "start_service", app="flaky", namespace="team-b"
+            )
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop_service(flaky_elsewhere, timeout=5)

@@ -3,11 +3,43 @@
 from __future__ import annotations
 
 import errno
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """The step that resolves an error, as data, so that each surface names it its own way: the
+    message ends with the CLI ``command``; an MCP agent is told the ``tool`` to call and its
+    ``arguments`` (no ``tool``: the same tool again, with these ``arguments``; neither: no tool does it)."""
+
+    advice: str  # "stop it first"
+    command: str  # "keepwarm stop mycode_project"
+    tool: str | None = None  # "stop_service"
+    arguments: dict[str, Any] = field(default_factory=dict)
 
 
 class KeepwarmError(Exception):
-    """Base of keepwarm's user-facing errors; the CLI prints them without a traceback."""
+    """Base of keepwarm's user-facing errors; the CLI prints them without a traceback.
+
+    With a ``remedy``, the message is the problem followed by ``; <advice>: <command>``.
+    """
+
+    remedy: Remedy | None = None
+
+    def __init__(self, *args: object, remedy: Remedy | None = None) -> None:
+        if remedy is not None and args:
+            args = (f"{args[0]}; {remedy.advice}: {remedy.command}", *args[1:])
+        super().__init__(*args)
+        self.remedy = remedy
+
+    @property
+    def problem(self) -> str:
+        """The message without the remedy's command."""
+        if self.remedy is None:
+            return str(self)
+        return str(self).removesuffix(f"; {self.remedy.advice}: {self.remedy.command}")
 
 
 class SettingsError(KeepwarmError):

@@ -32,7 +32,7 @@ import sys
 import tomllib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from keepwarm.api import Service
 from keepwarm.env import Env, login_name
-from keepwarm.errors import KeepwarmError, SettingsError
+from keepwarm.errors import KeepwarmError, Remedy, SettingsError
 from keepwarm.health import GateThresholds, QueueHealth, evaluate_gate
 from keepwarm.settings import AppSection, AppSettings, ClusterSettings, describe_error
 from keepwarm.state import read_service_record
@@ -299,31 +299,35 @@ class Fleet:
         Refuses (FleetAlreadyRunning) when a member already runs. If a member fails to start, the
         members this call started are stopped again and FleetStartError names the one that failed.
         """
+        from keepwarm.lifecycle import ServiceAlreadyRunning
+
         members = self.enabled
         if not members:
             raise FleetError(f"{self.path}: no enabled service to start")
         running = [m for m in self.members if m.service.status().supervisor.alive]
         if running:
-            raise FleetAlreadyRunning(self._already_running(running))
-        outcomes = _in_threads(lambda m: _start_member(m, timeout), members)
-        started = [m for m, outcome in zip(members, outcomes, strict=True) if outcome.ok]
-        failed = [(m, outcome) for m, outcome in zip(members, outcomes, strict=True) if not outcome.ok]
+            raise self._already_running(running)
+        outcomes = _in_threads(_catching(lambda m: start_member(m, timeout=timeout)), members)
+        failed = [(m, o) for m, o in zip(members, outcomes, strict=True) if isinstance(o, KeepwarmError)]
         if failed:
+            started = [m for m, o in zip(members, outcomes, strict=True) if not isinstance(o, KeepwarmError)]
             _in_threads(lambda m: m.service.stop(), started)
-            if all(outcome.kind == "ServiceAlreadyRunning" for _, outcome in failed):
-                raise FleetAlreadyRunning(self._already_running([m for m, _ in failed]))
-            problems = "\n".join(f"service {m.name!r} (app {m.env.app_target}): {o.error}" for m, o in failed)
+            if all(isinstance(error, ServiceAlreadyRunning) for _, error in failed):
+                raise self._already_running([m for m, _ in failed])
+            problems = "\n".join(f"service {m.name!r} (app {m.env.app_target}): {e}" for m, e in failed)
             undone = f"; stopped again: {', '.join(m.name for m in started)}" if started else ""
             raise FleetStartError(
                 f"fleet {self.path.name} (namespace {self.namespace}) did not start{undone}\n{problems}"
             )
         return self.status()
 
-    def _already_running(self, running: list[Member]) -> str:
+    def _already_running(self, running: list[Member]) -> FleetAlreadyRunning:
         names = ", ".join(f"{m.name} (app {m.env.app_target})" for m in running)
-        return (
-            f"fleet {self.path.name} (namespace {self.namespace}): already running: {names}; "
-            f"stop it first: keepwarm down {self.shown_path}"
+        return FleetAlreadyRunning(
+            f"fleet {self.path.name} (namespace {self.namespace}): already running: {names}",
+            remedy=Remedy(
+                "stop it first", f"keepwarm down {self.shown_path}", "fleet_down", {"fleet": str(self.path)}
+            ),
         )
 
     @property
@@ -345,11 +349,11 @@ class Fleet:
         errors = [
             f"service {m.name!r}: {r}"
             for m, r in zip(self.members, results, strict=True)
-            if isinstance(r, str)
+            if isinstance(r, KeepwarmError)
         ]
         if errors:
             raise FleetError(f"fleet {self.path.name}: not every service stopped:\n" + "\n".join(errors))
-        return [r for r in results if isinstance(r, dict)]
+        return [r for r in results if not isinstance(r, KeepwarmError)]
 
     def status(self) -> FleetStatus:
         """Every member's status and readiness (read-only, from the files)."""
@@ -429,30 +433,26 @@ def _describe(error: Any) -> str:
 # ---------------------------------------------------------------------- starting one member
 
 
-@dataclass(frozen=True)
-class _StartOutcome:
-    ok: bool
-    kind: str = ""
-    error: str = ""
+def start_member(
+    member: Member, *, workers: int | None = None, timeout: float | None = None
+) -> ServiceSummary:
+    """Start one member of a fleet as ``up`` does, and return its row once every loop is ready.
 
-
-def _start_member(member: Member, timeout: float | None) -> _StartOutcome:
-    """Start one member in a starter process whose environment carries the member's ``env``.
-
-    The supervisor and its loops inherit the environment of the process that starts them, so the
-    member's variables are set there and nowhere else: not in this process, where other threads may be
-    starting other members.
+    The member's ``workers``, ``backend``, ``timeout`` and ``env`` apply; ``workers`` and
+    ``timeout`` given here override the file's. The service starts from a starter process whose
+    environment carries the member's ``env``: the supervisor and its loops inherit the environment
+    of the process that starts them, and the variables must not be set in this process, where other
+    threads may be starting other members. Raises ServiceAlreadyRunning, or ServiceStartError with
+    the loops' own errors.
     """
+    from keepwarm.lifecycle import ServiceAlreadyRunning, ServiceStartError
+
     env = member.env
-    wait = member.spec.timeout if timeout is None else timeout
-    command = [
-        sys.executable,
-        "-m",
-        "keepwarm.fleet",
-        *env.child_args(),
-    ]
-    if member.spec.workers is not None:
-        command += ["--slots", str(member.spec.workers)]
+    wait = timeout if timeout is not None else member.spec.timeout
+    slots = workers if workers is not None else member.spec.workers
+    command = [sys.executable, "-m", "keepwarm.fleet", *env.child_args()]
+    if slots is not None:
+        command += ["--slots", str(slots)]
     if member.spec.backend is not None:
         command += ["--backend", member.spec.backend]
     if wait is not None:
@@ -471,17 +471,25 @@ def _start_member(member: Member, timeout: float | None) -> _StartOutcome:
     except subprocess.TimeoutExpired:
         starter.kill()
         starter.communicate()
-        return _StartOutcome(False, "timeout", f"no answer from its starter within {deadline:.0f}s")
+        raise ServiceStartError(
+            f"service {env.app_target!r}: no answer from its starter within {deadline:.0f}s"
+        ) from None
     for line in reversed(out.splitlines()):
         try:
             answer = json.loads(line)
         except ValueError:
             continue
-        if isinstance(answer, dict) and "ok" in answer:
-            return _StartOutcome(
-                bool(answer["ok"]), str(answer.get("kind", "")), str(answer.get("error", ""))
+        if isinstance(answer, dict) and answer.get("ok") is True:
+            return summarize(member.service, member.name, enabled=member.spec.enabled)
+        if isinstance(answer, dict) and "error" in answer:
+            remedy = Remedy(**answer["remedy"]) if answer.get("remedy") else None
+            kind = (
+                ServiceAlreadyRunning if answer.get("kind") == "ServiceAlreadyRunning" else ServiceStartError
             )
-    return _StartOutcome(False, "crash", f"its starter exited {starter.returncode}: {err.strip()[-2000:]}")
+            raise kind(str(answer["error"]), remedy=remedy)
+    raise ServiceStartError(
+        f"service {env.app_target!r}: its starter exited {starter.returncode}: {err.strip()[-2000:]}"
+    )
 
 
 def _starter_main(argv: list[str] | None = None) -> int:
@@ -505,7 +513,8 @@ def _starter_main(argv: list[str] | None = None) -> int:
         chosen = {"backend": options.backend} if options.backend else {}
         start(env, slots=options.slots, timeout=options.timeout, **chosen)
     except KeepwarmError as exc:
-        print(json.dumps({"ok": False, "kind": type(exc).__name__, "error": str(exc)}))
+        remedy = asdict(exc.remedy) if exc.remedy else None
+        print(json.dumps({"ok": False, "kind": type(exc).__name__, "error": exc.problem, "remedy": remedy}))
         return 1
     except Exception as exc:  # reported to the fleet as this member's error, not lost in a traceback
         print(json.dumps({"ok": False, "kind": type(exc).__name__, "error": repr(exc)}))
@@ -584,12 +593,12 @@ def _in_threads(function: Callable[[Member], T], members: list[Member]) -> list[
         return list(pool.map(function, members))
 
 
-def _catching(function: Callable[[Member], T]) -> Callable[[Member], T | str]:
-    def run(member: Member) -> T | str:
+def _catching(function: Callable[[Member], T]) -> Callable[[Member], T | KeepwarmError]:
+    def run(member: Member) -> T | KeepwarmError:
         try:
             return function(member)
         except KeepwarmError as exc:
-            return str(exc)
+            return exc
 
     return run
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from keepwarm.control import Ack, CommandName, send_command
 from keepwarm.env import Env, ensure_private_dir
-from keepwarm.errors import KeepwarmError
+from keepwarm.errors import KeepwarmError, Remedy
 from keepwarm.health import pid_alive
 from keepwarm.heartbeat import read_heartbeat
 from keepwarm.local import log_tail, rotated, signal_quietly
@@ -56,7 +56,8 @@ def live_supervisor(env: Env) -> SupervisorState:
     state = read_supervisor_state(env.service_dir / "supervisor.json")
     if record is None or record.desired != "running" or state is None or not _supervisor_alive(state):
         raise ServiceNotRunning(
-            f"service {env.app_target!r} is not running; start it: keepwarm start {env.app_target}"
+            f"service {env.app_target!r} is not running",
+            remedy=Remedy("start it", f"keepwarm start {env.app_target}", "start_service", _named(env)),
         )
     return state
 
@@ -350,8 +351,14 @@ def _already_running(env: Env) -> ServiceAlreadyRunning:
     if record is not None and record.supervisor is not None:
         who = f" (supervisor pid {record.supervisor.pid} on {record.supervisor.host})"
     return ServiceAlreadyRunning(
-        f"service {env.app_target!r} is running{who}; stop it first: keepwarm stop {env.app_target}"
+        f"service {env.app_target!r} is running{who}",
+        remedy=Remedy("stop it first", f"keepwarm stop {env.app_target}", "stop_service", _named(env)),
     )
+
+
+def _named(env: Env) -> dict[str, str]:
+    """A service's name and namespace, as the arguments of the MCP tool that acts on it."""
+    return {"app": env.app_target, "namespace": env.namespace}
 
 
 def _abort(env: Env, pid: int) -> None:

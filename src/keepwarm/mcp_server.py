@@ -10,8 +10,9 @@ behind a bearer token.
 from __future__ import annotations
 
 import asyncio
-import functools
+import difflib
 import inspect
+import json
 import os
 import secrets
 import socket
@@ -20,18 +21,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
-from pydantic import Field
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import to_jsonable_python
 
 from keepwarm import __version__
 from keepwarm.api import Service
 from keepwarm.env import Env
-from keepwarm.errors import KeepwarmError, ResultTimeout, TaskFailed
-from keepwarm.fleet import Fleet, list_services, namespace_root, resolve_fleet_path, summarize
+from keepwarm.errors import KeepwarmError, Remedy, ResultTimeout, SettingsError, TaskFailed
+from keepwarm.fleet import (
+    Fleet,
+    Member,
+    ServiceSummary,
+    list_services,
+    namespace_root,
+    resolve_fleet_path,
+    start_member,
+    summarize,
+)
+from keepwarm.settings import describe_error
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -61,7 +72,8 @@ Seconds = Annotated[float, Field(ge=0, le=MAX_WAIT_SEC)]
 class Scope:
     """What the server works on: where apps are, the namespace, and optionally a fleet.
 
-    With a fleet, the namespace is the fleet's and an app name may be a member's name.
+    With a fleet, the namespace is the fleet's and an app name may be a member's name. Every tool
+    may name another namespace; an app is a fleet member only in the fleet's namespace.
     """
 
     apps_path: Path | None = None
@@ -75,25 +87,98 @@ class Scope:
             self.fleet = Fleet(resolve_fleet_path(self.fleet_path), share_dir=self.share_dir)
             self.namespace = self.fleet.namespace
 
-    def env(self, app: str) -> Env:
-        if self.fleet is not None:
-            try:
-                return self.fleet.member(app).env
-            except KeepwarmError:
-                pass
-        return Env(app, self.apps_path, share_dir=self.share_dir, namespace=self.namespace)
+    def member(self, app: str, namespace: str | None = None) -> Member | None:
+        """The fleet's member called ``app``, when there is a fleet and ``namespace`` is its own."""
+        if self.fleet is None or namespace not in (None, self.fleet.namespace):
+            return None
+        try:
+            return self.fleet.member(app)
+        except KeepwarmError:
+            return None
 
-    def service(self, app: str) -> Service:
-        return Service(self.env(app))
+    def env(self, app: str, namespace: str | None = None) -> Env:
+        member = self.member(app, namespace)
+        if member is not None:
+            return member.env
+        return Env(app, self.apps_path, share_dir=self.share_dir, namespace=namespace or self.namespace)
 
-    @property
-    def namespace_name(self) -> str:
-        return namespace_root(self.namespace, self.share_dir)[1]
+    def service(self, app: str, namespace: str | None = None) -> Service:
+        return Service(self.env(app, namespace))
 
-    def fleet_of(self, fleet: str | None) -> Fleet:
-        if fleet is None and self.fleet is not None:
-            return self.fleet
-        return Fleet(resolve_fleet_path(fleet), share_dir=self.share_dir)
+    def start(
+        self, app: str, namespace: str | None, workers: int | None, timeout: float | None
+    ) -> ServiceSummary:
+        """Start a fleet member as ``keepwarm up`` does (its workers, env, backend), else the app."""
+        member = self.member(app, namespace)
+        if member is not None:
+            return start_member(member, workers=workers, timeout=timeout)
+        service = self.service(app, namespace)
+        service.start(slots=workers, timeout=timeout)
+        return summarize(service)
+
+    def namespace_name(self, namespace: str | None = None) -> str:
+        return namespace_root(namespace or self.namespace, self.share_dir)[1]
+
+    def fleet_of(self, fleet: str | None, namespace: str | None = None) -> Fleet:
+        chosen = (
+            self.fleet
+            if fleet is None and self.fleet is not None
+            else Fleet(resolve_fleet_path(fleet), share_dir=self.share_dir)
+        )
+        if namespace is not None and namespace != chosen.namespace:
+            raise SettingsError(
+                f"fleet {chosen.path.name} runs in namespace {chosen.namespace!r} (its [fleet] namespace), "
+                f"not {namespace!r}; leave namespace out"
+            )
+        return chosen
+
+
+class KeepwarmTool(Tool):
+    """A tool that refuses unknown arguments and reports bad ones on one line, and whose keepwarm
+    errors reach the agent as keepwarm's own message, with the next step named as a tool call."""
+
+    async def run(
+        self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False
+    ) -> Any:
+        check_arguments(self.name, self.fn_metadata.arg_model, self.fn_metadata.pre_parse_json(arguments))
+        try:
+            return await super().run(arguments, context, convert_result)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, KeepwarmError):
+                raise ToolError(for_agents(cause, self.name)) from None
+            if isinstance(cause, ValueError) or type(cause) is ToolError:
+                raise ToolError(str(cause)) from None
+            raise
+
+
+def check_arguments(tool: str, model: type[BaseModel], arguments: dict[str, Any]) -> None:
+    """Refuse a call whose arguments the tool does not take (naming those it takes) or whose values
+    its schema refuses, in one line each: an agent reads it and corrects the call."""
+    known = [info.alias or name for name, info in model.model_fields.items()]
+    takes = f"{tool} takes: {', '.join(known) or 'no arguments'}"
+    unknown = [key for key in arguments if key not in known]
+    if unknown:
+        close = [m for key in unknown for m in difflib.get_close_matches(key, known, n=1)]
+        hint = f" (did you mean {', '.join(repr(m) for m in close)}?)" if close else ""
+        plural = "s" if len(unknown) > 1 else ""
+        raise ToolError(f"unknown argument{plural} {', '.join(repr(k) for k in unknown)}{hint}; {takes}")
+    try:
+        model.model_validate(arguments)
+    except ValidationError as exc:
+        problems = "; ".join(describe_error(error) for error in exc.errors())
+        raise ToolError(f"invalid arguments: {problems}; {takes}") from None
+
+
+def for_agents(error: KeepwarmError, tool: str) -> str:
+    """keepwarm's message for an agent: its remedy as the tool to call and its arguments, not as a
+    command line the agent cannot run."""
+    remedy = error.remedy
+    if remedy is None:
+        return str(error)
+    if remedy.tool is None and not remedy.arguments:
+        return error.problem
+    return f"{error.problem}; {remedy.advice}: call {remedy.tool or tool} with {json.dumps(remedy.arguments)}"
 
 
 def build_server(
@@ -105,65 +190,79 @@ def build_server(
 ) -> MCPServer:
     """The server with keepwarm's tools (only the read tools with ``read_only``), plus one tool per
     exposed app: its arguments are the app's ``args_model``, and a call runs one task on that service."""
-    exposed = [_app_tool(scope, app, result_timeout) for app in expose]
-    if read_only and exposed:
+    expose = list(expose)
+    if read_only and expose:
         raise KeepwarmError("--expose adds tools that submit tasks; it cannot be combined with --read-only")
+    exposed = [_app_tool(scope, app, result_timeout) for app in expose]
     names = [tool.name for tool in exposed]
-    clashes = sorted(set(names) & (READ_TOOLS | WRITE_TOOLS)) or sorted(
-        {n for n in names if names.count(n) > 1}
-    )
-    if clashes:
-        raise KeepwarmError(f"--expose: a tool named {clashes[0]!r} exists already; expose each app once")
-    server: MCPServer = MCPServer(
+    for given, name in zip(expose, names, strict=True):
+        if name in READ_TOOLS | WRITE_TOOLS:
+            raise KeepwarmError(
+                f"--expose {given}: {name!r} is the name of one of keepwarm's own tools, so the app "
+                "cannot be a tool; rename its folder to expose it"
+            )
+        if names.count(name) > 1:
+            raise KeepwarmError(f"--expose: app {name!r} is given twice; expose each app once")
+    tools = [
+        KeepwarmTool.from_function(
+            function,
+            name=function.__name__,
+            annotations=ToolAnnotations(
+                read_only_hint=function.__name__ in READ_TOOLS, open_world_hint=False
+            ),
+        )
+        for function in _tools(scope)
+        if not read_only or function.__name__ in READ_TOOLS
+    ]
+    for tool in tools:  # the advertised schema says what check_arguments enforces
+        tool.parameters["additionalProperties"] = False
+    return MCPServer(
         "keepwarm",
         version=__version__,
         instructions=(
             "keepwarm keeps an application's workers warm. Services are named by their app; "
-            f"namespace: {scope.namespace_name}. Start a service before submitting tasks to it; "
-            "a task's result comes back through get_result."
+            f"namespace: {scope.namespace_name()} (every tool takes another as namespace). Start a "
+            "service before submitting tasks to it; a task's result comes back through get_result."
         ),
-        tools=exposed,
+        tools=[*exposed, *tools],
         log_level="WARNING",
     )
-    for function in _tools(scope):
-        name = function.__name__
-        if read_only and name not in READ_TOOLS:
-            continue
-        server.add_tool(
-            function,
-            name=name,
-            annotations=ToolAnnotations(read_only_hint=name in READ_TOOLS, open_world_hint=False),
-        )
-    return server
+
+
+Namespace = Annotated[
+    str | None,
+    Field(description="the namespace to act in (default: the server's); letters, digits, '_', '-', '.'"),
+]
 
 
 def _tools(scope: Scope) -> list[Callable[..., Awaitable[dict[str, Any]]]]:
     """keepwarm's tools, in the order an agent reads them."""
 
-    @_reporting_errors
-    async def list_services_tool() -> dict[str, Any]:
+    async def list_services_tool(namespace: Namespace = None) -> dict[str, Any]:
         """Every service of the namespace: status, readiness, loops, queue and SLA gate verdict."""
-        rows = await _thread(list_services, scope.namespace, scope.share_dir)
-        return {"namespace": scope.namespace_name, "services": [row.model_dump(mode="json") for row in rows]}
+        rows = await _thread(list_services, namespace or scope.namespace, scope.share_dir)
+        return {
+            "namespace": scope.namespace_name(namespace),
+            "services": [r.model_dump(mode="json") for r in rows],
+        }
 
-    @_reporting_errors
-    async def service_status(app: str) -> dict[str, Any]:
+    async def service_status(app: str, namespace: Namespace = None) -> dict[str, Any]:
         """A service's health report (agi.service.health.v1): status word, loops, queue, supervisor."""
-        report = await scope.service(app).astatus()
+        report = await scope.service(app, namespace).astatus()
         return report.to_json_dict()
 
-    @_reporting_errors
     async def service_health(
         app: str,
         allow_idle: bool | None = None,
         max_unhealthy: Annotated[int, Field(ge=0)] | None = None,
         max_restart_rate: Annotated[float, Field(ge=0)] | None = None,
         max_pending_age_sec: Annotated[float, Field(ge=0)] | None = None,
+        namespace: Namespace = None,
     ) -> dict[str, Any]:
         """A service's health report with the SLA gate's verdict under "gate" (code 0 = pass; 2
         unhealthy loops, 3 status error/degraded/stopped, 4 idle, 5 restart rate, 6 pending age).
         The thresholds come from the app's [cluster.service_health]; each argument overrides one."""
-        report, gate = await scope.service(app).ahealth(
+        report, gate = await scope.service(app, namespace).ahealth(
             allow_idle=allow_idle,
             max_unhealthy=max_unhealthy,
             max_restart_rate=max_restart_rate,
@@ -171,100 +270,104 @@ def _tools(scope: Scope) -> list[Callable[..., Awaitable[dict[str, Any]]]]:
         )
         return report.to_json_dict() | {"gate": gate.model_dump(mode="json")}
 
-    @_reporting_errors
     async def start_service(
         app: str,
         workers: Annotated[int, Field(ge=1, le=1024)] | None = None,
         timeout: Seconds | None = None,
+        namespace: Namespace = None,
     ) -> dict[str, Any]:
         """Start a service (a supervisor and its loops); returns once every loop is ready, with the
-        service's readiness, or fails with the loops' own errors. Refused if it already runs."""
-        service = scope.service(app)
-        await service.astart(slots=workers, timeout=timeout)
-        row = await _thread(summarize, service)
+        service's readiness, or fails with the loops' own errors. Refused if it already runs. A
+        member of the server's fleet starts as keepwarm up starts it (its workers, env, backend)."""
+        row = await _thread(scope.start, app, namespace, workers, timeout)
         return {"started": True} | row.model_dump(mode="json")
 
-    @_reporting_errors
-    async def stop_service(app: str, timeout: Seconds | None = None) -> dict[str, Any]:
+    async def stop_service(
+        app: str, timeout: Seconds | None = None, namespace: Namespace = None
+    ) -> dict[str, Any]:
         """Stop a service: loops finish their current task (within timeout), the rest is requeued.
         Returns once the supervisor has exited; a stopped service says so."""
-        return await scope.service(app).astop(timeout=timeout)
+        return await scope.service(app, namespace).astop(timeout=timeout)
 
-    @_reporting_errors
     async def submit_task(
         app: str,
         args: dict[str, Any] | None = None,
         task_name: str = "task",
         execution_id: str | None = None,
         queue_if_stopped: bool = False,
+        namespace: Namespace = None,
     ) -> dict[str, Any]:
         """Queue one task on a running service; returns its task id and where it is now. The args
         are checked by the app's args model. Refused when the service is not running, unless
         queue_if_stopped (the task then waits for the service to start)."""
-        service = scope.service(app)
+        service = scope.service(app, namespace)
         if not queue_if_stopped:
             await _thread(_require_running, service)
         handle = await service.asubmit(args or {}, task_name=task_name, execution_id=execution_id)
         return {"task_id": handle.task_id, "app": service.env.app_target, "state": handle.state}
 
-    @_reporting_errors
-    async def get_result(app: str, task_id: str, timeout: Seconds = 0.0) -> dict[str, Any]:
+    async def get_result(
+        app: str, task_id: str, timeout: Seconds = 0.0, namespace: Namespace = None
+    ) -> dict[str, Any]:
         """A task's state and, once it has finished, its outcome: status (done, failed, cancelled),
         result or error. Waits up to timeout seconds for it to finish."""
-        return await _thread(_task_outcome, scope.service(app), task_id, timeout)
+        return await _thread(_task_outcome, scope.service(app, namespace), task_id, timeout)
 
-    @_reporting_errors
     async def start_workflow(
         app: str,
         count: Annotated[int, Field(ge=1, le=1_000_000)] = 1,
         args: dict[str, Any] | None = None,
         name: str | None = None,
+        namespace: Namespace = None,
     ) -> dict[str, Any]:
         """Start a workflow run: queue count tasks with these args under a new execution id
         (name-user-NNNN, unique in the namespace), returned at once with the run's progress."""
         from keepwarm.workflow import astart_workflow
 
-        status = await astart_workflow(scope.service(app), count, args or {}, name=name)
+        status = await astart_workflow(scope.service(app, namespace), count, args or {}, name=name)
         return status.model_dump(mode="json")
 
-    @_reporting_errors
-    async def workflow_status(execution_id: str) -> dict[str, Any]:
+    async def workflow_status(execution_id: str, namespace: Namespace = None) -> dict[str, Any]:
         """A workflow run's progress (pending, running, done, failed, cancelled) and state
         (running, completed, failed, terminated)."""
         from keepwarm.workflow import aworkflow_status
 
-        status = await aworkflow_status(execution_id, namespace=scope.namespace, share_dir=scope.share_dir)
+        status = await aworkflow_status(
+            execution_id, namespace=namespace or scope.namespace, share_dir=scope.share_dir
+        )
         return status.model_dump(mode="json")
 
-    @_reporting_errors
-    async def stop_workflow(execution_id: str) -> dict[str, Any]:
+    async def stop_workflow(execution_id: str, namespace: Namespace = None) -> dict[str, Any]:
         """Stop a workflow run: cancel its pending tasks, and only those (running ones finish), and
         mark it terminated. Returns the ids cancelled and the run's progress."""
         from keepwarm.workflow import astop_workflow
 
-        status = await astop_workflow(execution_id, namespace=scope.namespace, share_dir=scope.share_dir)
+        status = await astop_workflow(
+            execution_id, namespace=namespace or scope.namespace, share_dir=scope.share_dir
+        )
         return status.model_dump(mode="json")
 
-    @_reporting_errors
-    async def fleet_up(fleet: str | None = None, timeout: Seconds | None = None) -> dict[str, Any]:
+    async def fleet_up(
+        fleet: str | None = None, timeout: Seconds | None = None, namespace: Namespace = None
+    ) -> dict[str, Any]:
         """Start every enabled service of a fleet file (default: the server's --fleet, else
         ./fleet.toml); returns when all are ready. Refused if one runs already; if one fails, the
-        ones started are stopped again and the error names it."""
-        started = await scope.fleet_of(fleet).aup(timeout=timeout)
+        ones started are stopped again and the error names it. A fleet runs in its file's namespace."""
+        started = await scope.fleet_of(fleet, namespace).aup(timeout=timeout)
         return started.model_dump(mode="json")
 
-    @_reporting_errors
-    async def fleet_down(fleet: str | None = None, timeout: Seconds | None = None) -> dict[str, Any]:
+    async def fleet_down(
+        fleet: str | None = None, timeout: Seconds | None = None, namespace: Namespace = None
+    ) -> dict[str, Any]:
         """Stop every service of a fleet; returns once each supervisor has exited."""
-        chosen = scope.fleet_of(fleet)
+        chosen = scope.fleet_of(fleet, namespace)
         stopped = await chosen.adown(timeout=timeout)
         return {"fleet": str(chosen.path), "namespace": chosen.namespace, "services": stopped}
 
-    @_reporting_errors
-    async def fleet_status(fleet: str | None = None) -> dict[str, Any]:
+    async def fleet_status(fleet: str | None = None, namespace: Namespace = None) -> dict[str, Any]:
         """Every service of a fleet with its readiness ("ready": supervisor alive and every loop
         healthy) and, beside it, the SLA gate's verdict; the fleet is ready when every enabled one is."""
-        status = await scope.fleet_of(fleet).astatus()
+        status = await scope.fleet_of(fleet, namespace).astatus()
         return status.model_dump(mode="json")
 
     list_services_tool.__name__ = "list_services"
@@ -291,7 +394,8 @@ def _tools(scope: Scope) -> list[Callable[..., Awaitable[dict[str, Any]]]]:
 def _app_tool(scope: Scope, app: str, result_timeout: float) -> Tool:
     """A tool that runs one task on ``app``'s running service and returns what ``work()`` returned.
 
-    Its input schema is the app's ``args_model`` (without one, the tool takes ``args``, an object).
+    Its input schema is the app's ``args_model`` (without one, the tool takes ``args``, an object);
+    it acts in the server's namespace (an argument named ``namespace`` would be the app's own).
     """
     from keepwarm.app import load_args_model
 
@@ -304,22 +408,23 @@ def _app_tool(scope: Scope, app: str, result_timeout: float) -> Tool:
 
     async def run(**arguments: Any) -> dict[str, Any]:
         args = to_jsonable_python(arguments if model is not None else arguments.get("args") or {})
+        service = Service(env)
+        await _thread(_require_running, service)
+        handle = await service.asubmit(args, task_name=f"mcp:{env.app_target}")
         try:
-            service = Service(env)
-            await _thread(_require_running, service)
-            handle = await service.asubmit(args, task_name=f"mcp:{env.app_target}")
-            try:
-                value = await handle.aresult(timeout=result_timeout)
-            except ResultTimeout:
-                raise ToolError(
-                    f"task {handle.task_id} has not finished after {result_timeout:g}s "
-                    f"(it is {handle.state}); fetch its result later: "
-                    f"get_result(app={env.app_target!r}, task_id={handle.task_id!r})"
-                ) from None
+            value = await handle.aresult(timeout=result_timeout)
+        except ResultTimeout:
+            raise KeepwarmError(
+                f"task {handle.task_id} has not finished after {result_timeout:g}s (it is {handle.state})",
+                remedy=Remedy(
+                    "fetch its result later",
+                    f"keepwarm result {env.app_target} {handle.task_id}",
+                    "get_result",
+                    {"app": env.app_target, "task_id": handle.task_id},
+                ),
+            ) from None
         except TaskFailed as exc:
-            raise ToolError(f"task {exc.task_id} {exc.status}: {exc.error}") from None
-        except KeepwarmError as exc:
-            raise ToolError(str(exc)) from None
+            raise KeepwarmError(f"task {exc.task_id} {exc.status}: {exc.error}") from None
         return {"task_id": handle.task_id, "result": value}
 
     parameters = [
@@ -338,10 +443,10 @@ def _app_tool(scope: Scope, app: str, result_timeout: float) -> Tool:
         )
     ]
     run.__signature__ = inspect.Signature(parameters, return_annotation=dict[str, Any])  # type: ignore[attr-defined]
-    tool = Tool.from_function(run, name=env.app_target, description=description)
-    if model is not None:  # advertise the app's own schema (its title, required keys, extra = forbid)
-        tool = tool.model_copy(update={"parameters": model.model_json_schema()})
-    return tool
+    tool = KeepwarmTool.from_function(run, name=env.app_target, description=description)
+    # Advertise the app's own schema (its title, required keys); unknown keys are refused either way.
+    schema = model.model_json_schema() if model is not None else tool.parameters
+    return tool.model_copy(update={"parameters": schema | {"additionalProperties": False}})
 
 
 # ---------------------------------------------------------------------- what the tools share
@@ -380,21 +485,6 @@ def _task_outcome(service: Service, task_id: str, timeout: float) -> dict[str, A
         "runtime_sec": record.runtime_sec,
         "execution_id": record.execution_id,
     }
-
-
-def _reporting_errors(
-    function: Callable[P, Awaitable[dict[str, Any]]],
-) -> Callable[P, Awaitable[dict[str, Any]]]:
-    """keepwarm's errors (and refused values) reach the agent as tool errors with keepwarm's message."""
-
-    @functools.wraps(function)
-    async def run(*args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
-        try:
-            return await function(*args, **kwargs)
-        except (KeepwarmError, ValueError) as exc:
-            raise ToolError(str(exc)) from None
-
-    return run
 
 
 async def _thread(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -62,7 +62,7 @@ def mcp(
     scope = mcp_server.Scope(apps_path=apps_path, namespace=namespace, fleet_path=fleet)
     server = mcp_server.build_server(scope, read_only=read_only, expose=expose, result_timeout=result_timeout)
     names = mcp_server.tool_names(server)
-    where = f"namespace {scope.namespace_name}" + (" (read-only)" if read_only else "")
+    where = f"namespace {scope.namespace_name()}" + (" (read-only)" if read_only else "")
     if not http:
         say(f"keepwarm mcp: {len(names)} tools on stdio, {where}")
         mcp_server.serve_stdio(server)
