@@ -127,6 +127,13 @@ def test_the_guides_have_runnable_examples() -> None:
         assert python_blocks(page), f"{name} has no runnable python block"
 
 
+def test_the_app_guide_teaches_the_public_api_only() -> None:
+    """docs/apps.md is what an app's author copies: its examples use ``keepwarm.<name>`` alone."""
+    source = "".join(b.source for b in python_blocks(DOCS / "apps.md"))
+    internal = sorted(set(re.findall(r"\bkeepwarm\.[a-z_]+\.\w+|from keepwarm\.\w+ import", source)))
+    assert internal == [], f"apps.md reaches into keepwarm's modules: {internal}"
+
+
 @pytest.mark.parametrize("page", _pages(), ids=lambda p: p.name)
 def test_links_between_pages_resolve(page: Path) -> None:
     for href in relative_links(page.read_text(encoding="utf-8")):
