@@ -809,3 +809,42 @@ def test_a_pool_process_that_dies_is_reported_with_its_cause_and_last_words(
     assert "| [worker-1] libfoo: the device went away" in log
     record = json.loads((sorted(env.data_dir.iterdir())[-1] / "run.json").read_text())
     assert record["status"] == "failed" and cause in record["error"]
+
+
+# ---------------------------------------------------------------- an app that ends the interpreter
+
+
+def test_an_app_that_ends_the_interpreter_in_python_mode_fails_the_cli_run_recorded(tmp_path: Path) -> None:
+    worker = dedent(
+        """
+        import os
+
+
+        class Worker:
+            def start(self):
+                pass
+
+            def work(self, item):
+                if item.name == "part2":
+                    os._exit(3)
+                return [{"n": item.data[0]}]
+
+            def stop(self):
+                pass
+        """
+    )
+    env = Env(write_app(tmp_path / "apps", "quitter", worker))
+
+    result = keepwarm_cli("run", str(env.app_dir), "--mode", "python")
+
+    message = assert_clean_failure(result)
+    assert "the run's process (pid " in message
+    assert "exited with code 3 while working partition part2 on worker-0, 1 of 4 partitions done" in message
+    assert "(os._exit, or a crash of the interpreter)" in message
+    (folder,) = env.data_dir.iterdir()
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "failed" and "exited with code 3" in record["error"]
+    assert record["mode"] == "python" and record["workers"] == ["worker-0", "worker-1"]
+    assert [p["name"] for p in record["partitions"]] == ["part0"]  # what finished before is kept
+    log = Path(record["log_path"]).read_text()
+    assert "part0 done on worker-0" in log and f"run {folder.name} failed: the run's process" in log

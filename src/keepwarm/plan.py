@@ -243,15 +243,20 @@ def load_plan(env: Env) -> SavedPlan | None:
         raise PlanError(
             f"{path}: cannot be read ({exc}); rebuild it: keepwarm distribute {env.app_target}"
         ) from None
-    for derived in ("loads", "imbalance", "balanced"):
-        document.pop(derived, None)
     try:
-        return SavedPlan.model_validate(document)
+        return plan_from_json(document)
     except ValidationError as exc:
         raise PlanError(
             f"{path}: not a work plan ({exc.errors()[0]['msg']}); "
             f"rebuild it: keepwarm distribute {env.app_target}"
         ) from None
+
+
+def plan_from_json(document: Any) -> SavedPlan:
+    """A saved plan from its JSON document (``loads``, ``imbalance`` and ``balanced`` are derived)."""
+    if isinstance(document, dict):
+        document = {k: v for k, v in document.items() if k not in ("loads", "imbalance", "balanced")}
+    return SavedPlan.model_validate(document)
 
 
 def distribute(env: Env, *, workers: int | None = None, args: dict[str, Any] | None = None) -> SavedPlan:

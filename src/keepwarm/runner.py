@@ -19,10 +19,12 @@ environment (made by ``keepwarm install``): the whole run happens in that interp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -49,7 +51,7 @@ from keepwarm.batch import (
 from keepwarm.env import Env, ensure_private_dir
 from keepwarm.errors import KeepwarmError
 from keepwarm.modes import RunMode, require_available, settings_mode
-from keepwarm.plan import SavedPlan, build_plan, load_plan, plan_path, save_plan
+from keepwarm.plan import SavedPlan, build_plan, load_plan, plan_from_json, plan_path, save_plan
 from keepwarm.task import utc_now
 
 RUN_SCHEMA = "keepwarm.run.v1"
@@ -71,6 +73,17 @@ class RunEvent:
     message: str
     done: int = 0
     total: int = 0
+    outcome: PartitionOutcome | None = None  # with kind ``partition``: the partition that finished
+
+    def to_json(self) -> str:
+        outcome = self.outcome.model_dump(mode="json") if self.outcome is not None else None
+        return json.dumps({**self.__dict__, "outcome": outcome})
+
+    @classmethod
+    def from_json(cls, text: str) -> RunEvent:
+        document = json.loads(text)
+        outcome = document.pop("outcome", None)
+        return cls(**document, outcome=PartitionOutcome.model_validate(outcome) if outcome else None)
 
 
 EventCallback = Callable[[RunEvent], None]
@@ -123,14 +136,27 @@ def run(
     args: dict[str, Any] | None = None,
     scheduler: str | None = None,
     on_event: EventCallback | None = None,
+    contained: bool = False,
+    run_id: str | None = None,
 ) -> RunReport:
     """Run the app's work plan once in ``mode`` (default: what ``[cluster]`` asks for) and return
-    the run's report; raises ``RunError`` (or ``ModeError`` before anything starts)."""
+    the run's report; raises ``RunError`` (or ``ModeError`` before anything starts).
+
+    ``contained``: the modes that work partitions in this process (python, cython) run them in a
+    child process of keepwarm's own instead, so that an app that ends its interpreter (``os._exit``,
+    a crash) fails the run, recorded as such, instead of ending the caller (the CLI does this).
+    """
     chosen = RunMode.parse(mode) if mode is not None else settings_mode(env.settings.cluster)
     require_available(chosen)
+    job = _Run(env, chosen, workers, args, scheduler, on_event, run_id)
     if env.settings.cluster.isolated and not _in_app_venv(env):
-        return _run_in_app_venv(env, chosen, workers, args, scheduler, on_event)
-    return _Run(env, chosen, workers, args, scheduler, on_event).execute()
+        from keepwarm.installer import app_python
+
+        job.emit("info", f"isolated app: running in its virtual environment ({app_python(env)})")
+        return job.execute_in(app_python(env))
+    if contained and chosen.executor == "python":
+        return job.execute_in(Path(sys.executable))
+    return job.execute()
 
 
 class _Run:
@@ -142,19 +168,24 @@ class _Run:
         args: dict[str, Any] | None,
         scheduler: str | None,
         on_event: EventCallback | None,
+        run_id: str | None = None,
     ) -> None:
         self.env, self.mode, self.workers, self.args = env, mode, workers, args
         self.scheduler, self.on_event = scheduler, on_event
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        self.run_id = f"{stamp}-{secrets.token_hex(2)}"
+        self.run_id = run_id or new_run_id()
         self.output_dir = env.data_dir / self.run_id
         self.log_path = env.log_dir / f"run-{self.run_id}.log"
         self.outcomes: list[PartitionOutcome] = []
         self.total = 0
         self._log: IO[str] | None = None
 
-    def emit(self, kind: Literal["info", "warning", "partition", "app"], message: str) -> None:
-        event = RunEvent(kind, message, len(self.outcomes), self.total)
+    def emit(
+        self,
+        kind: Literal["info", "warning", "partition", "app"],
+        message: str,
+        outcome: PartitionOutcome | None = None,
+    ) -> None:
+        event = RunEvent(kind, message, len(self.outcomes), self.total, outcome)
         if self._log is not None:
             prefix = {"warning": "WARNING ", "app": "| "}.get(kind, "")
             self._log.write(f"{utc_now()} {prefix}{message}\n")
@@ -162,15 +193,21 @@ class _Run:
         if self.on_event is not None:
             self.on_event(event)
 
-    def execute(self) -> RunReport:
+    @contextlib.contextmanager
+    def logging(self) -> Iterator[None]:
+        """The run log open for appending (a run in a child process appends to it too)."""
         ensure_private_dir(self.env.log_dir)
         ensure_private_dir(self.output_dir)
-        self._log = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115 (closed below, after the last line)
-        try:
+        with open(self.log_path, "a", encoding="utf-8") as log:
+            self._log = log
+            try:
+                yield
+            finally:
+                self._log = None
+
+    def execute(self) -> RunReport:
+        with self.logging():
             return self._execute()
-        finally:
-            self._log.close()
-            self._log = None
 
     def _execute(self) -> RunReport:
         started_at, began = utc_now(), time.perf_counter()
@@ -191,7 +228,11 @@ class _Run:
         except Exception as exc:  # a failure of keepwarm's own machinery: its traceback goes to the log
             error = f"{type(exc).__name__}: {exc}"
             self.write_log("".join(traceback.format_exception(exc)))
-        report = self.report(plan, code_dir, started_at, time.perf_counter() - began, error)
+        return self.conclude(self.report(plan, code_dir, started_at, time.perf_counter() - began, error))
+
+    def conclude(self, report: RunReport) -> RunReport:
+        """Write the run's record; raise ``RunError`` for a failed run."""
+        error = report.error
         write_atomic(self.output_dir / RUN_RECORD, report.model_dump_json(by_alias=True, indent=2).encode())
         if error:
             self.emit("warning", f"run {self.run_id} failed: {error}")
@@ -203,6 +244,75 @@ class _Run:
             f"run {self.run_id} done in {report.seconds:.3f}s: {report.rows} rows in {self.output_dir}",
         )
         return report
+
+    def execute_in(self, python: Path) -> RunReport:
+        """The run in a child process (``python -m keepwarm.runner`` of ``python``), its log streamed
+        back; a child that exits without its report is a failed run, recorded here."""
+        command = [str(python), "-m", "keepwarm.runner", *self.env.child_args()]
+        command += ["--mode", str(self.mode.bits), "--run-id", self.run_id]
+        if self.workers:
+            command += ["--workers", str(self.workers)]
+        if self.args:
+            command += ["--args", json.dumps(self.args)]
+        if self.scheduler:
+            command += ["--scheduler", self.scheduler]
+        started_at, began = utc_now(), time.perf_counter()
+        output: list[str] = []
+        last_line, began_run = "", False
+        with self.logging():
+            with subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            ) as process:
+                assert process.stdout is not None and process.stderr is not None
+                stdout = process.stdout
+                reader = threading.Thread(target=lambda: output.append(stdout.read()))
+                reader.start()
+                for line in process.stderr:
+                    if not line.startswith(EVENT_PREFIX):  # the interpreter's own words: a crash, a warning
+                        last_line = line.strip() or last_line
+                        self.emit("app", line.rstrip("\n"))
+                        continue
+                    event = RunEvent.from_json(line[len(EVENT_PREFIX) :])
+                    began_run, self.total = True, event.total or self.total
+                    if event.outcome is not None:
+                        self.outcomes.append(event.outcome)
+                    if self.on_event is not None:
+                        self.on_event(event)
+                reader.join()
+                code = process.wait()
+            try:
+                document = json.loads("".join(output))
+            except ValueError:
+                document = None
+            if isinstance(document, dict) and code == 0:
+                return RunReport.model_validate(document)
+            if isinstance(document, dict):  # the run failed, and its process said so
+                raise RunError(str(document.get("error")))
+            error = self.death(python, process.pid, code, last_line, began_run)
+            plan = _plan_of_run(self.output_dir)
+            return self.conclude(
+                self.report(plan, self.env.app_dir, started_at, time.perf_counter() - began, error)
+            )
+
+    def death(self, python: Path, pid: int, code: int, last_line: str, began_run: bool) -> str:
+        """What became of a run whose process exited without its report."""
+        how = f"was killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        said = f"; its last words on stderr: {last_line}" if last_line else ""
+        if not began_run:
+            isolated = python != Path(sys.executable)
+            hint = f"; reinstall the app: keepwarm install {self.env.app_target}" if isolated else ""
+            return f"the run's interpreter {python} (pid {pid}) {how} before the run began{said}{hint}"
+        plan = _plan_of_run(self.output_dir)
+        jobs = plan.jobs() if plan is not None else []
+        working = ""
+        if len(self.outcomes) < len(jobs):
+            worker, _, partition = jobs[len(self.outcomes)]
+            working = f" while working partition {partition.name} on {worker}"
+        return (
+            f"the run's process (pid {pid}) {how}{working}, {len(self.outcomes)} of {len(jobs)} partitions "
+            f"done: mode {self.mode} works the partitions in that process, so the app ended it "
+            f"(os._exit, or a crash of the interpreter){said}"
+        )
 
     def write_log(self, text: str) -> None:
         if self._log is not None:
@@ -291,6 +401,7 @@ class _Run:
         self.emit(
             "partition",
             f"{item.name} done on {item.worker} (pid {item.pid}): {rows} in {item.seconds:.3f}s{started}",
+            item,
         )
 
     def report(
@@ -428,7 +539,7 @@ def _check_placement(client: Any, placement: dict[str, str]) -> None:
             )
 
 
-# ---------------------------------------------------------------- isolated apps: the run in the app's venv
+# ---------------------------------------------------------------- a run in a child process
 
 
 def _in_app_venv(env: Env) -> bool:
@@ -437,59 +548,17 @@ def _in_app_venv(env: Env) -> bool:
     return Path(sys.prefix).resolve() == venv_dir(env).resolve()
 
 
-def _run_in_app_venv(
-    env: Env,
-    mode: RunMode,
-    workers: int | None,
-    args: dict[str, Any] | None,
-    scheduler: str | None,
-    on_event: EventCallback | None,
-) -> RunReport:
-    from keepwarm.installer import app_python
+def new_run_id() -> str:
+    """UTC time, then a random suffix: ``20261122T114927746501Z-40d3``."""
+    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(2)}"
 
-    command = [
-        str(app_python(env)),
-        "-m",
-        "keepwarm.runner",
-        *env.child_args(),
-        "--mode",
-        str(mode.bits),
-    ]
-    if workers:
-        command += ["--workers", str(workers)]
-    if args:
-        command += ["--args", json.dumps(args)]
-    if scheduler:
-        command += ["--scheduler", scheduler]
-    if on_event is not None:
-        on_event(RunEvent("info", f"isolated app: running in its virtual environment ({command[0]})"))
-    output: list[str] = []
-    with subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as process:
-        assert process.stdout is not None and process.stderr is not None
-        stdout = process.stdout
-        reader = threading.Thread(target=lambda: output.append(stdout.read()))
-        reader.start()
-        for line in process.stderr:
-            if line.startswith(EVENT_PREFIX):
-                event = RunEvent(**json.loads(line[len(EVENT_PREFIX) :]))
-            else:
-                event = RunEvent("app", line.rstrip("\n"))
-            if on_event is not None:
-                on_event(event)
-        reader.join()
-        code = process.wait()
+
+def _plan_of_run(output_dir: Path) -> SavedPlan | None:
+    """The plan a run saved in its folder (None before it got that far)."""
     try:
-        document = json.loads("".join(output))
-    except ValueError:
-        raise RunError(
-            f"the run in {env.app_target}'s virtual environment exited {code} without a report; "
-            f"reinstall it: keepwarm install {env.app_target}"
-        ) from None
-    if code != 0:
-        raise RunError(str(document.get("error") or f"the run in the app's venv exited {code}"))
-    return RunReport.model_validate(document)
+        return plan_from_json(json.loads((output_dir / "work_plan.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -502,10 +571,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int)
     parser.add_argument("--args")
     parser.add_argument("--scheduler")
+    parser.add_argument("--run-id")
     options = parser.parse_args(argv)
 
     def forward(event: RunEvent) -> None:
-        sys.stderr.write(EVENT_PREFIX + json.dumps(event.__dict__) + "\n")
+        sys.stderr.write(EVENT_PREFIX + event.to_json() + "\n")
         sys.stderr.flush()
 
     try:
@@ -517,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
             args=json.loads(options.args) if options.args else None,
             scheduler=options.scheduler,
             on_event=forward,
+            run_id=options.run_id,
         )
     except KeepwarmError as exc:
         sys.stdout.write(json.dumps({"error": str(exc)}) + "\n")

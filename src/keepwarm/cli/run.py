@@ -253,6 +253,7 @@ def run(
             workers=workers,
             args=overrides,
             on_event=lambda event: _show_event(progress, job, event),
+            contained=True,
         )
     if as_json:
         emit_json(result.to_json_dict())
