@@ -10,20 +10,23 @@ import sys
 import textwrap
 from pathlib import Path
 
+import click
 import pytest
 
 import keepwarm
 from keepwarm.api import Service
 from keepwarm.env import Env
+from keepwarm.lifecycle import ServiceNotRunning
 from keepwarm.queue import TaskQueue
 
-from .conftest import EXAMPLE_APPS, ROOT, Loops, queue_of
+from .conftest import EXAMPLE_APPS, ROOT, Loops, Services, queue_of, wait_until, write_app
 
 APPS = str(EXAMPLE_APPS)
 KEEPWARM = shutil.which("keepwarm", path=str(Path(sys.executable).parent)) or str(
     Path(sys.executable).parent / "keepwarm"
 )
 SUBMIT = ["submit", "mycode_project", "--apps-path", APPS]
+SUBMIT_FLAKY = ["submit", "flaky", "--apps-path", APPS]
 SIX = {"x": 6, "collatz_steps": 8, "prime_factors": [2, 3]}
 
 
@@ -117,8 +120,10 @@ def test_version_prints_the_package_version() -> None:
 # ---------------------------------------------------------------- submit
 
 
-def test_submit_wait_json_prints_one_json_document_with_the_result(loops: Loops, mycode_env: Env) -> None:
-    loops.start(mycode_env, 1)
+def test_submit_wait_json_prints_one_json_document_with_the_result(
+    services: Services, mycode_env: Env
+) -> None:
+    services.start(mycode_env, slots=1)
 
     result = keepwarm_cli(
         "submit", "mycode_project", "--apps-path", APPS, "--args", '{"x": 6}', "--wait", "--json",
@@ -133,8 +138,8 @@ def test_submit_wait_json_prints_one_json_document_with_the_result(loops: Loops,
     assert queue_of(mycode_env).read_record(record["task_id"]) is not None
 
 
-def test_submit_wait_prints_the_result_next_to_the_task_id(loops: Loops, mycode_env: Env) -> None:
-    loops.start(mycode_env, 1)
+def test_submit_wait_prints_the_result_next_to_the_task_id(services: Services, mycode_env: Env) -> None:
+    services.start(mycode_env, slots=1)
 
     result = keepwarm_cli(
         "submit", "mycode_project", "--apps-path", APPS, "--args", '{"x": 6}', "--wait", "--timeout", "30"
@@ -146,8 +151,10 @@ def test_submit_wait_prints_the_result_next_to_the_task_id(loops: Loops, mycode_
     assert queue_of(mycode_env).read_record(task_id) is not None
 
 
-def test_submit_prints_the_task_id_of_a_pending_task(mycode_env: Env) -> None:
-    result = keepwarm_cli("submit", "mycode_project", "--apps-path", APPS, "--args", '{"x": 6}')
+def test_submit_queue_only_prints_the_task_id_of_a_pending_task(mycode_env: Env) -> None:
+    result = keepwarm_cli(
+        "submit", "mycode_project", "--apps-path", APPS, "--args", '{"x": 6}', "--queue-only"
+    )
 
     assert result.returncode == 0, result.stderr
     task_id = result.stdout.strip()
@@ -164,7 +171,9 @@ def test_submit_file_submits_every_line_and_prints_the_ids(tmp_path: Path, mycod
         '{"args": {"x": 5}, "max_attempts": 1, "timeout_sec": 9}\n'
     )
 
-    result = keepwarm_cli("submit", "mycode_project", "--apps-path", APPS, "--file", str(tasks))
+    result = keepwarm_cli(
+        "submit", "mycode_project", "--apps-path", APPS, "--queue-only", "--file", str(tasks)
+    )
 
     assert result.returncode == 0, result.stderr
     ids = result.stdout.split()
@@ -184,7 +193,9 @@ def test_submit_file_json_prints_the_ids_as_one_document(tmp_path: Path, mycode_
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text('{"args": {"x": 3}}\n{"args": {"x": 4}}\n')
 
-    result = keepwarm_cli("submit", "mycode_project", "--apps-path", APPS, "--file", str(tasks), "--json")
+    result = keepwarm_cli(
+        "submit", "mycode_project", "--apps-path", APPS, "--queue-only", "--file", str(tasks), "--json"
+    )
 
     assert result.returncode == 0, result.stderr
     ids = json.loads(result.stdout)["task_ids"]
@@ -214,7 +225,9 @@ def test_submit_file_with_a_bad_line_names_the_line_and_submits_nothing(
     queue = queue_of(mycode_env)
     before = counts_of(queue)
 
-    result = keepwarm_cli("submit", "mycode_project", "--apps-path", APPS, "--file", str(tasks))
+    result = keepwarm_cli(
+        "submit", "mycode_project", "--apps-path", APPS, "--queue-only", "--file", str(tasks)
+    )
 
     message = assert_clean_failure(result)
     assert "line 2" in message
@@ -228,11 +241,129 @@ def test_submit_file_error_line_number_counts_blank_lines(tmp_path: Path, mycode
     tasks.write_text('{"args": {"x": 3}}\n\n{"args": {"x": 4}, "priority": 9}\n')
     queue = queue_of(mycode_env)
 
-    result = keepwarm_cli("submit", "mycode_project", "--apps-path", APPS, "--file", str(tasks))
+    result = keepwarm_cli(
+        "submit", "mycode_project", "--apps-path", APPS, "--queue-only", "--file", str(tasks)
+    )
 
     message = assert_clean_failure(result)
     assert "line 3" in message  # the line of the file, as an editor shows it
     assert counts_of(queue) == (0, 0, 0, 0)
+
+
+def test_submit_refuses_at_once_when_no_service_runs_unless_queue_only(mycode_env: Env) -> None:
+    queue = queue_of(mycode_env)
+
+    refused = keepwarm_cli(*SUBMIT, "--args", '{"x": 6}', "--wait")
+
+    message = assert_clean_failure(refused)
+    assert "service 'mycode_project' is not running" in message and "--queue-only" in message
+    assert counts_of(queue) == (0, 0, 0, 0)
+    with pytest.raises(ServiceNotRunning, match="queue_only=True"):  # the same rule from Python
+        Service(mycode_env).submit({"x": 6}, queue_only=False)
+    assert counts_of(queue) == (0, 0, 0, 0)
+
+    queued = keepwarm_cli(*SUBMIT, "--args", '{"x": 6}', "--queue-only")
+    assert queued.returncode == 0 and queue.locate(queued.stdout.strip()).state == "pending"
+
+
+def test_submit_requires_args_or_file_and_takes_empty_braces(mycode_env: Env) -> None:
+    missing = keepwarm_cli(*SUBMIT, "--queue-only")
+
+    assert "give the task's args: --args JSON (--args '{}' for none)" in assert_clean_failure(missing)
+    assert counts_of(queue_of(mycode_env)) == (0, 0, 0, 0)
+    empty = keepwarm_cli(*SUBMIT, "--queue-only", "--args", "{}")
+    assert empty.returncode == 0, empty.stderr
+    assert queue_of(mycode_env).locate(empty.stdout.strip()).state == "pending"
+
+
+def test_submit_task_timeout_and_max_attempts_are_the_task_s_own_and_timeout_is_the_wait(
+    tmp_path: Path, mycode_env: Env
+) -> None:
+    own = keepwarm_cli(*SUBMIT, "--queue-only", "--args", "{}", "--task-timeout", "2", "--max-attempts", "5")
+    waited = keepwarm_cli(*SUBMIT, "--queue-only", "--args", "{}", "--wait", "--timeout", "0.2")
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"args": {"x": 1}}\n{"args": {"x": 2}, "timeout_sec": 9}\n')
+    from_file = keepwarm_cli(*SUBMIT, "--queue-only", "--file", str(tasks), "--task-timeout", "4")
+
+    def task(task_id: str) -> dict[str, object]:
+        return json.loads(queue_of(mycode_env).locate(task_id).path.read_text())
+
+    assert own.returncode == 0, own.stderr
+    assert (task(own.stdout.strip())["timeout_sec"], task(own.stdout.strip())["max_attempts"]) == (2, 5)
+    assert "no result after 0.2s" in assert_clean_failure(waited)  # --timeout bounded the wait only...
+    waited_id = waited.stderr.split()[1]  # "queued <id>" comes first
+    assert task(waited_id)["timeout_sec"] == 3600  # ...the task keeps [cluster] task_timeout_sec
+    assert [task(i)["timeout_sec"] for i in from_file.stdout.split()] == [4, 9]  # a line's own wins
+    help_text = one_line(keepwarm_cli("submit", "--help").stdout)
+    assert "Seconds each task may run before it fails" in help_text
+    assert "With --wait: seconds to wait for the results, not the tasks' own limit" in help_text
+
+
+def test_submit_wait_prints_the_ids_first_and_stops_when_the_service_stops(
+    services: Services, flaky_env: Env
+) -> None:
+    service = services.start(flaky_env, slots=1)
+    waiting = subprocess.Popen(
+        [KEEPWARM, *SUBMIT_FLAKY, "--args", '{"action": "sleep", "seconds": 30}', "--wait"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        wait_until(lambda: service.counts().running == 1, timeout=30, what="the task to run")
+        service.stop(timeout=1)
+        stdout, stderr = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 1 and stdout == ""
+    first, *rest = stderr.splitlines()
+    task_id = first.removeprefix("queued ")
+    message = one_line(" ".join(rest))
+    assert "service 'flaky' stopped (status stopped) while waiting for task " + task_id in message
+    assert "the tasks stay queued" in message and "Traceback" not in stderr
+    assert service.queue.locate(task_id).state == "pending"
+
+
+BREAKS_ON_REQUEST = """
+import os
+from pathlib import Path
+
+BROKEN = Path(__file__).with_name("broken")
+
+
+class Worker:
+    def start(self):
+        if BROKEN.exists():
+            raise RuntimeError("the model file is gone")
+
+    def work(self, item):
+        if item.args.get("break"):
+            BROKEN.touch()
+            os._exit(3)
+        return item.args
+
+    def stop(self):
+        pass
+"""
+
+
+def test_submit_wait_stops_when_every_loop_keeps_failing_to_start(tmp_path: Path, services: Services) -> None:
+    app = write_app(
+        tmp_path, "breaks", BREAKS_ON_REQUEST, "[cluster]\nslots = 1\nheartbeat_interval_sec = 0.2\n"
+    )
+    env = Env(app)
+    services.start(env)
+
+    result = keepwarm_cli("submit", str(app), "--args", '{"break": true}', "--wait", "--json")
+
+    assert result.returncode == 1
+    document = json.loads(result.stdout)
+    assert document["kind"] == "ServiceCannotDeliver"
+    assert "every loop of service 'breaks' keeps failing to start" in document["error"]
+    assert "loop-0: start failed: RuntimeError: the model file is gone" in document["error"]
+    task_id = result.stderr.splitlines()[0].removeprefix("queued ")
+    assert Service(env).queue.locate(task_id).state == "pending"  # still queued, for after the fix
 
 
 # ---------------------------------------------------------------- result
@@ -433,6 +564,41 @@ def test_usage_error_exits_1_with_a_message_and_no_traceback(
     message = assert_clean_failure(result)
     assert named in message
     assert counts_of(queue_of(mycode_env)) == (0, 0, 0, 0)
+
+
+# ---------------------------------------------------------------- namespaces
+
+SERVICE_VERBS = (
+    "start", "status", "health", "stop", "submit", "result", "tasks", "cancel", "retry", "scale", "drain",
+    "restart", "snapshot", "logs",
+)  # fmt: skip
+
+
+def test_every_service_verb_takes_namespace_the_way_workflows_do(isolated_dirs: Path) -> None:
+    from keepwarm.cli import VERBS, cli
+
+    for verb in SERVICE_VERBS:
+        assert VERBS[verb].startswith("service:"), verb
+        command = cli.get_command(click.Context(cli), verb)
+        assert command is not None
+        [option] = [p for p in command.params if p.name == "namespace"]
+        assert option.opts == ["--namespace"], verb
+
+    queued = keepwarm_cli(*SUBMIT, "--queue-only", "--args", "{}", "--namespace", "team-a")
+    status = keepwarm_cli("status", "mycode_project", "--apps-path", APPS, "--namespace", "team-a", "--json")
+    listed = keepwarm_cli("tasks", "mycode_project", "--apps-path", APPS, "--namespace", "team-a", "--json")
+
+    assert queued.returncode == 0, queued.stderr
+    assert len(os.listdir(isolated_dirs / "team-a" / "service" / "mycode_project" / "queue" / "pending")) == 1
+    assert json.loads(status.stdout)["namespace"] == "team-a"
+    assert json.loads(status.stdout)["queue"]["pending"] == 1
+    assert [row["task_id"] for row in json.loads(listed.stdout)["tasks"]] == [queued.stdout.strip()]
+    bad = keepwarm_cli("status", "mycode_project", "--apps-path", APPS, "--namespace", "no/slash")
+    bad_workflow = keepwarm_cli(
+        "workflow", "start", "mycode_project", "--apps-path", APPS, "--namespace", "no/slash"
+    )
+    assert assert_clean_failure(bad) == assert_clean_failure(bad_workflow)  # one validation for both
+    assert "not a safe name" in assert_clean_failure(bad)
 
 
 # ---------------------------------------------------------------- demo

@@ -105,7 +105,7 @@ def test_submit_on_a_full_share_fails_clearly_and_leaves_nothing(
     assert visible_and_temp_files(service.queue.pending) == []  # no task, no half-written temp file
 
     cli = subprocess.run(
-        [str(KEEPWARM), "submit", str(env.app_dir), "--args", '{"x": 2}'],
+        [str(KEEPWARM), "submit", str(env.app_dir), "--queue-only", "--args", '{"x": 2}'],
         capture_output=True,
         text=True,
         timeout=60,

@@ -22,8 +22,8 @@ from keepwarm.health import (
     write_snapshot,
 )
 from keepwarm.queue import QueueCounts, TaskQueue
-from keepwarm.results import TaskHandle, value_of, wait_for_records
-from keepwarm.task import Task, parse_task_lines
+from keepwarm.results import DeliveryWatch, TaskHandle, value_of, wait_for_records
+from keepwarm.task import Task, TaskRecord, parse_task_lines
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -61,11 +61,16 @@ class Service:
         max_attempts: int | None = None,
         timeout_sec: float | None = None,
         plan: Any = None,
+        queue_only: bool = True,
     ) -> TaskHandle:
         """Queue one task; the handle's ``result(timeout)`` waits for what ``work()`` returned.
 
         The args are checked against the app's ``args_model`` first: InvalidTaskError if refused.
+        ``queue_only=False`` refuses (ServiceNotRunning) when no service is running, as the CLI and
+        MCP do by default; the default queues the task for whenever a service runs.
         """
+        if not queue_only:
+            self._require_running_to_submit()
         try:
             self.check_args(args or {})
         except ValueError as exc:
@@ -81,16 +86,25 @@ class Service:
         self.queue.submit([task])
         return TaskHandle(self.queue, task.task_id)
 
-    def submit_many(self, tasks: Iterable[dict[str, Any]]) -> list[TaskHandle]:
-        """Queue many partial tasks (``{"args": ..., "task_name": ...}``), all or none."""
+    def submit_many(self, tasks: Iterable[dict[str, Any]], *, queue_only: bool = True) -> list[TaskHandle]:
+        """Queue many partial tasks (``{"args": ..., "task_name": ...}``), all or none.
+
+        ``queue_only`` as for :meth:`submit`.
+        """
+        if not queue_only:
+            self._require_running_to_submit()
         return self._submit_numbered(enumerate(tasks, start=1), "task")
 
-    def submit_jsonl(self, text: str, source: str = "TASKS.jsonl", **defaults: Any) -> list[TaskHandle]:
+    def submit_jsonl(
+        self, text: str, source: str = "TASKS.jsonl", *, queue_only: bool = True, **defaults: Any
+    ) -> list[TaskHandle]:
         """Queue the tasks of a JSONL text (one partial task per line), all or none.
 
-        ``defaults`` (``task_name``, ``execution_id``) fill what a line leaves out. Errors name
-        ``source`` and the line.
+        ``defaults`` (``task_name``, ``execution_id``, ``max_attempts``, ``timeout_sec``) fill what a
+        line leaves out. Errors name ``source`` and the line. ``queue_only`` as for :meth:`submit`.
         """
+        if not queue_only:
+            self._require_running_to_submit()
         try:
             lines = parse_task_lines(text, source)
         except ValueError as exc:
@@ -107,10 +121,43 @@ class Service:
         submitted = self.queue.submit_partials(lines, source=source, check_args=self.check_args)
         return [TaskHandle(self.queue, task.task_id) for task in submitted]
 
-    def result(self, task_id: str, timeout: float | None = None) -> Any:
-        """Wait for a task's result (TaskNotFound if no such task is anywhere in the queue)."""
+    def require_running(self) -> None:
+        """ServiceNotRunning, saying how to start it, unless the service's supervisor is alive."""
+        from keepwarm import lifecycle
+
+        lifecycle.live_supervisor(self.env)
+
+    def _require_running_to_submit(self) -> None:
+        from keepwarm.lifecycle import ServiceNotRunning
+
+        try:
+            self.require_running()
+        except ServiceNotRunning as exc:
+            raise ServiceNotRunning(
+                f"{exc}, or queue tasks for its next start with --queue-only (Python: queue_only=True)"
+            ) from None
+
+    def wait(self, task_ids: Iterable[str], timeout: float | None = None) -> list[TaskRecord]:
+        """The tasks' terminal records, in order, once every one has finished.
+
+        Gives up with ResultTimeout after ``timeout`` seconds, and with ServiceCannotDeliver when
+        the service stops during the wait or every loop keeps failing to start (the tasks stay
+        queued). A service that is not running yet is waited for.
+        """
+        ids = list(task_ids)
+        records = wait_for_records(self.queue, ids, timeout, watch=DeliveryWatch(self.env))
+        return [records[task_id] for task_id in ids]
+
+    def record(self, task_id: str, timeout: float | None = None) -> TaskRecord:
+        """Wait for a task's terminal record (TaskNotFound if no such task is anywhere in the queue);
+        gives up as :meth:`wait` does."""
         self.queue.locate(task_id)
-        return value_of(wait_for_records(self.queue, [task_id], timeout)[task_id])
+        return self.wait([task_id], timeout)[0]
+
+    def result(self, task_id: str, timeout: float | None = None) -> Any:
+        """Wait for a task's result: what ``work()`` returned, or TaskFailed with the remote error and
+        traceback. Gives up as :meth:`wait` does."""
+        return value_of(self.record(task_id, timeout))
 
     def handle(self, task_id: str) -> TaskHandle:
         self.queue.locate(task_id)

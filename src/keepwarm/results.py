@@ -1,17 +1,28 @@
-"""The result channel: wait for a task's terminal file without busy polling."""
+"""The result channel: wait for a task's terminal file without busy polling, and give up when the
+service that should produce it cannot."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from keepwarm.errors import ResultTimeout, TaskFailed
+from keepwarm.errors import KeepwarmError, ResultTimeout, TaskFailed
 from keepwarm.queue import TaskQueue
 from keepwarm.task import TASK_SUFFIX, TaskRecord
 from keepwarm.watch import IN_CREATE, IN_MOVED_TO, thread_watcher
+
+if TYPE_CHECKING:
+    from keepwarm.env import Env
+
+WATCH_INTERVAL_SEC = 0.25  # how often a waiter checks that the service can still deliver
+FAILED_STARTS = 2  # failed starts in a row, in every slot, that mean the loops cannot start
+
+
+class ServiceCannotDeliver(KeepwarmError):
+    """A wait gave up: the service stopped, or every loop keeps failing to start. The tasks stay queued."""
 
 
 def wait_for_records(
@@ -19,10 +30,13 @@ def wait_for_records(
     task_ids: Iterable[str],
     timeout: float | None = None,
     progress: Callable[[int], None] | None = None,
+    watch: Callable[[set[str]], None] | None = None,
 ) -> dict[str, TaskRecord]:
     """Block until every task has a terminal record (inotify, or polling with back-off).
 
-    ``progress`` is called with the number of records collected so far as they arrive.
+    ``progress`` is called with the number of records collected so far as they arrive. ``watch`` (a
+    :class:`DeliveryWatch`) is called with the ids still awaited every ``WATCH_INTERVAL_SEC``; what it
+    raises ends the wait, unless every record has arrived meanwhile.
     """
     remaining = set(task_ids)
     records: dict[str, TaskRecord] = {}
@@ -35,10 +49,23 @@ def wait_for_records(
     watcher = thread_watcher((queue.done, queue.failed), IN_CREATE | IN_MOVED_TO)
     watcher.discard_pending()
     _collect(queue, remaining, records, remaining)  # what finished before the watch was current
+    next_watch = time.monotonic()
     while remaining:
-        left = None if deadline is None else deadline - time.monotonic()
+        now = time.monotonic()
+        left = None if deadline is None else deadline - now
         if left is not None and left <= 0:
             raise _timeout(queue, remaining, timeout)
+        if watch is not None:
+            if now >= next_watch:
+                try:
+                    watch(remaining)
+                except KeepwarmError:
+                    _collect(queue, remaining, records, remaining)  # the last results beat the stop
+                    if remaining:
+                        raise
+                    break
+                next_watch = now + WATCH_INTERVAL_SEC
+            left = next_watch - now if left is None else min(left, next_watch - now)
         wakeup = watcher.wait(left)
         if wakeup.rescan:
             _collect(queue, remaining, records, remaining)
@@ -69,11 +96,61 @@ def _timeout(queue: TaskQueue, remaining: set[str], timeout: float | None) -> Re
         state = queue.locate(first).state
     except Exception:
         state = "unknown"
-    more = f" (and {len(remaining) - 1} more)" if len(remaining) > 1 else ""
     return ResultTimeout(
-        f"task {first}{more} has no result after {timeout}s; it is {state}. "
+        f"{_which(remaining)} has no result after {timeout}s; it is {state}. "
         "Wait longer (--timeout) or check that the service's loops are running"
     )
+
+
+class DeliveryWatch:
+    """Whether the service can still deliver what a waiter waits for; raises ServiceCannotDeliver if not.
+
+    It cannot when it stops during the wait (it was seen running, and its supervisor is gone), or when
+    every loop keeps failing to start: each slot's last ``FAILED_STARTS`` incarnations said
+    ``start failed`` with no loop healthy meanwhile. A service that never ran during the wait is waited
+    for: its tasks were queued for the next start.
+    """
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self._seen_running = False
+        self._failed_starts: dict[str, dict[str, str]] = {}  # slot -> incarnation -> its start error
+
+    def __call__(self, remaining: set[str]) -> None:
+        from keepwarm.health import evaluate_health
+        from keepwarm.heartbeat import read_heartbeat
+
+        report = evaluate_health(self.env)
+        name = self.env.app_target
+        if not report.supervisor.alive:
+            if self._seen_running:
+                raise ServiceCannotDeliver(
+                    f"service {name!r} stopped (status {report.status}) while waiting for "
+                    f"{_which(remaining)}; the tasks stay queued: start the service (keepwarm start "
+                    f"{name}), then collect the results with keepwarm result {name} TASK_ID"
+                )
+            return
+        self._seen_running = True
+        if report.workers_healthy_count or not report.worker_health:
+            self._failed_starts.clear()
+            return
+        for row in report.worker_health:
+            beat = read_heartbeat(self.env.queue_dir / "heartbeats" / f"{row.worker}.json")
+            if beat is not None and beat.state == "stopped" and beat.error:
+                self._failed_starts.setdefault(row.worker, {})[beat.incarnation] = beat.error
+        failing = {row.worker: self._failed_starts.get(row.worker, {}) for row in report.worker_health}
+        if all(len(starts) >= FAILED_STARTS for starts in failing.values()):
+            errors = "; ".join(f"{slot}: {list(starts.values())[-1]}" for slot, starts in failing.items())
+            raise ServiceCannotDeliver(
+                f"every loop of service {name!r} keeps failing to start ({errors}) while waiting for "
+                f"{_which(remaining)}; the tasks stay queued: fix the app, then restart the service "
+                f"(keepwarm stop {name}, keepwarm start {name}); logs: keepwarm logs {name}"
+            )
+
+
+def _which(remaining: set[str]) -> str:
+    first = sorted(remaining)[0]
+    return f"task {first}" + (f" (and {len(remaining) - 1} more)" if len(remaining) > 1 else "")
 
 
 def value_of(record: TaskRecord) -> Any:

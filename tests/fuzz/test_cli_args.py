@@ -158,7 +158,7 @@ def test_submit_args_queues_a_task_a_loop_can_read_or_fails_cleanly(
     apps: Path, queue: TaskQueue, capsys: pytest.CaptureFixture[str], text: str
 ) -> None:
     before = queue.count_pending()
-    result = run_cli([*base("submit", apps), "--args", text], capsys)
+    result = run_cli([*base("submit", apps), "--queue-only", "--args", text], capsys)
     value = python_json(text)
     if not isinstance(value, dict):
         assert "--args" in assert_clean_failure(result)
@@ -241,7 +241,7 @@ def test_submit_file_queues_every_line_or_none_with_a_clean_error(
     tasks = apps.parent / "tasks.jsonl"
     tasks.write_text(text, encoding="utf-8")
     before = queue.count_pending()
-    result = run_cli([*base("submit", apps), "--file", str(tasks)], capsys)
+    result = run_cli([*base("submit", apps), "--queue-only", "--file", str(tasks)], capsys)
     lines = [line for line in text.splitlines() if line.strip()]
     if lines and all(map(queueable_line, lines)) and not any(map(not_queueable, lines)):
         event("queued")
@@ -293,7 +293,7 @@ def test_timeout_is_a_finite_number_of_seconds_or_a_clean_error(
     wait = seconds(value)
     service = Service(Env(APP, apps))
     if verb == "submit":
-        result = run_cli([*base("submit", apps), "--args", "{}", "--timeout", value], capsys)
+        result = run_cli([*base("submit", apps), "--queue-only", "--args", "{}", "--timeout", value], capsys)
         if wait is None:
             assert "--timeout" in assert_clean_failure(result)
         else:

@@ -99,28 +99,61 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors print one clear message and exit 1, never a traceback."""
+    """Entry point: user errors print one clear message and exit 1, never a traceback.
+
+    A verb asked for JSON (``--json``, or ``--format json``) also prints the error as its one JSON
+    document, ``{"error": ..., "kind": ...}``, on stdout: usage errors included.
+    """
     from keepwarm.errors import KeepwarmError
 
+    args = sys.argv[1:] if argv is None else argv
     try:
-        code: Any = cli.main(args=argv, prog_name="keepwarm", standalone_mode=False)
+        code: Any = cli.main(args=args, prog_name="keepwarm", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.format_message())
         sys.exit(0)
     except click.Abort:
-        fail("aborted")
+        fail("aborted", "Abort", as_json=asks_for_json(args))
     except click.ClickException as exc:  # usage errors: bad option, missing argument, bad value
         ctx = getattr(exc, "ctx", None)
         hint = f"\nsee: {ctx.command_path} --help" if ctx is not None else ""
-        fail(f"{exc.format_message()}{hint}")
+        kind = "UsageError" if isinstance(exc, click.UsageError) else type(exc).__name__
+        fail(f"{exc.format_message()}{hint}", kind, as_json=asks_for_json(args))
     except (KeepwarmError, UserError) as exc:
-        fail(str(exc))
+        fail(str(exc), type(exc).__name__, as_json=asks_for_json(args))
     except KeyboardInterrupt:
-        fail("interrupted")
+        fail("interrupted", "KeyboardInterrupt", as_json=asks_for_json(args))
     finally:
         # The interpreter's last collection at exit takes ~80 ms over pydantic's objects; nothing
         # left then needs it.
         gc.freeze()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def asks_for_json(args: list[str]) -> bool:
+    """Whether a command line asks for JSON output (``--json``, or ``--format json``).
+
+    Read again leniently, the way click reads it, so that a line that failed (even to parse) is
+    answered the way it asked. keepwarm's groups take flags only: their verb is their first word.
+    """
+    command: click.Command = cli
+    ctx: click.Context | None = None
+    rest = list(args)
+    while isinstance(command, click.Group):
+        words = [index for index, word in enumerate(rest) if not word.startswith("-")]
+        if not words:
+            return False
+        ctx = click.Context(command, info_name=command.name, parent=ctx)
+        verb = command.get_command(ctx, rest[words[0]])
+        if verb is None:
+            return False
+        command, rest = verb, rest[words[0] + 1 :]
+    try:
+        parsed = command.make_context(
+            command.name, rest, parent=ctx, resilient_parsing=True, ignore_unknown_options=True
+        )
+    except click.ClickException:
+        return False
+    return bool(parsed.params.get("as_json")) or parsed.params.get("output_format") == "json"

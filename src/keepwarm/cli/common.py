@@ -21,7 +21,11 @@ class UserError(Exception):
     """A bad argument found by a verb itself (not by the parser)."""
 
 
-def fail(message: str) -> NoReturn:
+def fail(message: str, kind: str, *, as_json: bool = False) -> NoReturn:
+    """The one way a verb fails: ``error: message`` on stderr and exit 1; with ``as_json``, stdout also
+    gets the one JSON document ``{"error": message, "kind": kind}`` (kind: the exception's class)."""
+    if as_json:
+        emit_json({"error": message, "kind": kind})
     click.echo(click.style("error:", fg="red", bold=True) + f" {message}", err=True)
     sys.exit(1)
 
@@ -47,9 +51,21 @@ def json_option(function: F) -> F:
     )(function)
 
 
-def service_verb(function: F) -> F:
-    """APP, --apps-path and --json: the parameters of every verb that works on one app's service."""
+def namespace_option(function: F) -> F:
+    return click.option(
+        "--namespace",
+        help="The namespace [default: $KEEPWARM_NAMESPACE, else [cluster] namespace, else your login name].",
+    )(function)
+
+
+def app_verb(function: F) -> F:
+    """APP, --apps-path and --json: the parameters of every verb that works on one app."""
     return app_argument(apps_path_option(json_option(function)))
+
+
+def service_verb(function: F) -> F:
+    """APP, --apps-path, --namespace and --json: the parameters of every verb on one app's service."""
+    return app_verb(namespace_option(function))
 
 
 def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -65,11 +81,11 @@ def timeout_option(help_text: str) -> Callable[[F], F]:
     )
 
 
-def service_of(app_name: str, apps_path: Path | None) -> Service:
+def service_of(app_name: str, apps_path: Path | None, namespace: str | None) -> Service:
     from keepwarm.api import Service
     from keepwarm.env import Env
 
-    return Service(Env(app_name, apps_path))
+    return Service(Env(app_name, apps_path, namespace=namespace))
 
 
 def emit_json(document: Any) -> None:

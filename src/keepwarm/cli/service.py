@@ -39,6 +39,7 @@ HEALTH_COLUMNS = (
     "heartbeat_age_sec",
     "pid",
     "restarts",
+    "last_reason",
 )
 STATUS_COLOURS = {"running": "green", "idle": "cyan", "degraded": "yellow", "error": "red", "stopped": None}
 
@@ -54,6 +55,7 @@ STATUS_COLOURS = {"running": "green", "idle": "cyan", "degraded": "yellow", "err
 def start(
     app: str,
     apps_path: Path | None,
+    namespace: str | None,
     as_json: bool,
     workers: int | None,
     backend: str | None,
@@ -61,7 +63,7 @@ def start(
     timeout: float | None,
 ) -> None:
     """Start the service: a supervisor and its loops; returns when every loop is ready."""
-    service = service_of(app, apps_path)
+    service = service_of(app, apps_path, namespace)
     from keepwarm import lifecycle
 
     log = lifecycle.supervisor_log(service.env)
@@ -83,14 +85,14 @@ def start(
 
 @click.command()
 @service_verb
-def status(app: str, apps_path: Path | None, as_json: bool) -> None:
+def status(app: str, apps_path: Path | None, namespace: str | None, as_json: bool) -> None:
     """Show the service's status, queue and loops (read-only, from the files)."""
     # The core function itself rather than Service: the status path imports no more than it reads.
     from keepwarm.env import Env
     from keepwarm.health import evaluate_health
     from keepwarm.state import version_note
 
-    env = Env(app, apps_path)
+    env = Env(app, apps_path, namespace=namespace)
     note = version_note(env.service_dir, env.app_target)
     if note:
         say(f"note: {note}", fg="yellow")
@@ -127,6 +129,7 @@ def status(app: str, apps_path: Path | None, as_json: bool) -> None:
 def health(
     app: str,
     apps_path: Path | None,
+    namespace: str | None,
     as_json: bool,
     gate: bool,
     allow_idle: bool | None,
@@ -137,14 +140,16 @@ def health(
     output: Path | None,
 ) -> None:
     """Print the health report (agi.service.health.v1); with --gate, exit with the gate's code."""
-    report, verdict = service_of(app, apps_path).health(
+    if output_format == "prometheus" and as_json:
+        raise click.UsageError("--format prometheus prints text, --json a JSON document: give one of them")
+    report, verdict = service_of(app, apps_path, namespace).health(
         output=output,
         allow_idle=allow_idle,
         max_unhealthy=max_unhealthy,
         max_restart_rate=max_restart_rate,
         max_pending_age_sec=max_pending_age,
     )
-    if output_format == "prometheus" and not as_json:
+    if output_format == "prometheus":
         from keepwarm.health import to_prometheus
 
         sys.stdout.write(to_prometheus(report, verdict if gate else None))
@@ -168,62 +173,98 @@ def health(
     "[default: shutdown_on_stop].",
 )
 def stop(
-    app: str, apps_path: Path | None, as_json: bool, timeout: float | None, shutdown: bool | None
+    app: str,
+    apps_path: Path | None,
+    namespace: str | None,
+    as_json: bool,
+    timeout: float | None,
+    shutdown: bool | None,
 ) -> None:
     """Stop the service from any process; returns when the supervisor has exited."""
-    outcome = service_of(app, apps_path).stop(timeout=timeout, shutdown=shutdown)
+    outcome = service_of(app, apps_path, namespace).stop(timeout=timeout, shutdown=shutdown)
     emit_json(outcome) if as_json else click.echo(outcome["message"])
 
 
 @click.command()
 @service_verb
-@click.option("--args", "args", help="The task's args as a JSON object, e.g. '{\"x\": 3}'.")
+@click.option("--args", "args", help="The task's args as a JSON object, e.g. '{\"x\": 3}' ('{}' for none).")
 @click.option(
     "--file",
     type=click.Path(path_type=Path),
-    help="A JSONL file of partial tasks, one object per line ('-' for stdin).",
+    help="A JSONL file of partial tasks, one object per line ('-' for stdin), instead of --args.",
 )
 @click.option("--name", default="task", show_default=True, help="The task name.")
 @click.option("--execution-id", help="Group the tasks under this execution id.")
-@click.option("--wait", is_flag=True, help="Wait for the results and print them.")
-@timeout_option(RESULT_TIMEOUT)
+@click.option(
+    "--task-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    callback=finite,
+    help="Seconds each task may run before it fails (task-timeout) [default: [cluster] task_timeout_sec].",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    help="Runs a task gets when its loop dies under it [default: [cluster] max_attempts].",
+)
+@click.option(
+    "--queue-only", is_flag=True, help="Queue even when no service is running: the tasks wait for its start."
+)
+@click.option(
+    "--wait", is_flag=True, help="Wait for the results and print them (the ids go to stderr first)."
+)
+@timeout_option("With --wait: seconds to wait for the results, not the tasks' own limit [default: forever].")
 def submit(
     app: str,
     apps_path: Path | None,
+    namespace: str | None,
     as_json: bool,
     args: str | None,
     file: Path | None,
     name: str,
     execution_id: str | None,
+    task_timeout: float | None,
+    max_attempts: int | None,
+    queue_only: bool,
     wait: bool,
     timeout: float | None,
 ) -> None:
-    """Queue tasks; print their ids (with --wait, their results)."""
+    """Queue tasks; print their ids (with --wait, their results). Needs a running service or --queue-only."""
     if args is not None and file is not None:
         raise UserError("give either --args or --file, not both")
-    service = service_of(app, apps_path)
+    if args is None and file is None:
+        raise UserError("give the task's args: --args JSON (--args '{}' for none), or --file TASKS.jsonl")
+    if timeout is not None and not wait:
+        say(
+            "note: --timeout limits how long --wait waits; without --wait it does nothing "
+            "(a task's own limit is --task-timeout)",
+            fg="yellow",
+        )
+    service = service_of(app, apps_path, namespace)
+    options: dict[str, Any] = {
+        "task_name": name,
+        "execution_id": execution_id,
+        "max_attempts": max_attempts,
+        "timeout_sec": task_timeout,
+    }
     if file is not None:
-        handles = service.submit_jsonl(read_text(file), str(file), task_name=name, execution_id=execution_id)
+        handles = service.submit_jsonl(read_text(file), str(file), queue_only=queue_only, **options)
     else:
-        task_args = json_object("{}" if args is None else args, "--args")
-        handles = [service.submit(task_args, task_name=name, execution_id=execution_id)]
+        handles = [service.submit(json_object(str(args), "--args"), queue_only=queue_only, **options)]
     ids = [h.task_id for h in handles]
     if not wait:
         emit_json({"task_ids": ids}) if as_json else click.echo("\n".join(ids))
         return
-    from keepwarm.results import wait_for_records
-
-    records = wait_for_records(service.queue, ids, timeout)
-    ordered = [records[task_id] for task_id in ids]
+    say("\n".join(f"queued {task_id}" for task_id in ids))
+    records = service.wait(ids, timeout)
     if as_json:
-        emit_json({"results": [_record_json(r) for r in ordered]})
+        emit_json({"results": [_record_json(r) for r in records]})
     else:
-        for record in ordered:
+        for record in records:
             shown = (
                 json.dumps(record.result) if record.status == "done" else f"{record.status}: {record.error}"
             )
             click.echo(f"{record.task_id}\t{shown}")
-    if any(r.status != "done" for r in ordered):
+    if any(r.status != "done" for r in records):
         sys.exit(1)
 
 
@@ -231,15 +272,18 @@ def submit(
 @service_verb
 @click.argument("task_id", help="The id printed by submit.")
 @timeout_option(RESULT_TIMEOUT)
-def result(app: str, apps_path: Path | None, as_json: bool, task_id: str, timeout: float | None) -> None:
+def result(
+    app: str,
+    apps_path: Path | None,
+    namespace: str | None,
+    as_json: bool,
+    task_id: str,
+    timeout: float | None,
+) -> None:
     """Wait for a task and print its result (exit 1 with the remote error if it failed)."""
-    from keepwarm.results import wait_for_records
-
-    service = service_of(app, apps_path)
-    service.queue.locate(task_id)
-    record = wait_for_records(service.queue, [task_id], timeout)[task_id]
+    record = service_of(app, apps_path, namespace).record(task_id, timeout)
     if as_json:
-        emit_json(_record_json(record) | {"traceback": record.traceback})
+        emit_json(_record_json(record))
     elif record.status == "done":
         click.echo(json.dumps(record.result, indent=2))
     if record.status != "done":
@@ -256,9 +300,11 @@ def result(app: str, apps_path: Path | None, as_json: bool, task_id: str, timeou
 @click.option(
     "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many per state."
 )
-def tasks(app: str, apps_path: Path | None, as_json: bool, state: str | None, limit: int) -> None:
+def tasks(
+    app: str, apps_path: Path | None, namespace: str | None, as_json: bool, state: str | None, limit: int
+) -> None:
     """List tasks per state (newest finished first), with the queue's counts."""
-    service = service_of(app, apps_path)
+    service = service_of(app, apps_path, namespace)
     rows = service.tasks(state, limit)
     counts = service.counts().__dict__
     if as_json:
@@ -276,12 +322,17 @@ def tasks(app: str, apps_path: Path | None, as_json: bool, state: str | None, li
 @click.argument("task_ids", nargs=-1, metavar="[TASK_ID]...", help="Ids of the tasks to cancel.")
 @click.option("--execution-id", help="Cancel every task of this execution.")
 def cancel(
-    app: str, apps_path: Path | None, as_json: bool, task_ids: tuple[str, ...], execution_id: str | None
+    app: str,
+    apps_path: Path | None,
+    namespace: str | None,
+    as_json: bool,
+    task_ids: tuple[str, ...],
+    execution_id: str | None,
 ) -> None:
     """Cancel tasks by id or execution id (running ones too while the service runs)."""
     if not task_ids and execution_id is None:
         raise UserError("name the tasks to cancel: TASK_ID ... or --execution-id ID")
-    service = service_of(app, apps_path)
+    service = service_of(app, apps_path, namespace)
     cancelled = service.cancel(task_ids, execution_id)
     not_cancelled = {}
     for task_id in task_ids:
@@ -307,11 +358,18 @@ def cancel(
 @service_verb
 @click.argument("task_ids", nargs=-1, metavar="[TASK_ID]...", help="Ids of failed or cancelled tasks.")
 @click.option("--failed", is_flag=True, help="Retry every failed and cancelled task.")
-def retry(app: str, apps_path: Path | None, as_json: bool, task_ids: tuple[str, ...], failed: bool) -> None:
+def retry(
+    app: str,
+    apps_path: Path | None,
+    namespace: str | None,
+    as_json: bool,
+    task_ids: tuple[str, ...],
+    failed: bool,
+) -> None:
     """Send failed or cancelled tasks back to the queue as fresh attempts."""
     if not task_ids and not failed:
         raise UserError("name the tasks to retry: TASK_ID ... or --failed")
-    retried = service_of(app, apps_path).retry(task_ids, failed=failed)
+    retried = service_of(app, apps_path, namespace).retry(task_ids, failed=failed)
     if as_json:
         emit_json({"retried": retried})
     elif retried:
@@ -325,17 +383,17 @@ def retry(app: str, apps_path: Path | None, as_json: bool, task_ids: tuple[str, 
 @click.command()
 @service_verb
 @click.argument("workers", metavar="N", type=click.IntRange(1, 1024), help="How many loops to run.")
-def scale(app: str, apps_path: Path | None, as_json: bool, workers: int) -> None:
+def scale(app: str, apps_path: Path | None, namespace: str | None, as_json: bool, workers: int) -> None:
     """Run N loops from now on (new ones start, surplus ones finish their task and stop)."""
-    outcome = service_of(app, apps_path).scale(workers)
+    outcome = service_of(app, apps_path, namespace).scale(workers)
     emit_json(outcome) if as_json else click.echo(f"scaled from {outcome['from']} to {outcome['to']} loops")
 
 
 @click.command()
 @service_verb
-def drain(app: str, apps_path: Path | None, as_json: bool) -> None:
+def drain(app: str, apps_path: Path | None, namespace: str | None, as_json: bool) -> None:
     """Serve until nothing is pending or running, then stop."""
-    message = service_of(app, apps_path).drain()
+    message = service_of(app, apps_path, namespace).drain()
     emit_json({"message": message}) if as_json else click.echo(message)
 
 
@@ -343,19 +401,21 @@ def drain(app: str, apps_path: Path | None, as_json: bool) -> None:
 @service_verb
 @click.option("--loop", help="The slot to restart, e.g. loop-0.")
 @click.option("--rolling", is_flag=True, help="Restart every loop, one at a time.")
-def restart(app: str, apps_path: Path | None, as_json: bool, loop: str | None, rolling: bool) -> None:
+def restart(
+    app: str, apps_path: Path | None, namespace: str | None, as_json: bool, loop: str | None, rolling: bool
+) -> None:
     """Restart one loop, or all of them one at a time (never below N-1 ready)."""
     if (loop is None) == (not rolling):
         raise UserError("give exactly one of --loop SLOT or --rolling")
-    message = service_of(app, apps_path).restart(loop, rolling=rolling)
+    message = service_of(app, apps_path, namespace).restart(loop, rolling=rolling)
     emit_json({"message": message}) if as_json else click.echo(message)
 
 
 @click.command()
 @service_verb
-def snapshot(app: str, apps_path: Path | None, as_json: bool) -> None:
+def snapshot(app: str, apps_path: Path | None, namespace: str | None, as_json: bool) -> None:
     """Write the operator snapshot (service_operator_snapshot.json) to the log dir."""
-    path = service_of(app, apps_path).snapshot()
+    path = service_of(app, apps_path, namespace).snapshot()
     emit_json({"path": str(path)}) if as_json else click.echo(f"wrote {path}")
 
 
@@ -371,9 +431,17 @@ def snapshot(app: str, apps_path: Path | None, as_json: bool) -> None:
     show_default=True,
     help="Lines to show from the end.",
 )
-def logs(app: str, apps_path: Path | None, as_json: bool, loop: str | None, follow: bool, lines: int) -> None:
+def logs(
+    app: str,
+    apps_path: Path | None,
+    namespace: str | None,
+    as_json: bool,
+    loop: str | None,
+    follow: bool,
+    lines: int,
+) -> None:
     """Show the supervisor's and the loops' logs (--json: their paths)."""
-    folder = service_of(app, apps_path).env.log_dir
+    folder = service_of(app, apps_path, namespace).env.log_dir
     names = (
         [f"{loop}.log"] if loop else ["supervisor.log", *sorted(p.name for p in folder.glob("loop-*.log"))]
     )
@@ -484,7 +552,9 @@ def demo(tasks_count: int, loops: int, share_dir: Path | None, as_json: bool) ->
 
 
 def print_health(report: HealthReport) -> None:
-    """The status line, any conditions, and the worker-health table coloured by health."""
+    """The status line, why the status is error or degraded, any conditions, the worker-health table
+    coloured by health (a loop in a planned change shows it as its reason), and each loop's last
+    start error."""
     queue = report.queue
     word = click.style(report.status, fg=STATUS_COLOURS.get(report.status))
     click.echo(
@@ -493,13 +563,26 @@ def print_health(report: HealthReport) -> None:
         f"{report.workers_pending_count} starting · restart rate {report.restart_rate:.2f}"
         f" · queue pending {queue.pending}, running {queue.running}, done {queue.done}, failed {queue.failed}"
     )
+    if report.status_reason:
+        click.echo(click.style("reason:", fg=STATUS_COLOURS.get(report.status)) + f" {report.status_reason}")
     for condition in report.conditions:
         click.echo(click.style("condition:", fg="yellow") + f" {condition}")
     if report.worker_health:
-        rows = [[getattr(row, column) for column in HEALTH_COLUMNS] for row in report.worker_health]
+        rows = [
+            [
+                row.reason or (f"planned: {row.planned}" if row.planned and not row.healthy else None)
+                if column == "reason"
+                else getattr(row, column)
+                for column in HEALTH_COLUMNS
+            ]
+            for row in report.worker_health
+        ]
         table(
             HEALTH_COLUMNS, rows, colours=["green" if row.healthy else "red" for row in report.worker_health]
         )
+    for row in report.worker_health:
+        if row.start_error:
+            click.echo(click.style(f"{row.worker} start error:", fg="red") + f" {row.start_error}")
 
 
 def print_gate(verdict: GateResult) -> None:
@@ -517,5 +600,6 @@ def _record_json(record: TaskRecord) -> dict[str, Any]:
         "status": record.status,
         "result": record.result,
         "error": record.error,
+        "traceback": record.traceback,
         "runtime_sec": record.runtime_sec,
     }
