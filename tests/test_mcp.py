@@ -108,7 +108,10 @@ def test_every_tool_over_stdio_against_real_services(fleet_file: Path) -> None:
             assert "apps there: flaky, model_server, mycode_project" in await refused(
                 client, "start_service", app="nope"
             )
-            not_running = "service 'mycode_project' is not running (status stopped); start it first"
+            not_running = (
+                "service 'mycode_project' is not running; start it: "
+                'call start_service with {"app": "mycode_project", "namespace": "agents"}'
+            )
             assert not_running in await refused(client, "submit_task", app="mycode_project", args={"x": 3})
             assert not_running in await refused(client, "mycode_project", x=3)
             stopped = await call(client, "service_health", app="mycode_project")
@@ -409,3 +412,22 @@ def test_every_tool_takes_a_namespace_checked_like_everywhere_else() -> None:
         asyncio.run(scenario())
     finally:
         stop_service(flaky_elsewhere, timeout=5)
+
+
+def test_submit_task_and_start_workflow_follow_one_rule_on_a_stopped_service() -> None:
+    async def scenario() -> None:
+        async with Client(server("--apps-path", APPS, "--namespace", NAMESPACE)) as client:
+            task = await refused(client, "submit_task", app="mycode_project", args={"x": 3})
+            run = await refused(client, "start_workflow", app="mycode_project", count=2, args={"x": 3})
+            assert task == run  # one core check, one message
+            assert run.startswith("service 'mycode_project' is not running; start it: call start_service")
+            assert (await call(client, "service_status", app="mycode_project"))["queue"]["pending"] == 0
+
+            queued = await call(client, "submit_task", app="mycode_project", args={"x": 3}, queue_only=True)
+            assert queued["state"] == "pending"
+            later = await call(
+                client, "start_workflow", app="mycode_project", count=2, args={"x": 3}, queue_only=True
+            )
+            assert later["state"] == "running" and later["progress"]["pending"] == 2
+
+    asyncio.run(scenario())

@@ -17,7 +17,7 @@ import pytest
 from keepwarm.api import Service
 from keepwarm.env import Env, login_name
 from keepwarm.errors import InvalidTaskError
-from keepwarm.lifecycle import stop_service
+from keepwarm.lifecycle import ServiceNotRunning, stop_service
 from keepwarm.queue import TaskQueue
 from keepwarm.workflow import (
     WorkflowNotFound,
@@ -73,7 +73,7 @@ ALLOCATE = textwrap.dedent(
 
     service = Service(Env("mycode_project", sys.argv[1]))
     for _ in range(int(sys.argv[2])):
-        print(start_workflow(service, 1, {"x": 3}).execution_id, flush=True)
+        print(start_workflow(service, 1, {"x": 3}, queue_only=True).execution_id, flush=True)
     """
 )
 
@@ -94,7 +94,9 @@ def test_concurrent_starts_never_get_the_same_execution_id(mycode_env: Env) -> N
         there.append(process.stdout.readline().strip())
     service = Service(mycode_env)
     with ThreadPoolExecutor(4) as pool:
-        here = list(pool.map(lambda _: start_workflow(service, 1, {"x": 3}).execution_id, range(20)))
+        here = list(
+            pool.map(lambda _: start_workflow(service, 1, {"x": 3}, queue_only=True).execution_id, range(20))
+        )
     for process in processes:
         assert process.stdout is not None
         there += process.stdout.read().split()  # read() continues after readline's buffer
@@ -121,7 +123,7 @@ def test_a_refused_run_queues_nothing_and_allocates_no_id(mycode_env: Env) -> No
     with pytest.raises(InvalidTaskError, match=re.escape("workflow name '../x'")):
         start_workflow(service, 1, {}, name="../x")
     assert service.counts().pending == 0
-    first = start_workflow(service, 1, {"x": 2}, name="collatz")
+    first = start_workflow(service, 1, {"x": 2}, name="collatz", queue_only=True)
     assert first.execution_id == f"collatz-{login_name()}-0001" and first.state == "running"
     assert first.progress.pending == 1 and first.total == 1
 
@@ -131,8 +133,8 @@ def test_a_refused_run_queues_nothing_and_allocates_no_id(mycode_env: Env) -> No
 
 def test_stop_cancels_that_runs_pending_tasks_and_leaves_other_runs_alone(mycode_env: Env) -> None:
     service = Service(mycode_env)
-    first = start_workflow(service, 3, {"x": 5})
-    second = start_workflow(service, 2, {"x": 6})
+    first = start_workflow(service, 3, {"x": 5}, queue_only=True)
+    second = start_workflow(service, 2, {"x": 6}, queue_only=True)
     loose = service.submit({"x": 7})  # not part of any run
 
     stopped = stop_workflow(first.execution_id)
@@ -151,8 +153,9 @@ def test_stop_cancels_that_runs_pending_tasks_and_leaves_other_runs_alone(mycode
     assert untouched.state == "running" and untouched.progress.pending == 2
     assert loose.state == "pending" and service.counts().pending == 3
 
-    again = stop_workflow(first.execution_id)  # stopping twice: nothing more to cancel
-    assert again.state == "terminated" and again.cancelled == []
+    again = stop_workflow(first.execution_id)  # stopping twice: it had already ended
+    assert again.state == "terminated" and again.cancelled == [] and again.already_ended
+    assert not stopped.already_ended
     with pytest.raises(WorkflowNotFound, match="not an execution id"):
         stop_workflow("../x")
     with pytest.raises(WorkflowNotFound, match="no workflow run 'mycode_project-nobody-0009'"):
@@ -160,6 +163,34 @@ def test_stop_cancels_that_runs_pending_tasks_and_leaves_other_runs_alone(mycode
     with pytest.raises(WorkflowNotFound):  # right number, wrong name: not that run
         workflow_status(f"other-{login_name()}-0001")
     assert [r.execution_id for r in list_workflows()] == [second.execution_id, first.execution_id]
+
+
+def test_a_run_on_a_stopped_service_is_refused_unless_queue_only(mycode_env: Env) -> None:
+    service = Service(mycode_env)
+    with pytest.raises(ServiceNotRunning) as refused:
+        start_workflow(service, 2, {"x": 3})
+    assert str(refused.value).startswith("service 'mycode_project' is not running; start it: keepwarm start")
+    # The same refusal as submit's, from the same core check: nothing queued, no execution id taken.
+    assert service.counts().pending == 0 and list_workflows() == []
+    queued = start_workflow(service, 2, {"x": 3}, queue_only=True)
+    assert queued.state == "running" and queued.progress.pending == 2
+    assert queued.execution_id.endswith("-0001")
+
+
+def test_list_shows_each_runs_live_state(flaky_service: Service) -> None:
+    run = start_workflow(flaky_service, 2, {"action": "ok"})
+    # Nobody asks for the run's status: list alone sees it finish.
+    wait_until(lambda: list_workflows()[0].state == "completed", 30, "the run to finish in the list")
+    listed = list_workflows()[0]
+    assert listed.execution_id == run.execution_id and listed.progress.done == 2
+
+    table = keepwarm_cli("workflow", "list")
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if line.startswith(run.execution_id))
+    assert row.split()[1:5] == ["flaky", "completed", "2", "0"]  # app, state, tasks, pending
+    document = json.loads(keepwarm_cli("workflow", "list", "--json").stdout)
+    assert document["workflows"][0]["state"] == "completed"
+    assert document["workflows"][0]["progress"]["done"] == 2
 
 
 def test_a_running_task_finishes_when_its_run_is_stopped(flaky_service: Service) -> None:
@@ -201,7 +232,11 @@ def test_progress_and_state_follow_the_tasks(flaky_service: Service) -> None:
 
 
 def test_workflow_verbs_from_the_command_line(mycode_env: Env) -> None:
-    started = keepwarm_cli("workflow", "start", "mycode_project", "--apps-path", APPS, "--count", "3")
+    refused = keepwarm_cli("workflow", "start", "mycode_project", "--apps-path", APPS, "--count", "3")
+    assert "service 'mycode_project' is not running" in assert_clean_failure(refused)
+    started = keepwarm_cli(
+        "workflow", "start", "mycode_project", "--apps-path", APPS, "--count", "3", "--queue-only"
+    )
     assert started.returncode == 0, started.stderr
     execution_id = started.stdout.strip()  # the id alone on stdout, for scripts
     assert re.fullmatch(r"mycode_project-[\w.-]+-0001", execution_id)
@@ -215,13 +250,25 @@ def test_workflow_verbs_from_the_command_line(mycode_env: Env) -> None:
     stopped = keepwarm_cli("workflow", "stop", execution_id)
     assert stopped.returncode == 0, stopped.stderr
     assert "cancelled 3 pending tasks" in stopped.stderr and "terminated" in stopped.stdout
+    again = keepwarm_cli("workflow", "stop", execution_id)
+    assert again.returncode == 0, again.stderr
+    assert f"{execution_id} had already ended (terminated); nothing to stop" in again.stderr
     listed = keepwarm_cli("workflow", "list")
     assert execution_id in listed.stdout and "terminated" in listed.stdout
 
     tasks = Path(mycode_env.share_root.parent / "tasks.jsonl")
     tasks.write_text('{"args": {"x": 4}}\n{"args": {"x": 5}, "task_name": "five"}\n')
     from_file = keepwarm_cli(
-        "workflow", "start", "mycode_project", "--apps-path", APPS, "--file", str(tasks), "--name", "batch"
+        "workflow",
+        "start",
+        "mycode_project",
+        "--apps-path",
+        APPS,
+        "--file",
+        str(tasks),
+        "--name",
+        "batch",
+        "--queue-only",
     )
     assert from_file.returncode == 0 and from_file.stdout.strip().startswith("batch-")
 

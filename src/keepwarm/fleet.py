@@ -45,6 +45,7 @@ from keepwarm.errors import KeepwarmError, Remedy, SettingsError
 from keepwarm.health import GateThresholds, QueueHealth, evaluate_gate
 from keepwarm.settings import AppSection, AppSettings, ClusterSettings, describe_error
 from keepwarm.state import read_service_record
+from keepwarm.workflow import WorkflowStatus, start_workflow
 
 FLEET_FILE = "fleet.toml"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -54,6 +55,7 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _STARTER_MARGIN_SEC = 30.0
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 
 class FleetError(KeepwarmError):
@@ -176,6 +178,7 @@ class FleetStatus(BaseModel):
     namespace: str
     ready: bool
     services: list[ServiceSummary]
+    workflow: WorkflowStatus | None = None  # the run ``up(workflow=True)`` started
 
 
 def summarize(service: Service, name: str | None = None, *, enabled: bool = True) -> ServiceSummary:
@@ -293,17 +296,21 @@ class Fleet:
 
     # ------------------------------------------------------------------ up, down, status
 
-    def up(self, *, timeout: float | None = None) -> FleetStatus:
+    def up(self, *, timeout: float | None = None, workflow: bool = False) -> FleetStatus:
         """Start every enabled member at once; return when all are ready.
 
         Refuses (FleetAlreadyRunning) when a member already runs. If a member fails to start, the
         members this call started are stopped again and FleetStartError names the one that failed.
+        With ``workflow``, a run of the file's ``[workflow]`` starts once all are ready (its service
+        and args are checked before anything starts); the status carries it.
         """
         from keepwarm.lifecycle import ServiceAlreadyRunning
 
         members = self.enabled
         if not members:
             raise FleetError(f"{self.path}: no enabled service to start")
+        if workflow:
+            self._check_workflow()
         running = [m for m in self.members if m.service.status().supervisor.alive]
         if running:
             raise self._already_running(running)
@@ -319,7 +326,47 @@ class Fleet:
             raise FleetStartError(
                 f"fleet {self.path.name} (namespace {self.namespace}) did not start{undone}\n{problems}"
             )
-        return self.status()
+        run = self.start_workflow() if workflow else None
+        return self.status().model_copy(update={"workflow": run})
+
+    def start_workflow(
+        self,
+        service: str | None = None,
+        *,
+        count: int | None = None,
+        args: dict[str, Any] | None = None,
+        tasks: list[dict[str, Any]] | None = None,
+        name: str | None = None,
+        queue_only: bool = False,
+    ) -> WorkflowStatus:
+        """Start a workflow run on a member, ``[workflow]`` filling what is not given: the service,
+        the name, and (without ``tasks``) the count and args. ``queue_only`` as for start_workflow."""
+        defaults = self.config.workflow
+        member = self.workflow_member(service)
+        name = name or defaults.name
+        if tasks is not None:
+            return start_workflow(member.service, tasks=tasks, name=name, queue_only=queue_only)
+        chosen = defaults.args if args is None else args
+        return start_workflow(
+            member.service, count or defaults.count, chosen, name=name, queue_only=queue_only
+        )
+
+    def _check_workflow(self) -> None:
+        """Refuse ``up --workflow`` before anything starts when the run could not start after it."""
+        if "workflow" not in self.config.model_fields_set:
+            raise SettingsError(
+                f"{self.path}: no [workflow] table to start; add one (service, name, count, args), "
+                "see docs/fleets.md"
+            )
+        member = self.workflow_member()
+        if not member.spec.enabled:
+            raise SettingsError(
+                f"{self.path}: [workflow] service {member.name!r} is not enabled: up leaves it stopped"
+            )
+        try:
+            member.service.check_args(self.config.workflow.args)
+        except ValueError as exc:
+            raise SettingsError(f"{self.path}: [workflow] args: {exc}") from None
 
     def _already_running(self, running: list[Member]) -> FleetAlreadyRunning:
         names = ", ".join(f"{m.name} (app {m.env.app_target})" for m in running)
@@ -574,29 +621,65 @@ def list_services(
     namespace: str | None = None, share_dir: str | os.PathLike[str] | None = None
 ) -> list[ServiceSummary]:
     """Every service of a namespace (every folder under ``<share>/<namespace>/service/``), by name."""
+    return [summarize(service) for service in _namespace_services(namespace, share_dir)]
+
+
+def stop_all(
+    namespace: str | None = None,
+    share_dir: str | os.PathLike[str] | None = None,
+    *,
+    timeout: float | None = None,
+) -> list[dict[str, str]]:
+    """Stop every service of a namespace that is not stopped (``keepwarm down --all``), all at once,
+    each as ``stop`` does; one ``{service, app, message}`` per service stopped."""
+    services = [s for s in _namespace_services(namespace, share_dir) if s.status().status != "stopped"]
+
+    def stop(service: Service) -> dict[str, str]:
+        outcome = service.stop(timeout=timeout)
+        return {
+            "service": service.env.app_target,
+            "app": service.env.app_target,
+            "message": outcome["message"],
+        }
+
+    results = _in_threads(_catching(stop), services)
+    errors = [
+        f"service {s.env.app_target!r}: {r}"
+        for s, r in zip(services, results, strict=True)
+        if isinstance(r, KeepwarmError)
+    ]
+    if errors:
+        raise FleetError(
+            f"namespace {namespace_root(namespace, share_dir)[1]}: not every service stopped:\n"
+            + "\n".join(errors)
+        )
+    return [r for r in results if not isinstance(r, KeepwarmError)]
+
+
+def _namespace_services(namespace: str | None, share_dir: str | os.PathLike[str] | None) -> list[Service]:
     share, name = namespace_root(namespace, share_dir)
     folder = share / name / "service"
     try:
         dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     except FileNotFoundError:
         return []
-    return [summarize(Service(_RecordedEnv(d, share, name), check_args=False)) for d in dirs]
+    return [Service(_RecordedEnv(d, share, name), check_args=False) for d in dirs]
 
 
 # ---------------------------------------------------------------------- helpers
 
 
-def _in_threads(function: Callable[[Member], T], members: list[Member]) -> list[T]:
-    if not members:
+def _in_threads(function: Callable[[M], T], items: list[M]) -> list[T]:
+    if not items:
         return []
-    with ThreadPoolExecutor(max_workers=len(members)) as pool:
-        return list(pool.map(function, members))
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        return list(pool.map(function, items))
 
 
-def _catching(function: Callable[[Member], T]) -> Callable[[Member], T | KeepwarmError]:
-    def run(member: Member) -> T | KeepwarmError:
+def _catching(function: Callable[[M], T]) -> Callable[[M], T | KeepwarmError]:
+    def run(item: M) -> T | KeepwarmError:
         try:
-            return function(member)
+            return function(item)
         except KeepwarmError as exc:
             return exc
 

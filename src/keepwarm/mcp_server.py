@@ -294,14 +294,14 @@ def _tools(scope: Scope) -> list[Callable[..., Awaitable[dict[str, Any]]]]:
         args: dict[str, Any] | None = None,
         task_name: str = "task",
         execution_id: str | None = None,
-        queue_if_stopped: bool = False,
+        queue_only: bool = False,
         namespace: Namespace = None,
     ) -> dict[str, Any]:
         """Queue one task on a running service; returns its task id and where it is now. The args
         are checked by the app's args model. Refused when the service is not running, unless
-        queue_if_stopped (the task then waits for the service to start)."""
+        queue_only (the task then waits for the service's next start)."""
         service = scope.service(app, namespace)
-        if not queue_if_stopped:
+        if not queue_only:
             await _thread(_require_running, service)
         handle = await service.asubmit(args or {}, task_name=task_name, execution_id=execution_id)
         return {"task_id": handle.task_id, "app": service.env.app_target, "state": handle.state}
@@ -318,13 +318,17 @@ def _tools(scope: Scope) -> list[Callable[..., Awaitable[dict[str, Any]]]]:
         count: Annotated[int, Field(ge=1, le=1_000_000)] = 1,
         args: dict[str, Any] | None = None,
         name: str | None = None,
+        queue_only: bool = False,
         namespace: Namespace = None,
     ) -> dict[str, Any]:
-        """Start a workflow run: queue count tasks with these args under a new execution id
-        (name-user-NNNN, unique in the namespace), returned at once with the run's progress."""
+        """Start a workflow run on a running service: queue count tasks with these args under a new
+        execution id (name-user-NNNN, unique in the namespace), returned at once with the run's
+        progress. Refused when the service is not running, unless queue_only (the tasks then wait)."""
         from keepwarm.workflow import astart_workflow
 
-        status = await astart_workflow(scope.service(app, namespace), count, args or {}, name=name)
+        status = await astart_workflow(
+            scope.service(app, namespace), count, args or {}, name=name, queue_only=queue_only
+        )
         return status.model_dump(mode="json")
 
     async def workflow_status(execution_id: str, namespace: Namespace = None) -> dict[str, Any]:
@@ -453,13 +457,9 @@ def _app_tool(scope: Scope, app: str, result_timeout: float) -> Tool:
 
 
 def _require_running(service: Service) -> None:
-    report = service.status()
-    if not report.supervisor.alive:
-        name = service.env.app_target
-        raise KeepwarmError(
-            f"service {name!r} is not running (status {report.status}); start it first: "
-            f"start_service(app={name!r})"
-        )
+    from keepwarm.lifecycle import live_supervisor
+
+    live_supervisor(service.env)
 
 
 def _task_outcome(service: Service, task_id: str, timeout: float) -> dict[str, Any]:

@@ -96,6 +96,7 @@ class WorkflowStatus(BaseModel):
     created_at: str
     ended_at: str | None = None
     cancelled: list[str] = Field(default_factory=list)  # set by stop_workflow: the ids it cancelled
+    already_ended: bool = False  # set by stop_workflow: the run had ended before, nothing was stopped
 
     @property
     def finished(self) -> bool:
@@ -112,11 +113,13 @@ def start_workflow(
     *,
     tasks: Iterable[dict[str, Any]] | None = None,
     name: str | None = None,
+    queue_only: bool = False,
 ) -> WorkflowStatus:
     """Queue a run of ``count`` tasks with ``args`` (or the partial ``tasks``) and return at once.
 
     Every task is validated (and its args checked by the app's ``args_model``) before an execution
-    id is allocated; nothing is queued if one is refused. The service need not run: the tasks wait.
+    id is allocated; nothing is queued if one is refused. Refused (ServiceNotRunning) when the
+    service is not running, as ``submit`` is, unless ``queue_only``: the tasks then wait for it.
     """
     env = service.env
     name = name or env.app_target
@@ -139,6 +142,10 @@ def start_workflow(
         if not partials:
             raise InvalidTaskError("a workflow needs at least one task")
     prepared = _prepare(service, partials, name)
+    if not queue_only:
+        from keepwarm.lifecycle import live_supervisor
+
+        live_supervisor(env)  # ServiceNotRunning, saying how to start it
     folder = ensure_private_dir(env.share_root / env.namespace / WORKFLOWS_DIR)
     record = WorkflowRecord(
         execution_id="",
@@ -215,21 +222,7 @@ def workflow_status(
     The first call that finds every task finished records the outcome in the run's record, so the
     answer stays the same after retention prunes the task files.
     """
-    folder, path, record = _find(execution_id, namespace, share_dir)
-    if record.state != "running" and record.progress is not None:
-        return _status_of(record, record.progress)
-    progress = _progress(_queue_of(record), record.task_ids)
-    if record.state == "running" and record.queued_at and progress.pending == progress.running == 0:
-        with _locked(folder):
-            record = _read(path, execution_id)
-            if record.state == "running":
-                # A missing task's file was pruned by retention after it ended: it is not a failure.
-                state: WorkflowState = "failed" if progress.failed or progress.cancelled else "completed"
-                record = record.model_copy(
-                    update={"state": state, "ended_at": utc_now(), "progress": progress}
-                )
-                write_atomic(path, _encode(record))
-    return _status_of(record, progress)
+    return _current(*_find(execution_id, namespace, share_dir))
 
 
 def stop_workflow(
@@ -237,27 +230,31 @@ def stop_workflow(
 ) -> WorkflowStatus:
     """Cancel the run's pending tasks, and only those, and mark it ``terminated``.
 
-    A running task finishes; tasks of other runs are not touched. Stopping a run that has ended
-    cancels nothing and leaves its state as it was.
+    A running task finishes; tasks of other runs are not touched. A run that has already ended
+    (completed, failed or terminated) is left as it was: nothing is cancelled, and the answer says
+    ``already_ended``.
     """
-    folder, path, _ = _find(execution_id, namespace, share_dir)
+    folder, path, record = _find(execution_id, namespace, share_dir)
+    status = _current(folder, path, record)  # a run whose tasks have all finished is recorded as ended
+    if status.finished:
+        return status.model_copy(update={"already_ended": True})
     with _locked(folder):
         record = _read(path, execution_id)
-        if record.state in ("completed", "failed"):
-            return _status_of(record, record.progress or _progress(_queue_of(record), record.task_ids))
+        if record.state != "running":  # it ended between the look above and the lock
+            return _current(folder, path, record).model_copy(update={"already_ended": True})
         queue = _queue_of(record)
         cancelled = queue.cancel(record.task_ids, execution_id)
-        if record.state == "running":
-            record = record.model_copy(update={"state": "terminated", "ended_at": utc_now()})
-            write_atomic(path, _encode(record))
+        record = record.model_copy(update={"state": "terminated", "ended_at": utc_now()})
+        write_atomic(path, _encode(record))
     status = _status_of(record, _progress(queue, record.task_ids))
     return status.model_copy(update={"cancelled": cancelled})
 
 
 def list_workflows(
     *, namespace: str | None = None, share_dir: str | os.PathLike[str] | None = None, limit: int = 20
-) -> list[WorkflowRecord]:
-    """The namespace's most recent runs, newest first (their records, without counting tasks)."""
+) -> list[WorkflowStatus]:
+    """The namespace's most recent runs, newest first, each with its live state and progress, as
+    ``workflow_status`` gives them."""
     from keepwarm.fleet import namespace_root
 
     share, name = namespace_root(namespace, share_dir)
@@ -265,13 +262,15 @@ def list_workflows(
     numbered = sorted(
         ((int(m.group(1)), n) for n in list_visible(folder) if (m := _NUMBERED.match(n))), reverse=True
     )
-    records = []
+    runs = []
     for _, file_name in numbered[:limit]:
+        path = folder / file_name
         try:
-            records.append(WorkflowRecord.model_validate_json((folder / file_name).read_bytes()))
+            record = WorkflowRecord.model_validate_json(path.read_bytes())
         except (OSError, ValidationError):
             continue
-    return records
+        runs.append(_current(folder, path, record))
+    return runs
 
 
 async def astart_workflow(
@@ -295,6 +294,24 @@ async def astop_workflow(execution_id: str, **options: Any) -> WorkflowStatus:
 
 
 # ---------------------------------------------------------------------- internals
+
+
+def _current(folder: Path, path: Path, record: WorkflowRecord) -> WorkflowStatus:
+    """The run's status now; the first look that finds every task finished records the outcome."""
+    if record.state != "running" and record.progress is not None:
+        return _status_of(record, record.progress)
+    progress = _progress(_queue_of(record), record.task_ids)
+    if record.state == "running" and record.queued_at and progress.pending == progress.running == 0:
+        with _locked(folder):
+            record = _read(path, record.execution_id)
+            if record.state == "running":
+                # A missing task's file was pruned by retention after it ended: it is not a failure.
+                state: WorkflowState = "failed" if progress.failed or progress.cancelled else "completed"
+                record = record.model_copy(
+                    update={"state": state, "ended_at": utc_now(), "progress": progress}
+                )
+                write_atomic(path, _encode(record))
+    return _status_of(record, progress)
 
 
 def _find(

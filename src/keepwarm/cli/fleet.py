@@ -73,30 +73,63 @@ def _fleet(fleet: str | None) -> Fleet:
 @click.command()
 @fleet_argument
 @timeout_option("Seconds each service gets to be ready [default: its start_timeout_sec].")
+@click.option("--workflow", "with_workflow", is_flag=True, help="Then start a run of the fleet's [workflow].")
 @json_option
-def up(fleet: str | None, timeout: float | None, as_json: bool) -> None:
+def up(fleet: str | None, timeout: float | None, with_workflow: bool, as_json: bool) -> None:
     """Start every enabled service of a fleet; returns when all are ready (refused if one runs)."""
     chosen = _fleet(fleet)
     began = time.perf_counter()
-    status = chosen.up(timeout=timeout)
+    status = chosen.up(timeout=timeout, workflow=with_workflow)
     elapsed = time.perf_counter() - began
     if as_json:
         emit_json(status.model_dump(mode="json"))
         return
-    say(f"started fleet {chosen.path.name}: {len(chosen.enabled)} services ready in {elapsed:.2f}s")
+    ready = len(chosen.enabled)
+    services = "1 service" if ready == 1 else f"{ready} services"
+    say(f"started fleet {chosen.path.name}: {services} ready in {elapsed:.2f}s")
     print_services(status.services, title=f"fleet {chosen.path.name} (namespace {chosen.namespace})")
+    if status.workflow is not None:
+        run = status.workflow
+        say(f"started {run.execution_id}: {run.total} tasks on {run.app} (namespace {run.namespace})")
+        click.echo(run.execution_id)
 
 
 @click.command()
 @fleet_argument
+@click.option(
+    "--all", "every", is_flag=True, help="Stop every service of the namespace instead, fleet or not."
+)
+@namespace_options
 @timeout_option("Seconds loops get to finish [default: each app's stop_timeout_sec].")
 @json_option
-def down(fleet: str | None, timeout: float | None, as_json: bool) -> None:
-    """Stop every service of a fleet; returns when each supervisor has exited."""
-    chosen = _fleet(fleet)
-    stopped = chosen.down(timeout=timeout)
+def down(
+    fleet: str | None,
+    every: bool,
+    namespace: str | None,
+    share_dir: Path | None,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Stop every service of a fleet (or, with --all, of the namespace); returns when each
+    supervisor has exited."""
+    from keepwarm.fleet import namespace_root, stop_all
+
+    if every:
+        if fleet is not None:
+            raise UserError("give either FLEET or --all (every service of the namespace), not both")
+        where = namespace_root(namespace, share_dir)[1]
+        stopped = stop_all(namespace, share_dir, timeout=timeout)
+        document: dict[str, Any] = {"namespace": where, "services": stopped}
+        if not stopped and not as_json:
+            say(f"no running services in namespace {where}")
+    else:
+        if namespace is not None or share_dir is not None:
+            raise UserError("--namespace and --share-dir go with --all; a fleet file names its own namespace")
+        chosen = _fleet(fleet)
+        stopped = chosen.down(timeout=timeout)
+        document = {"fleet": str(chosen.path), "namespace": chosen.namespace, "services": stopped}
     if as_json:
-        emit_json({"fleet": str(chosen.path), "namespace": chosen.namespace, "services": stopped})
+        emit_json(document)
         return
     for row in stopped:
         click.echo(f"{row['service']}: {row['message']}")
@@ -115,10 +148,12 @@ def ps(namespace: str | None, share_dir: Path | None, fleet: str | None, as_json
             raise UserError("give either --fleet (its namespace) or --namespace, not both")
         status = _fleet(fleet).status()
         rows, where = status.services, status.namespace
+        document = status.model_dump(mode="json", exclude={"workflow"})  # the fleet's ready, as up gives it
     else:
         rows, where = list_services(namespace, share_dir), namespace_root(namespace, share_dir)[1]
+        document = {"namespace": where, "services": [row.model_dump(mode="json") for row in rows]}
     if as_json:
-        emit_json({"namespace": where, "services": [row.model_dump(mode="json") for row in rows]})
+        emit_json(document)
     elif rows:
         print_services(rows, title=f"namespace {where}")
     else:
@@ -176,6 +211,9 @@ def workflow() -> None:
 )
 @click.option("--name", help="Execution ids start with this [default: the app].")
 @click.option("--fleet", help="Take the namespace, app and defaults from this fleet file's [workflow].")
+@click.option(
+    "--queue-only", is_flag=True, help="Queue the run even if the service is not running (it waits)."
+)
 @apps_path_option
 @click.option("--namespace", help="The namespace [default: $KEEPWARM_NAMESPACE, [cluster] namespace, login].")
 @json_option
@@ -186,11 +224,12 @@ def workflow_start(
     file: Path | None,
     name: str | None,
     fleet: str | None,
+    queue_only: bool,
     apps_path: Path | None,
     namespace: str | None,
     as_json: bool,
 ) -> None:
-    """Queue a workflow run and print its execution id at once (name-user-NNNN)."""
+    """Queue a workflow run on a running service and print its execution id at once (name-user-NNNN)."""
     from keepwarm.api import Service
     from keepwarm.env import Env
     from keepwarm.workflow import start_workflow
@@ -198,24 +237,21 @@ def workflow_start(
     if file is not None and (count is not None or args is not None):
         raise UserError("give --count/--args, or --file alone (one task per line): not both")
     task_args = json_object(args, "--args") if args is not None else None
+    tasks = _task_lines(file) if file is not None else None
     if fleet is not None:
         if namespace is not None:
             raise UserError("give either --fleet (its namespace) or --namespace, not both")
-        chosen = _fleet(fleet)
-        service = chosen.workflow_member(app).service
-        defaults = chosen.config.workflow
-        name = name or defaults.name
-        if file is None:
-            count = count or defaults.count
-            task_args = defaults.args if task_args is None else task_args
+        status = _fleet(fleet).start_workflow(
+            app, count=count, args=task_args, tasks=tasks, name=name, queue_only=queue_only
+        )
     elif app is None:
         raise UserError("name the app: keepwarm workflow start APP --count N (or pass --fleet FLEET)")
     else:
         service = Service(Env(app, apps_path, namespace=namespace))
-    if file is not None:
-        status = start_workflow(service, tasks=_task_lines(file), name=name)
-    else:
-        status = start_workflow(service, count or 1, task_args or {}, name=name)
+        if tasks is not None:
+            status = start_workflow(service, tasks=tasks, name=name, queue_only=queue_only)
+        else:
+            status = start_workflow(service, count or 1, task_args or {}, name=name, queue_only=queue_only)
     if as_json:
         emit_json(status.model_dump(mode="json"))
         return
@@ -256,7 +292,7 @@ def workflow_stop(execution_id: str, namespace: str | None, share_dir: Path | No
     if as_json:
         emit_json(status.model_dump(mode="json"))
         return
-    if status.state in ("completed", "failed"):
+    if status.already_ended:
         say(f"{execution_id} had already ended ({status.state}); nothing to stop")
     else:
         say(f"stopped {execution_id}: cancelled {len(status.cancelled)} pending tasks")
@@ -270,17 +306,19 @@ def workflow_stop(execution_id: str, namespace: str | None, share_dir: Path | No
 )
 @json_option
 def workflow_list(namespace: str | None, share_dir: Path | None, limit: int, as_json: bool) -> None:
-    """List the namespace's most recent runs, newest first (as recorded: run status for progress)."""
-    from keepwarm.workflow import list_workflows
+    """List the namespace's most recent runs, newest first, with their live state and progress."""
+    from keepwarm.workflow import WorkflowProgress, list_workflows
 
-    records = list_workflows(namespace=namespace, share_dir=share_dir, limit=limit)
+    runs = list_workflows(namespace=namespace, share_dir=share_dir, limit=limit)
     if as_json:
-        emit_json(
-            {"workflows": [r.model_dump(mode="json", by_alias=True, exclude={"task_ids"}) for r in records]}
-        )
+        emit_json({"workflows": [run.model_dump(mode="json", exclude={"cancelled"}) for run in runs]})
         return
-    columns = ("execution_id", "app", "tasks", "state", "created_at")
-    table(columns, [[r.execution_id, r.app, len(r.task_ids), r.state, r.created_at] for r in records])
+    columns = ("execution_id", "app", "state", "tasks", *WorkflowProgress.model_fields, "created_at")
+    cells = [
+        [r.execution_id, r.app, r.state, r.total, *r.progress.model_dump().values(), r.created_at]
+        for r in runs
+    ]
+    table(columns, cells, colours=[STATE_COLOURS.get(r.state) for r in runs])
 
 
 def print_run(status: WorkflowStatus) -> None:
