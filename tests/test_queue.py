@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.errors import InvalidTaskError, QueueFull, TaskNotFound
 from keepwarm.queue import TaskQueue, seq_from_name, terminal_record
@@ -254,3 +255,63 @@ def test_locate_finds_a_task_that_moves_while_it_looks(mycode_env: Env, loops: L
     for _ in range(300):
         (task,) = queue.submit([queue.make_task({"x": 5})])
         assert queue.locate(task.task_id).state in ("pending", "running", "done")
+
+
+# ---------------------------------------------------------------- retry
+
+
+def rejected(queue: TaskQueue, name: str, content: str) -> None:
+    """Write a hand-made file into pending/ and claim it as a loop does: the loop rejects it."""
+    (queue.pending / name).write_text(content)
+    owner = queue.owner_dir("loop-0", "by-hand")
+    owner.mkdir(parents=True, exist_ok=True)
+    claimed = queue.claim(name, owner)
+    assert claimed is not None and queue.load_claimed(claimed) is None
+
+
+def test_bulk_retry_skips_what_is_not_a_failed_task_says_why_and_retries_the_rest(mycode_env: Env) -> None:
+    from .test_cli import APPS, keepwarm_cli
+
+    queue = queue_of(mycode_env)
+    cancelled = queue.submit([queue.make_task({"x": 3})])[0].task_id
+    assert queue.cancel([cancelled]) == [cancelled]
+    rejected(queue, "listed.task.json", "[1, 2, 3]")  # JSON, but not an object
+    rejected(queue, f"{'1' * 20}-named.task.json", "[1, 2, 3]")  # its name carries an id: a record too
+
+    result = keepwarm_cli("retry", "mycode_project", "--apps-path", APPS, "--failed", "--json")
+
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["retried"] == [cancelled] and queue.locate(cancelled).state == "pending"
+    skipped = document["not_retried"]
+    assert sorted(skipped) == sorted(["listed", f"{'1' * 20}-named", "named"])
+    assert skipped["listed"].startswith("failed/listed.task.json is a rejected file (invalid task:")
+    assert "fix it and submit it again" in skipped["listed"]
+    assert skipped["named"].startswith("its task file was rejected: ")
+    again = Service(mycode_env).retry(failed=True)  # the same answer from Python, now with nothing to retry
+    assert again == [] and again.not_retried == skipped
+
+
+def test_retry_of_an_id_that_is_not_a_failed_task_says_where_it_is(mycode_env: Env) -> None:
+    from .test_cli import APPS, keepwarm_cli
+
+    queue = queue_of(mycode_env)
+    pending = queue.submit([queue.make_task({"x": 3})])[0].task_id
+
+    result = keepwarm_cli("retry", "mycode_project", "--apps-path", APPS, "nosuch", pending)
+
+    assert result.returncode == 1 and result.stdout == ""
+    assert "not retried nosuch: not found among failed tasks, nor anywhere else in the queue" in result.stderr
+    assert f"not retried {pending}: not found among failed tasks: it is pending" in result.stderr
+
+
+def test_a_hand_written_name_with_a_19_digit_sequence_is_rejected_saying_it_needs_20(mycode_env: Env) -> None:
+    queue = queue_of(mycode_env)
+    task = queue.make_task({"x": 3}, task_id="byhand")
+    name = f"{'1' * 19}-byhand.task.json"
+
+    rejected(queue, name, json.dumps(task.to_json_dict()))
+
+    reason = (queue.failed / f"{name}.rejection.txt").read_text()
+    assert "starts with a 19-digit sequence, but a sequence must be 20 digits" in reason
+    assert f"0{'1' * 19}-byhand.task.json" in reason and "or no sequence: byhand.task.json" in reason

@@ -21,7 +21,7 @@ from keepwarm.health import (
     write_report,
     write_snapshot,
 )
-from keepwarm.queue import QueueCounts, TaskQueue
+from keepwarm.queue import QueueCounts, Retried, TaskQueue
 from keepwarm.results import DeliveryWatch, TaskHandle, value_of, wait_for_records
 from keepwarm.task import Task, TaskRecord, parse_task_lines
 
@@ -181,8 +181,12 @@ class Service:
             return self.queue.cancel(ids, execution_id)
         return [*ack.result.get("cancelled", []), *ack.result.get("running_cancelled", [])]
 
-    def retry(self, task_ids: Iterable[str] = (), *, failed: bool = False) -> list[str]:
-        """Send failed or cancelled tasks (or, with ``failed=True``, all of them) back to the queue."""
+    def retry(self, task_ids: Iterable[str] = (), *, failed: bool = False) -> Retried:
+        """Send failed or cancelled tasks (or, with ``failed=True``, all of them) back to the queue.
+
+        Returns the ids retried, a list whose ``not_retried`` says why each other one was not (not
+        found among failed tasks, a rejected file, not a task record): those are skipped, never fatal.
+        """
         return self.queue.retry(task_ids, all_failed=failed)
 
     # ------------------------------------------------------------------ service mode

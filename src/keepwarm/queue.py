@@ -94,6 +94,15 @@ class TaskLocation:
     owner: str | None = None  # running/<owner>/
 
 
+class Retried(list[str]):
+    """The ids ``retry`` sent back to ``pending/``, sorted; ``not_retried`` maps every other id it
+    was given or found to why it was not retried."""
+
+    def __init__(self, retried: Iterable[str] = (), not_retried: dict[str, str] | None = None) -> None:
+        super().__init__(retried)
+        self.not_retried = not_retried if not_retried is not None else {}
+
+
 @dataclass(frozen=True)
 class RequeueOutcome:
     task_id: str
@@ -378,7 +387,7 @@ class TaskQueue:
             else:
                 expected = task_id_from_name(path.name)
                 if expected is not None and expected != task.task_id:
-                    problem = f"file name says task {expected!r} but task_id is {task.task_id!r}"
+                    problem = _name_problem(expected, task.task_id)
                 else:
                     problem = json_problem(task.args, "args") or json_problem(task.plan, "plan")
                     if problem is None:
@@ -442,47 +451,72 @@ class TaskQueue:
             cancelled.append(task.task_id)
         return cancelled
 
-    def retry(self, task_ids: Iterable[str] = (), *, all_failed: bool = False) -> list[str]:
-        """Send failed or cancelled tasks back to ``pending/`` as fresh attempts; the ids retried.
+    def retry(self, task_ids: Iterable[str] = (), *, all_failed: bool = False) -> Retried:
+        """Send failed or cancelled tasks back to ``pending/`` as fresh attempts; the ids retried, with
+        why each other one was not (``not_retried``).
 
-        The new task file is written before the terminal record goes, inside a claim folder, so a
-        crash at any point leaves the task either failed or pending, never lost.
+        ``all_failed`` takes every ``*.task.json`` in ``failed/``: rejected files and anything else
+        that is not a task record are skipped and named, the rest retried. The new task file is
+        written before the terminal record goes, inside a claim folder, so a crash at any point
+        leaves the task either failed or pending, never lost.
         """
         wanted = set(task_ids)
         for task_id in wanted:
             _require_safe_id(task_id)
         if all_failed:
             wanted |= {n[: -len(TASK_SUFFIX)] for n in list_visible(self.failed) if n.endswith(TASK_SUFFIX)}
+        retried, not_retried = [], {}
         owner = ensure_private_dir(self.owner_dir(RETRY_SLOT, f"{os.getpid()}-{next_seq()}"))
         try:
-            retried = self._retry_into(sorted(wanted), owner)
+            for task_id in sorted(wanted):
+                why = self._retry_one(task_id, owner)
+                if why is None:
+                    retried.append(task_id)
+                else:
+                    not_retried[task_id] = why
         finally:
             _remove_if_empty(owner)
         if retried:
             self.events.append("retried", task_ids=retried)
-        return retried
+        return Retried(retried, not_retried)
 
-    def _retry_into(self, task_ids: list[str], owner: Path) -> list[str]:
-        retried = []
-        for task_id in task_ids:
-            terminal = self.failed / f"{task_id}{TASK_SUFFIX}"
+    def _retry_one(self, task_id: str, owner: Path) -> str | None:
+        """Retry one failed task; None once it is pending again, else why it cannot be retried."""
+        terminal = self.failed / f"{task_id}{TASK_SUFFIX}"
+        where = f"failed/{terminal.name}"
+        rejection = terminal.with_name(terminal.name + REJECTION_SUFFIX)
+        if os.path.lexists(rejection):
+            reason = rejection.read_text(errors="replace").strip()
+            return f"{where} is a rejected file ({reason}), not a task: fix it and submit it again"
+        try:
+            record = json.loads(read_regular(terminal, self.settings.max_result_bytes * 2))
+        except FileNotFoundError:
             try:
-                record = json.loads(read_regular(terminal, self.settings.max_result_bytes * 2))
-                task = Task.model_validate(
-                    {k: v for k, v in record.items() if k in Task.model_fields or k == "schema"}
-                )
-            except (OSError, ValueError, ValidationError):
-                continue  # not a failed task record (a rejected file, or gone)
-            if task.task_id != task_id or "status" not in record:
-                continue  # a rejected file that merely looks like one
-            task.attempts = [*task.attempts, {"outcome": "retried", "at": utc_now()}]
-            task.attempt = 1
-            name = pending_name(next_seq(), task_id)
-            write_atomic(owner / name, encode(task.to_json_dict()), self.durable)
-            os.unlink(terminal)
-            os.rename(owner / name, self.pending / name)
-            retried.append(task_id)
-        return retried
+                state = self.locate(task_id).state
+            except TaskNotFound:
+                return "not found among failed tasks, nor anywhere else in the queue"
+            return f"not found among failed tasks: it is {state} (only failed or cancelled tasks retry)"
+        except (OSError, ValueError, RecursionError) as exc:
+            return f"{where} is not a task record ({exc}): fix or remove it"
+        if not isinstance(record, dict) or record.get("task_id") != task_id or "status" not in record:
+            return f"{where} is not a task record (no task_id {task_id!r} and status): fix or remove it"
+        error = record.get("error")
+        if isinstance(error, str) and error.startswith("rejected: "):
+            return f"its task file was {error}: fix that file and submit it again"
+        try:
+            task = Task.model_validate(
+                {k: v for k, v in record.items() if k in Task.model_fields or k == "schema"}
+            )
+        except ValidationError as exc:
+            problems = "; ".join(describe_error(e) for e in exc.errors())
+            return f"{where} is not a valid task record ({problems}): fix or remove it"
+        task.attempts = [*task.attempts, {"outcome": "retried", "at": utc_now()}]
+        task.attempt = 1
+        name = pending_name(next_seq(), task_id)
+        write_atomic(owner / name, encode(task.to_json_dict()), self.durable)
+        os.unlink(terminal)
+        os.rename(owner / name, self.pending / name)
+        return None
 
     def _pending_of_execution(self, execution_id: str) -> Iterator[str]:
         # Reads pending files without claiming them: only to select, never to run.
@@ -627,6 +661,18 @@ def terminal_record(
         attempts=[*task.attempts, this_attempt],
     )
     return record
+
+
+def _name_problem(named: str, task_id: str) -> str:
+    """Why a file name does not match its task_id: often a hand-written sequence of the wrong length."""
+    seq, _, rest = named.partition("-")
+    if seq.isdigit() and rest == task_id:
+        padded = f"{seq.zfill(20)}-{task_id}{TASK_SUFFIX}, " if len(seq) < 20 else ""
+        return (
+            f"file name {named}{TASK_SUFFIX} starts with a {len(seq)}-digit sequence, but a sequence "
+            f"must be 20 digits ({padded}or no sequence: {task_id}{TASK_SUFFIX})"
+        )
+    return f"file name says task {named!r} but task_id is {task_id!r}"
 
 
 def _require_safe_id(task_id: str) -> None:

@@ -371,11 +371,14 @@ def retry(
         raise UserError("name the tasks to retry: TASK_ID ... or --failed")
     retried = service_of(app, apps_path, namespace).retry(task_ids, failed=failed)
     if as_json:
-        emit_json({"retried": retried})
-    elif retried:
-        click.echo("\n".join(f"retried {task_id}" for task_id in retried))
+        emit_json({"retried": list(retried), "not_retried": retried.not_retried})
     else:
-        say("nothing to retry")
+        for task_id in retried:
+            click.echo(f"retried {task_id}")
+        for task_id, why in retried.not_retried.items():
+            say(f"not retried {task_id}: {why}")
+        if not retried and not retried.not_retried:
+            say("nothing to retry: no failed or cancelled task")
     if not retried:
         sys.exit(1)
 
