@@ -848,3 +848,63 @@ def test_an_app_that_ends_the_interpreter_in_python_mode_fails_the_cli_run_recor
     assert [p["name"] for p in record["partitions"]] == ["part0"]  # what finished before is kept
     log = Path(record["log_path"]).read_text()
     assert "part0 done on worker-0" in log and f"run {folder.name} failed: the run's process" in log
+
+
+# ---------------------------------------------------------------- benchmark.json: every mode's latest timing
+
+
+def test_a_partial_benchmark_updates_its_modes_and_keeps_the_others_dated(mycode: Env) -> None:
+    first = benchmark(mycode, ["python", "pool"])
+    before = json.loads((mycode.log_dir / "benchmark.json").read_text())
+
+    result = keepwarm_cli(
+        "run", str(mycode.app_dir), "--benchmark", "--mode", "python,rapids", "--json", timeout=120
+    )
+
+    assert result.returncode == 0, result.stderr
+    after = json.loads((mycode.log_dir / "benchmark.json").read_text())
+    assert set(after) == {"python", "pool"}  # rapids skipped, pool kept
+    ranking = {"order": after["pool"]["order"], "delta": after["pool"]["delta"]}
+    assert after["pool"] == before["pool"] | ranking  # the same run, re-ranked
+    assert after["python"]["run_id"] != first.entries["python"].run_id
+    assert after["python"]["date"] > before["python"]["date"]  # each entry dated: the one of its run
+    assert sorted(e["order"] for e in after.values()) == [1, 2]
+    document = json.loads(result.stdout)
+    assert document["kept"] == ["pool"] and document["dropped"] == {}
+    assert "rapids" in document["skipped"] and document["same_output"]
+    shown = keepwarm_cli("run", str(mycode.app_dir), "--benchmark", "--mode", "python", timeout=120)
+    assert "kept from earlier runs of the same work plan: pool" in shown.stderr
+
+
+def test_a_single_run_records_its_timing_and_drops_timings_of_another_plan(mycode: Env) -> None:
+    python = keepwarm.run(mycode, "python")
+    pool = keepwarm.run(mycode, "pool")
+
+    document = json.loads((mycode.log_dir / "benchmark.json").read_text())
+    assert set(document) == {"python", "pool"}
+    assert document["pool"]["run_id"] == pool.run_id and document["pool"]["date"] == pool.finished_at
+    assert document["python"]["seconds"] == python.seconds and document["python"]["rows"] == 600
+    assert document["pool"]["args"] == {"x": 27, "items": 600, "partitions": 6}
+    assert {e["order"] for e in document.values()} == {1, 2}
+
+    events: list[RunEvent] = []
+    keepwarm.run(mycode, "python", args={"items": 60}, on_event=events.append)
+
+    document = json.loads((mycode.log_dir / "benchmark.json").read_text())
+    assert set(document) == {"python"} and document["python"]["rows"] == 60
+    warnings = [e.message for e in events if e.kind == "warning"]
+    assert any(
+        w.startswith("benchmark.json: the entry of pool was dropped: measured on")
+        and 'another work plan (2 workers, args {"items": 600' in w
+        for w in warnings
+    ), warnings
+
+
+def test_a_benchmark_of_modes_that_cannot_run_here_changes_nothing(mycode: Env) -> None:
+    keepwarm.run(mycode, "python")
+    before = (mycode.log_dir / "benchmark.json").read_bytes()
+
+    result = keepwarm_cli("run", str(mycode.app_dir), "--benchmark", "--mode", "rapids")
+
+    assert "no mode to benchmark can run here (rapids: " in assert_clean_failure(result)
+    assert (mycode.log_dir / "benchmark.json").read_bytes() == before

@@ -53,6 +53,7 @@ from keepwarm.errors import KeepwarmError
 from keepwarm.modes import RunMode, require_available, settings_mode
 from keepwarm.plan import SavedPlan, build_plan, load_plan, plan_from_json, plan_path, save_plan
 from keepwarm.task import utc_now
+from keepwarm.timings import BENCHMARK_FILE, BenchmarkEntry, record_timings, timing
 
 RUN_SCHEMA = "keepwarm.run.v1"
 RUN_RECORD = "run.json"
@@ -114,12 +115,29 @@ class RunReport(BaseModel):
     plan_path: str
     moves: int
     code_dir: str
+    args: dict[str, Any] | None = None  # of the plan it ran (None before the plan was made)
     error: str | None = None
     partitions: list[PartitionOutcome]
 
     @property
     def nodes(self) -> int:
         return len(self.workers)
+
+    def timing_entry(self, digest: str | None = None) -> BenchmarkEntry:
+        """This run's entry of ``benchmark.json``."""
+        return BenchmarkEntry(
+            variant=self.mode_bits,
+            nodes=self.nodes,
+            node=self.host,
+            mode=self.mode,
+            timing=timing(self.seconds),
+            seconds=self.seconds,
+            date=self.finished_at,
+            args=self.args,
+            run_id=self.run_id,
+            rows=self.rows,
+            digest=digest,
+        )
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -243,6 +261,10 @@ class _Run:
             "info",
             f"run {self.run_id} done in {report.seconds:.3f}s: {report.rows} rows in {self.output_dir}",
         )
+        recorded = record_timings(self.env, [report.timing_entry()])
+        self.emit("info", f"timing recorded in {recorded.path}")
+        for mode, reason in recorded.dropped.items():
+            self.emit("warning", f"{BENCHMARK_FILE}: the entry of {mode} was dropped: {reason}")
         return report
 
     def execute_in(self, python: Path) -> RunReport:
@@ -431,6 +453,7 @@ class _Run:
             plan_path=str(plan_path(self.env)),
             moves=len(plan.moves) if plan else 0,
             code_dir=str(code_dir),
+            args=plan.args if plan else None,
             error=error,
             partitions=outcomes,
         )

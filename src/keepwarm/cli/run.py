@@ -237,10 +237,7 @@ def run(
         modes = None if mode is None else [RunMode.parse(part) for part in mode.split(",")]
         report = _benchmark(env, modes, workers, overrides)
         if as_json:
-            emit_json(
-                {"path": report.path, "entries": {k: v.model_dump() for k, v in report.entries.items()}}
-                | {"skipped": report.skipped, "same_output": report.same_output}
-            )
+            emit_json(report.model_dump(mode="json") | {"same_output": report.same_output})
         else:
             _print_benchmark(report)
         return
@@ -298,16 +295,20 @@ def _benchmark(
 
 def _print_benchmark(report: BenchmarkReport) -> None:
     rows = [
-        (e.order, e.mode, e.variant, f"{e.seconds:.3f}", f"+{e.delta:.3f}", e.nodes, e.rows, e.digest)
+        (e.order, e.mode, e.variant, f"{e.seconds:.3f}", f"+{e.delta:.3f}", e.nodes, e.rows, e.date, e.digest)
         for e in report.ranked
     ]
     table(
-        ("order", "mode", "variant", "seconds", "delta", "nodes", "rows", "output digest"),
+        ("order", "mode", "variant", "seconds", "delta", "nodes", "rows", "date", "output digest"),
         rows,
         title="benchmark, fastest first",
     )
     for name, reason in report.skipped.items():
         say(f"skipped {name}: {reason}", fg="yellow")
+    if report.kept:
+        say(f"kept from earlier runs of the same work plan: {', '.join(report.kept)} (see their dates)")
+    for name, reason in report.dropped.items():
+        say(f"dropped the earlier entry of {name}: {reason}", fg="yellow")
     verdict = "the same output in every mode" if report.same_output else "OUTPUTS DIFFER between modes"
     say(f"{verdict}; written: {report.path}", fg=None if report.same_output else "red")
 
