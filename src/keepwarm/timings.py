@@ -74,19 +74,6 @@ def timing(seconds: float) -> str:
     return f"{int(minutes)} min {rest:.3f} s" if minutes else f"{rest:.3f} s"
 
 
-def benchmark_path(env: Env) -> Path:
-    return env.log_dir / BENCHMARK_FILE
-
-
-def read_benchmark(env: Env) -> BenchmarkReport | None:
-    """``benchmark.json`` as it is (None when there is none or it cannot be read)."""
-    path = benchmark_path(env)
-    try:
-        return BenchmarkReport(path=str(path), entries=_read_entries(path))
-    except (OSError, ValueError):
-        return None
-
-
 def record_timings(env: Env, entries: list[BenchmarkEntry]) -> BenchmarkReport:
     """Put ``entries`` (runs of one work plan) into ``benchmark.json``: each replaces its mode's entry,
     the other modes' entries measured on the same plan are kept, the rest dropped; all re-ranked."""
