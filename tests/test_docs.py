@@ -7,10 +7,18 @@ For every ``docs/*.md`` page:
   share and log dirs and the console script's folder first on PATH; a block that raises fails the
   test with the page, the block and the traceback, whose line numbers point into the page;
 - every line of a ``console`` block that starts with ``$ keepwarm `` runs through the console script
-  and must exit 0, unless it ends with ``#norun``. Lines run in order, without a shell;
+  and must exit 0, unless it ends with ``#norun`` (not run) or ``#exit N`` (must exit ``N``: a
+  documented refusal or gate verdict). Lines run in order, without a shell; a service a page's
+  commands leave running is stopped afterwards;
+- in a block whose info string is ``console checked``, the lines under a command (up to the next
+  ``$ ``) are its documented output: each must appear, in order, in what it printed (stdout, then
+  stderr; runs of whitespace are one space, ``…`` stands for anything). Plain ``console`` blocks may
+  show illustrative output (ids, times) that is not checked;
 - links to other pages, and their ``#anchors``, resolve.
 
-Code that must not run uses another info string: ``py`` for listings, ``pycon``, ``text``.
+So a claim a page makes about the CLI is checked by writing it as a ``console checked`` example, and
+any other runnable claim by a ``python`` block that asserts it. Code that must not run uses another
+info string: ``py`` for listings, ``pycon``, ``text``.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -27,11 +36,16 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
+from keepwarm.health import pid_alive
+from keepwarm.state import read_supervisor_state
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 BIN = Path(sys.executable).parent
 KEEPWARM = BIN / "keepwarm"
 NORUN = "#norun"
+EXPECTED_EXIT = re.compile(r"#exit (\d+)\s*$")
+CHECKED = "console checked"
 GUIDES = ("concepts.md", "apps.md", "queue.md", "python-api.md")
 PAGE_TIMEOUT_SEC = 240
 
@@ -96,16 +110,60 @@ def python_blocks(page: Path) -> list[Block]:
     return [b for b in fenced_blocks(page.read_text(encoding="utf-8")) if b.info == "python"]
 
 
-def console_commands(page: Path) -> list[tuple[int, str]]:
-    """(line, command) of each runnable ``$ keepwarm ...`` line of the page's console blocks."""
-    commands = []
-    for block in fenced_blocks(page.read_text(encoding="utf-8")):
-        if block.info != "console":
+@dataclass(frozen=True)
+class Command:
+    line: int
+    command: str  # "keepwarm ...", without "$ " and without its "#exit N"
+    exit_code: int
+    output: tuple[str, ...]  # the documented output, checked in ``console checked`` blocks
+
+
+def console_commands(page: Path) -> list[Command]:
+    return console_commands_in(page.read_text(encoding="utf-8"))
+
+
+def console_commands_in(text: str) -> list[Command]:
+    """Each runnable ``$ keepwarm ...`` line of a page's console blocks, with what it must do."""
+    commands: list[Command] = []
+    for block in fenced_blocks(text):
+        if block.info not in ("console", CHECKED):
             continue
+        current: Command | None = None
         for offset, line in enumerate(block.source.splitlines()):
-            if line.startswith("$ keepwarm ") and not line.rstrip().endswith(NORUN):
-                commands.append((block.line + offset, line[2:]))
+            if line.startswith("$ "):
+                if current is not None:
+                    commands.append(current)
+                current = None
+                if line.startswith("$ keepwarm ") and not line.rstrip().endswith(NORUN):
+                    code = EXPECTED_EXIT.search(line)
+                    text = line[2 : code.start()] if code else line[2:]
+                    current = Command(block.line + offset, text.strip(), int(code[1]) if code else 0, ())
+            elif current is not None and block.info == CHECKED and line.strip():
+                current = Command(current.line, current.command, current.exit_code, (*current.output, line))
+        if current is not None:
+            commands.append(current)
     return commands
+
+
+def output_problem(printed: str, expected: tuple[str, ...]) -> str | None:
+    """Which documented output line is not in ``printed`` (in order), or None."""
+    text = " ".join(printed.split())
+    position = 0
+    for line in expected:
+        pattern = ".*?".join(re.escape(" ".join(part.split())) for part in line.split("…"))
+        found = re.compile(pattern).search(text, position)
+        if found is None:
+            return f"documented output {line!r} not found in what it printed after that point"
+        position = found.end()
+    return None
+
+
+def stop_leftover_services(share: Path) -> None:
+    """Kill the supervisors a page's commands left running (their loops follow: parent-death signal)."""
+    for state_file in share.glob("*/service/*/supervisor.json"):
+        state = read_supervisor_state(state_file)
+        if state is not None and pid_alive(state.pid):
+            os.kill(state.pid, signal.SIGKILL)
 
 
 def _pages() -> list[Path]:
@@ -193,23 +251,45 @@ def test_python_examples_run(page: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("page", [p for p in _pages() if console_commands(p)], ids=lambda p: p.name)
-def test_console_examples_run(page: Path) -> None:
+def test_console_examples_run(page: Path, isolated_dirs: Path) -> None:
     relative = page.relative_to(ROOT)
-    for line, command in console_commands(page):
-        argv = shlex.split(command, comments=True)
-        completed = subprocess.run(
-            [str(KEEPWARM), *argv[1:]],
-            check=False,
-            cwd=ROOT,
-            env=_example_env(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=PAGE_TIMEOUT_SEC,
-        )
-        if completed.returncode != 0:
-            pytest.fail(
-                f"{relative} line {line}: `{command}` exited {completed.returncode}\n"
-                f"stdout:\n{completed.stdout}\nstderr:\n{completed.stderr}",
-                pytrace=False,
+    try:
+        for command in console_commands(page):
+            argv = shlex.split(command.command, comments=True)
+            completed = subprocess.run(
+                [str(KEEPWARM), *argv[1:]],
+                check=False,
+                cwd=ROOT,
+                env=_example_env(),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=PAGE_TIMEOUT_SEC,
             )
+            problem = output_problem(completed.stdout + completed.stderr, command.output)
+            if completed.returncode != command.exit_code:
+                problem = f"exited {completed.returncode}, not {command.exit_code}"
+            if problem is not None:
+                pytest.fail(
+                    f"{relative} line {command.line}: `{command.command}` {problem}\n"
+                    f"stdout:\n{completed.stdout}\nstderr:\n{completed.stderr}",
+                    pytrace=False,
+                )
+    finally:
+        stop_leftover_services(isolated_dirs)
+
+
+def test_console_examples_declare_exit_codes_and_checked_output() -> None:
+    text = (
+        "```console checked\n$ keepwarm stop demo\nservice demo … stopped\n"
+        "$ keepwarm health demo --gate   #exit 3\n```\n\n"
+        "```console\n$ keepwarm tasks demo\nan illustrative id\n$ keepwarm ui  #norun\n```\n"
+    )
+    commands = console_commands_in(text)
+    assert [(c.command, c.exit_code, c.output) for c in commands] == [
+        ("keepwarm stop demo", 0, ("service demo … stopped",)),
+        ("keepwarm health demo --gate", 3, ()),
+        ("keepwarm tasks demo", 0, ()),
+    ]
+    assert output_problem("service demo is already\n  stopped\n", ("service demo … stopped",)) is None
+    assert output_problem("service demo started", ("service demo … stopped",)) is not None

@@ -106,7 +106,10 @@ class ClusterSettings(_Section):
         default=10.0, gt=0, description="a heartbeat older than this makes the loop stale"
     )
     start_timeout_sec: float = Field(
-        default=60.0, gt=0, description="how long start waits for every loop to be ready"
+        default=60.0,
+        gt=0,
+        description="how long start waits for every loop to be ready; a new loop with no heartbeat "
+        "after this long (or heartbeat_timeout_sec, if longer) is restarted as missing-heartbeat",
     )
     stop_timeout_sec: float = Field(
         default=30.0, gt=0, description="how long stop lets a loop finish its task before killing it"
@@ -156,7 +159,11 @@ class ClusterSettings(_Section):
     retention_min_age_sec: float = Field(
         default=600, ge=0, description="the file-count limits never remove a file younger than this"
     )
-    isolated: bool = Field(default=False, description="install the app into its own virtual environment")
+    isolated: bool = Field(
+        default=False,
+        description="keepwarm install makes the app a virtual environment of its own; run mode and "
+        "the service's local loops run in it",
+    )
     allow_shared_writers: bool = Field(
         default=False,
         description="let start accept a queue folder that other users can write (a team share whose "
