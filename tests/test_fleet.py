@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from keepwarm.api import Service
+from keepwarm.env import Env
 from keepwarm.errors import SettingsError
 from keepwarm.fleet import Fleet, FleetAlreadyRunning, FleetStartError, list_services
 from keepwarm.health import pid_alive
@@ -112,7 +113,10 @@ def fleets() -> Iterator[Fleets]:
     ("body", "expected"),
     [
         ('[services.a]\napp = "mycode_project"\n', "fleet: required but missing"),
-        ('[fleet]\nnamespace = "../up"\n[services.a]\n', "[fleet] namespace: string should match pattern"),
+        (
+            '[fleet]\nnamespace = "../up"\n[services.a]\n',
+            "[fleet] namespace: '../up' is not a safe name: use letters, digits, '_', '-', '.'",
+        ),
         ('[fleet]\nnamespace = "t"\n[services.a]\nwrkers = 2\n', "[services.a] wrkers: unknown key; did you"),
         ('[fleet]\nnamespace = "t"\n[services.a]\nworkers = 0\n', "[services.a] workers: input should be"),
         ('[fleet]\nnamespace = "t"\n[services.a]\nenv = { KEEPWARM_SHARE = "/x" }\n', "keepwarm's own"),
@@ -149,6 +153,8 @@ def test_members_are_checked_before_anything_starts(tmp_path: Path) -> None:
     assert "pass one: keepwarm up path/to/fleet.toml" in assert_clean_failure(
         keepwarm_cli("up", cwd=tmp_path)
     )
+    folder = assert_clean_failure(keepwarm_cli("up", str(tmp_path / "a")))
+    assert f"fleet file '{tmp_path / 'a'}' is a folder; pass the file: {unknown}" in folder
 
 
 # ---------------------------------------------------------------------- up, ps, down
@@ -300,3 +306,71 @@ def test_ready_means_every_loop_is_healthy_and_the_gate_is_its_own_column(
     assert table.returncode == 0, table.stderr
     line = next(line for line in table.stdout.splitlines() if line.startswith("flaky"))
     assert " yes " in line and "fail (5: restart_rate)" in line
+
+
+def test_up_with_workflow_starts_the_fleet_then_a_run_of_its_workflow_table(
+    tmp_path: Path, fleets: Fleets
+) -> None:
+    path = write_fleet(
+        tmp_path,
+        f"""
+        [fleet]
+        namespace = "team-a"
+        apps_path = "{EXAMPLE_APPS}"
+
+        [services.calc]
+        app = "mycode_project"
+        workers = 1
+
+        [workflow]
+        name = "collatz"
+        count = 3
+        args = {{ x = 27 }}
+        """,
+    )
+    fleet = fleets.track(path)
+    started = keepwarm_cli("up", str(path), "--workflow")
+    assert started.returncode == 0, started.stderr
+    assert "1 service ready" in started.stderr
+    execution_id = started.stdout.splitlines()[-1]  # the run's id last on stdout, for scripts
+    assert execution_id.startswith("collatz-") and f"started {execution_id}: 3 tasks on" in started.stderr
+    wait_until(lambda: workflow_status(execution_id, namespace="team-a").state == "completed", 30, "the run")
+    listed = keepwarm_cli("ps", "--fleet", str(path), "--json")
+    assert json.loads(listed.stdout)["ready"] is True  # the fleet-level ready, as up --json gives it
+    fleet.down()
+
+    without = write_fleet(
+        tmp_path / "plain", f'[fleet]\nnamespace = "team-a"\napps_path = "{EXAMPLE_APPS}"\n[services.flaky]\n'
+    )
+    refused = assert_clean_failure(keepwarm_cli("up", str(without), "--workflow"))
+    assert "no [workflow] table to start" in refused
+    assert fleets.track(without).status().services[0].status == "stopped"  # refused before starting
+
+
+def test_down_all_stops_every_service_of_the_namespace_and_lists_them(tmp_path: Path, fleets: Fleets) -> None:
+    fleet = fleets.track(two_apps(tmp_path))
+    fleet.up()
+    loose = Service(Env("model_server", EXAMPLE_APPS, namespace="team-a"))  # in no fleet file
+    other = Service(Env("flaky", EXAMPLE_APPS, namespace="team-b"))
+    try:
+        loose.start(slots=1)
+        other.start(slots=1)
+        stopped = keepwarm_cli("down", "--all", "--namespace", "team-a", "--json")
+        assert stopped.returncode == 0, stopped.stderr
+        document = json.loads(stopped.stdout)
+        assert document["namespace"] == "team-a"
+        assert sorted((row["app"], row["message"]) for row in document["services"]) == [
+            ("flaky", "service flaky stopped"),
+            ("model_server", "service model_server stopped"),
+            ("mycode_project", "service mycode_project stopped"),
+        ]
+        assert {row.status for row in list_services("team-a")} == {"stopped"}
+        assert other.status().supervisor.alive  # another namespace is not touched
+
+        again = keepwarm_cli("down", "--all", "--namespace", "team-a")
+        assert again.returncode == 0 and "no running services in namespace team-a" in again.stderr
+        both = assert_clean_failure(keepwarm_cli("down", str(tmp_path / "fleet.toml"), "--all"))
+        assert "give either FLEET or --all" in both
+    finally:
+        other.stop(timeout=5)
+        loose.stop(timeout=5)

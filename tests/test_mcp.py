@@ -26,7 +26,7 @@ from keepwarm.fleet import Fleet
 from keepwarm.lifecycle import stop_service
 from keepwarm.mcp_server import READ_TOOLS, WRITE_TOOLS, http_token
 
-from .conftest import EXAMPLE_APPS, ROOT
+from .conftest import EXAMPLE_APPS, ROOT, write_app
 
 KEEPWARM = str(Path(sys.executable).parent / "keepwarm")
 APPS = str(EXAMPLE_APPS)
@@ -431,3 +431,20 @@ def test_submit_task_and_start_workflow_follow_one_rule_on_a_stopped_service() -
             assert later["state"] == "running" and later["progress"]["pending"] == 2
 
     asyncio.run(scenario())
+
+
+def test_an_app_named_like_a_keepwarm_tool_cannot_be_exposed(tmp_path: Path) -> None:
+    worker = "class Worker:\n    def work(self, item):\n        return 1\n"
+    write_app(tmp_path, "list_services", worker)
+    result = subprocess.run(
+        [KEEPWARM, "mcp", "--apps-path", str(tmp_path / "apps"), "--expose", "list_services"],
+        env=dict(os.environ),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "'list_services' is the name of one of keepwarm's own tools" in result.stderr
+    assert "expose each app once" not in result.stderr

@@ -273,6 +273,12 @@ def test_workflow_verbs_from_the_command_line(mycode_env: Env) -> None:
     assert from_file.returncode == 0 and from_file.stdout.strip().startswith("batch-")
 
     assert "name the app" in assert_clean_failure(keepwarm_cli("workflow", "start"))
+    tasks.write_text("[1]\n")
+    bad_line = keepwarm_cli("workflow", "start", "mycode_project", "--apps-path", APPS, "--file", str(tasks))
+    assert (
+        """line 1: expected a JSON object such as '{"args": {"x": 3}}', got list"""
+        in assert_clean_failure(bad_line)
+    )
     both = keepwarm_cli(
         "workflow", "start", "mycode_project", "--apps-path", APPS, "--file", str(tasks), "--count", "2"
     )

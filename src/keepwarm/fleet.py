@@ -429,6 +429,12 @@ def resolve_fleet_path(fleet: str | os.PathLike[str] | None) -> Path:
     path = Path(chosen).expanduser()
     if not path.is_file() and path.suffix != ".toml" and path.with_name(path.name + ".toml").is_file():
         path = path.with_name(path.name + ".toml")
+    if path.is_dir():
+        inside = path / FLEET_FILE
+        hint = (
+            f"pass the file: {inside}" if inside.is_file() else f"pass a fleet file (no {FLEET_FILE} in it)"
+        )
+        raise SettingsError(f"fleet file {str(path)!r} is a folder; {hint}")
     if not path.is_file():
         hint = "" if fleet is not None else "; pass one: keepwarm up path/to/fleet.toml"
         raise SettingsError(f"fleet file {str(path)!r} not found{hint} (see docs/fleets.md)")
@@ -465,10 +471,12 @@ def load_fleet_file(path: Path) -> FleetFile:
 
 def _describe(error: Any) -> str:
     loc = tuple(error["loc"])
+    where = f"[{'.'.join(str(p) for p in loc[:-1])}] {loc[-1]}" if len(loc) > 1 else str(loc[0])
     # A model validator's message (env keys) is clearer without pydantic's "Value error, " prefix.
     if error["type"] == "value_error":
-        where = f"[{'.'.join(str(p) for p in loc[:-1])}] {loc[-1]}" if len(loc) > 1 else str(loc[0])
         return f"{where}: {error['ctx']['error']!s}"
+    if error["type"] == "string_pattern_mismatch":  # pydantic's message would show the regex, lower-cased
+        return f"{where}: {error['input']!r} is not a safe name: use letters, digits, '_', '-', '.'"
     if error["type"] == "extra_forbidden" and len(loc) == 3 and loc[0] == "services":
         known = sorted(ServiceSpec.model_fields)
         close = difflib.get_close_matches(str(loc[2]), known, n=1)

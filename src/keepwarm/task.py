@@ -15,7 +15,7 @@ TASK_SCHEMA = "agi.service.task.v1"
 TASK_SUFFIX = ".task.json"
 PICKLE_SUFFIX = ".task.pkl"
 TaskStatus = Literal["done", "failed", "cancelled"]
-TASK_STATES = ("pending", "running", "done", "failed")
+TASK_STATES = ("pending", "running", "done", "failed", "cancelled")
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -36,7 +36,12 @@ def _check_id(value: str | None, what: str) -> str | None:
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return iso_of(datetime.now(UTC).timestamp())
+
+
+def iso_of(epoch: float) -> str:
+    """ISO-8601 UTC with microseconds and ``Z``: the one timestamp format of keepwarm's files."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def epoch_of(value: str | None) -> float | None:
@@ -147,25 +152,21 @@ class TaskItem:
     timeout_sec: float | None
 
 
-def parse_json_object(text: str, where: str) -> dict[str, Any]:
+def parse_json_object(text: str, where: str, example: str = '{"x": 3}') -> dict[str, Any]:
     """A JSON object from ``text``; ValueError naming ``where`` and showing the expected shape."""
     try:
         value = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise ValueError(
-            f"{where}: not valid JSON ({exc}); expected an object such as '{{\"x\": 3}}'"
-        ) from None
+        raise ValueError(f"{where}: not valid JSON ({exc}); expected an object such as '{example}'") from None
     if not isinstance(value, dict):
-        raise ValueError(
-            f"{where}: expected a JSON object such as '{{\"x\": 3}}', got {type(value).__name__}"
-        )
+        raise ValueError(f"{where}: expected a JSON object such as '{example}', got {type(value).__name__}")
     return value
 
 
 def parse_task_lines(text: str, source: str) -> list[tuple[int, dict[str, Any]]]:
     """The objects of a TASKS.jsonl text with their line numbers; blank lines are skipped."""
     return [
-        (number, parse_json_object(line, f"{source} line {number}"))
+        (number, parse_json_object(line, f"{source} line {number}", example='{"args": {"x": 3}}'))
         for number, line in enumerate(text.splitlines(), start=1)
         if line.strip()
     ]
