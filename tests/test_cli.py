@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -451,8 +452,43 @@ def test_tasks_json_shows_counts_and_rows(mycode_env: Env) -> None:
     rows = {row["task_id"]: row for row in document["tasks"]}
     assert set(rows) == {h.task_id for h in [*kept, dropped]}
     assert {rows[h.task_id]["state"] for h in kept} == {"pending"}
-    assert rows[dropped.task_id]["state"] == "failed"
-    assert rows[dropped.task_id]["status"] == "cancelled"
+    assert rows[dropped.task_id]["state"] == "cancelled"
+
+
+def test_tasks_rows_share_one_time_format_name_the_task_and_say_cancelled(
+    services: Services, mycode_env: Env
+) -> None:
+    service = Service(mycode_env)
+    pending = service.submit({"x": 3}, task_name="early")
+    dropped = service.submit({"x": 5}, task_name="dropped")
+    service.cancel([dropped.task_id])
+    services.start(mycode_env, slots=1)
+    pending.result(timeout=30)
+    service.stop()
+    waiting = service.submit({"x": 6}, task_name="waiting")
+
+    result = keepwarm_cli("tasks", "mycode_project", "--apps-path", APPS, "--json")
+    table = keepwarm_cli("tasks", "mycode_project", "--apps-path", APPS)
+    only = keepwarm_cli("tasks", "mycode_project", "--apps-path", APPS, "--state", "cancelled", "--json")
+
+    rows = {row["task_id"]: row for row in json.loads(result.stdout)["tasks"]}
+    assert [
+        (rows[h.task_id]["task_name"], rows[h.task_id]["state"]) for h in (pending, dropped, waiting)
+    ] == [
+        ("early", "done"),
+        ("dropped", "cancelled"),
+        ("waiting", "pending"),
+    ]
+    for row in rows.values():  # one format: ISO-8601 UTC, submitted (pending) or finished
+        assert datetime.fromisoformat(row["at"]).tzinfo is not None and row["at"].endswith("Z")
+    assert [row["task_id"] for row in json.loads(only.stdout)["tasks"]] == [dropped.task_id]
+    header, *lines = table.stdout.splitlines()[1:]
+    assert header.split() == ["task_id", "task_name", "state", "at", "runtime_sec", "error"]
+    assert any(dropped.task_id in line and " cancelled " in line for line in lines)
+    assert any(
+        waiting.task_id in line and " waiting " in line and rows[waiting.task_id]["at"] in line
+        for line in lines
+    )
 
 
 def test_tasks_state_filter_shows_only_that_state(mycode_env: Env) -> None:

@@ -39,6 +39,7 @@ from keepwarm.task import (
     TaskRecord,
     TaskStatus,
     is_safe_id,
+    iso_of,
     new_task_id,
     utc_now,
 )
@@ -521,12 +522,8 @@ class TaskQueue:
     def _pending_of_execution(self, execution_id: str) -> Iterator[str]:
         # Reads pending files without claiming them: only to select, never to run.
         for name in self.scan_pending():
-            try:
-                with open(self.pending / name, "rb", opener=_open_no_follow) as handle:
-                    head = json.loads(handle.read(self.settings.max_task_bytes))
-            except (OSError, ValueError, RecursionError):
-                continue
-            if isinstance(head, dict) and head.get("execution_id") == execution_id:
+            head = self._peek(self.pending / name)
+            if head is not None and head.get("execution_id") == execution_id:
                 yield name
 
     # ------------------------------------------------------------------ inspection
@@ -600,19 +597,22 @@ class TaskQueue:
         raise TaskNotFound(f"no task {task_id!r} in {self.root}; list tasks with: keepwarm tasks APP")
 
     def list_tasks(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Summaries of tasks, per state, newest terminal files first; at most ``limit`` per state."""
+        """Summaries of tasks, at most ``limit`` per state, newest terminal records first.
+
+        A row's ``state`` is one of ``TASK_STATES`` (a cancelled task is ``cancelled``, though its
+        record is in ``failed/``); ``at`` is ISO-8601 UTC: when it was submitted (pending, running)
+        or finished (done, failed, cancelled).
+        """
         rows: list[dict[str, Any]] = []
         if state in (None, "pending"):
-            for name in self.scan_pending()[:limit]:
-                seq = seq_from_name(name)
-                submitted = seq / 1e9 if seq is not None else None
-                rows.append({"task_id": task_id_from_name(name), "state": "pending", "at": submitted})
+            rows += [self._queued_row(self.pending / name, "pending") for name in self.scan_pending()[:limit]]
         if state in (None, "running"):
             for owner, names in self._running_listing():
                 for name in sorted(names)[:limit]:
-                    rows.append({"task_id": task_id_from_name(name), "state": "running", "owner": owner})
+                    rows.append(self._queued_row(self.running / owner / name, "running") | {"owner": owner})
         for folder in (self.done, self.failed):
-            if state not in (None, folder.name):
+            wanted = (folder.name,) if folder is self.done else ("failed", "cancelled")
+            if state is not None and state not in wanted:
                 continue
             for path in _newest_terminal(folder, limit):
                 try:
@@ -621,17 +621,39 @@ class TaskQueue:
                     )
                 except (OSError, ValidationError):
                     continue
-                rows.append(
-                    {
-                        "task_id": record.task_id,
-                        "state": folder.name,
-                        "status": record.status,
-                        "at": record.finished_at,
-                        "runtime_sec": record.runtime_sec,
-                        "error": record.error,
-                    }
-                )
+                if state in (None, record.status):
+                    rows.append(
+                        {
+                            "task_id": record.task_id,
+                            "task_name": record.task_name,
+                            "state": record.status,
+                            "at": record.finished_at,
+                            "runtime_sec": record.runtime_sec,
+                            "error": record.error,
+                        }
+                    )
         return rows
+
+    def _queued_row(self, path: Path, state: str) -> dict[str, Any]:
+        """A pending or running task's row: read to show, never to run."""
+        seq = seq_from_name(path.name)
+        task = self._peek(path)
+        name = task.get("task_name") if task is not None else None
+        return {
+            "task_id": task_id_from_name(path.name),
+            "task_name": name if isinstance(name, str) else None,
+            "state": state,
+            "at": iso_of(seq / 1e9) if seq is not None else None,
+        }
+
+    def _peek(self, path: Path) -> dict[str, Any] | None:
+        """A queued file's JSON object, or None (gone, unreadable, not an object). Never claims it."""
+        try:
+            with open(path, "rb", opener=_open_no_follow) as handle:
+                value = json.loads(handle.read(self.settings.max_task_bytes))
+        except (OSError, ValueError, RecursionError):
+            return None
+        return value if isinstance(value, dict) else None
 
 
 def terminal_record(

@@ -24,6 +24,7 @@ from keepwarm.cli.common import (
     timeout_option,
 )
 from keepwarm.errors import KeepwarmError
+from keepwarm.task import TASK_STATES
 
 if TYPE_CHECKING:
     from keepwarm.health import GateResult, HealthReport
@@ -296,7 +297,7 @@ def result(
 
 @click.command()
 @service_verb
-@click.option("--state", type=click.Choice(["pending", "running", "done", "failed"]), help="Only this state.")
+@click.option("--state", type=click.Choice(TASK_STATES), help="Only this state.")
 @click.option(
     "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many per state."
 )
@@ -310,7 +311,7 @@ def tasks(
     if as_json:
         emit_json({"counts": counts, "tasks": rows})
         return
-    columns = ("task_id", "state", "at", "runtime_sec", "error")
+    columns = ("task_id", "task_name", "state", "at", "runtime_sec", "error")
     counted = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "oldest_pending_age_sec")
     table(
         columns, [[row.get(c) for c in columns] for row in rows], title=f"{service.env.app_target}: {counted}"
