@@ -765,6 +765,29 @@ def test_the_from_python_example_runs_as_a_script_without_a_main_guard(tmp_path:
     assert completed.returncode == 0, completed.stderr  # the pool did not re-run the script
 
 
+def test_a_script_without_a_main_guard_runs_on_a_local_dask_cluster(tmp_path: Path) -> None:
+    script = tmp_path / "on_dask.py"
+    script.write_text(
+        dedent(
+            f"""
+            import keepwarm
+            from keepwarm.scaffold import init_app
+
+            init_app("squares", {str(tmp_path / "apps")!r})
+            report = keepwarm.run(keepwarm.Env("squares", apps_path={str(tmp_path / "apps")!r}), "dask")
+            print(report.rows, report.mode)
+            """
+        )
+    )
+
+    completed = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False
+    )
+
+    assert completed.returncode == 0, completed.stderr  # the nannies did not re-run the script
+    assert completed.stdout.split() == ["1000", "dask"]
+
+
 @pytest.mark.parametrize(
     ("death", "cause"),
     [

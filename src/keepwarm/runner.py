@@ -155,7 +155,6 @@ def run(
     scheduler: str | None = None,
     on_event: EventCallback | None = None,
     contained: bool = False,
-    run_id: str | None = None,
 ) -> RunReport:
     """Run the app's work plan once in ``mode`` (default: what ``[cluster]`` asks for) and return
     the run's report; raises ``RunError`` (or ``ModeError`` before anything starts).
@@ -163,16 +162,20 @@ def run(
     ``contained``: the modes that work partitions in this process (python, cython) run them in a
     child process of keepwarm's own instead, so that an app that ends its interpreter (``os._exit``,
     a crash) fails the run, recorded as such, instead of ending the caller (the CLI does this).
+    A run on a Dask cluster that keepwarm starts here always runs in such a process, so that the
+    cluster's worker processes start from keepwarm, never from the caller's script.
     """
     chosen = RunMode.parse(mode) if mode is not None else settings_mode(env.settings.cluster)
     require_available(chosen)
-    job = _Run(env, chosen, workers, args, scheduler, on_event, run_id)
+    job = _Run(env, chosen, workers, args, scheduler, on_event)
     if env.settings.cluster.isolated and not _in_app_venv(env):
         from keepwarm.installer import app_python
 
         job.emit("info", f"isolated app: running in its virtual environment ({app_python(env)})")
         return job.execute_in(app_python(env))
-    if contained and chosen.executor == "python":
+    cluster = env.settings.cluster
+    local_cluster = chosen.dask and not (scheduler or cluster.scheduler or cluster.hosts)
+    if local_cluster or (contained and chosen.executor == "python"):
         return job.execute_in(Path(sys.executable))
     return job.execute()
 
@@ -326,14 +329,16 @@ class _Run:
             return f"the run's interpreter {python} (pid {pid}) {how} before the run began{said}{hint}"
         plan = _plan_of_run(self.output_dir)
         jobs = plan.jobs() if plan is not None else []
+        done = f"{len(self.outcomes)} of {len(jobs)} partitions done"
+        if self.mode.executor != "python":
+            return f"the run's process (pid {pid}) {how}, {done}{said}"
         working = ""
         if len(self.outcomes) < len(jobs):
             worker, _, partition = jobs[len(self.outcomes)]
             working = f" while working partition {partition.name} on {worker}"
         return (
-            f"the run's process (pid {pid}) {how}{working}, {len(self.outcomes)} of {len(jobs)} partitions "
-            f"done: mode {self.mode} works the partitions in that process, so the app ended it "
-            f"(os._exit, or a crash of the interpreter){said}"
+            f"the run's process (pid {pid}) {how}{working}, {done}: mode {self.mode} works the "
+            f"partitions in that process, so the app ended it (os._exit, or a crash of the interpreter){said}"
         )
 
     def write_log(self, text: str) -> None:
@@ -603,15 +608,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         env = Env(options.app, share_dir=options.share_dir, namespace=options.namespace)
-        report = run(
-            env,
-            int(options.mode),
-            workers=options.workers,
-            args=json.loads(options.args) if options.args else None,
-            scheduler=options.scheduler,
-            on_event=forward,
-            run_id=options.run_id,
-        )
+        args = json.loads(options.args) if options.args else None
+        mode = RunMode(int(options.mode))
+        report = _Run(env, mode, options.workers, args, options.scheduler, forward, options.run_id).execute()
     except KeepwarmError as exc:
         sys.stdout.write(json.dumps({"error": str(exc)}) + "\n")
         return 1
