@@ -118,6 +118,43 @@ def test_version_prints_the_package_version() -> None:
     assert result.stdout.strip() == f"keepwarm {keepwarm.__version__}"
 
 
+# ---------------------------------------------------------------- start
+
+
+def test_a_start_refused_by_a_concurrent_start_names_the_supervisor_pid_and_host(mycode_env: Env) -> None:
+    start = ["start", "mycode_project", "--apps-path", APPS, "--workers", "1"]
+    racing = [
+        subprocess.Popen(
+            [KEEPWARM, *start], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+        )
+        for _ in range(2)
+    ]
+    try:
+        outcomes = sorted((p.wait(timeout=60), p.communicate()[1]) for p in racing)
+        supervisor = Service(mycode_env).status().supervisor
+    finally:
+        Service(mycode_env).stop(timeout=5)
+    (won, _), (lost, message) = outcomes
+    assert (won, lost) == (0, 1), outcomes
+    assert f"(supervisor pid {supervisor.pid} on {supervisor.host}); stop it first" in one_line(message)
+
+
+def test_a_start_that_finds_the_lock_taken_by_a_start_in_progress_says_so(mycode_env: Env) -> None:
+    from keepwarm.lifecycle import lock_path
+    from keepwarm.supervisor import acquire_lock
+
+    mycode_env.service_dir.mkdir(parents=True)
+    fd = acquire_lock(lock_path(mycode_env))  # held, as a start holds it before its supervisor runs
+    try:
+        result = keepwarm_cli("start", "mycode_project", "--apps-path", APPS)
+    finally:
+        os.close(fd or -1)
+
+    message = assert_clean_failure(result)
+    assert "service 'mycode_project' is being started by another process, which holds" in message
+    assert "service.lock; wait for that start, then: keepwarm status mycode_project" in message
+
+
 # ---------------------------------------------------------------- submit
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -133,9 +134,9 @@ class Service:
         try:
             self.require_running()
         except ServiceNotRunning as exc:
-            raise ServiceNotRunning(
-                f"{exc}, or queue tasks for its next start with --queue-only (Python: queue_only=True)"
-            ) from None
+            advice = "queue the tasks for its next start with --queue-only (queue_only=True), or start it"
+            remedy = None if exc.remedy is None else replace(exc.remedy, advice=advice)
+            raise ServiceNotRunning(exc.problem, remedy=remedy) from None
 
     def wait(self, task_ids: Iterable[str], timeout: float | None = None) -> list[TaskRecord]:
         """The tasks' terminal records, in order, once every one has finished.

@@ -346,12 +346,31 @@ def _record_start_error(env: Env, message: str) -> None:
 
 
 def _already_running(env: Env) -> ServiceAlreadyRunning:
+    """The refusal of a start that found the lock held, naming the live supervisor that holds it.
+
+    A concurrent start's supervisor names itself in ``service.json`` a moment after it took the
+    lock; until then the file names no one, or the previous (dead) supervisor: that is waited for.
+    """
+    deadline = time.monotonic() + DEAD_LOCK_WAIT_SEC
     record = read_service_record(env.service_dir / "service.json")
-    who = ""
-    if record is not None and record.supervisor is not None:
-        who = f" (supervisor pid {record.supervisor.pid} on {record.supervisor.host})"
+    owner = record.supervisor if record is not None and record.desired == "running" else None
+    while owner is None or (owner.host == os.uname().nodename and not pid_alive(owner.pid)):
+        if time.monotonic() > deadline:
+            return ServiceAlreadyRunning(
+                f"service {env.app_target!r} is being started by another process, which holds "
+                f"{lock_path(env)}",
+                remedy=Remedy(
+                    "wait for that start, then",
+                    f"keepwarm status {env.app_target}",
+                    "service_status",
+                    _named(env),
+                ),
+            )
+        time.sleep(0.02)
+        record = read_service_record(env.service_dir / "service.json")
+        owner = record.supervisor if record is not None and record.desired == "running" else None
     return ServiceAlreadyRunning(
-        f"service {env.app_target!r} is running{who}",
+        f"service {env.app_target!r} is running (supervisor pid {owner.pid} on {owner.host})",
         remedy=Remedy("stop it first", f"keepwarm stop {env.app_target}", "stop_service", _named(env)),
     )
 
