@@ -931,3 +931,30 @@ def test_a_benchmark_of_modes_that_cannot_run_here_changes_nothing(mycode: Env) 
 
     assert "no mode to benchmark can run here (rapids: " in assert_clean_failure(result)
     assert (mycode.log_dir / "benchmark.json").read_bytes() == before
+
+
+def test_run_json_stays_one_document_when_the_app_writes_to_stdout_itself(tmp_path: Path) -> None:
+    worker = dedent(
+        """
+        import os
+
+
+        class Worker:
+            def start(self):
+                os.write(1, b"a C library says hello on fd 1\\n")
+
+            def work(self, item):
+                return [{"n": item.data[0]}]
+
+            def stop(self):
+                pass
+        """
+    )
+    env = Env(write_app(tmp_path / "apps", "chatty", worker))
+
+    result = keepwarm_cli("run", str(env.app_dir), "--mode", "python", "--json")
+
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["status"] == "done" and document["rows"] == 4
+    assert "a C library says hello on fd 1" in Path(document["log_path"]).read_text()

@@ -606,15 +606,19 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(EVENT_PREFIX + event.to_json() + "\n")
         sys.stderr.flush()
 
-    try:
-        env = Env(options.app, share_dir=options.share_dir, namespace=options.namespace)
-        args = json.loads(options.args) if options.args else None
-        mode = RunMode(int(options.mode))
-        report = _Run(env, mode, options.workers, args, options.scheduler, forward, options.run_id).execute()
-    except KeepwarmError as exc:
-        sys.stdout.write(json.dumps({"error": str(exc)}) + "\n")
-        return 1
-    sys.stdout.write(report.model_dump_json(by_alias=True) + "\n")
+    with os.fdopen(os.dup(1), "w", encoding="utf-8") as report_out:
+        os.dup2(2, 1)  # what the app writes to fd 1 goes to the log (stderr), not into the report
+        try:
+            env = Env(options.app, share_dir=options.share_dir, namespace=options.namespace)
+            args = json.loads(options.args) if options.args else None
+            mode = RunMode(int(options.mode))
+            report = _Run(
+                env, mode, options.workers, args, options.scheduler, forward, options.run_id
+            ).execute()
+        except KeepwarmError as exc:
+            report_out.write(json.dumps({"error": str(exc)}) + "\n")
+            return 1
+        report_out.write(report.model_dump_json(by_alias=True) + "\n")
     return 0
 
 
