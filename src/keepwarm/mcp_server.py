@@ -302,7 +302,7 @@ def _tools(scope: Scope) -> list[Callable[..., Awaitable[dict[str, Any]]]]:
         queue_only (the task then waits for the service's next start)."""
         service = scope.service(app, namespace)
         if not queue_only:
-            await _thread(_require_running, service)
+            await _thread(service.require_running)
         handle = await service.asubmit(args or {}, task_name=task_name, execution_id=execution_id)
         return {"task_id": handle.task_id, "app": service.env.app_target, "state": handle.state}
 
@@ -413,7 +413,7 @@ def _app_tool(scope: Scope, app: str, result_timeout: float) -> Tool:
     async def run(**arguments: Any) -> dict[str, Any]:
         args = to_jsonable_python(arguments if model is not None else arguments.get("args") or {})
         service = Service(env)
-        await _thread(_require_running, service)
+        await _thread(service.require_running)
         handle = await service.asubmit(args, task_name=f"mcp:{env.app_target}")
         try:
             value = await handle.aresult(timeout=result_timeout)
@@ -454,12 +454,6 @@ def _app_tool(scope: Scope, app: str, result_timeout: float) -> Tool:
 
 
 # ---------------------------------------------------------------------- what the tools share
-
-
-def _require_running(service: Service) -> None:
-    from keepwarm.lifecycle import live_supervisor
-
-    live_supervisor(service.env)
 
 
 def _task_outcome(service: Service, task_id: str, timeout: float) -> dict[str, Any]:

@@ -89,9 +89,7 @@ def up(fleet: str | None, timeout: float | None, with_workflow: bool, as_json: b
     say(f"started fleet {chosen.path.name}: {services} ready in {elapsed:.2f}s")
     print_services(status.services, title=f"fleet {chosen.path.name} (namespace {chosen.namespace})")
     if status.workflow is not None:
-        run = status.workflow
-        say(f"started {run.execution_id}: {run.total} tasks on {run.app} (namespace {run.namespace})")
-        click.echo(run.execution_id)
+        announce_run(status.workflow)
 
 
 @click.command()
@@ -110,8 +108,7 @@ def down(
     timeout: float | None,
     as_json: bool,
 ) -> None:
-    """Stop every service of a fleet (or, with --all, of the namespace); returns when each
-    supervisor has exited."""
+    """Stop every service of a fleet, or with --all of the namespace; returns once each has stopped."""
     from keepwarm.fleet import namespace_root, stop_all
 
     if every:
@@ -255,8 +252,14 @@ def workflow_start(
     if as_json:
         emit_json(status.model_dump(mode="json"))
         return
-    say(f"started {status.execution_id}: {status.total} tasks on {status.app} (namespace {status.namespace})")
-    click.echo(status.execution_id)
+    announce_run(status)
+
+
+def announce_run(run: WorkflowStatus) -> None:
+    """A run just started: what it is on stderr, its execution id alone on stdout (for scripts)."""
+    tasks = "1 task" if run.total == 1 else f"{run.total} tasks"
+    say(f"started {run.execution_id}: {tasks} on {run.app} (namespace {run.namespace})")
+    click.echo(run.execution_id)
 
 
 def _task_lines(file: Path) -> list[dict[str, Any]]:
