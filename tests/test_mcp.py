@@ -148,9 +148,8 @@ def test_every_tool_over_stdio_against_real_services(fleet_file: Path) -> None:
             assert outcome["result"] == {"x": 6, "collatz_steps": 8, "prime_factors": [2, 3]}
             invalid = await refused(client, "submit_task", app="mycode_project", args={"x": 0})
             assert "invalid args: x: input should be greater than or equal to 1" in invalid
-            assert "no task 'nope'" in await refused(
-                client, "get_result", app="mycode_project", task_id="nope"
-            )
+            unknown = await refused(client, "get_result", app="mycode_project", task_id="nope")
+            assert "no task 'nope'" in unknown and "keepwarm tasks" not in unknown
 
             # The exposed app: one call, one task, its result.
             ran = await call(client, "mycode_project", x=12)
@@ -167,8 +166,11 @@ def test_every_tool_over_stdio_against_real_services(fleet_file: Path) -> None:
             assert (await call(client, "stop_workflow", execution_id=run["execution_id"]))[
                 "state"
             ] == "completed"
-            assert "no workflow run 'x-y-0042'" in await refused(
-                client, "workflow_status", execution_id="x-y-0042"
+            missing = await refused(client, "workflow_status", execution_id="x-y-0042")
+            assert "no workflow run 'x-y-0042'" in missing and "--namespace" not in missing
+            assert (
+                'a run belongs to the namespace that started it: call workflow_status with {"execution_id"'
+                in missing
             )
             assert "not an execution id" in await refused(client, "stop_workflow", execution_id="../0001")
 

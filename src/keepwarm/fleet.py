@@ -436,8 +436,14 @@ def resolve_fleet_path(fleet: str | os.PathLike[str] | None) -> Path:
         )
         raise SettingsError(f"fleet file {str(path)!r} is a folder; {hint}")
     if not path.is_file():
-        hint = "" if fleet is not None else "; pass one: keepwarm up path/to/fleet.toml"
-        raise SettingsError(f"fleet file {str(path)!r} not found{hint} (see docs/fleets.md)")
+        remedy = (
+            None
+            if fleet is not None
+            else Remedy(
+                "pass one", "keepwarm up path/to/fleet.toml", arguments={"fleet": "path/to/fleet.toml"}
+            )
+        )
+        raise SettingsError(f"fleet file {str(path)!r} not found (see docs/fleets.md)", remedy=remedy)
     return path
 
 

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from keepwarm.atomic import fsync_dir, publish_new, write_atomic, write_temp
 from keepwarm.env import Env, ensure_private_dir
-from keepwarm.errors import InvalidTaskError, QueueFull, TaskNotFound, storage_error
+from keepwarm.errors import InvalidTaskError, QueueFull, Remedy, TaskNotFound, storage_error
 from keepwarm.events import EventLog
 from keepwarm.settings import ClusterSettings, describe_error
 from keepwarm.task import (
@@ -594,7 +594,9 @@ class TaskQueue:
             terminal = self.terminal_path(task_id)
             if terminal is not None:
                 return TaskLocation(task_id, terminal.parent.name, terminal)
-        raise TaskNotFound(f"no task {task_id!r} in {self.root}; list tasks with: keepwarm tasks APP")
+        raise TaskNotFound(
+            f"no task {task_id!r} in {self.root}", remedy=Remedy("list tasks with", "keepwarm tasks APP")
+        )
 
     def list_tasks(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Summaries of tasks, at most ``limit`` per state, newest terminal records first.

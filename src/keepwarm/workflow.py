@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from keepwarm.api import Service
 from keepwarm.atomic import publish_new, write_atomic
 from keepwarm.env import Env, ensure_private_dir, login_name
-from keepwarm.errors import InvalidTaskError, KeepwarmError
+from keepwarm.errors import InvalidTaskError, KeepwarmError, Remedy
 from keepwarm.queue import TaskQueue, list_visible, task_id_from_name
 from keepwarm.settings import ClusterSettings, describe_error
 from keepwarm.task import TASK_SUFFIX, PartialTask, Task, TaskRecord, is_safe_id, utc_now
@@ -335,9 +335,13 @@ def _read(path: Path, execution_id: str, where: str = "") -> WorkflowRecord:
         record = None
     if record is None or record.execution_id != execution_id:
         raise WorkflowNotFound(
-            f"no workflow run {execution_id!r} in {where or path.parent}; a run belongs to the namespace "
-            "that started it: pass --namespace (or set KEEPWARM_NAMESPACE), and --share-dir if its app "
-            "sets [cluster] share_dir"
+            f"no workflow run {execution_id!r} in {where or path.parent}",
+            remedy=Remedy(
+                "a run belongs to the namespace that started it",
+                "pass --namespace (or set KEEPWARM_NAMESPACE), "
+                "and --share-dir if its app sets [cluster] share_dir",
+                arguments={"execution_id": execution_id, "namespace": "<the namespace that started it>"},
+            ),
         )
     return record
 
