@@ -467,6 +467,9 @@ def test_worker_rows_carry_the_loop_table_and_heartbeat_details(mycode_env: Env)
         "restarts": 10,
         "task_id": None,
         "task_age_sec": None,
+        "last_reason": None,
+        "start_error": None,
+        "planned": None,
     }
 
 
@@ -491,10 +494,148 @@ def test_restart_rate_is_restarts_within_the_window_per_slot(mycode_env: Env) ->
     assert report.restart_rate == 0.5 and report.workers_restarted == ["loop-0"]
 
 
+# ---------------------------------------------------------------------- planned changes
+
+
+def planned_row(slot: str, planned: str, **fields: object) -> LoopRow:
+    return loop_row(slot).model_copy(update={"planned": planned, **fields})
+
+
+def test_a_loop_that_exits_for_a_planned_restart_is_pending_never_finished(mycode_env: Env) -> None:
+    write_service(mycode_env)
+    # Ordered to restart; it has exited (its heartbeat says so) before the supervisor reaped it.
+    write_supervisor(mycode_env, [loop_row("loop-0"), planned_row("loop-1", "operator-restart")])
+    write_heartbeat(mycode_env, "loop-0")
+    write_heartbeat(mycode_env, "loop-1", state="stopped", age=30)
+    report = evaluate_health(mycode_env, now=NOW)
+    row = row_of(report, "loop-1")
+    assert (row["healthy"], row["reason"], row["planned"]) == (False, None, "operator-restart")
+    assert report.workers_pending == ["loop-1"] and report.workers_unhealthy == []
+    assert report.status == "idle" and report.status_reason is None and report.conditions == []
+    assert evaluate_gate(report, GateThresholds(allow_idle=True)).passed
+
+
+def test_a_reaped_planned_restart_and_its_next_incarnation_are_pending(mycode_env: Env) -> None:
+    write_service(mycode_env)
+    reaped = planned_row("loop-1", "rolling-restart", future_state="finished", last_reason="rolling-restart")
+    write_supervisor(mycode_env, [loop_row("loop-0"), reaped])
+    write_heartbeat(mycode_env, "loop-0")
+    report = evaluate_health(mycode_env, now=NOW)
+    assert report.status == "idle" and report.workers_pending == ["loop-1"]
+    assert row_of(report, "loop-1")["last_reason"] == "rolling-restart"
+
+    respawned = planned_row(
+        "loop-1", "rolling-restart", incarnation="loop-1-b", future_state="pending", started_at=NOW - 1
+    )
+    write_supervisor(mycode_env, [loop_row("loop-0"), respawned])
+    assert evaluate_health(mycode_env, now=NOW).status == "idle"
+    # A planned restart whose new incarnation never says ready is unhealthy after the grace, as any start.
+    write_supervisor(mycode_env, [loop_row("loop-0"), respawned.model_copy(update={"started_at": NOW - 11})])
+    late = evaluate_health(mycode_env, now=NOW)
+    assert row_of(late, "loop-1")["reason"] == "missing-heartbeat" and late.status == "degraded"
+
+
+def test_the_only_loop_in_a_planned_restart_is_not_an_error(mycode_env: Env) -> None:
+    write_service(mycode_env, slots=1)
+    only = planned_row("loop-0", "operator-restart", future_state="finished")
+    write_supervisor(mycode_env, [only], slots=1)
+    report = evaluate_health(mycode_env, now=NOW)
+    assert report.status == "idle" and report.workers_healthy == [] and report.workers_pending == ["loop-0"]
+
+
+def test_new_slots_of_a_scale_up_do_not_degrade_the_service(mycode_env: Env) -> None:
+    write_service(mycode_env, slots=3)
+    new = planned_row("loop-2", "scale-up", incarnation="-", future_state="pending", started_at=NOW - 0.1)
+    write_supervisor(mycode_env, [loop_row("loop-0"), loop_row("loop-1"), new], slots=3)
+    write_heartbeat(mycode_env, "loop-0")
+    write_heartbeat(mycode_env, "loop-1")
+    report = evaluate_health(mycode_env, now=NOW)
+    assert report.status == "idle" and report.workers_pending == ["loop-2"]
+    assert "loops-starting" not in report.conditions
+
+
+def test_a_loop_that_recycles_itself_is_planned_before_the_supervisor_reaps_it(mycode_env: Env) -> None:
+    healthy_service(mycode_env)
+    beat = Heartbeat(
+        slot="loop-0",
+        incarnation="loop-0-a",
+        pid=4242,
+        host=HOST,
+        state="stopped",
+        timestamp=iso(NOW - 0.1),
+        stop_reason="max-tasks",
+    )
+    (queue_of(mycode_env).heartbeats / "loop-0.json").write_text(beat.model_dump_json())
+    report = evaluate_health(mycode_env, now=NOW)
+    assert row_of(report, "loop-0")["planned"] == "recycled" and report.status == "idle"
+
+
+def test_an_unplanned_exit_during_a_planned_change_is_still_unhealthy(mycode_env: Env) -> None:
+    write_service(mycode_env)
+    crashed = planned_row("loop-1", "scale-up").model_copy(update={"planned": None})
+    write_supervisor(mycode_env, [loop_row("loop-0"), crashed.model_copy(update={"future_state": "error"})])
+    write_heartbeat(mycode_env, "loop-0")
+    report = evaluate_health(mycode_env, now=NOW)
+    assert row_of(report, "loop-1")["reason"] == "loop-error" and report.status == "degraded"
+    assert report.status_reason == "1 of 2 loops not healthy: loop-1 loop-error"
+
+
+# ---------------------------------------------------------------------- why: reasons and start errors
+
+
+def test_loops_crash_looping_in_start_name_their_start_error_and_the_service_why(mycode_env: Env) -> None:
+    error = "start failed: RuntimeError: no GPU"
+    write_service(mycode_env)
+    rows = [
+        loop_row(slot, future_state="error", unhealthy_reason="loop-error", restarts=4).model_copy(
+            update={"last_reason": "loop-error", "start_error": error}
+        )
+        for slot in ("loop-0", "loop-1")
+    ]
+    write_supervisor(mycode_env, rows)
+    report = evaluate_health(mycode_env, now=NOW)
+    assert report.status == "error"
+    assert [(r.last_reason, r.start_error) for r in report.worker_health] == [("loop-error", error)] * 2
+    assert report.status_reason == (
+        f"no loop is healthy: loop-0 loop-error ({error}); loop-1 loop-error ({error})"
+    )
+
+
+def test_a_start_error_shows_as_soon_as_the_loops_heartbeat_says_so(mycode_env: Env) -> None:
+    healthy_service(mycode_env)
+    beat = Heartbeat(
+        slot="loop-1",
+        incarnation="loop-1-a",
+        pid=4242,
+        host=HOST,
+        state="stopped",
+        timestamp=iso(NOW - 0.1),
+        error="start failed: ValueError: bad model path",
+    )
+    (queue_of(mycode_env).heartbeats / "loop-1.json").write_text(beat.model_dump_json())
+    row = row_of(evaluate_health(mycode_env, now=NOW), "loop-1")
+    assert (row["reason"], row["start_error"]) == ("loop-error", "start failed: ValueError: bad model path")
+
+
+def test_the_status_reason_names_a_dead_supervisor_and_a_failed_start(mycode_env: Env, dead_pid: int) -> None:
+    healthy_service(mycode_env)
+    write_service(mycode_env, pid=dead_pid)
+    report = evaluate_health(mycode_env, now=NOW)
+    assert report.status_reason == (
+        f"the supervisor (pid {dead_pid} on {HOST}) is dead; "
+        "keepwarm start mycode_project recovers the service"
+    )
+    path = mycode_env.service_dir / "service.json"
+    record = ServiceRecord.model_validate_json(path.read_bytes())
+    error = "loop loop-0: start failed: boom"
+    write_state(path, record.model_copy(update={"desired": "stopped", "start_error": error}))
+    assert evaluate_health(mycode_env, now=NOW).status_reason == f"start failed: {error}"
+
+
 # ---------------------------------------------------------------------- the report
 
 
-def test_the_report_has_exactly_the_v1_fields(mycode_env: Env) -> None:
+def test_the_report_has_exactly_the_v1_fields_and_keepwarms_additions(mycode_env: Env) -> None:
     healthy_service(mycode_env)
     data = evaluate_health(mycode_env, now=NOW).to_json_dict()
     lists = [
@@ -509,6 +650,7 @@ def test_the_report_has_exactly_the_v1_fields(mycode_env: Env) -> None:
         *lists, *(f"{name}_count" for name in lists),
         "restart_reasons", "restart_rate", "conditions", "queue", "heartbeat_timeout_sec",
         "queue_dir", "cleanup", "worker_health", "supervisor", "version",
+        "status_reason",  # keepwarm's addition: why the status is error or degraded
     }  # fmt: skip
     assert data["schema"] == HEALTH_SCHEMA and data["version"] == __version__
     assert data["timestamp"] == iso(NOW) and data["timestamp"].endswith("Z")
@@ -826,6 +968,9 @@ def test_health_output_that_cannot_be_written_is_one_error_line(mycode_env: Env,
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     completed = keepwarm_health(mycode_env, "--output", str(blocker / "h.json"))
-    assert completed.returncode == 1 and completed.stdout == ""
-    assert completed.stderr.startswith(f"error: cannot write the health report to {blocker / 'h.json'} (")
-    assert "Traceback" not in completed.stderr and len(completed.stderr.splitlines()) == 1
+    assert completed.returncode == 1
+    assert completed.stderr == (
+        f"error: cannot write the health report to {blocker / 'h.json'} ({blocker}: Not a directory); "
+        "give a path in a folder you can write\n"
+    )
+    assert blocker.read_text() == "not a folder"

@@ -458,3 +458,130 @@ def test_cancel_of_a_running_async_task_leaves_its_loop_and_neighbours_alone(
     assert neighbour.result(timeout=30)["pid"] == pid
     assert loop_pid(env, "loop-0") == pid
     assert service.status().restart_reasons == {}
+
+
+# ---------------------------------------------------------------------- planned changes never alarm
+
+
+class Monitor:
+    """An operator's monitor: ``Service.health(allow_idle=True)`` every 10 ms (the report and gate the
+    CLI prints), and ``keepwarm health --gate --allow-idle`` as fast as the CLI answers, each in a thread.
+    """
+
+    def __init__(self, service: Service) -> None:
+        import threading
+
+        self.service = service
+        self.samples = 0
+        self.alarms: list[str] = []
+        self.gate_codes: list[int] = []
+        self._done = threading.Event()
+        self._threads = [threading.Thread(target=self._poll), threading.Thread(target=self._probe)]
+
+    def __enter__(self) -> Monitor:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _poll(self) -> None:
+        while not self._done.wait(0.01):
+            report, verdict = self.service.health(allow_idle=True)
+            self.samples += 1
+            reasons = [f"{row.worker}: {row.reason}" for row in report.worker_health if row.reason]
+            if report.status not in ("running", "idle") or reasons or not verdict.passed:
+                self.alarms.append(f"{report.status} {reasons} gate {verdict.code} {verdict.reasons}")
+
+    def _probe(self) -> None:
+        command = [str(KEEPWARM), "health", str(self.service.env.app_dir), "--gate", "--allow-idle"]
+        while not self._done.is_set():
+            probe = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+            self.gate_codes.append(probe.returncode)
+
+
+def test_planned_restarts_scaling_recycling_and_cancels_never_read_as_unplanned(
+    tmp_path: Path, services: Services
+) -> None:
+    env = Env(
+        copy_app(
+            tmp_path,
+            "flaky",
+            **{"heartbeat_timeout_sec = 2\n": "heartbeat_timeout_sec = 10\nmax_tasks_per_loop = 4\n"},
+        )
+    )
+    service = services.start(env)
+
+    def incarnations() -> dict[str, str]:
+        return {row.slot: row.incarnation for row in supervisor_state(env).loops}
+
+    def settled(before: dict[str, str], slots: int, changed: set[str]) -> bool:
+        report = service.status()
+        now = incarnations()
+        return report.workers_healthy_count == slots == len(now) and all(
+            now[slot] != before.get(slot) for slot in changed
+        )
+
+    with Monitor(service) as monitor:
+        before = incarnations()
+        service.restart("loop-1")
+        wait_until(lambda: settled(before, 2, {"loop-1"}), timeout=30, what="loop-1 restarted")
+        before = incarnations()
+        service.restart(rolling=True)
+        wait_until(lambda: settled(before, 2, {"loop-0", "loop-1"}), timeout=30, what="a rolling restart")
+        before = incarnations()
+        service.scale(3)
+        wait_until(lambda: settled(before, 3, {"loop-2"}), timeout=30, what="a scale up to 3")
+        service.scale(1)
+        wait_until(lambda: settled(before, 1, set()), timeout=30, what="a scale down to 1")
+        before = incarnations()
+        for value in range(5):  # the fourth task recycles the loop (max_tasks_per_loop = 4)
+            assert service.submit({"value": value}).result(timeout=30)["value"] == value
+        wait_until(lambda: settled(before, 1, {"loop-0"}), timeout=30, what="the loop recycled")
+        before = incarnations()
+        running = service.submit({"action": "sleep", "seconds": 30})
+        wait_until(lambda: service.queue.locate(running.task_id).state == "running", what="a claim")
+        service.cancel([running.task_id])  # a synchronous task: its loop is restarted
+        wait_until(lambda: settled(before, 1, {"loop-0"}), timeout=30, what="the cancelled task's loop back")
+        wait_until(lambda: len(monitor.gate_codes) >= 3, timeout=60, what="a few CLI gate probes")
+
+    assert monitor.samples > 100
+    assert monitor.alarms == []
+    assert set(monitor.gate_codes) == {0}
+    reasons = service.status().restart_reasons
+    assert set(reasons) <= {"operator-restart", "rolling-restart", "recycled", "loop-cancelled"}, reasons
+    assert service.status().restart_rate == 0
+
+
+def test_status_text_shows_why_loops_restart_and_fail_to_start(tmp_path: Path, services: Services) -> None:
+    env = fast_flaky(tmp_path, "restart_backoff_sec = 0.2\n")
+    service = services.start(env)
+    settings = env.settings_path  # from now on every loop's start() raises: a crash loop in start()
+    settings.write_text(settings.read_text().replace("[args]\n", "[args]\nfail_start = true\n"))
+    for row in supervisor_state(env).loops:
+        os.kill(row.pid or 0, signal.SIGKILL)
+    error = "start failed: RuntimeError: flaky: start() failed on purpose (fail_start = true)"
+    wait_until(
+        lambda: (
+            (report := service.status()).status == "error"
+            and [(r.reason, r.last_reason, r.start_error) for r in report.worker_health]
+            == [("loop-error", "loop-error", error)] * 2
+        ),
+        timeout=30,
+        what="both loops crash-looping in start()",
+    )
+    completed = subprocess.run(
+        [str(KEEPWARM), "status", str(env.app_dir)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert lines[0].startswith("flaky (") and ": error · loops 0 healthy, 2 unhealthy" in lines[0]
+    assert f"reason: no loop is healthy: loop-0 loop-error ({error}); loop-1 loop-error ({error})" in lines
+    header = next(line for line in lines if line.startswith("worker "))
+    assert header.split()[-1] == "last_reason"
+    table_rows = [line for line in lines if line.startswith("loop-") and " start error:" not in line]
+    assert [line.split()[-1] for line in table_rows] == ["loop-error", "loop-error"]
+    assert f"loop-0 start error: {error}" in lines and f"loop-1 start error: {error}" in lines

@@ -75,10 +75,13 @@ class WorkerHealth(_Model):
     restarts: int = 0
     task_id: str | None = None
     task_age_sec: float | None = None
+    last_reason: str | None = None
+    start_error: str | None = None
+    planned: str | None = None
 
     @property
     def pending(self) -> bool:
-        """Not ready yet, but within its start grace: neither healthy nor unhealthy."""
+        """Not ready yet, but within its start grace or a planned change: neither healthy nor unhealthy."""
         return not self.healthy and self.reason is None
 
 
@@ -137,6 +140,7 @@ class HealthReport(_Model):
     restart_reasons: dict[str, int] = Field(default_factory=dict)
     restart_rate: float = 0.0
     conditions: list[str] = Field(default_factory=list)
+    status_reason: str | None = None
     queue: QueueHealth = Field(default_factory=QueueHealth)
     heartbeat_timeout_sec: float
     queue_dir: str
@@ -165,6 +169,9 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
     """
     now = time.time() if now is None else now
     record = read_service_record(env.service_dir / SERVICE_FILE)
+    beats = _heartbeats(env, read_supervisor_state(env.service_dir / SUPERVISOR_FILE))
+    # Read after the heartbeats: the supervisor publishes a planned change before it signals the loop,
+    # so a loop's exit seen in its heartbeat is never judged by a loop table older than that exit.
     state = _current_state(record, read_supervisor_state(env.service_dir / SUPERVISOR_FILE))
     cluster = settings_in_effect(env, record)
     task_queue = TaskQueue(env.queue_dir, settings=cluster)
@@ -175,13 +182,14 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
     if stopped:
         state = None  # the loop table and ledger of a supervisor that is gone describe nothing live
     rows = [
-        evaluate_loop(row, read_heartbeat(env.queue_dir / "heartbeats" / f"{row.slot}.json"), cluster, now)
+        evaluate_loop(row, beats.get(row.slot), cluster, now)
         for row in sorted(state.loops if state else [], key=lambda r: _slot_order(r.slot))
     ]
 
     healthy = [r.worker for r in rows if r.healthy]
     unhealthy = [r.worker for r in rows if r.reason is not None]
     pending = [r.worker for r in rows if r.pending]
+    starting = [r.worker for r in rows if r.pending and r.planned is None]  # pending, not by plan
     running = [r.worker for r in rows if r.future_state == "running"]
 
     window = [e for e in (state.restarts if state else []) if now - e.at <= cluster.restart_window_sec]
@@ -192,7 +200,7 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
     conditions += [
         c for c in supervisor_conditions + _storage_conditions(env.queue_dir) if c not in conditions
     ]
-    if pending and not healthy and not unhealthy:
+    if starting and not healthy and not unhealthy:
         conditions.append("loops-starting")
     start_failed = stopped and record is not None and record.start_error is not None
     if start_failed and record is not None:
@@ -212,17 +220,19 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
         or any(r.heartbeat_state == "processing" for r in rows)
         or (last_task_at is not None and now - last_task_at <= cluster.idle_after_sec)
     )
+    # A loop in a planned change (restart, recycle, scale) counts as serving: planned is never alarming.
+    serving = len(healthy) + len(pending) - len(starting)
     if start_failed:
         status: ServiceStatus = "error"
     elif stopped:
         status = "stopped"
     elif (
         not supervisor.alive
-        or (slots > 0 and not healthy)
+        or (slots > 0 and not serving)
         or any(c.startswith("cluster:") for c in conditions)
     ):
         status = "error"  # a "cluster:" condition: the Dask scheduler is unreachable
-    elif unhealthy or pending:
+    elif unhealthy or starting:
         status = "degraded"
     else:
         status = "running" if flowing else "idle"
@@ -247,6 +257,14 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
         restart_reasons=dict(Counter(e.reason for e in window)),
         restart_rate=sum(1 for e in window if e.reason not in PLANNED_REASONS) / max(slots, 1),
         conditions=conditions,
+        status_reason=_status_reason(
+            status,
+            record.start_error if start_failed and record is not None else None,
+            env.app_target,
+            supervisor,
+            conditions,
+            rows,
+        ),
         queue=queue,
         heartbeat_timeout_sec=cluster.heartbeat_timeout_sec,
         queue_dir=str(env.queue_dir),
@@ -271,12 +289,13 @@ def evaluate_loop(
     """One slot's row from its loop-table entry and its heartbeat file (``None`` if there is none).
 
     The reason, first match wins: the supervisor's ``unhealthy_reason``; the loop's own end
-    (``future_state`` finished, error or cancelled, or a heartbeat that says ``stopped``);
+    (``future_state`` finished, error or cancelled, or a heartbeat that says ``stopped``), unless the
+    end was planned (the row's ``planned``, or a loop that recycled itself after ``max_tasks_per_loop``);
     ``stale-heartbeat(<N>s)`` when this incarnation's heartbeat is older than the timeout;
     ``missing-heartbeat`` when no heartbeat of this incarnation says ready once the grace (one
     heartbeat timeout from the slot's start) is over and the loop is not visibly loading (a fresh
     ``starting`` heartbeat: a slow ``start()``). Without a reason, a slot that is not ready yet is
-    pending, any other is healthy.
+    pending (starting, or in a planned change), any other is healthy.
     """
     timeout = cluster.heartbeat_timeout_sec
     beat = heartbeat if heartbeat is not None and heartbeat.incarnation == row.incarnation else None
@@ -285,14 +304,20 @@ def evaluate_loop(
     task_started = epoch_of(beat.task_started_at) if beat and beat.task_id else None
     in_grace = now - row.started_at <= timeout
 
-    ready = beat is not None and age is not None and beat.state != "starting"
-    reason = row.unhealthy_reason or _FUTURE_REASONS.get(row.future_state)
-    if reason is None and beat is not None and beat.state == "stopped":
-        reason = "loop-error" if beat.error else "loop-finished"
-    if reason is None and age is not None and age > timeout:
+    stopped = beat is not None and beat.state == "stopped"
+    recycled = stopped and beat is not None and beat.stop_reason == "max-tasks"
+    planned = row.planned or ("recycled" if recycled else None)
+    ended = row.future_state in _FUTURE_REASONS or stopped
+    ready = beat is not None and age is not None and beat.state not in ("starting", "stopped")
+    reason = row.unhealthy_reason
+    if reason is None and ended and planned is None:
+        reason = _FUTURE_REASONS.get(row.future_state) or (
+            "loop-error" if beat is not None and beat.error else "loop-finished"
+        )
+    if reason is None and not ended and age is not None and age > timeout:
         reason = f"stale-heartbeat({int(age)}s)"
     loading = beat is not None and beat.state == "starting" and age is not None and age <= timeout
-    if reason is None and not ready and not in_grace and not loading:
+    if reason is None and not ready and not ended and not in_grace and not loading:
         reason = MISSING_HEARTBEAT
     return WorkerHealth(
         worker=row.slot,
@@ -307,6 +332,9 @@ def evaluate_loop(
         restarts=row.restarts,
         task_id=beat.task_id if beat else None,
         task_age_sec=_round(max(0.0, now - task_started) if task_started is not None else None),
+        last_reason=row.last_reason,
+        start_error=row.start_error or (beat.error if beat is not None and stopped else None),
+        planned=planned,
     )
 
 
@@ -327,6 +355,49 @@ def settings_in_effect(env: Env, record: ServiceRecord | None) -> ClusterSetting
         return ClusterSettings.model_validate({**base.model_dump(), **known})
     except ValidationError:
         return base
+
+
+def _heartbeats(env: Env, state: SupervisorState | None) -> dict[str, Heartbeat]:
+    """The heartbeat of each slot in the loop table, as its file says now."""
+    beats = {}
+    for row in state.loops if state else []:
+        beat = read_heartbeat(env.queue_dir / "heartbeats" / f"{row.slot}.json")
+        if beat is not None:
+            beats[row.slot] = beat
+    return beats
+
+
+def _status_reason(
+    status: ServiceStatus,
+    start_error: str | None,
+    app: str,
+    supervisor: SupervisorHealth,
+    conditions: list[str],
+    rows: list[WorkerHealth],
+) -> str | None:
+    """Why the service is ``error`` or ``degraded``, in one line (``None`` for the other words)."""
+    if status not in ("error", "degraded"):
+        return None
+    if start_error is not None:
+        return f"start failed: {start_error}"
+    if not supervisor.alive:
+        who = f"the supervisor (pid {supervisor.pid} on {supervisor.host})"
+        if "supervisor-dead" in conditions:
+            return f"{who} is dead; keepwarm start {app} recovers the service"
+        age = supervisor.heartbeat_age_sec
+        since = "since it started" if age is None else f"for {age:.0f}s"
+        return f"{who} has not written supervisor.json {since}"
+    cluster = next((c for c in conditions if c.startswith("cluster:")), None)
+    if cluster is not None:
+        return cluster
+    troubled = [r for r in rows if r.reason is not None or (r.pending and r.planned is None)]
+    named = "; ".join(
+        f"{r.worker} {r.reason or 'starting'}" + (f" ({r.start_error})" if r.start_error else "")
+        for r in troubled
+    )
+    if status == "error":
+        return "no loop is healthy" + (f": {named}" if named else "")
+    return f"{len(troubled)} of {len(rows)} loops not healthy: {named}"
 
 
 def _current_state(record: ServiceRecord | None, state: SupervisorState | None) -> SupervisorState | None:

@@ -17,7 +17,8 @@ from keepwarm.atomic import write_atomic
 SERVICE_SCHEMA = "keepwarm.service.v1"
 SUPERVISOR_SCHEMA = "keepwarm.supervisor.v1"
 
-# Restarts keepwarm or the operator planned: no back-off, no attempt spent, not counted in restart_rate.
+# Restarts keepwarm or the operator planned: no back-off, no attempt spent, not counted in restart_rate,
+# and never an unhealthy loop, a degraded service or a gate failure while they happen.
 PLANNED_REASONS = frozenset(
     {
         "recycled",
@@ -25,6 +26,7 @@ PLANNED_REASONS = frozenset(
         "operator-restart",
         "rolling-restart",
         "scale-down",
+        "scale-up",
         "stop",
         "loop-cancelled",
     }
@@ -85,6 +87,12 @@ class LoopRow(_State):
     last_reason: str | None = None
     unhealthy_reason: str | None = None
     exit_code: int | None = None
+    # The planned change in progress (one of PLANNED_REASONS): written before keepwarm signals the loop,
+    # cleared when the slot's next incarnation is ready; an unplanned end clears it.
+    planned: str | None = None
+    # The last start error of the slot, in the loop's words ("start failed: RuntimeError: ..."),
+    # until an incarnation is ready.
+    start_error: str | None = None
 
 
 class RestartEntry(_State):

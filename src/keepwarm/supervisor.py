@@ -226,8 +226,8 @@ class Supervisor:
 
     # ------------------------------------------------------------------ slots
 
-    def _add_slot(self, name: str) -> Slot:
-        row = LoopRow(slot=name, incarnation="-", host=self.host, started_at=time.time())
+    def _add_slot(self, name: str, planned: str | None = None) -> Slot:
+        row = LoopRow(slot=name, incarnation="-", host=self.host, started_at=time.time(), planned=planned)
         slot = self.slots[name] = Slot(name, row, next_start=time.monotonic())
         return slot
 
@@ -263,7 +263,7 @@ class Supervisor:
         """Kill a loop now (frozen, stale, past its task's timeout, or cancelled)."""
         if slot.proc is None or (slot.ordered is not None and slot.graceful_deadline is None):
             return
-        slot.ordered = reason
+        self._order(slot, reason)
         slot.graceful_deadline = None
         log.warning("slot %s: killing %s: %s", slot.name, _where(slot.proc), reason)
         slot.proc.kill()
@@ -272,10 +272,19 @@ class Supervisor:
         """Ask a loop to stop after its current task; killed at ``stop_timeout_sec``."""
         if slot.proc is None or slot.ordered is not None:
             return
-        slot.ordered = reason
+        self._order(slot, reason)
         slot.graceful_deadline = time.monotonic() + self.stop_timeout
         log.info("slot %s: stopping %s gracefully: %s", slot.name, _where(slot.proc), reason)
         slot.proc.stop()
+
+    def _order(self, slot: Slot, reason: str) -> None:
+        """Record why keepwarm ends a loop; a planned end is published before the loop is signalled,
+        so no reader ever sees the loop's exit without knowing it was planned."""
+        slot.ordered = reason
+        planned = reason if reason in PLANNED_REASONS else None
+        if slot.row.planned != planned:
+            slot.row = slot.row.model_copy(update={"planned": planned})
+            self._write_state()
 
     # ------------------------------------------------------------------ exits
 
@@ -333,7 +342,9 @@ class Supervisor:
                 "future_state": future,
                 "exit_code": code,
                 "last_reason": reason,
-                "unhealthy_reason": reason,
+                "unhealthy_reason": None if planned else reason,
+                "planned": reason if planned else None,
+                "start_error": start_error or slot.row.start_error,
             }
         )
         if slot.retiring or self.mode == "stopping":
@@ -422,6 +433,8 @@ class Supervisor:
                         update={
                             "future_state": "running",
                             "unhealthy_reason": None,
+                            "planned": slot.row.planned if slot.ordered else None,  # ordered meanwhile
+                            "start_error": None,
                             "pid": beat.pid,
                             "host": beat.host,
                         }
@@ -571,7 +584,7 @@ class Supervisor:
         for index in range(target):
             name = slot_name(index)
             if name not in self.slots:
-                self._add_slot(name)
+                self._add_slot(name, planned="scale-up")
             self.slots[name].retiring = False
         for name, slot in list(self.slots.items()):
             if _slot_index(name) >= target:
