@@ -283,7 +283,7 @@ class _Run:
             command += ["--scheduler", self.scheduler]
         started_at, began = utc_now(), time.perf_counter()
         output: list[str] = []
-        last_line, began_run = "", False
+        last_line = ""
         with self.logging():
             with subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -298,7 +298,7 @@ class _Run:
                         self.emit("app", line.rstrip("\n"))
                         continue
                     event = RunEvent.from_json(line[len(EVENT_PREFIX) :])
-                    began_run, self.total = True, event.total or self.total
+                    self.total = event.total or self.total
                     if event.outcome is not None:
                         self.outcomes.append(event.outcome)
                     if self.on_event is not None:
@@ -313,22 +313,22 @@ class _Run:
                 return RunReport.model_validate(document)
             if isinstance(document, dict):  # the run failed, and its process said so
                 raise RunError(str(document.get("error")))
-            error = self.death(python, process.pid, code, last_line, began_run)
             plan = _plan_of_run(self.output_dir)
+            error = self.death(python, process.pid, code, last_line, plan)
             return self.conclude(
                 self.report(plan, self.env.app_dir, started_at, time.perf_counter() - began, error)
             )
 
-    def death(self, python: Path, pid: int, code: int, last_line: str, began_run: bool) -> str:
-        """What became of a run whose process exited without its report."""
+    def death(self, python: Path, pid: int, code: int, last_line: str, plan: SavedPlan | None) -> str:
+        """What became of a run whose process exited without its report (``plan``: None when it died
+        before it had one)."""
         how = f"was killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         said = f"; its last words on stderr: {last_line}" if last_line else ""
-        if not began_run:
+        if plan is None:
             isolated = python != Path(sys.executable)
             hint = f"; reinstall the app: keepwarm install {self.env.app_target}" if isolated else ""
-            return f"the run's interpreter {python} (pid {pid}) {how} before the run began{said}{hint}"
-        plan = _plan_of_run(self.output_dir)
-        jobs = plan.jobs() if plan is not None else []
+            return f"the run's interpreter {python} (pid {pid}) {how} before the run had a plan{said}{hint}"
+        jobs = plan.jobs()
         done = f"{len(self.outcomes)} of {len(jobs)} partitions done"
         if self.mode.executor != "python":
             return f"the run's process (pid {pid}) {how}, {done}{said}"
