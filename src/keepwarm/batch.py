@@ -258,8 +258,8 @@ def describe_app_exception(exc: BaseException, app_dir: Path) -> str:
     else:
         message = str(exc)
     frames = traceback.extract_tb(exc.__traceback__)
-    roots = tuple(str(root.resolve()) + os.sep for root in (app_dir, *app_roots(app_dir)))
-    own = [frame for frame in frames if str(Path(frame.filename).resolve()).startswith(roots)]
+    root = str(app_dir.resolve()) + os.sep
+    own = [frame for frame in frames if str(Path(frame.filename).resolve()).startswith(root)]
     shown = own or frames
     where = f" at {shown[-1].filename}:{shown[-1].lineno}" if shown else ""
     return f"{type(exc).__name__}: {message}{where}"
