@@ -533,7 +533,7 @@ def start_member(
         starter.kill()
         starter.communicate()
         raise ServiceStartError(
-            f"service {env.app_target!r}: no answer from its starter within {deadline:.0f}s"
+            f"no answer from the starter of service {env.app_target!r} within {deadline:.0f}s"
         ) from None
     for line in reversed(out.splitlines()):
         try:
@@ -549,7 +549,7 @@ def start_member(
             )
             raise kind(str(answer["error"]), remedy=remedy)
     raise ServiceStartError(
-        f"service {env.app_target!r}: its starter exited {starter.returncode}: {err.strip()[-2000:]}"
+        f"the starter of service {env.app_target!r} exited {starter.returncode}: {err.strip()[-2000:]}"
     )
 
 
