@@ -326,6 +326,11 @@ def test_start_service_starts_a_fleet_member_as_up_does(tmp_path: Path) -> None:
         async with Client(server("--fleet", str(path))) as client:
             started = await call(client, "start_service", app="tagged")
             assert started["service"] == "tagged" and started["ready"] and started["loops"] == 1
+            twice = await refused(client, "start_service", app="tagged")  # the starter's error, rebuilt
+            assert twice.startswith("service 'flaky' is running (supervisor pid ")
+            assert twice.endswith(
+                f'stop it first: call stop_service with {{"app": "flaky", "namespace": "{NAMESPACE}"}}'
+            )
 
     try:
         asyncio.run(scenario())
