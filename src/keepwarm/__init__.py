@@ -17,6 +17,7 @@ _EXPORTS = {
     "ServiceAlreadyRunning": "keepwarm.lifecycle",
     "ServiceStartError": "keepwarm.lifecycle",
     "ServiceNotRunning": "keepwarm.lifecycle",
+    "ServiceCannotDeliver": "keepwarm.results",
     "Env": "keepwarm.env",
     "AgiEnv": "keepwarm.env",
     "Service": "keepwarm.api",
@@ -78,6 +79,7 @@ __all__ = [
     "ResultTimeout",
     "Service",
     "ServiceAlreadyRunning",
+    "ServiceCannotDeliver",
     "ServiceHandle",
     "ServiceNotRunning",
     "ServiceStartError",
@@ -162,6 +164,7 @@ if TYPE_CHECKING:
     from keepwarm.lifecycle import ServiceStartError as ServiceStartError
     from keepwarm.plan import distribute as distribute
     from keepwarm.queue import TaskQueue as TaskQueue
+    from keepwarm.results import ServiceCannotDeliver as ServiceCannotDeliver
     from keepwarm.results import TaskHandle as TaskHandle
     from keepwarm.runner import run as run
     from keepwarm.task import Task as Task
