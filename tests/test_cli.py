@@ -358,7 +358,7 @@ def test_submit_wait_prints_the_ids_first_and_stops_when_the_service_stops(
     first, *rest = stderr.splitlines()
     task_id = first.removeprefix("queued ")
     message = one_line(" ".join(rest))
-    assert "service 'flaky' stopped (status stopped) while waiting for task " + task_id in message
+    assert "service 'flaky' stopped running while waiting for task " + task_id in message
     assert "the tasks stay queued" in message and "Traceback" not in stderr
     assert service.queue.locate(task_id).state == "pending"
 

@@ -117,28 +117,38 @@ class DeliveryWatch:
         self._failed_starts: dict[str, dict[str, str]] = {}  # slot -> incarnation -> its start error
 
     def __call__(self, remaining: set[str]) -> None:
-        from keepwarm.health import evaluate_health
+        # The state files and heartbeats only (no queue listing): cheap at any queue size.
+        from keepwarm.health import evaluate_loop
         from keepwarm.heartbeat import read_heartbeat
+        from keepwarm.lifecycle import ServiceNotRunning, live_supervisor
 
-        report = evaluate_health(self.env)
         name = self.env.app_target
-        if not report.supervisor.alive:
+        try:
+            state = live_supervisor(self.env)
+        except ServiceNotRunning:
             if self._seen_running:
                 raise ServiceCannotDeliver(
-                    f"service {name!r} stopped (status {report.status}) while waiting for "
-                    f"{_which(remaining)}; the tasks stay queued: start the service (keepwarm start "
-                    f"{name}), then collect the results with keepwarm result {name} TASK_ID"
-                )
+                    f"service {name!r} stopped running while waiting for {_which(remaining)}; the "
+                    f"tasks stay queued: start the service (keepwarm start {name}), then collect the "
+                    f"results with keepwarm result {name} TASK_ID"
+                ) from None
             return
         self._seen_running = True
-        if report.workers_healthy_count or not report.worker_health:
+        now = time.time()
+        beats = {
+            row.slot: read_heartbeat(self.env.queue_dir / "heartbeats" / f"{row.slot}.json")
+            for row in state.loops
+        }
+        cluster = self.env.settings.cluster
+        if not state.loops or any(
+            evaluate_loop(row, beats[row.slot], cluster, now).healthy for row in state.loops
+        ):
             self._failed_starts.clear()
             return
-        for row in report.worker_health:
-            beat = read_heartbeat(self.env.queue_dir / "heartbeats" / f"{row.worker}.json")
+        for slot, beat in beats.items():
             if beat is not None and beat.state == "stopped" and beat.error:
-                self._failed_starts.setdefault(row.worker, {})[beat.incarnation] = beat.error
-        failing = {row.worker: self._failed_starts.get(row.worker, {}) for row in report.worker_health}
+                self._failed_starts.setdefault(slot, {})[beat.incarnation] = beat.error
+        failing = {slot: self._failed_starts.get(slot, {}) for slot in beats}
         if all(len(starts) >= FAILED_STARTS for starts in failing.values()):
             errors = "; ".join(f"{slot}: {list(starts.values())[-1]}" for slot, starts in failing.items())
             raise ServiceCannotDeliver(
