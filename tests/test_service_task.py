@@ -418,6 +418,322 @@ def test_shutdown_is_the_first_of_shutdown_aclose_close() -> None:
     assert called == ["aclose"]
 
 
+class Pool:
+    """A connection pool whose close() refuses a second call, as many real pools do."""
+
+    def __init__(self) -> None:
+        self.closes = 0
+
+    async def close(self) -> None:
+        self.closes += 1
+        if self.closes > 1:
+            raise RuntimeError("the pool is already closed")
+        await asyncio.sleep(0)  # a real close awaits its connections
+
+
+class SyncPool:
+    """The same, with a synchronous close()."""
+
+    def __init__(self) -> None:
+        self.closes = 0
+
+    def close(self) -> None:
+        self.closes += 1
+        if self.closes > 1:
+            raise RuntimeError("the pool is already closed")
+
+
+def loop_reports() -> list[dict[str, Any]]:
+    """What the running loop's exception handler receives from now on (asyncio logs it by default)."""
+    reports: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: reports.append(context))
+    return reports
+
+
+async def loop_turns(count: int = 3) -> None:
+    """Let the loop run what is ready, ``count`` times over: the callbacks a task's end scheduled."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+def test_the_reference_cleanup_copied_as_it_is_shuts_the_instance_down_once() -> None:
+    @keepwarm.service_task
+    async def create_db_service() -> Pool:
+        return Pool()
+
+    async def scenario() -> None:
+        reports = loop_reports()
+        service_future = await create_db_service()
+        db_pool = await service_future
+        # the reference document's cleanup, as it is
+        service_future.cancel()
+        await db_pool.close()
+        await wait_for(service_future.done, "the service to stop")
+        assert (service_future.status, service_future.error) == ("stopped", None)
+        assert db_pool.closes == 1 and reports == []
+
+    run(scenario)
+
+
+def test_a_shutdown_called_again_after_keepwarms_shares_its_outcome() -> None:
+    @keepwarm.service_task
+    async def create_db_service() -> SyncPool:
+        return SyncPool()
+
+    async def scenario() -> None:
+        handle = await create_db_service()
+        db_pool = await handle
+        await handle.stop()
+        db_pool.close()  # the user's own, after keepwarm's: it has run, it does not run again
+        assert handle.status == "stopped" and db_pool.closes == 1
+
+    run(scenario)
+
+
+def test_keepwarm_leaves_the_shutdown_to_its_user_once_the_user_began_one() -> None:
+    called: list[str] = []
+
+    class Server:
+        async def shutdown(self) -> None:
+            called.append("shutdown")
+
+        async def close(self) -> None:
+            called.append("close")
+            await asyncio.sleep(0)
+
+    @keepwarm.service_task
+    async def start_server() -> Server:
+        return Server()
+
+    async def scenario() -> None:
+        handle = await start_server()
+        server = await handle
+        await server.close()  # the user chose close(): keepwarm does not add its shutdown()
+        await handle.stop()
+        assert handle.status == "stopped" and called == ["close"]
+
+    run(scenario)
+
+
+def test_a_failure_nobody_waits_for_is_reported_to_the_event_loop() -> None:
+    class Stubborn:
+        async def aclose(self) -> None:
+            raise RuntimeError("flush failed")
+
+    @keepwarm.service_task
+    async def start_stubborn() -> Stubborn:
+        return Stubborn()
+
+    async def scenario() -> None:
+        reports = loop_reports()
+        handle = await start_stubborn()
+        await handle
+        handle.cancel()  # and nobody awaits stop(): the error must still be told
+        await wait_for(handle.done, "the service to stop")
+        assert handle.status == "failed" and isinstance(handle.error, RuntimeError)
+        assert [report["exception"] for report in reports] == [handle.error]
+        assert "service start_stubborn failed" in reports[0]["message"]
+        assert "call start_stubborn() to start a new instance" in reports[0]["message"]
+
+    run(scenario)
+
+
+class Journal:
+    """A client that buffers its writes and starts its flusher lazily, on the first write."""
+
+    def __init__(self) -> None:
+        self.buffer: list[str] = []
+        self.flushed: list[str] = []
+        self.flusher: asyncio.Task[None] | None = None
+
+    async def write(self, line: str) -> None:
+        self.buffer.append(line)
+        if self.flusher is None:
+            self.flusher = asyncio.create_task(self.flush_forever())
+
+    async def flush_forever(self) -> None:
+        while True:
+            self.flushed += self.buffer
+            self.buffer.clear()
+            await asyncio.sleep(0.001)
+
+
+def test_a_task_the_instance_starts_during_a_call_ends_at_stop() -> None:
+    @keepwarm.service_task
+    async def open_journal() -> Journal:
+        return Journal()
+
+    async def scenario() -> None:
+        handle = await open_journal()
+        journal = await handle
+        await handle.call(Journal.write, "first")
+        await wait_for(lambda: journal.flushed == ["first"], "the lazy flusher to flush")
+        await handle.stop()
+        assert journal.flusher is not None and journal.flusher.cancelled()
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    run(scenario)
+
+
+def test_a_task_started_while_the_service_stops_is_ended_too() -> None:
+    started: list[asyncio.Task[bool]] = []
+
+    async def hand_over_on_cancel() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            started.append(asyncio.create_task(asyncio.Event().wait()))  # e.g. a last flush
+            raise
+
+    @keepwarm.service_task
+    async def start_worker() -> asyncio.Task[None]:
+        return asyncio.create_task(hand_over_on_cancel())
+
+    async def scenario() -> None:
+        handle = await start_worker()
+        await handle
+        await handle.stop()
+        assert started[0].cancelled()
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    run(scenario)
+
+
+class Feed:
+    """A subscription whose background follower dies when the feed breaks."""
+
+    def __init__(self) -> None:
+        self.broken = asyncio.Event()
+        self.closed = False
+        self.follower = asyncio.create_task(self.follow())
+        self.clock = asyncio.create_task(asyncio.Event().wait())
+
+    async def follow(self) -> None:
+        await self.broken.wait()
+        raise ConnectionResetError("feed lost")
+
+    def latest(self) -> str:
+        return "tick"
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_crashed_background_task_fails_the_service_and_says_so() -> None:
+    @keepwarm.service_task
+    async def subscribe() -> Feed:
+        return Feed()
+
+    async def scenario() -> None:
+        reports = loop_reports()
+        handle = await subscribe()
+        feed = await handle
+        assert await handle.call(Feed.latest) == "tick"
+        feed.broken.set()
+        await wait_for(handle.done, "the crash to fail the service")
+        assert handle.status == "failed" and isinstance(handle.error, ConnectionResetError)
+        assert feed.closed and feed.clock.cancelled()  # shut down like any stop
+        stopped = r"subscribe failed \(ConnectionResetError\('feed lost'\)\)"
+        with pytest.raises(ServiceTaskStopped, match=stopped):
+            await handle.call(Feed.latest)
+        with pytest.raises(ConnectionResetError, match="feed lost"):
+            await handle.stop()
+        assert [report["exception"] for report in reports] == [handle.error]
+
+    run(scenario)
+
+
+def test_a_task_that_crashes_during_the_start_fails_the_start() -> None:
+    @keepwarm.service_task
+    async def subscribe() -> Feed:
+        feed = Feed()
+        feed.broken.set()
+        async with asyncio.timeout(10):  # a start that would wait long: the crash must cut it short
+            await asyncio.Event().wait()
+        return feed
+
+    async def scenario() -> None:
+        handle = await subscribe()
+        with pytest.raises(ConnectionResetError, match="feed lost"):
+            await handle
+        assert handle.status == "failed" and handle.started_at is None
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    run(scenario)
+
+
+def test_an_exception_someone_handles_is_not_a_crash() -> None:
+    class Fragile:
+        """A server whose request handler raises, and a method that handles its helpers' errors."""
+
+        async def start(self) -> None:
+            self.server = await asyncio.start_server(self.answer, HOST, 0)
+            self.port = self.server.sockets[0].getsockname()[1]
+
+        async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            raise ValueError("bad request")  # asyncio's server reports it and closes the connection
+
+        async def lookup(self) -> list[str]:
+            async def unreachable() -> None:
+                raise ConnectionError("replica down")
+
+            outcomes = await asyncio.gather(unreachable(), unreachable(), return_exceptions=True)
+            try:
+                await asyncio.wait_for(unreachable(), timeout=10)
+            except ConnectionError as error:
+                outcomes.append(error)
+            return [str(outcome) for outcome in outcomes]
+
+        async def shutdown(self) -> None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    @keepwarm.service_task
+    async def start_fragile() -> Fragile:
+        fragile = Fragile()
+        await fragile.start()
+        return fragile
+
+    async def scenario() -> None:
+        reports = loop_reports()
+        handle = await start_fragile()
+        fragile = await handle
+        assert await handle.call(Fragile.lookup) == ["replica down"] * 3
+        reader, writer = await asyncio.open_connection(HOST, fragile.port)
+        assert await reader.read() == b""  # the handler failed: the connection is closed
+        writer.close()
+        await writer.wait_closed()
+        await wait_for(lambda: reports, "asyncio to report the handler's error")
+        await loop_turns()
+        assert handle.status == "running" and handle.error is None
+        assert [str(report["exception"]) for report in reports] == ["bad request"]
+        await handle.stop()
+        assert handle.status == "stopped"
+
+    run(scenario)
+
+
+def test_a_task_that_fails_as_it_is_cancelled_fails_the_stop() -> None:
+    async def flush_on_cancel() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise OSError("could not flush: disk full") from None
+
+    @keepwarm.service_task
+    async def start_writer() -> asyncio.Task[None]:
+        return asyncio.create_task(flush_on_cancel())
+
+    async def scenario() -> None:
+        handle = await start_writer()
+        await handle
+        with pytest.raises(OSError, match="disk full"):
+            await handle.stop()
+        assert handle.status == "failed"
+
+    run(scenario)
+
+
 def test_leaving_the_scope_stops_every_service_without_leaking_tasks_or_sockets() -> None:
     start_counting_server, _ = counting_service()
 

@@ -9,6 +9,7 @@ counterpart: every call runs the function afresh, with retries built on tenacity
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import time
@@ -65,6 +66,8 @@ class ServiceHandle(Generic[T]):
         self._running_since: float | None = None
         self._stopping_since: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._shutdowns: list[_ShutdownOnce] = []
+        self._stop_waiters = 0  # stop() calls waiting: they raise the service's error, so it is told
         _track_tasks(self.loop)
         self._task = self.loop.create_task(self._run(start), name=f"keepwarm service {name}")
         self._task.add_done_callback(self._finished)
@@ -99,6 +102,11 @@ class ServiceHandle(Generic[T]):
             return cast(T, self._instance)
         if self.error is not None and self.started_at is None:
             raise self.error  # the start failed: its own exception, as a future would raise it
+        if self.error is not None:
+            raise ServiceTaskStopped(
+                f"service {self.name} failed ({self.error!r}) and serves no more calls; "
+                f"call {self.name}() again to start a new instance"
+            ) from self.error
         raise ServiceTaskStopped(
             f"service {self.name} is {self._status}; call {self.name}() again to start a new instance"
         )
@@ -115,12 +123,15 @@ class ServiceHandle(Generic[T]):
         """Serve one call: ``method(instance, *args, **kwargs)``, awaited if async, counted in ``calls``.
 
         Waits for the start if it is still running; raises ``ServiceTaskStopped`` once the service ended.
+        The tasks the call creates belong to the service, like those its start created.
         """
         instance = await self
+        owner = _owner.set(self)
         try:
             result = method(instance, *args, **kwargs)
             return await result if inspect.isawaitable(result) else result
         finally:
+            _owner.reset(owner)
             self.calls += 1
 
     def cancel(self) -> bool:
@@ -139,10 +150,14 @@ class ServiceHandle(Generic[T]):
     async def stop(self) -> None:
         """Stop the service and wait until its shutdown has run and its tasks have ended.
 
-        Raises what the instance's shutdown raised, if it failed.
+        Raises what made a started service fail: its shutdown's error, or a task of its that crashed.
         """
         self.cancel()
-        await asyncio.wait({self._task})
+        self._stop_waiters += 1
+        try:
+            await asyncio.wait({self._task})
+        finally:
+            self._stop_waiters -= 1
         if self.error is not None and self.started_at is not None:
             raise self.error
 
@@ -155,10 +170,11 @@ class ServiceHandle(Generic[T]):
             await self._end_tasks()  # a stop during the start: nothing to shut down but what it began
             return
         except Exception as error:
-            self.error = error
+            self._fail(error)
             await self._end_tasks()
             return
         self._instance = instance
+        self._shutdowns = _guard_shutdowns(instance)
         self.cold_start_sec = time.monotonic() - begun
         self.started_at = datetime.now(UTC)
         self._running_since = time.monotonic()
@@ -170,30 +186,76 @@ class ServiceHandle(Generic[T]):
             self._status = "stopping"
             self._stopping_since = time.monotonic()
             try:
-                await _shut_down(instance)
+                await self._shut_down()
             except Exception as error:
-                self.error = error
+                self._fail(error)
             await self._end_tasks()
 
+    async def _shut_down(self) -> None:
+        """Run the instance's shutdown, or wait for the one its user already called: it runs once."""
+        called = [shutdown for shutdown in self._shutdowns if shutdown.called]
+        for shutdown in called or self._shutdowns[:1]:
+            result = shutdown()
+            if inspect.isawaitable(result):
+                await result
+
     async def _end_tasks(self) -> None:
-        """Cancel what the service started and its own shutdown did not end, and wait for it."""
-        leftovers = [task for task in self._tasks if not task.done()]
-        for task in leftovers:
-            task.cancel()
-        await asyncio.gather(*leftovers, return_exceptions=True)
+        """Cancel what the service started and its own shutdown did not end, and wait for it.
+
+        A task that raises something else than its cancellation fails the service.
+        """
+        while leftovers := [task for task in self._tasks if not task.done()]:
+            for task in leftovers:
+                task.cancel()
+            for outcome in await asyncio.gather(*leftovers, return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    self._fail(outcome)
 
     def _adopt(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_ended)
+
+    def _task_ended(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task._log_traceback:
+            # Not retrieved yet. Whoever handles it (an await, gather, wait, wait_for, a done callback
+            # such as asyncio's own server's) does so in the wake-ups its end scheduled: two turns of
+            # the loop. asyncio has no public "retrieved" flag; _log_traceback is the one it logs by.
+            self.loop.call_soon(self.loop.call_soon, self._crashed_unless_handled, task)
+
+    def _crashed_unless_handled(self, task: asyncio.Task[Any]) -> None:
+        if task._log_traceback:
+            error = task.exception()
+            assert error is not None
+            self._fail(error)
+            self.cancel()
+
+    def _fail(self, error: BaseException) -> None:
+        """Record the error that makes the service fail; any error after that one is reported, not lost."""
+        if self.error is None and not self.done():
+            self.error = error
+            return
+        before = "ended" if self.error is None else f"failed with {self.error!r}"
+        self.loop.call_exception_handler(
+            {"message": f"service {self.name}: {error!r}, raised after it had {before}", "exception": error}
+        )
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
-            self.error = self.error or task.exception()
+            self._fail(cast(BaseException, task.exception()))
         self._status = "failed" if self.error is not None else "stopped"
         self._started.set()
         if self in _live:
             _live.remove(self)
         _untrack_tasks(self.loop)
+        if self.error is not None and self.started_at is not None and not self._stop_waiters:
+            self.loop.call_exception_handler(  # nobody waits to be told: say it, never swallow it
+                {
+                    "message": f"service {self.name} failed and was stopped: {self.error!r}; call "
+                    f"{self.name}() to start a new instance (await handle.stop() to get the error raised)",
+                    "exception": self.error,
+                }
+            )
 
 
 class ServiceTask(Generic[P, T]):
@@ -267,15 +329,52 @@ async def service_scope() -> AsyncIterator[None]:
             _scope.reset(token)
 
 
-async def _shut_down(instance: object) -> None:
-    """Run the instance's own shutdown: the first of shutdown(), aclose(), close() it has."""
+class _ShutdownOnce:
+    """One shutdown method of an instance, run once: every later call shares the first call's outcome.
+
+    Put in the method's place on the instance, so that the user's own cleanup and keepwarm's compose
+    (the reference documents' ``service_future.cancel(); await db_pool.close()``): whoever calls first
+    runs it, the other waits for that run instead of running it a second time.
+    """
+
+    def __init__(self, method: Callable[..., Any]) -> None:
+        self.method = method
+        self.called = False
+        self._result: Any = None  # what the first call returned; an async shutdown's run as a task
+        self._error: Exception | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.called:
+            self.called = True
+            try:
+                result = self.method(*args, **kwargs)
+            except Exception as error:
+                self._error = error
+                raise
+            # a task runs it to its end even if the caller that began it is cancelled
+            self._result = asyncio.ensure_future(result) if inspect.isawaitable(result) else result
+        if self._error is not None:
+            raise self._error
+        return asyncio.shield(self._result) if isinstance(self._result, asyncio.Future) else self._result
+
+
+def _guard_shutdowns(instance: object) -> list[_ShutdownOnce]:
+    """The instance's shutdown methods, in SHUTDOWN_METHODS order, each made to run once.
+
+    Each replaces its method on the instance where the instance allows it (``__slots__``, frozen and
+    validating classes refuse); there keepwarm cannot see the user's own call, only run its own.
+    """
+    shutdowns = []
     for name in SHUTDOWN_METHODS:
         method = getattr(instance, name, None)
         if callable(method):
-            result = method()
-            if inspect.isawaitable(result):
-                await result
-            return
+            if isinstance(method, _ShutdownOnce):
+                method = method.method  # an instance served again by a new service: a fresh run
+            shutdown = _ShutdownOnce(method)
+            with contextlib.suppress(AttributeError, TypeError, ValueError):
+                setattr(instance, name, shutdown)
+            shutdowns.append(shutdown)
+    return shutdowns
 
 
 class _TaskTracker:
