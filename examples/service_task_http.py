@@ -6,7 +6,9 @@ The reference document's demonstration, with a real HTTP server (``asyncio.start
 1. one instance cold-starts once and answers every request, its request counter climbing;
 2. a second call cold-starts a second instance;
 3. both serve at the same time, each with its own counter and uptime;
-4. stopping them runs their shutdown and frees their ports.
+4. the reference's own cleanup, ``service_future.cancel(); await server.shutdown()``, copied as it is,
+   shuts the first server down once (keepwarm waits for that shutdown instead of running its own),
+   and leaving the scope stops the second; both ports are freed.
 
 Run it with ``python examples/service_task_http.py``.
 """
@@ -30,6 +32,7 @@ class HttpServer:
     def __init__(self, number: int) -> None:
         self.number = number
         self.requests = 0
+        self.shutdowns = 0
         self.port = 0
         self._server: asyncio.Server | None = None
 
@@ -38,7 +41,8 @@ class HttpServer:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def shutdown(self) -> None:
-        """Called by keepwarm when the service stops: stop listening."""
+        """Stop listening: called by the user, or by keepwarm when the service stops, and run once."""
+        self.shutdowns += 1
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -121,10 +125,12 @@ async def main() -> None:
             print(f"  server {number}: {handle.status}, up {handle.uptime:.3f}s")
 
         print("Part 4: shutdown")
-        first.cancel()  # like the document's service_future.cancel(), but the server really stops
-        await first.stop()  # wait until its shutdown has run
-        print(f"  server 1 {first.status}; port {server1.port} free: {await port_is_free(server1.port)}")
-    print(f"  server 2 {second.status}; port {server2.port} free: {await port_is_free(server2.port)}")
+        first.cancel()  # the reference document's cleanup, as it is
+        await server1.shutdown()
+    for number, handle, server in ((1, first, server1), (2, second, server2)):
+        free = await port_is_free(server.port)
+        shut_down = f"{handle.status} after {server.shutdowns} shutdown"
+        print(f"  server {number} {shut_down}; port {server.port} free: {free}")
     print(f"cold starts: {next(server_numbers) - 1}; live services: {len(keepwarm.live_services())}")
 
 
