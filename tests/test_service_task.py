@@ -515,6 +515,29 @@ def test_keepwarm_leaves_the_shutdown_to_its_user_once_the_user_began_one() -> N
     run(scenario)
 
 
+def test_an_instance_that_refuses_new_attributes_is_still_shut_down_once() -> None:
+    class Slotted:
+        __slots__ = ("closes",)
+
+        def __init__(self) -> None:
+            self.closes = 0
+
+        def close(self) -> None:
+            self.closes += 1
+
+    @keepwarm.service_task
+    async def start_slotted() -> Slotted:
+        return Slotted()
+
+    async def scenario() -> None:
+        handle = await start_slotted()
+        slotted = await handle
+        await handle.stop()
+        assert handle.status == "stopped" and slotted.closes == 1
+
+    run(scenario)
+
+
 def test_a_failure_nobody_waits_for_is_reported_to_the_event_loop() -> None:
     class Stubborn:
         async def aclose(self) -> None:

@@ -225,9 +225,7 @@ class ServiceHandle(Generic[T]):
 
     def _crashed_unless_handled(self, task: asyncio.Task[Any]) -> None:
         if task._log_traceback:
-            error = task.exception()
-            assert error is not None
-            self._fail(error)
+            self._fail(cast(BaseException, task.exception()))
             self.cancel()
 
     def _fail(self, error: BaseException) -> None:
