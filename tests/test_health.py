@@ -350,7 +350,9 @@ def test_supervisor_silence_allows_three_heartbeat_intervals_of_the_settings_in_
     mycode_env: Env,
 ) -> None:
     healthy_service(mycode_env, age=14)
-    write_service(mycode_env, settings={"heartbeat_interval_sec": 5, "heartbeat_timeout_sec": 10})
+    started_with = mycode_env.settings.model_dump(mode="json")
+    started_with["cluster"] |= {"heartbeat_interval_sec": 5, "heartbeat_timeout_sec": 10}
+    write_service(mycode_env, settings=started_with)
     report = evaluate_health(mycode_env, now=NOW)
     assert report.supervisor.alive is True  # max(10, 3 x 5) = 15 s
     assert report.heartbeat_timeout_sec == 10

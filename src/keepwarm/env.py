@@ -41,6 +41,12 @@ class Env:
     explicit argument, else ``$KEEPWARM_SHARE``, else ``[cluster] share_dir``, else
     ``$XDG_DATA_HOME/keepwarm``; the namespace is the explicit argument, else ``$KEEPWARM_NAMESPACE``,
     else ``[cluster] namespace``, else the login name.
+
+    While the app's service runs, the app changing under it does not make the service unreachable: if
+    the app's folder is gone or its ``app_settings.toml`` cannot be read, the Env of a running service
+    holds the settings the service was started with (saved in ``service.json``) and ``settings_error``
+    holds what went wrong, for status, health and stop to report (``state.app_change``). When no
+    service of the app runs, the error is raised as before.
     """
 
     def __init__(
@@ -54,11 +60,20 @@ class Env:
     ) -> None:
         self.verbose = verbose
         self.apps_path = Path(apps_path or os.environ.get("KEEPWARM_APPS_PATH") or ".").expanduser()
-        self.app_dir = _find_app(self.apps_path, Path(app))
+        self.settings_error: AppError | SettingsError | None = None
+        found: Path | None = None
+        try:
+            found = _find_app(self.apps_path, Path(app))
+            self.settings: AppSettings = load_settings(found / SETTINGS_FILE)
+            self.app_dir = found
+        except (AppError, SettingsError) as problem:
+            self.app_dir, self.settings = _settings_of_running_service(
+                found, Path(app).name, share_dir, namespace, problem
+            )
+            self.settings_error = problem
         self.app_target = self.app_dir.name
         self.app = self.app_target
         self.settings_path = self.app_dir / SETTINGS_FILE
-        self.settings: AppSettings = load_settings(self.settings_path)
         cluster = self.settings.cluster
         self.share_root = _share_root(share_dir, cluster.share_dir, self.app_dir)
         chosen = namespace or os.environ.get("KEEPWARM_NAMESPACE") or cluster.namespace
@@ -129,6 +144,33 @@ def _find_app(apps_path: Path, app: Path) -> Path:
         f"app {str(app)!r} not found: no {SETTINGS_FILE} in {apps_path / app}{available}. "
         "Pass --apps-path (or set KEEPWARM_APPS_PATH) to the folder that holds your apps"
     )
+
+
+def _settings_of_running_service(
+    found: Path | None,
+    target: str,
+    share_dir: str | os.PathLike[str] | None,
+    namespace: str | None,
+    problem: AppError | SettingsError,
+) -> tuple[Path, AppSettings]:
+    """The app's folder (``found``, None if it is gone) or its settings cannot be read: the folder and
+    settings a running service of the app was started with, from its ``service.json``; else ``problem``.
+
+    The service is looked for where the app's own settings cannot say (they are unreadable): the
+    explicit share and namespace, else ``$KEEPWARM_SHARE`` and ``$KEEPWARM_NAMESPACE``, else the defaults.
+    """
+    from keepwarm.state import read_service_record, saved_settings  # only on this error path
+
+    name = found.name if found is not None else target
+    if not _NAME.fullmatch(name):
+        raise problem
+    chosen = namespace or os.environ.get("KEEPWARM_NAMESPACE") or login_name()
+    service_dir = _share_root(share_dir, None, found or Path.cwd()) / chosen / "service" / name
+    record = read_service_record(service_dir / "service.json")
+    saved = saved_settings(record) if record is not None and record.desired == "running" else None
+    if record is None or saved is None:
+        raise problem
+    return found or (Path(record.app_dir) if record.app_dir else service_dir), saved
 
 
 def _share_root(explicit: str | os.PathLike[str] | None, configured: str | None, app_dir: Path) -> Path:

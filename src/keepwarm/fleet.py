@@ -44,7 +44,7 @@ from keepwarm.env import Env, login_name
 from keepwarm.errors import KeepwarmError, Remedy, SettingsError
 from keepwarm.health import GateThresholds, QueueHealth, evaluate_gate
 from keepwarm.settings import AppSection, AppSettings, ClusterSettings, describe_error
-from keepwarm.state import read_service_record
+from keepwarm.state import read_service_record, saved_settings
 from keepwarm.workflow import WorkflowStatus, start_workflow
 
 FLEET_FILE = "fleet.toml"
@@ -591,22 +591,19 @@ class _RecordedEnv(Env):
     """An Env rebuilt from a service's own ``service.json``, for services whose app folder is not at hand.
 
     ``ps`` lists every service of a namespace, whoever started it and from wherever: the service
-    folder records the ``[cluster]`` settings the service runs with, which is all its health needs.
+    folder records the settings the service runs with, which is all its health needs.
     """
 
     def __init__(self, service_dir: Path, share_root: Path, namespace: str) -> None:
-        record = read_service_record(service_dir / "service.json")
-        try:
-            cluster = ClusterSettings.model_validate(record.settings) if record else ClusterSettings()
-        except ValidationError:
-            cluster = ClusterSettings()
+        saved = saved_settings(read_service_record(service_dir / "service.json"))
         self.verbose = 0
+        self.settings_error = None
         self.apps_path = service_dir.parent
         self.app_dir = service_dir
         self.app_target = self.app = service_dir.name
         self.settings_path = service_dir / "service.json"
-        self.settings = AppSettings.model_construct(
-            app=AppSection.model_construct(worker="unknown:Worker"), args={}, cluster=cluster
+        self.settings = saved or AppSettings.model_construct(
+            app=AppSection.model_construct(worker="unknown:Worker"), args={}, cluster=ClusterSettings()
         )
         self.share_root = share_root
         self.namespace = namespace

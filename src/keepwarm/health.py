@@ -18,7 +18,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from keepwarm import __version__
 from keepwarm.atomic import write_atomic
@@ -33,8 +33,10 @@ from keepwarm.state import (
     LoopRow,
     ServiceRecord,
     SupervisorState,
+    app_change,
     read_service_record,
     read_supervisor_state,
+    settings_in_force,
 )
 from keepwarm.task import epoch_of
 
@@ -173,7 +175,7 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
     # Read after the heartbeats: the supervisor publishes a planned change before it signals the loop,
     # so a loop's exit seen in its heartbeat is never judged by a loop table older than that exit.
     state = _current_state(record, read_supervisor_state(env.service_dir / SUPERVISOR_FILE))
-    cluster = settings_in_effect(env, record)
+    cluster = settings_in_force(env, record).cluster
     task_queue = TaskQueue(env.queue_dir, settings=cluster)
     queue = _queue_health(task_queue, now)
     supervisor, supervisor_conditions = _supervisor_health(record, state, cluster, now)
@@ -200,6 +202,9 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
     conditions += [
         c for c in supervisor_conditions + _storage_conditions(env.queue_dir) if c not in conditions
     ]
+    change = app_change(env, record)
+    if change is not None:
+        conditions.append(f"app: {change}")
     if starting and not healthy and not unhealthy:
         conditions.append("loops-starting")
     start_failed = stopped and record is not None and record.start_error is not None
@@ -336,25 +341,6 @@ def evaluate_loop(
         start_error=row.start_error or (beat.error if beat is not None and stopped else None),
         planned=planned,
     )
-
-
-def settings_in_effect(env: Env, record: ServiceRecord | None) -> ClusterSettings:
-    """The ``[cluster]`` settings the running service was started with, else the app's current ones.
-
-    ``service.json``'s ``settings`` (flat, or under ``"cluster"``) win over ``app_settings.toml``
-    for the keys it names, so an edit of the file does not change a live service's timeouts.
-    """
-    base = env.settings.cluster
-    saved: Any = record.settings if record else {}
-    if isinstance(saved.get("cluster"), dict):
-        saved = saved["cluster"]
-    known = {k: v for k, v in saved.items() if k in ClusterSettings.model_fields and k != "service_health"}
-    if not known:
-        return base
-    try:
-        return ClusterSettings.model_validate({**base.model_dump(), **known})
-    except ValidationError:
-        return base
 
 
 def _heartbeats(env: Env, state: SupervisorState | None) -> dict[str, Heartbeat]:

@@ -24,12 +24,15 @@ from keepwarm.health import pid_alive
 from keepwarm.heartbeat import read_heartbeat
 from keepwarm.local import log_tail, rotated, signal_quietly
 from keepwarm.queue import TaskQueue, list_visible
+from keepwarm.settings import ClusterSettings
 from keepwarm.state import (
     LoopRow,
     ServiceRecord,
     SupervisorState,
+    app_change,
     read_service_record,
     read_supervisor_state,
+    settings_in_force,
     write_state,
 )
 from keepwarm.supervisor import Supervisor, acquire_lock, make_backend
@@ -142,6 +145,7 @@ def start_service(
     env: Env, *, slots: int | None = None, timeout: float | None = None, backend: str | None = None
 ) -> str:
     """Start the supervisor detached and return when every loop is ready; its incarnation."""
+    _refuse_unreadable_app(env)
     ensure_private_dir(env.service_dir)
     TaskQueue.for_env(env).ensure()
     refuse_shared_writers(env)
@@ -196,6 +200,7 @@ def start_service(
 
 def run_foreground(env: Env, *, slots: int | None = None, backend: str | None = None) -> int:
     """Run the supervisor in this process (for systemd, supervisord or a container)."""
+    _refuse_unreadable_app(env)
     ensure_private_dir(env.service_dir)
     TaskQueue.for_env(env).ensure()
     refuse_shared_writers(env)
@@ -212,6 +217,12 @@ def run_foreground(env: Env, *, slots: int | None = None, backend: str | None = 
         return supervisor.run()
     finally:
         os.close(fd)
+
+
+def _refuse_unreadable_app(env: Env) -> None:
+    """A start reads the app afresh: the settings a running service keeps for its readers do not do."""
+    if env.settings_error is not None:
+        raise env.settings_error
 
 
 def wait_until_ready(env: Env, incarnation: str, pid: int, timeout: float) -> None:
@@ -259,21 +270,28 @@ def wait_until_ready(env: Env, incarnation: str, pid: int, timeout: float) -> No
 
 
 def stop_service(env: Env, *, timeout: float | None = None, shutdown: bool | None = None) -> dict[str, Any]:
-    """Stop the service from any process; returns once the supervisor has exited."""
+    """Stop the service from any process; returns once the supervisor has exited.
+
+    Judged by the settings the service runs with (``state.settings_in_force``); when the app's files
+    changed since it started, the message says how (``state.app_change``).
+    """
     record = read_service_record(env.service_dir / "service.json")
+    cluster = settings_in_force(env, record).cluster
+    note = app_change(env, record)
     fd = take_lock(env) if env.service_dir.is_dir() else None
     if fd is not None:
         try:
-            return _stop_without_supervisor(env, record, timeout, shutdown)
+            outcome = _stop_without_supervisor(env, record, cluster, timeout, shutdown)
         finally:
             os.close(fd)
+        return _noted(outcome, note)
     if record is None or record.supervisor is None:
         if not env.service_dir.is_dir():
             return {"status": "stopped", "message": f"service {env.app_target} is not running"}
         raise KeepwarmError(f"service {env.app_target} is starting; try again in a moment")
     state = read_supervisor_state(env.service_dir / "supervisor.json")
     incarnation = state.incarnation if state is not None else record.supervisor.incarnation
-    stop_timeout = env.settings.cluster.stop_timeout_sec if timeout is None else timeout
+    stop_timeout = cluster.stop_timeout_sec if timeout is None else timeout
     args: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
     if shutdown is not None:
         args["shutdown"] = shutdown
@@ -281,11 +299,21 @@ def stop_service(env: Env, *, timeout: float | None = None, shutdown: bool | Non
     if not ack.ok:
         raise KeepwarmError(f"the supervisor refused to stop: {ack.message}")
     _wait_for_exit(record.supervisor.pid, lock_path(env), stop_timeout + 15)
-    return {"status": "stopped", "message": f"service {env.app_target} stopped"}
+    return _noted({"status": "stopped", "message": f"service {env.app_target} stopped"}, note)
+
+
+def _noted(outcome: dict[str, Any], note: str | None) -> dict[str, Any]:
+    if note is None:
+        return outcome
+    return outcome | {"message": f"{outcome['message']} (its app changed since it started: {note})"}
 
 
 def _stop_without_supervisor(
-    env: Env, record: ServiceRecord | None, timeout: float | None, shutdown: bool | None
+    env: Env,
+    record: ServiceRecord | None,
+    cluster: ClusterSettings,
+    timeout: float | None,
+    shutdown: bool | None,
 ) -> dict[str, Any]:
     """No live supervisor: stop loops it left behind, requeue their tasks, record the stop."""
     queue = TaskQueue.for_env(env)
@@ -308,12 +336,12 @@ def _stop_without_supervisor(
 
     for row in leftovers:
         backend.stop_orphan(row.pid, row.slot, row.incarnation)
-    deadline = time.monotonic() + (env.settings.cluster.stop_timeout_sec if timeout is None else timeout)
+    deadline = time.monotonic() + (cluster.stop_timeout_sec if timeout is None else timeout)
     while alive() and time.monotonic() < deadline:
         time.sleep(0.02)
     for row in alive():
         backend.kill_orphan(row.pid, row.slot, row.incarnation)
-    killed_by = time.monotonic() + max(5.0, env.settings.cluster.heartbeat_timeout_sec)
+    killed_by = time.monotonic() + max(5.0, cluster.heartbeat_timeout_sec)
     while alive() and time.monotonic() < killed_by:
         time.sleep(0.01)  # a kill is delivered asynchronously: requeue only once they are gone
     requeued = 0
@@ -322,7 +350,7 @@ def _stop_without_supervisor(
     for name in list_visible(queue.heartbeats):
         (queue.heartbeats / name).unlink(missing_ok=True)
     keeper = record is not None and record.cluster is not None and record.cluster.keeper_pid is not None
-    if keeper and (env.settings.cluster.shutdown_on_stop if shutdown is None else shutdown):
+    if keeper and (cluster.shutdown_on_stop if shutdown is None else shutdown):
         from keepwarm.cluster import stop_keeper
 
         stop_keeper(env.service_dir / "cluster.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -188,6 +189,34 @@ class AppSettings(_Section):
 def load_settings(path: Path) -> AppSettings:
     """Read and validate an ``app_settings.toml``; errors name the file, the key and what is expected."""
     return _validate(path, _parse(path).unwrap())
+
+
+def settings_changes(before: AppSettings, after: AppSettings, limit: int = 5) -> list[str]:
+    """What differs, one ``[section] key: old -> new`` per key (values as JSON), at most ``limit``."""
+    old, new = _flat(before.model_dump(mode="json")), _flat(after.model_dump(mode="json"))
+    keys = [key for key in sorted(old.keys() | new.keys()) if old.get(key, _UNSET) != new.get(key, _UNSET)]
+    changes = [
+        f"[{'.'.join(key[:-1])}] {key[-1]}: {_shown(old.get(key, _UNSET))} -> {_shown(new.get(key, _UNSET))}"
+        for key in keys[:limit]
+    ]
+    return changes + ([f"{len(keys) - limit} more"] if len(keys) > limit else [])
+
+
+_UNSET = object()
+
+
+def _flat(table: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    flat: dict[tuple[str, ...], Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, (*prefix, key))  # an empty table has no keys to compare
+        else:
+            flat[(*prefix, key)] = value
+    return flat
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is _UNSET else json.dumps(value)
 
 
 def update_settings(path: Path, section: str, values: dict[str, Any]) -> AppSettings:

@@ -7,12 +7,17 @@ rename, and read by anyone: ``status`` and ``health`` are computed from these fi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keepwarm import __version__
 from keepwarm.atomic import write_atomic
+from keepwarm.errors import AppError
+from keepwarm.settings import SETTINGS_FILE, AppSettings, settings_changes
+
+if TYPE_CHECKING:
+    from keepwarm.env import Env
 
 SERVICE_SCHEMA = "keepwarm.service.v1"
 SUPERVISOR_SCHEMA = "keepwarm.supervisor.v1"
@@ -69,7 +74,8 @@ class ServiceRecord(_State):
     supervisor: SupervisorIdentity | None = None
     started_at: str | None = None
     stopped_at: str | None = None
-    settings: dict[str, Any] = Field(default_factory=dict)
+    app_dir: str | None = None  # the app folder the loops load their code from
+    settings: dict[str, Any] = Field(default_factory=dict)  # the whole app_settings.toml in force
     version: str
     start_error: str | None = None
 
@@ -135,6 +141,43 @@ def read_supervisor_state(path: Path) -> SupervisorState | None:
         return SupervisorState.model_validate_json(path.read_bytes())
     except (OSError, ValidationError):
         return None
+
+
+def saved_settings(record: ServiceRecord | None) -> AppSettings | None:
+    """The settings a service was started with, as ``service.json`` saved them (None if it did not)."""
+    try:
+        return AppSettings.model_validate(record.settings) if record is not None else None
+    except ValidationError:
+        return None  # saved by a keepwarm that kept only [cluster], or not at all
+
+
+def settings_in_force(env: Env, record: ServiceRecord | None) -> AppSettings:
+    """The settings of the service: those it was started with while it runs, else the app's own.
+
+    An edit of ``app_settings.toml`` does not change a running service's timeouts, slots or retention
+    until it is started again; every reader of the service (status, health, stop) judges it by these.
+    """
+    running = record is not None and record.desired == "running"
+    return (saved_settings(record) if running else None) or env.settings
+
+
+def app_change(env: Env, record: ServiceRecord | None) -> str | None:
+    """How the app's files differ from what its running service was started with, in one line (else None).
+
+    ``settings unreadable since start: <error>``, ``folder <path> moved or removed since start``, or
+    ``settings changed since start: [section] key: old -> new; ...``.
+    """
+    if record is None or record.desired != "running":
+        return None
+    if record.app_dir and not (Path(record.app_dir) / SETTINGS_FILE).is_file():
+        return f"folder {record.app_dir} moved or removed since start"
+    if isinstance(env.settings_error, AppError):
+        return None  # found by the service's name: its own folder is where it was
+    if env.settings_error is not None:
+        return f"settings unreadable since start: {env.settings_error}"
+    saved = saved_settings(record)
+    changes = settings_changes(saved, env.settings) if saved is not None else []
+    return f"settings changed since start: {'; '.join(changes)}" if changes else None
 
 
 def version_note(service_dir: Path, app: str) -> str | None:

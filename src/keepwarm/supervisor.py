@@ -800,7 +800,8 @@ class Supervisor:
                 supervisor=identity,
                 started_at=record.started_at if record and desired == "stopped" else self.started_at,
                 stopped_at=utc_now() if desired == "stopped" else None,
-                settings=self.settings.model_dump(mode="json"),
+                app_dir=str(self.env.app_dir),
+                settings=self.env.settings.model_dump(mode="json"),
                 version=__version__,
             ),
         )

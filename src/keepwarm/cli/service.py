@@ -98,6 +98,7 @@ def status(app: str, apps_path: Path | None, namespace: str | None, as_json: boo
     if note:
         say(f"note: {note}", fg="yellow")
     report = evaluate_health(env)
+    warn_app_changed(report)
     if as_json:
         emit_json(report.to_json_dict())
     else:
@@ -150,6 +151,7 @@ def health(
         max_restart_rate=max_restart_rate,
         max_pending_age_sec=max_pending_age,
     )
+    warn_app_changed(report)
     if output_format == "prometheus":
         from keepwarm.health import to_prometheus
 
@@ -587,6 +589,18 @@ def print_health(report: HealthReport) -> None:
     for row in report.worker_health:
         if row.start_error:
             click.echo(click.style(f"{row.worker} start error:", fg="red") + f" {row.start_error}")
+
+
+def warn_app_changed(report: HealthReport) -> None:
+    """A warning on stderr when the app's files changed under its running service (an ``app:`` condition)."""
+    for condition in report.conditions:
+        if condition.startswith("app: "):
+            say(
+                f"warning: the app of service {report.app} changed since it started "
+                f"({condition.removeprefix('app: ')}); it runs, and is judged and stopped, with the "
+                "settings it was started with until it is stopped and started again",
+                fg="yellow",
+            )
 
 
 def print_gate(verdict: GateResult) -> None:
