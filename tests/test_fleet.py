@@ -21,7 +21,7 @@ from keepwarm.health import pid_alive
 from keepwarm.state import read_supervisor_state
 from keepwarm.workflow import WorkflowNotFound, start_workflow, workflow_status
 
-from .conftest import EXAMPLE_APPS, ROOT, copy_app, wait_until
+from .conftest import EXAMPLE_APPS, ROOT, copy_app, wait_until, write_app
 
 KEEPWARM = Path(sys.executable).parent / "keepwarm"
 
@@ -350,7 +350,8 @@ def test_up_with_workflow_starts_the_fleet_then_a_run_of_its_workflow_table(
 def test_down_all_stops_every_service_of_the_namespace_and_lists_them(tmp_path: Path, fleets: Fleets) -> None:
     fleet = fleets.track(two_apps(tmp_path))
     fleet.up()
-    loose = Service(Env("model_server", EXAMPLE_APPS, namespace="team-a"))  # in no fleet file
+    worker = "class Worker:\n    def work(self, item):\n        return 1\n"
+    loose = Service(Env(write_app(tmp_path, "loose", worker), namespace="team-a"))  # in no fleet file
     other = Service(Env("flaky", EXAMPLE_APPS, namespace="team-b"))
     try:
         loose.start(slots=1)
@@ -361,7 +362,7 @@ def test_down_all_stops_every_service_of_the_namespace_and_lists_them(tmp_path: 
         assert document["namespace"] == "team-a"
         assert sorted((row["app"], row["message"]) for row in document["services"]) == [
             ("flaky", "service flaky stopped"),
-            ("model_server", "service model_server stopped"),
+            ("loose", "service loose stopped"),
             ("mycode_project", "service mycode_project stopped"),
         ]
         assert {row.status for row in list_services("team-a")} == {"stopped"}
