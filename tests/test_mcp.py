@@ -108,12 +108,14 @@ def test_every_tool_over_stdio_against_real_services(fleet_file: Path) -> None:
             assert "apps there: flaky, model_server, mycode_project" in await refused(
                 client, "start_service", app="nope"
             )
-            not_running = (
-                "service 'mycode_project' is not running; start it: "
-                'call start_service with {"app": "mycode_project", "namespace": "agents"}'
-            )
-            assert not_running in await refused(client, "submit_task", app="mycode_project", args={"x": 3})
-            assert not_running in await refused(client, "mycode_project", x=3)
+            start_it = 'start it: call start_service with {"app": "mycode_project", "namespace": "agents"}'
+            submitted = await refused(client, "submit_task", app="mycode_project", args={"x": 3})
+            assert submitted.startswith("service 'mycode_project' is not running; ")
+            assert "(queue_only=True), or " + start_it in submitted
+            exposed = await refused(
+                client, "mycode_project", x=3
+            )  # no queue_only: the app's tool runs a task
+            assert exposed == f"service 'mycode_project' is not running; {start_it}"
             stopped = await call(client, "service_health", app="mycode_project")
             assert stopped["status"] == "stopped" and stopped["gate"]["code"] == 3
 
@@ -427,7 +429,10 @@ def test_submit_task_and_start_workflow_follow_one_rule_on_a_stopped_service() -
             task = await refused(client, "submit_task", app="mycode_project", args={"x": 3})
             run = await refused(client, "start_workflow", app="mycode_project", count=2, args={"x": 3})
             assert task == run  # one core check, one message
-            assert run.startswith("service 'mycode_project' is not running; start it: call start_service")
+            assert run.startswith(
+                "service 'mycode_project' is not running; queue the tasks for its next start"
+            )
+            assert 'or start it: call start_service with {"app": "mycode_project"' in run
             assert (await call(client, "service_status", app="mycode_project"))["queue"]["pending"] == 0
 
             queued = await call(client, "submit_task", app="mycode_project", args={"x": 3}, queue_only=True)

@@ -169,7 +169,10 @@ def test_a_run_on_a_stopped_service_is_refused_unless_queue_only(mycode_env: Env
     service = Service(mycode_env)
     with pytest.raises(ServiceNotRunning) as refused:
         start_workflow(service, 2, {"x": 3})
-    assert str(refused.value).startswith("service 'mycode_project' is not running; start it: keepwarm start")
+    assert str(refused.value) == (
+        "service 'mycode_project' is not running; queue the tasks for its next start with --queue-only "
+        "(queue_only=True), or start it: keepwarm start mycode_project"
+    )
     # The same refusal as submit's, from the same core check: nothing queued, no execution id taken.
     assert service.counts().pending == 0 and list_workflows() == []
     queued = start_workflow(service, 2, {"x": 3}, queue_only=True)

@@ -71,7 +71,7 @@ class Service:
         MCP do by default; the default queues the task for whenever a service runs.
         """
         if not queue_only:
-            self._require_running_to_submit()
+            self.require_running_to_queue()
         try:
             self.check_args(args or {})
         except ValueError as exc:
@@ -93,7 +93,7 @@ class Service:
         ``queue_only`` as for :meth:`submit`.
         """
         if not queue_only:
-            self._require_running_to_submit()
+            self.require_running_to_queue()
         return self._submit_numbered(enumerate(tasks, start=1), "task")
 
     def submit_jsonl(
@@ -105,7 +105,7 @@ class Service:
         line leaves out. Errors name ``source`` and the line. ``queue_only`` as for :meth:`submit`.
         """
         if not queue_only:
-            self._require_running_to_submit()
+            self.require_running_to_queue()
         try:
             lines = parse_task_lines(text, source)
         except ValueError as exc:
@@ -128,7 +128,9 @@ class Service:
 
         lifecycle.live_supervisor(self.env)
 
-    def _require_running_to_submit(self) -> None:
+    def require_running_to_queue(self) -> None:
+        """The check of submit and start_workflow: ServiceNotRunning, naming both ways out (start
+        it, or queue for its next start), unless the service's supervisor is alive."""
         from keepwarm.lifecycle import ServiceNotRunning
 
         try:

@@ -301,9 +301,9 @@ def _tools(scope: Scope) -> list[Callable[..., Awaitable[dict[str, Any]]]]:
         are checked by the app's args model. Refused when the service is not running, unless
         queue_only (the task then waits for the service's next start)."""
         service = scope.service(app, namespace)
-        if not queue_only:
-            await _thread(service.require_running)
-        handle = await service.asubmit(args or {}, task_name=task_name, execution_id=execution_id)
+        handle = await service.asubmit(
+            args or {}, task_name=task_name, execution_id=execution_id, queue_only=queue_only
+        )
         return {"task_id": handle.task_id, "app": service.env.app_target, "state": handle.state}
 
     async def get_result(

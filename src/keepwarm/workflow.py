@@ -143,7 +143,7 @@ def start_workflow(
             raise InvalidTaskError("a workflow needs at least one task")
     prepared = _prepare(service, partials, name)
     if not queue_only:
-        service.require_running()  # the check of submit: ServiceNotRunning, saying how to start it
+        service.require_running_to_queue()  # submit's check, and its message
     folder = ensure_private_dir(env.share_root / env.namespace / WORKFLOWS_DIR)
     record = WorkflowRecord(
         execution_id="",
