@@ -122,7 +122,7 @@ def test_every_tool_over_stdio_against_real_services(fleet_file: Path) -> None:
             # A service: started, refused twice, listed; idle fails the app's gate, an override passes it.
             started = await call(client, "start_service", app="mycode_project", workers=1)
             assert started["started"] and started["ready"] and started["status"] == "idle"
-            assert started["namespace"] == NAMESPACE and started["loops_healthy"] == 1
+            assert started["namespace"] == NAMESPACE and started["workers_healthy_count"] == 1
             twice = await refused(client, "start_service", app="mycode_project")
             assert "is running (supervisor pid" in twice and "keepwarm stop" not in twice
             assert twice.endswith(
@@ -327,7 +327,7 @@ def test_start_service_starts_a_fleet_member_as_up_does(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with Client(server("--fleet", str(path))) as client:
             started = await call(client, "start_service", app="tagged")
-            assert started["service"] == "tagged" and started["ready"] and started["loops"] == 1
+            assert started["target"] == "flaky" and started["ready"] and started["workers_healthy_count"] == 1
             twice = await refused(client, "start_service", app="tagged")  # the starter's error, rebuilt
             assert twice.startswith("service 'flaky' is running (supervisor pid ")
             assert twice.endswith(

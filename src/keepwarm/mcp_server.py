@@ -276,11 +276,13 @@ def _tools(scope: Scope) -> list[Callable[..., Awaitable[dict[str, Any]]]]:
         timeout: Seconds | None = None,
         namespace: Namespace = None,
     ) -> dict[str, Any]:
-        """Start a service (a supervisor and its loops); returns once every loop is ready, with the
-        service's readiness, or fails with the loops' own errors. Refused if it already runs. A
-        member of the server's fleet starts as keepwarm up starts it (its workers, env, backend)."""
+        """Start a service (a supervisor and its loops); returns once every loop is ready, with its
+        health report (as service_status gives it) and its readiness, or fails with the loops' own
+        errors. Refused if it already runs. A member of the server's fleet starts as keepwarm up
+        starts it (its workers, env, backend)."""
         row = await _thread(scope.start, app, namespace, workers, timeout)
-        return {"started": True} | row.model_dump(mode="json")
+        report = await scope.service(app, namespace).astatus()
+        return report.to_json_dict() | {"started": True, "ready": row.ready}
 
     async def stop_service(
         app: str, timeout: Seconds | None = None, namespace: Namespace = None

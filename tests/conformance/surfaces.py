@@ -101,7 +101,11 @@ class PythonSurface:
         return _caught(lambda: {"cancelled": self.service(app, namespace).cancel(task_ids)})
 
     def retry(self, app: str, namespace: str, task_ids: list[str]) -> Outcome:
-        return _caught(lambda: {"retried": self.service(app, namespace).retry(task_ids)})
+        def run() -> dict[str, Any]:
+            retried = self.service(app, namespace).retry(task_ids)
+            return {"retried": list(retried), "not_retried": retried.not_retried}
+
+        return _caught(run)
 
     def scale(self, app: str, namespace: str, workers: int) -> Outcome:
         return _caught(lambda: self.service(app, namespace).scale(workers))
