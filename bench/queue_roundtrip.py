@@ -348,13 +348,15 @@ class KeepwarmBackend:
         beat = read_heartbeat(self.service.queue.heartbeats / f"{slot}.json")
         return beat is not None and beat.state in ("ready", "processing")
 
+    # The loops run here without a supervisor (no service is "running"): queue_only=True queues for
+    # them, as Service.submit refuses by default when no service is running.
     def roundtrip(self, x: int) -> Any:
-        return self.service.submit({"x": x}).result(ROUNDTRIP_TIMEOUT_SEC)
+        return self.service.submit({"x": x}, queue_only=True).result(ROUNDTRIP_TIMEOUT_SEC)
 
     def drain(self, xs: Sequence[int]) -> list[Any]:
         from keepwarm.results import value_of, wait_for_records
 
-        handles = self.service.submit_many([{"args": {"x": x}} for x in xs])
+        handles = self.service.submit_many([{"args": {"x": x}} for x in xs], queue_only=True)
         records = wait_for_records(self.service.queue, [h.task_id for h in handles], DRAIN_TIMEOUT_SEC)
         return [value_of(records[h.task_id]) for h in handles]
 

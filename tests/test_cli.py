@@ -297,7 +297,7 @@ def test_submit_refuses_at_once_when_no_service_runs_unless_queue_only(mycode_en
     assert "service 'mycode_project' is not running" in message and "--queue-only" in message
     assert counts_of(queue) == (0, 0, 0, 0)
     with pytest.raises(ServiceNotRunning, match="queue_only=True"):  # the same rule from Python
-        Service(mycode_env).submit({"x": 6}, queue_only=False)
+        Service(mycode_env).submit({"x": 6})
     assert counts_of(queue) == (0, 0, 0, 0)
 
     queued = keepwarm_cli(*SUBMIT, "--args", '{"x": 6}', "--queue-only")
@@ -409,7 +409,7 @@ def test_submit_wait_stops_when_every_loop_keeps_failing_to_start(tmp_path: Path
 
 def test_result_prints_the_value_work_returned(loops: Loops, mycode_env: Env) -> None:
     loops.start(mycode_env, 1)
-    handle = Service(mycode_env).submit({"x": 6})
+    handle = Service(mycode_env).submit({"x": 6}, queue_only=True)
     handle.result(timeout=30)
 
     result = keepwarm_cli("result", "mycode_project", handle.task_id, "--apps-path", APPS)
@@ -422,7 +422,7 @@ def test_result_of_a_failed_task_exits_1_with_remote_error_and_traceback(
     loops: Loops, flaky_env: Env
 ) -> None:
     loops.start(flaky_env, 1)
-    handle = Service(flaky_env).submit({"action": "raise"})
+    handle = Service(flaky_env).submit({"action": "raise"}, queue_only=True)
     assert handle.record(timeout=30).status == "failed"
 
     result = keepwarm_cli("result", "flaky", handle.task_id, "--apps-path", APPS, "--timeout", "5")
@@ -440,7 +440,7 @@ def test_result_of_a_failed_task_exits_1_with_remote_error_and_traceback(
 
 def test_result_json_of_a_failed_task_carries_error_and_traceback(loops: Loops, flaky_env: Env) -> None:
     loops.start(flaky_env, 1)
-    handle = Service(flaky_env).submit({"action": "raise"})
+    handle = Service(flaky_env).submit({"action": "raise"}, queue_only=True)
     handle.record(timeout=30)
 
     result = keepwarm_cli("result", "flaky", handle.task_id, "--apps-path", APPS, "--json")
@@ -453,7 +453,7 @@ def test_result_json_of_a_failed_task_carries_error_and_traceback(loops: Loops, 
 
 
 def test_result_timeout_on_a_pending_task_exits_1_with_a_clear_message(mycode_env: Env) -> None:
-    handle = Service(mycode_env).submit({"x": 6})
+    handle = Service(mycode_env).submit({"x": 6}, queue_only=True)
 
     result = keepwarm_cli("result", "mycode_project", handle.task_id, "--apps-path", APPS, "--timeout", "0.2")
 
@@ -476,8 +476,8 @@ def test_result_of_an_unknown_task_exits_1_naming_it() -> None:
 
 def test_tasks_json_shows_counts_and_rows(mycode_env: Env) -> None:
     service = Service(mycode_env)
-    kept = [service.submit({"x": x}) for x in (3, 4)]
-    dropped = service.submit({"x": 5})
+    kept = [service.submit({"x": x}, queue_only=True) for x in (3, 4)]
+    dropped = service.submit({"x": 5}, queue_only=True)
     assert service.cancel([dropped.task_id]) == [dropped.task_id]
 
     result = keepwarm_cli("tasks", "mycode_project", "--apps-path", APPS, "--json")
@@ -496,13 +496,13 @@ def test_tasks_rows_share_one_time_format_name_the_task_and_say_cancelled(
     services: Services, mycode_env: Env
 ) -> None:
     service = Service(mycode_env)
-    pending = service.submit({"x": 3}, task_name="early")
-    dropped = service.submit({"x": 5}, task_name="dropped")
+    pending = service.submit({"x": 3}, task_name="early", queue_only=True)
+    dropped = service.submit({"x": 5}, task_name="dropped", queue_only=True)
     service.cancel([dropped.task_id])
     services.start(mycode_env, slots=1)
     pending.result(timeout=30)
     service.stop()
-    waiting = service.submit({"x": 6}, task_name="waiting")
+    waiting = service.submit({"x": 6}, task_name="waiting", queue_only=True)
 
     result = keepwarm_cli("tasks", "mycode_project", "--apps-path", APPS, "--json")
     table = keepwarm_cli("tasks", "mycode_project", "--apps-path", APPS)
@@ -530,8 +530,8 @@ def test_tasks_rows_share_one_time_format_name_the_task_and_say_cancelled(
 
 def test_tasks_state_filter_shows_only_that_state(mycode_env: Env) -> None:
     service = Service(mycode_env)
-    pending = service.submit({"x": 3})
-    dropped = service.submit({"x": 5})
+    pending = service.submit({"x": 3}, queue_only=True)
+    dropped = service.submit({"x": 5}, queue_only=True)
     service.cancel([dropped.task_id])
 
     result = keepwarm_cli("tasks", "mycode_project", "--apps-path", APPS, "--state", "pending", "--json")
@@ -541,7 +541,7 @@ def test_tasks_state_filter_shows_only_that_state(mycode_env: Env) -> None:
 
 
 def test_tasks_table_names_the_app_and_its_tasks(mycode_env: Env) -> None:
-    handle = Service(mycode_env).submit({"x": 3})
+    handle = Service(mycode_env).submit({"x": 3}, queue_only=True)
 
     result = keepwarm_cli("tasks", "mycode_project", "--apps-path", APPS)
 
@@ -556,9 +556,9 @@ def test_tasks_table_names_the_app_and_its_tasks(mycode_env: Env) -> None:
 
 def test_cancel_execution_id_cancels_only_that_executions_pending_tasks(mycode_env: Env) -> None:
     service = Service(mycode_env)
-    ours = [service.submit({"x": x}, execution_id="exec-a") for x in (3, 4)]
-    theirs = service.submit({"x": 5}, execution_id="exec-b")
-    loose = service.submit({"x": 6})
+    ours = [service.submit({"x": x}, execution_id="exec-a", queue_only=True) for x in (3, 4)]
+    theirs = service.submit({"x": 5}, execution_id="exec-b", queue_only=True)
+    loose = service.submit({"x": 6}, queue_only=True)
 
     result = keepwarm_cli("cancel", "mycode_project", "--execution-id", "exec-a", "--apps-path", APPS)
 
@@ -575,7 +575,7 @@ def test_cancel_execution_id_cancels_only_that_executions_pending_tasks(mycode_e
 
 def test_cancel_by_task_id_cancels_that_task(mycode_env: Env) -> None:
     service = Service(mycode_env)
-    target, other = service.submit({"x": 3}), service.submit({"x": 4})
+    target, other = service.submit({"x": 3}, queue_only=True), service.submit({"x": 4}, queue_only=True)
 
     result = keepwarm_cli("cancel", "mycode_project", target.task_id, "--apps-path", APPS, "--json")
 
@@ -587,7 +587,7 @@ def test_cancel_by_task_id_cancels_that_task(mycode_env: Env) -> None:
 
 def test_cancel_of_an_unknown_task_id_exits_1_and_changes_nothing(mycode_env: Env) -> None:
     service = Service(mycode_env)
-    handle = service.submit({"x": 3})
+    handle = service.submit({"x": 3}, queue_only=True)
 
     result = keepwarm_cli("cancel", "mycode_project", "no-such-task", "--apps-path", APPS)
 
@@ -599,7 +599,7 @@ def test_cancel_of_an_unknown_task_id_exits_1_and_changes_nothing(mycode_env: En
 
 
 def test_cancel_of_an_unknown_execution_id_exits_1(mycode_env: Env) -> None:
-    handle = Service(mycode_env).submit({"x": 3}, execution_id="exec-a")
+    handle = Service(mycode_env).submit({"x": 3}, execution_id="exec-a", queue_only=True)
 
     result = keepwarm_cli("cancel", "mycode_project", "--execution-id", "exec-z", "--apps-path", APPS)
 

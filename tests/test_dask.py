@@ -237,7 +237,8 @@ def test_a_lost_scheduler_is_an_error_and_start_recovers(
     wait_until(lambda: service.status().status == "error", timeout=60, what="status error")
     assert any("scheduler" in c for c in service.status().conditions), service.status().conditions
 
-    task = service.submit({"x": 5})  # queued while the cluster is down: kept for the next start
+    # Queued while the cluster is down (the supervisor may be giving up): kept for the next start.
+    task = service.submit({"x": 5}, queue_only=True)
     wait_until(lambda: not pid_alive(supervisor_state(env).pid), timeout=60, what="the supervisor to give up")
     assert service.status().status == "error"
     dask_processes.start_scheduler()  # the operator brings the cluster back (workers exit with it)

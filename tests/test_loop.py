@@ -29,7 +29,7 @@ def _age(timestamp: str) -> float:
 def test_one_incarnation_serves_two_thousand_tasks(mycode_env: Env, loops: Loops) -> None:
     (loop,) = loops.start(mycode_env)
     service = Service(mycode_env)
-    handles = service.submit_many({"args": {"x": x}} for x in range(1, 2001))
+    handles = service.submit_many(({"args": {"x": x}} for x in range(1, 2001)), queue_only=True)
     records = wait_for_records(service.queue, [h.task_id for h in handles], timeout=120)
     assert all(r.status == "done" for r in records.values())
     assert {r.claim["incarnation"] for r in records.values() if r.claim} == {loop.incarnation}
@@ -46,9 +46,11 @@ def test_one_incarnation_serves_two_thousand_tasks(mycode_env: Env, loops: Loops
 def test_results_and_remote_errors_round_trip(flaky_env: Env, loops: Loops) -> None:
     loops.start(flaky_env)
     service = Service(flaky_env)
-    assert service.submit({"value": {"a": [1, 2]}}).result(timeout=30)["value"] == {"a": [1, 2]}
+    assert service.submit({"value": {"a": [1, 2]}}, queue_only=True).result(timeout=30)["value"] == {
+        "a": [1, 2]
+    }
     with pytest.raises(TaskFailed) as failure:
-        service.submit({"action": "raise"}).result(timeout=30)
+        service.submit({"action": "raise"}, queue_only=True).result(timeout=30)
     assert "ValueError: flaky: raised on purpose" in str(failure.value)
     assert failure.value.remote_traceback is not None
     assert "flaky/worker.py" in failure.value.remote_traceback
@@ -59,20 +61,20 @@ def test_results_that_are_not_json_or_too_large_fail_clearly(tmp_path: Path, loo
     loops.start(env)
     service = Service(env)
     with pytest.raises(TaskFailed, match="not JSON"):
-        service.submit({"action": "nonjson"}).result(timeout=30)
+        service.submit({"action": "nonjson"}, queue_only=True).result(timeout=30)
     with pytest.raises(TaskFailed, match=r"over max_result_bytes \(1000\)"):
-        service.submit({"action": "big", "size": 5000}).result(timeout=30)
-    assert service.submit({"action": "big", "size": 10}).result(timeout=30) == "x" * 10
+        service.submit({"action": "big", "size": 5000}, queue_only=True).result(timeout=30)
+    assert service.submit({"action": "big", "size": 10}, queue_only=True).result(timeout=30) == "x" * 10
 
 
 def test_invalid_task_args_are_refused_at_submit(mycode_env: Env) -> None:
     service = Service(mycode_env)
     with pytest.raises(InvalidTaskError, match=r"invalid args: x: input should be a valid integer"):
-        service.submit({"x": "many"})
+        service.submit({"x": "many"}, queue_only=True)
     with pytest.raises(
         InvalidTaskError, match=r"tasks.jsonl line 3: invalid args: x: input should be greater"
     ):
-        service.submit_jsonl('{"args": {"x": 2}}\n\n{"args": {"x": 0}}\n', "tasks.jsonl")
+        service.submit_jsonl('{"args": {"x": 2}}\n\n{"args": {"x": 0}}\n', "tasks.jsonl", queue_only=True)
     assert service.counts().pending == 0
 
 
@@ -82,8 +84,8 @@ def test_invalid_task_args_that_reach_a_loop_fail_the_task_not_the_loop(
     loops.start(mycode_env)
     service = Service(mycode_env, check_args=False)  # as another tool dropping files would
     with pytest.raises(TaskFailed, match=r"invalid args: x: input should be a valid integer"):
-        service.submit({"x": "many"}).result(timeout=30)
-    assert service.submit({"x": 6}).result(timeout=30)["prime_factors"] == [2, 3]
+        service.submit({"x": "many"}, queue_only=True).result(timeout=30)
+    assert service.submit({"x": 6}, queue_only=True).result(timeout=30)["prime_factors"] == [2, 3]
 
 
 def test_heartbeat_stays_fresh_during_a_five_second_task(tmp_path: Path, loops: Loops) -> None:
@@ -96,7 +98,7 @@ def test_heartbeat_stays_fresh_during_a_five_second_task(tmp_path: Path, loops: 
     loops.start(env)
     service = Service(env)
     path = service.queue.heartbeats / "loop-0.json"
-    handle = service.submit({"action": "sleep", "seconds": 5})
+    handle = service.submit({"action": "sleep", "seconds": 5}, queue_only=True)
     wait_until(lambda: (b := read_heartbeat(path)) and b.state == "processing", what="processing heartbeat")
     ages = []
     while not handle.done():
@@ -113,7 +115,7 @@ def test_heartbeat_stays_fresh_during_a_five_second_task(tmp_path: Path, loops: 
 def test_graceful_stop_finishes_the_current_task(flaky_env: Env, loops: Loops) -> None:
     (loop,) = loops.start(flaky_env)
     service = Service(flaky_env)
-    handle = service.submit({"action": "sleep", "seconds": 1.5})
+    handle = service.submit({"action": "sleep", "seconds": 1.5}, queue_only=True)
     path = service.queue.heartbeats / "loop-0.json"
     wait_until(lambda: (b := read_heartbeat(path)) and b.task_id == handle.task_id, what="task to start")
     os.kill(loop.pid, signal.SIGTERM)
@@ -129,7 +131,7 @@ def test_stopped_loop_leaves_pending_tasks_pending(flaky_env: Env, loops: Loops)
     service = Service(flaky_env)
     os.kill(loop.pid, signal.SIGTERM)
     loop.process.wait(timeout=30)
-    handle = service.submit({})
+    handle = service.submit({}, queue_only=True)
     with pytest.raises(ResultTimeout, match="it is pending"):
         handle.result(timeout=0.2)
 
@@ -200,7 +202,7 @@ def test_bad_files_are_rejected_with_reasons_and_the_loop_keeps_serving(tmp_path
     bad[fifo.name] = (b"", "not a regular file")
 
     service = Service(env)
-    assert service.submit({"value": 7}).result(timeout=30)["value"] == 7
+    assert service.submit({"value": 7}, queue_only=True).result(timeout=30)["value"] == 7
     wait_until(lambda: queue.count_pending() == 0, what="every bad file to be taken")
     for file_name, (_, reason) in bad.items():
         rejection = queue.failed / (file_name + REJECTION_SUFFIX)
@@ -211,7 +213,7 @@ def test_bad_files_are_rejected_with_reasons_and_the_loop_keeps_serving(tmp_path
     assert target.exists() and (queue.failed / link.name).is_symlink()
     assert not (tmp_path / "escape").exists()
     assert {e["file"] for e in queue.events.read("rejected")} == set(bad)
-    assert service.submit({"value": 8}).result(timeout=30)["value"] == 8
+    assert service.submit({"value": 8}, queue_only=True).result(timeout=30)["value"] == 8
 
 
 ASYNC_WORKER = """
@@ -241,7 +243,7 @@ def test_async_work_serves_concurrent_tasks_in_one_loop(tmp_path: Path, loops: L
     env = Env(write_app(tmp_path, "asyncapp", ASYNC_WORKER, "[cluster]\nconcurrency = 4\n"))
     loops.start(env)
     service = Service(env)
-    handles = service.submit_many({"args": {"seconds": 0.5}} for _ in range(8))
+    handles = service.submit_many(({"args": {"seconds": 0.5}} for _ in range(8)), queue_only=True)
     peaks = [h.result(timeout=30)["peak"] for h in handles]
     assert max(peaks) >= 2  # several tasks were in flight in the same loop at once
     assert max(peaks) <= 4  # never more than concurrency
@@ -253,8 +255,8 @@ def test_async_task_past_its_timeout_fails(tmp_path: Path, loops: Loops, concurr
     loops.start(env)
     service = Service(env)
     with pytest.raises(TaskFailed, match="task-timeout"):
-        service.submit({"seconds": 30}, timeout_sec=0.3).result(timeout=30)
-    assert service.submit({"seconds": 0}).result(timeout=30)["peak"] >= 1
+        service.submit({"seconds": 30}, timeout_sec=0.3, queue_only=True).result(timeout=30)
+    assert service.submit({"seconds": 0}, queue_only=True).result(timeout=30)["peak"] >= 1
 
 
 def test_polling_fallback_serves_tasks(
@@ -263,14 +265,14 @@ def test_polling_fallback_serves_tasks(
     monkeypatch.setenv("KEEPWARM_WATCH", "poll")
     (loop,) = loops.start(mycode_env)
     service = Service(mycode_env)
-    assert [service.submit({"x": x}).result(timeout=30)["x"] for x in (3, 4, 5)] == [3, 4, 5]
+    assert [service.submit({"x": x}, queue_only=True).result(timeout=30)["x"] for x in (3, 4, 5)] == [3, 4, 5]
     assert "waking by poll" in loop.log_path.read_text()
 
 
 def test_recycled_loop_exits_cleanly_after_max_tasks(mycode_env: Env, loops: Loops) -> None:
     (loop,) = loops.start(mycode_env, max_tasks=5)
     service = Service(mycode_env)
-    handles = service.submit_many({"args": {"x": x}} for x in range(1, 8))
+    handles = service.submit_many(({"args": {"x": x}} for x in range(1, 8)), queue_only=True)
     assert loop.process.wait(timeout=30) == 0
     done = [h for h in handles if h.done()]
     assert len(done) == 5
@@ -280,7 +282,7 @@ def test_recycled_loop_exits_cleanly_after_max_tasks(mycode_env: Env, loops: Loo
 def test_dead_loop_tasks_are_requeued_not_lost(flaky_env: Env, loops: Loops) -> None:
     (victim,) = loops.start(flaky_env)
     service = Service(flaky_env)
-    handle = service.submit({"action": "crash", "only_attempt": 1})
+    handle = service.submit({"action": "crash", "only_attempt": 1}, queue_only=True)
     assert victim.process.wait(timeout=30) == -signal.SIGKILL
     location = service.queue.locate(handle.task_id)
     assert location.state == "running" and location.owner == f"loop-0.{victim.incarnation}"
@@ -309,7 +311,7 @@ def test_a_finished_task_is_never_run_again(tmp_path: Path, flaky_env: Env, loop
     queue = queue_of(flaky_env)
     loops.start(flaky_env)
     runs = tmp_path / "runs.txt"
-    handle = Service(flaky_env).submit({"record_to": str(runs)})
+    handle = Service(flaky_env).submit({"record_to": str(runs)}, queue_only=True)
     handle.result(timeout=30)
     again = queue.make_task({"record_to": str(runs)}, task_id=handle.task_id)
     queue.submit([again])

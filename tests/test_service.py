@@ -254,6 +254,7 @@ def test_agi_submit_queues_one_task_per_chunk(mycode_env: Env) -> None:
             work_plan=[[[1, 2], [3]], [[4]]],
             work_plan_metadata=[["a", "b"], ["c"]],
             task_name="plan",
+            queue_only=True,  # no service runs: the tasks wait for its next start
         )
     )
     assert queued["status"] == "queued" and len(queued["queued_files"]) == 3
@@ -585,3 +586,44 @@ def test_status_text_shows_why_loops_restart_and_fail_to_start(tmp_path: Path, s
     table_rows = [line for line in lines if line.startswith("loop-") and " start error:" not in line]
     assert [line.split()[-1] for line in table_rows] == ["loop-error", "loop-error"]
     assert f"loop-0 start error: {error}" in lines and f"loop-1 start error: {error}" in lines
+
+
+def test_python_and_agi_submit_refuse_a_stopped_service_unless_queue_only(
+    mycode_env: Env, services: Services
+) -> None:
+    """One rule on every surface (issue 13, 2.6): Service.submit (and submit_many, submit_jsonl,
+    asubmit) and AGI.submit refuse when no service runs, naming the way out, as `keepwarm submit`
+    and MCP's submit_task do; queue_only=True queues for the next start."""
+    from collections.abc import Callable
+
+    from keepwarm.lifecycle import ServiceNotRunning
+
+    service = Service(mycode_env)
+    refusals: list[Callable[[], object]] = [
+        lambda: service.submit({"x": 6}),
+        lambda: service.submit_many([{"args": {"x": 6}}]),
+        lambda: service.submit_jsonl('{"args": {"x": 6}}\n'),
+        lambda: asyncio.run(service.asubmit({"x": 6})),
+        lambda: asyncio.run(AGI.submit(mycode_env, work_plan=[[[1], [2]]], args={"x": 6})),
+    ]
+    for refused in refusals:
+        with pytest.raises(ServiceNotRunning) as failure:
+            refused()
+        assert str(failure.value) == (
+            "service 'mycode_project' is not running; queue the tasks for its next start with "
+            "--queue-only (queue_only=True), or start it: keepwarm start mycode_project"
+        )
+    assert service.counts().pending == 0  # nothing was queued
+
+    early = service.submit({"x": 6}, queue_only=True)
+    queued = asyncio.run(AGI.submit(mycode_env, work_plan=[[[1], [2]]], args={"x": 12}, queue_only=True))
+    assert queued["status"] == "queued" and service.counts().pending == 3
+
+    services.start(mycode_env, slots=1)
+    assert early.result(timeout=30)["prime_factors"] == [2, 3]  # queued for this start, served by it
+    assert [service.result(task_id, timeout=30)["x"] for task_id in queued["task_ids"]] == [12, 12]
+    assert service.submit({"x": 27}).result(timeout=30)["collatz_steps"] == 111  # running: no flag needed
+    (handle,) = service.submit_many([{"args": {"x": 5}}])
+    assert handle.result(timeout=30)["x"] == 5
+    running = asyncio.run(AGI.submit(mycode_env, args={"x": 7}))
+    assert service.result(running["task_ids"][0], timeout=30)["x"] == 7

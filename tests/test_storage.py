@@ -99,9 +99,9 @@ def test_submit_on_a_full_share_fails_clearly_and_leaves_nothing(
     small_share.fill()
 
     with pytest.raises(StorageError, match="is full: nothing was queued"):
-        service.submit({"x": 1})
+        service.submit({"x": 1}, queue_only=True)
     with pytest.raises(StorageError):
-        service.submit_many([{"args": {"x": x}} for x in range(1, 51)])
+        service.submit_many([{"args": {"x": x}} for x in range(1, 51)], queue_only=True)
     assert visible_and_temp_files(service.queue.pending) == []  # no task, no half-written temp file
 
     cli = subprocess.run(
@@ -117,7 +117,7 @@ def test_submit_on_a_full_share_fails_clearly_and_leaves_nothing(
 
     small_share.free()
     assert service.status().conditions == []
-    assert service.submit({"x": 3}).task_id in "".join(os.listdir(service.queue.pending))
+    assert service.submit({"x": 3}, queue_only=True).task_id in "".join(os.listdir(service.queue.pending))
 
 
 def test_a_loop_keeps_its_task_through_a_full_share_and_is_not_killed(

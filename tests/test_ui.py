@@ -228,6 +228,9 @@ def test_start_submit_status_gate_snapshot_stop(started: Env) -> None:
     assert any(m.startswith("task ") and " done in " in m for m in messages(page)), messages(page)
     assert page.json[0].value and json.loads(page.json[0].value)["collatz_steps"] == 111
     assert any("keepwarm submit mycode_project" in code and "--wait" in code for code in codes(page))
+    page.text_area(key="service.args").set_value('{"x": "five"}')
+    click(page, "service.submit")
+    assert any(m.startswith("InvalidTaskError: invalid args: x:") for m in messages(page)), messages(page)
 
     click(page, "service.status")
     assert any(m.startswith("status running: 0 pending, 0 running, 1 done") for m in messages(page))
@@ -252,14 +255,16 @@ def test_start_submit_status_gate_snapshot_stop(started: Env) -> None:
     assert metric(page, "Status") == "stopped"
 
 
-def test_bad_task_args_are_messages(started: Env) -> None:
+def test_bad_task_args_and_a_stopped_service_are_messages(started: Env) -> None:
     page = open_page()
     page.text_area(key="service.args").set_value("{x: 27")
     click(page, "service.submit")
     assert messages(page)[0].startswith("task args: not JSON")
-    page.text_area(key="service.args").set_value('{"x": "five"}')
-    click(page, "service.submit")
-    assert messages(page)[0].startswith("InvalidTaskError: invalid args: x:"), messages(page)
+    page.text_area(key="service.args").set_value('{"x": 27}')
+    click(page, "service.submit")  # the rule of every submit: refused when no service is running
+    assert messages(page)[0].startswith(
+        "ServiceNotRunning: service 'mycode_project' is not running; queue the tasks for its next start"
+    ), messages(page)
     assert Service(started).counts().pending == 0  # refused before anything was queued
     click(page, "service.stop")  # stopping a stopped service says so, and is no error
     assert page.success[-1].value.startswith("service mycode_project is"), messages(page)

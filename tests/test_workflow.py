@@ -135,7 +135,7 @@ def test_stop_cancels_that_runs_pending_tasks_and_leaves_other_runs_alone(mycode
     service = Service(mycode_env)
     first = start_workflow(service, 3, {"x": 5}, queue_only=True)
     second = start_workflow(service, 2, {"x": 6}, queue_only=True)
-    loose = service.submit({"x": 7})  # not part of any run
+    loose = service.submit({"x": 7}, queue_only=True)  # not part of any run
 
     stopped = stop_workflow(first.execution_id)
     assert stopped.state == "terminated" and stopped.ended_at is not None

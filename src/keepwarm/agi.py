@@ -176,14 +176,20 @@ class AGI:
         task_name: str = "task",
         args: dict[str, Any] | None = None,
         execution_id: str | None = None,
+        queue_only: bool = False,
     ) -> dict[str, Any]:
         """Queue one task per work-plan chunk (or one task without a plan); the reference's shape.
 
         ``work_plan[w][c]`` is chunk ``c`` of worker ``w``; ``work_plan_metadata`` has the same shape.
         Each task carries ``plan = {"worker": w, "chunk": c, "items": ..., "metadata": ...}``.
         Returns ``{"status": "queued", "task_ids": [...], "queued_files": [...]}``.
+
+        Refused (ServiceNotRunning) when no service of the app is running, unless ``queue_only=True``
+        (the tasks then wait for its next start): the rule of :meth:`keepwarm.Service.submit`.
         """
         service = Service(env)
+        if not queue_only:
+            service.require_running_to_queue()
         tasks = []
         for worker, chunks in enumerate(work_plan or [None]):
             for chunk, items in enumerate(chunks if isinstance(chunks, list) else [chunks]):

@@ -62,13 +62,14 @@ class Service:
         max_attempts: int | None = None,
         timeout_sec: float | None = None,
         plan: Any = None,
-        queue_only: bool = True,
+        queue_only: bool = False,
     ) -> TaskHandle:
         """Queue one task; the handle's ``result(timeout)`` waits for what ``work()`` returned.
 
-        The args are checked against the app's ``args_model`` first: InvalidTaskError if refused.
-        ``queue_only=False`` refuses (ServiceNotRunning) when no service is running, as the CLI and
-        MCP do by default; the default queues the task for whenever a service runs.
+        Refused (ServiceNotRunning, naming both ways out) when no service of the app is running;
+        ``queue_only=True`` queues the task for the service's next start instead. The same rule as
+        ``keepwarm submit --queue-only`` and MCP ``submit_task(queue_only=true)``. The args are
+        checked against the app's ``args_model`` next: InvalidTaskError if refused.
         """
         if not queue_only:
             self.require_running_to_queue()
@@ -87,22 +88,24 @@ class Service:
         self.queue.submit([task])
         return TaskHandle(self.queue, task.task_id)
 
-    def submit_many(self, tasks: Iterable[dict[str, Any]], *, queue_only: bool = True) -> list[TaskHandle]:
+    def submit_many(self, tasks: Iterable[dict[str, Any]], *, queue_only: bool = False) -> list[TaskHandle]:
         """Queue many partial tasks (``{"args": ..., "task_name": ...}``), all or none.
 
-        ``queue_only`` as for :meth:`submit`.
+        Refused (ServiceNotRunning) when no service is running, unless ``queue_only=True``: as for
+        :meth:`submit`.
         """
         if not queue_only:
             self.require_running_to_queue()
         return self._submit_numbered(enumerate(tasks, start=1), "task")
 
     def submit_jsonl(
-        self, text: str, source: str = "TASKS.jsonl", *, queue_only: bool = True, **defaults: Any
+        self, text: str, source: str = "TASKS.jsonl", *, queue_only: bool = False, **defaults: Any
     ) -> list[TaskHandle]:
         """Queue the tasks of a JSONL text (one partial task per line), all or none.
 
         ``defaults`` (``task_name``, ``execution_id``, ``max_attempts``, ``timeout_sec``) fill what a
-        line leaves out. Errors name ``source`` and the line. ``queue_only`` as for :meth:`submit`.
+        line leaves out. Errors name ``source`` and the line. Refused (ServiceNotRunning) when no
+        service is running, unless ``queue_only=True``: as for :meth:`submit`.
         """
         if not queue_only:
             self.require_running_to_queue()
@@ -129,8 +132,9 @@ class Service:
         lifecycle.live_supervisor(self.env)
 
     def require_running_to_queue(self) -> None:
-        """The check of submit and start_workflow: ServiceNotRunning, naming both ways out (start
-        it, or queue for its next start), unless the service's supervisor is alive."""
+        """The one check of every submit (submit, submit_many, submit_jsonl, AGI.submit, the CLI, MCP)
+        and start_workflow: ServiceNotRunning, naming both ways out (start it, or queue for its next
+        start), unless the service's supervisor is alive."""
         from keepwarm.lifecycle import ServiceNotRunning
 
         try:
@@ -295,8 +299,11 @@ class Service:
     async def acancel(self, task_ids: Iterable[str] = (), execution_id: str | None = None) -> list[str]:
         return await _in_thread(self.cancel, list(task_ids), execution_id)
 
-    async def asubmit(self, args: dict[str, Any] | None = None, **options: Any) -> TaskHandle:
-        return await _in_thread(self.submit, args, **options)
+    async def asubmit(
+        self, args: dict[str, Any] | None = None, *, queue_only: bool = False, **options: Any
+    ) -> TaskHandle:
+        """:meth:`submit` off the event loop: refused when no service is running unless ``queue_only``."""
+        return await _in_thread(self.submit, args, queue_only=queue_only, **options)
 
     async def aresult(self, task_id: str, timeout: float | None = None) -> Any:
         return await _in_thread(self.result, task_id, timeout)

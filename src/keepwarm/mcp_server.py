@@ -415,8 +415,10 @@ def _app_tool(scope: Scope, app: str, result_timeout: float) -> Tool:
     async def run(**arguments: Any) -> dict[str, Any]:
         args = to_jsonable_python(arguments if model is not None else arguments.get("args") or {})
         service = Service(env)
+        # The tool runs a task now, never queues one for later: its refusal names only "start it",
+        # so it checks here and submit does not check again (queue_only=True).
         await _thread(service.require_running)
-        handle = await service.asubmit(args, task_name=f"mcp:{env.app_target}")
+        handle = await service.asubmit(args, task_name=f"mcp:{env.app_target}", queue_only=True)
         try:
             value = await handle.aresult(timeout=result_timeout)
         except ResultTimeout:

@@ -573,7 +573,7 @@ class ChaosRun:
         if missing <= 0:
             return
         args = {"action": "sleep", "seconds": self.plan.work_seconds, "record_to": str(self.executions_log)}
-        handles = self.service.submit_many({"args": args} for _ in range(missing))
+        handles = self.service.submit_many(({"args": args} for _ in range(missing)), queue_only=True)
         self.report.submitted += [handle.task_id for handle in handles]
 
     def _terminal(self) -> tuple[set[str], set[str]]:

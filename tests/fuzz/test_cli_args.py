@@ -301,7 +301,7 @@ def test_timeout_is_a_finite_number_of_seconds_or_a_clean_error(
         return
     # A pending task for a short or refused timeout (the wait would be that long), else a cancelled one.
     pending = wait is None or wait <= 0.05
-    task_id = service.submit({}).task_id
+    task_id = service.submit({}, queue_only=True).task_id
     if not pending:
         assert service.cancel([task_id]) == [task_id]
     result = run_cli(["result", APP, task_id, "--apps-path", str(apps), "--timeout", value], capsys)

@@ -462,7 +462,8 @@ def test_bad_task_files_are_rejected_with_their_reason_and_the_loop_keeps_servin
     for bad in batch:
         event(bad.kind)
     dropped = [(bad, *_drop(served, bad)) for bad in batch]
-    good = served.service.submit({"n": served.unique("good")})
+    # Loops without a supervisor: no service "runs", so every submit here takes queue_only=True.
+    good = served.service.submit({"n": served.unique("good")}, queue_only=True)
     wait_until(lambda: good.done() or not served.loop_alive(), timeout=WAIT_SEC, what="the good task")
     assert served.loop_alive(), f"the loop died; its log: {served.loop.log_path}"
 
@@ -535,6 +536,7 @@ def _submit(served: Served, task: ValidTask) -> str:
             max_attempts=task.max_attempts,
             timeout_sec=task.timeout_sec,
             plan=task.plan,
+            queue_only=True,
         )
         return handle.task_id
     # Another tool: only the fields it cares about, in its own JSON style.
@@ -582,7 +584,7 @@ def test_args_nested_too_deep_are_refused_at_submit(served: Served, depth: int) 
     with pytest.raises(
         InvalidTaskError, match=f"nested deeper than {MAX_JSON_DEPTH} levels; nothing was queued"
     ):
-        served.service.submit({"v": nested_list(depth)})
+        served.service.submit({"v": nested_list(depth)}, queue_only=True)
 
 
 @pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 199, 200])
@@ -601,7 +603,8 @@ def test_a_file_too_deep_for_the_loop_gets_a_failed_record(served: Served, depth
 
 def test_a_result_nested_too_deep_fails_its_task_instead_of_hanging(served: Served) -> None:
     served.ensure_serving()
-    handle = served.service.submit({"v": nested_list(MAX_JSON_DEPTH - 1)})  # the app nests it deeper
+    # The app nests it deeper.
+    handle = served.service.submit({"v": nested_list(MAX_JSON_DEPTH - 1)}, queue_only=True)
     record = wait_for_records(served.queue, [handle.task_id], timeout=WAIT_SEC)[handle.task_id]
     assert record.status == "failed" and record.error is not None
     assert f"nested deeper than {MAX_JSON_DEPTH} levels" in record.error
