@@ -199,8 +199,14 @@ def test_the_seed_example_runs_on_the_dask_backend(tmp_path: Path) -> None:
         "HEALTH: idle 0",
         "STOP: stopped",
     ]
-    record = read_service_record(Env("mycode_project", apps).service_dir / "service.json")
+    service_dir = Env("mycode_project", apps).service_dir
+    record = read_service_record(service_dir / "service.json")
     assert record is not None and record.backend == "dask"
+    # The example stops with shutdown_on_stop=False: its cluster is kept for the next start.
+    kept = read_keeper(service_dir / "cluster.json")
+    assert kept is not None, "shutdown_on_stop=False should have kept the Dask cluster"
+    os.kill(kept[1], signal.SIGKILL)
+    wait_until(lambda: not pid_alive(kept[1]), 30, "the kept cluster's keeper gone")
 
 
 def test_a_worker_that_sees_another_queue_fails_start_naming_host_and_paths(
