@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))  # the harness lives with the tests it serves
 
 from tests.chaos.harness import ChaosPlan, ChaosReport, chaos_app, kill_keeper_and_workers, run_chaos  # noqa: E402
 
-from keepwarm.lifecycle import stop_service  # noqa: E402
+from keepwarm.service.lifecycle import stop_service  # noqa: E402
 from provenance import source_version  # noqa: E402
 
 

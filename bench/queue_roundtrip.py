@@ -8,7 +8,7 @@ floor     the bare mechanism: a client renames a file into ``req/``, a server pr
           renames it into its own folder and answers by temp file + rename into ``rsp/``, the client is
           woken by inotify. No parsing, no work, no bookkeeping.
 keepwarm  ``Service.submit(...).result()`` and ``submit_many`` + ``wait_for_records`` through
-          ``python -m keepwarm.loop`` processes running the bundled app ``mycode_project``.
+          ``python -m keepwarm.runtime.loop`` processes running the bundled app ``mycode_project``.
 naive     the same rename protocol as the floor with JSON payloads and the app's computation (the
           practical limit of a Python file queue); two workers for the drain.
 
@@ -47,7 +47,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Protocol
 
-from keepwarm.watch import IN_MOVED_TO, Watcher, filesystem_type
+from keepwarm._sys.watch import IN_MOVED_TO, Watcher, filesystem_type
 from provenance import source_version
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,7 +234,7 @@ ROLES = {
 
 def serve(root: Path, slot: str, role_name: str, parent_pid: int) -> None:
     """A floor or naive worker: wait on inotify, claim by rename, answer by temp + rename."""
-    from keepwarm.loop import set_parent_death_signal
+    from keepwarm.runtime.loop import set_parent_death_signal
 
     set_parent_death_signal(parent_pid)
     role = ROLES[role_name]
@@ -317,7 +317,7 @@ class FileQueueBackend:
 
 
 class KeepwarmBackend:
-    """keepwarm's client API in this process, ``python -m keepwarm.loop`` processes as workers."""
+    """keepwarm's client API in this process, ``python -m keepwarm.runtime.loop`` processes as workers."""
 
     def __init__(self, workdir: Path) -> None:
         import keepwarm
@@ -337,13 +337,21 @@ class KeepwarmBackend:
     def scale(self, workers: int) -> None:
         while len(self.children.procs) < workers:
             slot = f"loop-{len(self.children.procs)}"
-            command = [sys.executable, "-m", "keepwarm.loop", "--app", APP, "--apps-path", str(APPS_PATH)]
+            command = [
+                sys.executable,
+                "-m",
+                "keepwarm.runtime.loop",
+                "--app",
+                APP,
+                "--apps-path",
+                str(APPS_PATH),
+            ]
             command += ["--slot", slot, "--namespace", NAMESPACE, "--parent-pid", str(os.getpid())]
             self.children.start(slot, command, env={**os.environ, "KEEPWARM_SHARE": str(self.share)})
             self.children.wait_until(slot, lambda slot=slot: self.loop_ready(slot))
 
     def loop_ready(self, slot: str) -> bool:
-        from keepwarm.heartbeat import read_heartbeat
+        from keepwarm.runtime.heartbeat import read_heartbeat
 
         beat = read_heartbeat(self.service.queue.heartbeats / f"{slot}.json")
         return beat is not None and beat.state in ("ready", "processing")
@@ -354,7 +362,7 @@ class KeepwarmBackend:
         return self.service.submit({"x": x}, queue_only=True).result(ROUNDTRIP_TIMEOUT_SEC)
 
     def drain(self, xs: Sequence[int]) -> list[Any]:
-        from keepwarm.results import value_of, wait_for_records
+        from keepwarm.queue.results import value_of, wait_for_records
 
         handles = self.service.submit_many([{"args": {"x": x}} for x in xs], queue_only=True)
         records = wait_for_records(self.service.queue, [h.task_id for h in handles], DRAIN_TIMEOUT_SEC)

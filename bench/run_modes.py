@@ -1,8 +1,8 @@
 """Run mode's figures, in one run: the example app in every available mode, and the same numbers
 through service mode, side by side in one table.
 
-run modes   ``keepwarm.benchmark`` of ``mycode_project`` with ``--items`` numbers in 8 partitions over 2
-            plan workers: each mode a complete cold run (work plan, pool processes or a Dask
+run modes   ``keepwarm.runmode.benchmark`` of ``mycode_project`` with ``--items`` numbers in 8
+            partitions over 2 plan workers: each mode a complete cold run (work plan, pool processes or a Dask
             LocalCluster, the app's ``start()``, every partition, the output written as Parquet), as
             ``keepwarm run --benchmark`` measures it. The Cython build is made before the timed runs.
             The output tables of all modes are compared (digest of columns, dtypes and values).
@@ -95,8 +95,8 @@ def main() -> None:
     from rich.console import Console
 
     import keepwarm
-    from keepwarm.benchmark import benchmark
     from keepwarm.cli.common import table
+    from keepwarm.runmode.benchmark import benchmark
 
     console = Console(stderr=True)
     try:

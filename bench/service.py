@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 import keepwarm
-from keepwarm.state import read_supervisor_state
+from keepwarm.queue.state import read_supervisor_state
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "examples" / "apps"
@@ -48,7 +48,7 @@ COLD_REQUEST = """
 import sys
 from keepwarm.app import load_app
 from keepwarm.env import Env
-from keepwarm.task import TaskItem
+from keepwarm.queue.task import TaskItem
 
 app = load_app(Env("model_server", sys.argv[1]))
 worker = app.new_worker()
@@ -84,8 +84,8 @@ def on_dask(env: keepwarm.Env, requests: int, burst: int) -> dict[str, float]:
     """
     from distributed import Client
 
-    from keepwarm.cluster import stop_keeper
-    from keepwarm.state import read_service_record
+    from keepwarm.backends.cluster import stop_keeper
+    from keepwarm.queue.state import read_service_record
 
     service = keepwarm.Service(env)
     service.start(backend="dask")

@@ -35,10 +35,10 @@ from typing import Any
 
 import keepwarm
 from keepwarm.errors import ResultTimeout
-from keepwarm.queue import TaskQueue
-from keepwarm.results import wait_for_records
-from keepwarm.state import read_supervisor_state
-from keepwarm.task import TaskRecord, epoch_of
+from keepwarm.queue.results import wait_for_records
+from keepwarm.queue.state import read_supervisor_state
+from keepwarm.queue.task import TaskRecord, epoch_of
+from keepwarm.queue.taskqueue import TaskQueue
 from provenance import source_version
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from keepwarm.api import Service
-from keepwarm.cluster import read_keeper
+from keepwarm.backends.cluster import read_keeper
+from keepwarm.backends.local import LoopProcess, spawn_loop, stop_loops, wait_ready
 from keepwarm.env import Env
-from keepwarm.health import pid_alive
-from keepwarm.lifecycle import stop_service
-from keepwarm.local import LoopProcess, spawn_loop, stop_loops, wait_ready
-from keepwarm.queue import TaskQueue
-from keepwarm.state import SupervisorState, read_supervisor_state
+from keepwarm.queue.state import SupervisorState, read_supervisor_state
+from keepwarm.queue.taskqueue import TaskQueue
+from keepwarm.service.health import pid_alive
+from keepwarm.service.lifecycle import stop_service
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_APPS = ROOT / "examples" / "apps"

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from keepwarm import AGI
-from keepwarm.cluster import read_keeper
+from keepwarm.backends.cluster import read_keeper
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
-from keepwarm.health import pid_alive
-from keepwarm.state import read_service_record
+from keepwarm.queue.state import read_service_record
+from keepwarm.service.health import pid_alive
 
 from .conftest import Services, copy_app
 

@@ -15,7 +15,7 @@ import pytest
 import keepwarm
 from keepwarm.env import Env
 from keepwarm.errors import AppError
-from keepwarm.installer import venv_dir
+from keepwarm.runmode.installer import venv_dir
 
 from .conftest import Services, write_app
 from .test_cli import assert_clean_failure, keepwarm_cli

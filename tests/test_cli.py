@@ -17,8 +17,8 @@ import pytest
 import keepwarm
 from keepwarm.api import Service
 from keepwarm.env import Env
-from keepwarm.lifecycle import ServiceNotRunning
-from keepwarm.queue import TaskQueue
+from keepwarm.queue.taskqueue import TaskQueue
+from keepwarm.service.lifecycle import ServiceNotRunning
 
 from .conftest import EXAMPLE_APPS, ROOT, Loops, Services, queue_of, wait_until, write_app
 
@@ -140,8 +140,8 @@ def test_a_start_refused_by_a_concurrent_start_names_the_supervisor_pid_and_host
 
 
 def test_a_start_that_finds_the_lock_taken_by_a_start_in_progress_says_so(mycode_env: Env) -> None:
-    from keepwarm.lifecycle import lock_path
-    from keepwarm.supervisor import acquire_lock
+    from keepwarm.service.lifecycle import lock_path
+    from keepwarm.service.supervisor import acquire_lock
 
     mycode_env.service_dir.mkdir(parents=True)
     fd = acquire_lock(lock_path(mycode_env))  # held, as a start holds it before its supervisor runs

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from keepwarm.cluster import LOOP_RESOURCE, read_keeper
+from keepwarm.backends.cluster import LOOP_RESOURCE, read_keeper
 from keepwarm.env import Env
-from keepwarm.health import pid_alive
-from keepwarm.lifecycle import ServiceStartError
-from keepwarm.results import wait_for_records
-from keepwarm.state import read_service_record
+from keepwarm.queue.results import wait_for_records
+from keepwarm.queue.state import read_service_record
+from keepwarm.service.health import pid_alive
+from keepwarm.service.lifecycle import ServiceStartError
 
 from .conftest import EXAMPLE_APPS, ROOT, Services, copy_app, supervisor_state, wait_until
 
@@ -261,8 +261,8 @@ def test_the_app_code_reaches_workers_that_do_not_have_it(tmp_path: Path) -> Non
     worker runs the app from its copy once the original folder is gone."""
     from distributed import Client, LocalCluster
 
-    from keepwarm.dask_backend import _app_dir_here
-    from keepwarm.staging import ship_to_dask, stage_app
+    from keepwarm.backends.dask import _app_dir_here
+    from keepwarm.backends.staging import ship_to_dask, stage_app
 
     app_dir = copy_app(tmp_path, "mycode_project")
     with (
@@ -276,7 +276,7 @@ def test_the_app_code_reaches_workers_that_do_not_have_it(tmp_path: Path) -> Non
 
         def run_there(dask_worker: object) -> object:
             from keepwarm.app import load_app
-            from keepwarm.task import TaskItem
+            from keepwarm.queue.task import TaskItem
 
             found = _app_dir_here(str(app_dir), shipped, dask_worker)
             app = load_app(Env(found))

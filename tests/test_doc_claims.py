@@ -15,9 +15,9 @@ import pytest
 
 import keepwarm
 from keepwarm.env import Env
-from keepwarm.health import HealthReport
-from keepwarm.installer import venv_dir
-from keepwarm.lifecycle import ServiceStartError
+from keepwarm.runmode.installer import venv_dir
+from keepwarm.service.health import HealthReport
+from keepwarm.service.lifecycle import ServiceStartError
 
 from .conftest import Services, write_app
 

@@ -36,8 +36,8 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
-from keepwarm.health import pid_alive
-from keepwarm.state import read_supervisor_state
+from keepwarm.queue.state import read_supervisor_state
+from keepwarm.service.health import pid_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

@@ -16,10 +16,10 @@ import pytest
 from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.errors import SettingsError
-from keepwarm.fleet import Fleet, FleetAlreadyRunning, FleetStartError, list_services
-from keepwarm.health import pid_alive
-from keepwarm.state import read_supervisor_state
-from keepwarm.workflow import WorkflowNotFound, start_workflow, workflow_status
+from keepwarm.groups.fleet import Fleet, FleetAlreadyRunning, FleetStartError, list_services
+from keepwarm.groups.workflow import WorkflowNotFound, start_workflow, workflow_status
+from keepwarm.queue.state import read_supervisor_state
+from keepwarm.service.health import pid_alive
 
 from .conftest import EXAMPLE_APPS, ROOT, copy_app, wait_until, write_app
 

@@ -21,7 +21,18 @@ import pytest
 
 from keepwarm import __version__
 from keepwarm.env import Env
-from keepwarm.health import (
+from keepwarm.queue.state import (
+    FutureState,
+    LoopRow,
+    RestartEntry,
+    ServiceRecord,
+    SupervisorIdentity,
+    SupervisorState,
+    write_state,
+)
+from keepwarm.queue.taskqueue import pending_name
+from keepwarm.runtime.heartbeat import Heartbeat, HeartbeatState
+from keepwarm.service.health import (
     HEALTH_SCHEMA,
     SNAPSHOT_FILE,
     GateCode,
@@ -34,18 +45,7 @@ from keepwarm.health import (
     to_prometheus,
     write_snapshot,
 )
-from keepwarm.heartbeat import Heartbeat, HeartbeatState
-from keepwarm.queue import pending_name
 from keepwarm.settings import ServiceHealthSettings
-from keepwarm.state import (
-    FutureState,
-    LoopRow,
-    RestartEntry,
-    ServiceRecord,
-    SupervisorIdentity,
-    SupervisorState,
-    write_state,
-)
 
 from .conftest import queue_of
 

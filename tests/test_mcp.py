@@ -22,9 +22,9 @@ from mcp.client.streamable_http import streamable_http_client
 from keepwarm.app import load_args_model
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
-from keepwarm.fleet import Fleet
-from keepwarm.lifecycle import stop_service
-from keepwarm.mcp_server import READ_TOOLS, WRITE_TOOLS, http_token
+from keepwarm.groups.fleet import Fleet
+from keepwarm.mcp.server import READ_TOOLS, WRITE_TOOLS, http_token
+from keepwarm.service.lifecycle import stop_service
 
 from .conftest import EXAMPLE_APPS, ROOT, write_app
 

@@ -14,7 +14,7 @@ import pytest
 from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.errors import InvalidTaskError, QueueFull, TaskNotFound
-from keepwarm.queue import TaskQueue, seq_from_name, terminal_record
+from keepwarm.queue.taskqueue import TaskQueue, seq_from_name, terminal_record
 from keepwarm.settings import ClusterSettings
 
 from .conftest import Loops, copy_app, queue_of
@@ -82,7 +82,7 @@ CLAIMER = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from keepwarm.queue import TaskQueue
+    from keepwarm.queue.taskqueue import TaskQueue
     queue = TaskQueue(Path(sys.argv[1]))
     owner = queue.owner_dir(sys.argv[2], "i1")
     owner.mkdir(parents=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from keepwarm import docgen
+from keepwarm.cli import docgen
 
 
 @pytest.mark.parametrize(
@@ -14,7 +14,7 @@ from keepwarm import docgen
 def test_reference_page_matches_the_code(page: str, render: object) -> None:
     assert callable(render)
     committed = (docgen.DOCS / page).read_text(encoding="utf-8")
-    assert committed == render(), f"docs/{page} is stale: run .venv/bin/python -m keepwarm.docgen"
+    assert committed == render(), f"docs/{page} is stale: run .venv/bin/python -m keepwarm.cli.docgen"
 
 
 def test_every_setting_and_verb_is_documented() -> None:

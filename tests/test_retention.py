@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from keepwarm.queue import TaskQueue
-from keepwarm.retention import RetentionReport, enforce_retention
+from keepwarm.queue.retention import RetentionReport, enforce_retention
+from keepwarm.queue.taskqueue import TaskQueue
 from keepwarm.settings import ClusterSettings
 
 NOW = 1_900_000_000.0  # a fixed clock: files are aged with os.utime, never by sleeping

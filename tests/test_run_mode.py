@@ -1,6 +1,6 @@
 """Run mode: init, install, distribute, run in every mode, benchmark, and the output data.
 
-Real processes (spawned pools, Dask's LocalCluster of nannies and workers via keepwarm.cluster, pip,
+Real processes (spawned pools, Dask's LocalCluster of nannies and workers via keepwarm.backends.cluster, pip,
 Cython and the C compiler), real files under each test's share, log and export dirs.
 """
 
@@ -21,14 +21,14 @@ import pytest
 
 import keepwarm
 from keepwarm.app import Partition
-from keepwarm.benchmark import benchmark
-from keepwarm.data import export_columns, find_run, read_table
 from keepwarm.env import Env
 from keepwarm.errors import AppError
-from keepwarm.modes import ModeError, RunMode, available_benchmark_modes
-from keepwarm.plan import IMBALANCE_LIMIT, load_plan, move_partition, plan_path, render_tree
-from keepwarm.runner import RunError, RunEvent
-from keepwarm.scaffold import init_app
+from keepwarm.runmode.benchmark import benchmark
+from keepwarm.runmode.data import export_columns, find_run, read_table
+from keepwarm.runmode.modes import ModeError, RunMode, available_benchmark_modes
+from keepwarm.runmode.plan import IMBALANCE_LIMIT, load_plan, move_partition, plan_path, render_tree
+from keepwarm.runmode.runner import RunError, RunEvent
+from keepwarm.runmode.scaffold import init_app
 
 from .conftest import copy_app
 from .test_cli import assert_clean_failure, keepwarm_cli
@@ -771,7 +771,7 @@ def test_a_script_without_a_main_guard_runs_on_a_local_dask_cluster(tmp_path: Pa
         dedent(
             f"""
             import keepwarm
-            from keepwarm.scaffold import init_app
+            from keepwarm.runmode.scaffold import init_app
 
             init_app("squares", {str(tmp_path / "apps")!r})
             report = keepwarm.run(keepwarm.Env("squares", apps_path={str(tmp_path / "apps")!r}), "dask")

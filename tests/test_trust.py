@@ -15,7 +15,7 @@ import pytest
 from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
-from keepwarm.lifecycle import refuse_shared_writers
+from keepwarm.service.lifecycle import refuse_shared_writers
 
 from .conftest import ROOT, Services, copy_app
 

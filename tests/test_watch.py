@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from keepwarm import watch
+from keepwarm._sys import watch
 
 
 def test_a_local_folder_is_watched_by_inotify(tmp_path: Path) -> None:

@@ -17,15 +17,15 @@ import pytest
 from keepwarm.api import Service
 from keepwarm.env import Env, login_name
 from keepwarm.errors import InvalidTaskError
-from keepwarm.lifecycle import ServiceNotRunning, stop_service
-from keepwarm.queue import TaskQueue
-from keepwarm.workflow import (
+from keepwarm.groups.workflow import (
     WorkflowNotFound,
     list_workflows,
     start_workflow,
     stop_workflow,
     workflow_status,
 )
+from keepwarm.queue.taskqueue import TaskQueue
+from keepwarm.service.lifecycle import ServiceNotRunning, stop_service
 
 from .conftest import EXAMPLE_APPS, ROOT, wait_until
 
@@ -69,7 +69,7 @@ ALLOCATE = textwrap.dedent(
     import sys
     from keepwarm.api import Service
     from keepwarm.env import Env
-    from keepwarm.workflow import start_workflow
+    from keepwarm.groups.workflow import start_workflow
 
     service = Service(Env("mycode_project", sys.argv[1]))
     for _ in range(int(sys.argv[2])):

@@ -12,25 +12,25 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "AGI": "keepwarm.agi",
-    "HealthReport": "keepwarm.health",
-    "GateResult": "keepwarm.health",
-    "ServiceAlreadyRunning": "keepwarm.lifecycle",
-    "ServiceStartError": "keepwarm.lifecycle",
-    "ServiceNotRunning": "keepwarm.lifecycle",
-    "ServiceCannotDeliver": "keepwarm.results",
+    "HealthReport": "keepwarm.service.health",
+    "GateResult": "keepwarm.service.health",
+    "ServiceAlreadyRunning": "keepwarm.service.lifecycle",
+    "ServiceStartError": "keepwarm.service.lifecycle",
+    "ServiceNotRunning": "keepwarm.service.lifecycle",
+    "ServiceCannotDeliver": "keepwarm.queue.results",
     "Env": "keepwarm.env",
     "AgiEnv": "keepwarm.env",
     "Service": "keepwarm.api",
-    "TaskHandle": "keepwarm.results",
-    "TaskQueue": "keepwarm.queue",
-    "Task": "keepwarm.task",
-    "TaskItem": "keepwarm.task",
-    "TaskRecord": "keepwarm.task",
+    "TaskHandle": "keepwarm.queue.results",
+    "TaskQueue": "keepwarm.queue.taskqueue",
+    "Task": "keepwarm.queue.task",
+    "TaskItem": "keepwarm.queue.task",
+    "TaskRecord": "keepwarm.queue.task",
     "Partition": "keepwarm.app",
     "WorkPlan": "keepwarm.app",
-    "install": "keepwarm.installer",
-    "distribute": "keepwarm.plan",
-    "run": "keepwarm.runner",
+    "install": "keepwarm.runmode.installer",
+    "distribute": "keepwarm.runmode.plan",
+    "run": "keepwarm.runmode.runner",
     "KeepwarmError": "keepwarm.errors",
     "SettingsError": "keepwarm.errors",
     "AppError": "keepwarm.errors",
@@ -39,18 +39,18 @@ _EXPORTS = {
     "TaskFailed": "keepwarm.errors",
     "TaskNotFound": "keepwarm.errors",
     "ResultTimeout": "keepwarm.errors",
-    "Fleet": "keepwarm.fleet",
-    "FleetStatus": "keepwarm.fleet",
-    "FleetError": "keepwarm.fleet",
-    "FleetAlreadyRunning": "keepwarm.fleet",
-    "FleetStartError": "keepwarm.fleet",
-    "ServiceSummary": "keepwarm.fleet",
-    "list_services": "keepwarm.fleet",
-    "start_workflow": "keepwarm.workflow",
-    "workflow_status": "keepwarm.workflow",
-    "stop_workflow": "keepwarm.workflow",
-    "WorkflowStatus": "keepwarm.workflow",
-    "WorkflowNotFound": "keepwarm.workflow",
+    "Fleet": "keepwarm.groups.fleet",
+    "FleetStatus": "keepwarm.groups.fleet",
+    "FleetError": "keepwarm.groups.fleet",
+    "FleetAlreadyRunning": "keepwarm.groups.fleet",
+    "FleetStartError": "keepwarm.groups.fleet",
+    "ServiceSummary": "keepwarm.groups.fleet",
+    "list_services": "keepwarm.groups.fleet",
+    "start_workflow": "keepwarm.groups.workflow",
+    "workflow_status": "keepwarm.groups.workflow",
+    "stop_workflow": "keepwarm.groups.workflow",
+    "WorkflowStatus": "keepwarm.groups.workflow",
+    "WorkflowNotFound": "keepwarm.groups.workflow",
     "service_task": "keepwarm.inprocess",
     "function_task": "keepwarm.inprocess",
     "service_scope": "keepwarm.inprocess",
@@ -142,15 +142,18 @@ if TYPE_CHECKING:
     from keepwarm.errors import (
         TaskNotFound as TaskNotFound,
     )
-    from keepwarm.fleet import Fleet as Fleet
-    from keepwarm.fleet import FleetAlreadyRunning as FleetAlreadyRunning
-    from keepwarm.fleet import FleetError as FleetError
-    from keepwarm.fleet import FleetStartError as FleetStartError
-    from keepwarm.fleet import FleetStatus as FleetStatus
-    from keepwarm.fleet import ServiceSummary as ServiceSummary
-    from keepwarm.fleet import list_services as list_services
-    from keepwarm.health import GateResult as GateResult
-    from keepwarm.health import HealthReport as HealthReport
+    from keepwarm.groups.fleet import Fleet as Fleet
+    from keepwarm.groups.fleet import FleetAlreadyRunning as FleetAlreadyRunning
+    from keepwarm.groups.fleet import FleetError as FleetError
+    from keepwarm.groups.fleet import FleetStartError as FleetStartError
+    from keepwarm.groups.fleet import FleetStatus as FleetStatus
+    from keepwarm.groups.fleet import ServiceSummary as ServiceSummary
+    from keepwarm.groups.fleet import list_services as list_services
+    from keepwarm.groups.workflow import WorkflowNotFound as WorkflowNotFound
+    from keepwarm.groups.workflow import WorkflowStatus as WorkflowStatus
+    from keepwarm.groups.workflow import start_workflow as start_workflow
+    from keepwarm.groups.workflow import stop_workflow as stop_workflow
+    from keepwarm.groups.workflow import workflow_status as workflow_status
     from keepwarm.inprocess import ServiceHandle as ServiceHandle
     from keepwarm.inprocess import ServiceTask as ServiceTask
     from keepwarm.inprocess import ServiceTaskStopped as ServiceTaskStopped
@@ -158,23 +161,20 @@ if TYPE_CHECKING:
     from keepwarm.inprocess import live_services as live_services
     from keepwarm.inprocess import service_scope as service_scope
     from keepwarm.inprocess import service_task as service_task
-    from keepwarm.installer import install as install
-    from keepwarm.lifecycle import ServiceAlreadyRunning as ServiceAlreadyRunning
-    from keepwarm.lifecycle import ServiceNotRunning as ServiceNotRunning
-    from keepwarm.lifecycle import ServiceStartError as ServiceStartError
-    from keepwarm.plan import distribute as distribute
-    from keepwarm.queue import TaskQueue as TaskQueue
-    from keepwarm.results import ServiceCannotDeliver as ServiceCannotDeliver
-    from keepwarm.results import TaskHandle as TaskHandle
-    from keepwarm.runner import run as run
-    from keepwarm.task import Task as Task
-    from keepwarm.task import TaskItem as TaskItem
-    from keepwarm.task import TaskRecord as TaskRecord
-    from keepwarm.workflow import WorkflowNotFound as WorkflowNotFound
-    from keepwarm.workflow import WorkflowStatus as WorkflowStatus
-    from keepwarm.workflow import start_workflow as start_workflow
-    from keepwarm.workflow import stop_workflow as stop_workflow
-    from keepwarm.workflow import workflow_status as workflow_status
+    from keepwarm.queue.results import ServiceCannotDeliver as ServiceCannotDeliver
+    from keepwarm.queue.results import TaskHandle as TaskHandle
+    from keepwarm.queue.task import Task as Task
+    from keepwarm.queue.task import TaskItem as TaskItem
+    from keepwarm.queue.task import TaskRecord as TaskRecord
+    from keepwarm.queue.taskqueue import TaskQueue as TaskQueue
+    from keepwarm.runmode.installer import install as install
+    from keepwarm.runmode.plan import distribute as distribute
+    from keepwarm.runmode.runner import run as run
+    from keepwarm.service.health import GateResult as GateResult
+    from keepwarm.service.health import HealthReport as HealthReport
+    from keepwarm.service.lifecycle import ServiceAlreadyRunning as ServiceAlreadyRunning
+    from keepwarm.service.lifecycle import ServiceNotRunning as ServiceNotRunning
+    from keepwarm.service.lifecycle import ServiceStartError as ServiceStartError
 
 
 def __getattr__(name: str) -> Any:

@@ -18,7 +18,7 @@ from keepwarm.env import Env
 from keepwarm.errors import InvalidTaskError
 
 if TYPE_CHECKING:
-    from keepwarm.runner import RunEvent
+    from keepwarm.runmode.runner import RunEvent
 
 SERVE_ACTIONS = ("start", "status", "health", "stop")
 run_log = logging.getLogger("keepwarm.run")
@@ -48,7 +48,7 @@ class AGI:
         ``modes_enabled`` bits choose the optional steps: 2 compiles the worker with Cython, 4 ships
         the code to the Dask cluster (``scheduler`` to join one, else a local one of ``workers``).
         """
-        from keepwarm.installer import install
+        from keepwarm.runmode.installer import install
 
         cython = bool(modes_enabled & AGI.CYTHON_MODE) if modes_enabled is not None else None
         dask = bool(modes_enabled & AGI.DASK_MODE) if modes_enabled is not None else None
@@ -75,7 +75,7 @@ class AGI:
         """Build and save the work plan (``keepwarm.distribute``) with ``args`` over ``[args]``; returns
         it as a dict: ``workers`` (per worker, partitions with weights), ``partition_key``,
         ``weights_key``, ``unit``, ``loads``, ``imbalance``."""
-        from keepwarm.plan import distribute
+        from keepwarm.runmode.plan import distribute
 
         plan = await asyncio.to_thread(distribute, env, workers=_worker_count(workers), args=args or None)
         return plan.to_json_dict()
@@ -100,8 +100,8 @@ class AGI:
         address = _scheduler_address(scheduler)
         rapids = AGI.RAPIDS_MODE if rapids_enabled else 0
         if mode is None or isinstance(mode, list):
-            from keepwarm.benchmark import benchmark
-            from keepwarm.modes import RunMode
+            from keepwarm.runmode.benchmark import benchmark
+            from keepwarm.runmode.modes import RunMode
 
             modes: list[str | int | RunMode] | None = None
             if mode is not None:
@@ -116,8 +116,8 @@ class AGI:
                 on_event=_log_event,
             )
             return {name: entry.model_dump(mode="json") for name, entry in report.entries.items()}
-        from keepwarm.modes import RunMode
-        from keepwarm.runner import run
+        from keepwarm.runmode.modes import RunMode
+        from keepwarm.runmode.runner import run
 
         chosen = RunMode.parse(mode)
         result = await asyncio.to_thread(

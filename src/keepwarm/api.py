@@ -13,7 +13,10 @@ from pydantic import BaseModel, ValidationError
 from keepwarm.app import describe_args_error, load_args_model
 from keepwarm.env import Env
 from keepwarm.errors import InvalidTaskError
-from keepwarm.health import (
+from keepwarm.queue.results import DeliveryWatch, TaskHandle, value_of, wait_for_records
+from keepwarm.queue.task import Task, TaskRecord, parse_task_lines
+from keepwarm.queue.taskqueue import QueueCounts, Retried, TaskQueue
+from keepwarm.service.health import (
     GateResult,
     GateThresholds,
     HealthReport,
@@ -22,9 +25,6 @@ from keepwarm.health import (
     write_report,
     write_snapshot,
 )
-from keepwarm.queue import QueueCounts, Retried, TaskQueue
-from keepwarm.results import DeliveryWatch, TaskHandle, value_of, wait_for_records
-from keepwarm.task import Task, TaskRecord, parse_task_lines
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -127,7 +127,7 @@ class Service:
 
     def require_running(self) -> None:
         """ServiceNotRunning, saying how to start it, unless the service's supervisor is alive."""
-        from keepwarm import lifecycle
+        from keepwarm.service import lifecycle
 
         lifecycle.live_supervisor(self.env)
 
@@ -135,7 +135,7 @@ class Service:
         """The one check of every submit (submit, submit_many, submit_jsonl, AGI.submit, the CLI, MCP)
         and start_workflow: ServiceNotRunning, naming both ways out (start it, or queue for its next
         start), unless the service's supervisor is alive."""
-        from keepwarm.lifecycle import ServiceNotRunning
+        from keepwarm.service.lifecycle import ServiceNotRunning
 
         try:
             self.require_running()
@@ -179,7 +179,7 @@ class Service:
         With a live supervisor, running tasks are cancelled too (their loop is restarted); without
         one, only pending tasks can be.
         """
-        from keepwarm import lifecycle
+        from keepwarm.service import lifecycle
 
         ids = list(task_ids)
         try:
@@ -205,7 +205,7 @@ class Service:
 
         ``backend`` ("local" or "dask") overrides ``[cluster] backend`` for this start.
         """
-        from keepwarm import lifecycle
+        from keepwarm.service import lifecycle
 
         lifecycle.start_service(self.env, slots=slots, timeout=timeout, backend=backend)
         return self.status()
@@ -216,7 +216,7 @@ class Service:
         ``shutdown`` (default ``[cluster] shutdown_on_stop``) also shuts down a Dask cluster keepwarm
         started; ``False`` leaves it running for the next start.
         """
-        from keepwarm import lifecycle
+        from keepwarm.service import lifecycle
 
         return lifecycle.stop_service(self.env, timeout=timeout, shutdown=shutdown)
 
@@ -252,19 +252,19 @@ class Service:
 
     def scale(self, slots: int) -> dict[str, Any]:
         """Run ``slots`` loops from now on; returns ``{"from": N, "to": M}``."""
-        from keepwarm import lifecycle
+        from keepwarm.service import lifecycle
 
         return lifecycle.command(self.env, "scale", {"slots": slots}).result
 
     def drain(self) -> str:
         """Serve until nothing is pending or running, then stop."""
-        from keepwarm import lifecycle
+        from keepwarm.service import lifecycle
 
         return lifecycle.command(self.env, "drain").message
 
     def restart(self, slot: str | None = None, *, rolling: bool = False) -> str:
         """Restart one loop gracefully, or all of them one at a time (``rolling``)."""
-        from keepwarm import lifecycle
+        from keepwarm.service import lifecycle
 
         if rolling == (slot is not None):
             raise ValueError("restart needs exactly one of: a slot, or rolling=True")

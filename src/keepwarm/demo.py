@@ -14,8 +14,8 @@ from typing import Any
 
 from keepwarm.api import Service
 from keepwarm.env import Env, bundled_apps_path
-from keepwarm.health import HealthReport
-from keepwarm.results import wait_for_records
+from keepwarm.queue.results import wait_for_records
+from keepwarm.service.health import HealthReport
 
 DEMO_APP = "mycode_project"
 

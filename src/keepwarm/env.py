@@ -159,7 +159,7 @@ def _settings_of_running_service(
     The service is looked for where the app's own settings cannot say (they are unreadable): the
     explicit share and namespace, else ``$KEEPWARM_SHARE`` and ``$KEEPWARM_NAMESPACE``, else the defaults.
     """
-    from keepwarm.state import read_service_record, saved_settings  # only on this error path
+    from keepwarm.queue.state import read_service_record, saved_settings  # only on this error path
 
     name = found.name if found is not None else target
     if not _NAME.fullmatch(name):

@@ -12,7 +12,7 @@ import tomlkit.exceptions
 import tomlkit.items
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from keepwarm.atomic import write_atomic
+from keepwarm._sys.atomic import write_atomic
 from keepwarm.errors import SettingsError
 
 SETTINGS_FILE = "app_settings.toml"

@@ -38,13 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keepwarm.api import Service
-from keepwarm.cluster import read_keeper
+from keepwarm.backends.cluster import read_keeper
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
-from keepwarm.health import HealthReport
-from keepwarm.heartbeat import read_heartbeat
-from keepwarm.state import PLANNED_REASONS, read_supervisor_state
-from keepwarm.task import TASK_SUFFIX, epoch_of
+from keepwarm.queue.state import PLANNED_REASONS, read_supervisor_state
+from keepwarm.queue.task import TASK_SUFFIX, epoch_of
+from keepwarm.runtime.heartbeat import read_heartbeat
+from keepwarm.service.health import HealthReport
 
 ROOT = Path(__file__).resolve().parents[2]
 FLAKY = ROOT / "examples" / "apps" / "flaky"
@@ -537,7 +537,7 @@ class ChaosRun:
         assert state is not None, "no supervisor.json"
         mark = state.incarnation.encode()
         fd = open_verified(
-            state.pid, lambda pid: mark in _cmdline(pid) and b"keepwarm.supervisor" in _cmdline(pid)
+            state.pid, lambda pid: mark in _cmdline(pid) and b"keepwarm.service.supervisor" in _cmdline(pid)
         )
         assert fd is not None, f"supervisor pid {state.pid} is not running"
         killed = time.monotonic()
@@ -719,7 +719,7 @@ def kill_keeper_and_workers(env: Env) -> None:
         return
     keeper = kept[1]
     fds = [open_verified(pid, lambda p: parent_of(p) == keeper) for pid in children_of(keeper)]
-    keeper_fd = open_verified(keeper, lambda p: b"keepwarm.cluster" in _cmdline(p))
+    keeper_fd = open_verified(keeper, lambda p: b"keepwarm.backends.cluster" in _cmdline(p))
     for fd in [keeper_fd, *fds]:
         if fd is not None:
             send(fd, signal.SIGKILL)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from keepwarm.cluster import LOOP_RESOURCE, read_keeper
+from keepwarm.backends.cluster import LOOP_RESOURCE, read_keeper
 from keepwarm.env import Env
 
 from ..conftest import Services, copy_app, supervisor_state, wait_until
@@ -24,7 +24,7 @@ pytest.importorskip("distributed")
 def test_a_late_rerun_of_a_retired_loop_returns_at_once(tmp_path: Path, chaos_services: Services) -> None:
     from distributed import Client
 
-    from keepwarm.dask_backend import RERUN_EXIT, LoopSpec, serve_on_worker
+    from keepwarm.backends.dask import RERUN_EXIT, LoopSpec, serve_on_worker
 
     dask = '[cluster]\nbackend = "dask"\nstop_timeout_sec = 3\nstart_timeout_sec = 60\n'
     env = Env(

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from keepwarm.env import Env
-from keepwarm.health import pid_alive
-from keepwarm.lifecycle import stop_service
-from keepwarm.state import read_supervisor_state
+from keepwarm.queue.state import read_supervisor_state
+from keepwarm.service.health import pid_alive
+from keepwarm.service.lifecycle import stop_service
 
 from ..conftest import ROOT
 from .surfaces import AgiSurface, CliSurface, McpSurface, PythonSurface

@@ -1,6 +1,7 @@
 """The four surfaces of keepwarm, driven as their users drive them, each answering in one shape.
 
-- ``python``: ``keepwarm.Service``, ``keepwarm.workflow`` and ``keepwarm.fleet.Fleet``, in this process;
+- ``python``: ``keepwarm.Service``, ``keepwarm.groups.workflow`` and ``keepwarm.groups.fleet.Fleet``, in
+  this process;
 - ``cli``: the ``keepwarm`` console script in a subprocess, always with ``--json``;
 - ``mcp``: ``keepwarm mcp`` over stdio, through the official SDK's client (one server for the session);
 - ``agi``: the reference's façade, ``keepwarm.AGI`` with ``keepwarm.AgiEnv``.
@@ -113,34 +114,34 @@ class PythonSurface:
         return _caught(lambda: self.service(app, namespace).scale(workers))
 
     def workflow_start(self, app: str, namespace: str, count: int, args: dict[str, Any]) -> Outcome:
-        from keepwarm.workflow import start_workflow
+        from keepwarm.groups.workflow import start_workflow
 
         return _caught(
             lambda: start_workflow(self.service(app, namespace), count, args).model_dump(mode="json")
         )
 
     def workflow_status(self, namespace: str, execution_id: str) -> Outcome:
-        from keepwarm.workflow import workflow_status
+        from keepwarm.groups.workflow import workflow_status
 
         return _caught(lambda: workflow_status(execution_id, namespace=namespace).model_dump(mode="json"))
 
     def workflow_stop(self, namespace: str, execution_id: str) -> Outcome:
-        from keepwarm.workflow import stop_workflow
+        from keepwarm.groups.workflow import stop_workflow
 
         return _caught(lambda: stop_workflow(execution_id, namespace=namespace).model_dump(mode="json"))
 
     def fleet_up(self, fleet: Path) -> Outcome:
-        from keepwarm.fleet import Fleet
+        from keepwarm.groups.fleet import Fleet
 
         return _caught(lambda: Fleet(fleet).up().model_dump(mode="json"))
 
     def fleet_status(self, fleet: Path) -> Outcome:
-        from keepwarm.fleet import Fleet
+        from keepwarm.groups.fleet import Fleet
 
         return _caught(lambda: Fleet(fleet).status().model_dump(mode="json"))
 
     def fleet_down(self, fleet: Path) -> Outcome:
-        from keepwarm.fleet import Fleet
+        from keepwarm.groups.fleet import Fleet
 
         return _caught(lambda: {"services": Fleet(fleet).down()})
 

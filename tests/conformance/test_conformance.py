@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from keepwarm.cli import VERBS
-from keepwarm.mcp_server import READ_TOOLS, WRITE_TOOLS
+from keepwarm.mcp.server import READ_TOOLS, WRITE_TOOLS
 
 from ..conftest import wait_until
 from .conftest import APP, World

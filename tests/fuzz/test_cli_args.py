@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from keepwarm.api import Service
 from keepwarm.env import Env
-from keepwarm.queue import MAX_JSON_DEPTH, TaskQueue
-from keepwarm.task import Task, is_safe_id
+from keepwarm.queue.task import Task, is_safe_id
+from keepwarm.queue.taskqueue import MAX_JSON_DEPTH, TaskQueue
 
 from ..conftest import write_app
 from ..test_cli import keepwarm_cli

@@ -7,7 +7,7 @@ schema, oversized, deeply nested, odd Unicode, unsafe ids, symlinks, FIFOs, dire
 still serves a good task. Valid generated tasks, submitted through the Python API or dropped as
 files by "another tool", come back with exactly what the app computed, once each.
 
-The loop is started once for the module (a real ``python -m keepwarm.loop`` process); every example
+The loop is started once for the module (a real ``python -m keepwarm.runtime.loop`` process); every example
 uses fresh file names and task ids, so examples never see each other's files.
 """
 
@@ -29,12 +29,12 @@ from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from keepwarm.api import Service
+from keepwarm.backends.local import LoopProcess
 from keepwarm.env import Env
 from keepwarm.errors import InvalidTaskError
-from keepwarm.local import LoopProcess
-from keepwarm.queue import MAX_JSON_DEPTH, REJECTION_SUFFIX, TaskQueue, list_visible, next_seq
-from keepwarm.results import wait_for_records
-from keepwarm.task import TASK_SUFFIX
+from keepwarm.queue.results import wait_for_records
+from keepwarm.queue.task import TASK_SUFFIX
+from keepwarm.queue.taskqueue import MAX_JSON_DEPTH, REJECTION_SUFFIX, TaskQueue, list_visible, next_seq
 
 from ..conftest import Loops, wait_until, write_app
 from .strategies import (

@@ -135,7 +135,7 @@ def read_text(file: Path) -> str:
 
 
 def json_object(text: str, where: str) -> dict[str, Any]:
-    from keepwarm.task import parse_json_object
+    from keepwarm.queue.task import parse_json_object
 
     try:
         return parse_json_object(text, where)

@@ -23,8 +23,8 @@ from keepwarm.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from keepwarm.fleet import Fleet, ServiceSummary
-    from keepwarm.workflow import WorkflowStatus
+    from keepwarm.groups.fleet import Fleet, ServiceSummary
+    from keepwarm.groups.workflow import WorkflowStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,7 +65,7 @@ def namespace_options(function: F) -> F:
 
 
 def _fleet(fleet: str | None) -> Fleet:
-    from keepwarm.fleet import Fleet
+    from keepwarm.groups.fleet import Fleet
 
     return Fleet.find(fleet)
 
@@ -109,7 +109,7 @@ def down(
     as_json: bool,
 ) -> None:
     """Stop every service of a fleet, or with --all of the namespace; returns once each has stopped."""
-    from keepwarm.fleet import namespace_root, stop_all
+    from keepwarm.groups.fleet import namespace_root, stop_all
 
     if every:
         if fleet is not None:
@@ -138,7 +138,7 @@ def down(
 @json_option
 def ps(namespace: str | None, share_dir: Path | None, fleet: str | None, as_json: bool) -> None:
     """List every service of the namespace: status, readiness, loops, queue and SLA gate verdict."""
-    from keepwarm.fleet import list_services, namespace_root
+    from keepwarm.groups.fleet import list_services, namespace_root
 
     if fleet is not None:
         if namespace is not None:
@@ -159,7 +159,7 @@ def ps(namespace: str | None, share_dir: Path | None, fleet: str | None, as_json
 
 def print_services(rows: list[ServiceSummary], *, title: str) -> None:
     from keepwarm.cli.service import STATUS_COLOURS
-    from keepwarm.health import GateCode
+    from keepwarm.service.health import GateCode
 
     cells = [
         [
@@ -229,7 +229,7 @@ def workflow_start(
     """Queue a workflow run on a running service and print its execution id at once (name-user-NNNN)."""
     from keepwarm.api import Service
     from keepwarm.env import Env
-    from keepwarm.workflow import start_workflow
+    from keepwarm.groups.workflow import start_workflow
 
     if file is not None and (count is not None or args is not None):
         raise UserError("give --count/--args, or --file alone (one task per line): not both")
@@ -263,7 +263,7 @@ def announce_run(run: WorkflowStatus) -> None:
 
 
 def _task_lines(file: Path) -> list[dict[str, Any]]:
-    from keepwarm.task import parse_task_lines
+    from keepwarm.queue.task import parse_task_lines
 
     try:
         return [obj for _, obj in parse_task_lines(read_text(file), str(file))]
@@ -277,7 +277,7 @@ def _task_lines(file: Path) -> list[dict[str, Any]]:
 @json_option
 def workflow_status(execution_id: str, namespace: str | None, share_dir: Path | None, as_json: bool) -> None:
     """Show a run's progress (pending, running, done, failed, cancelled) and state."""
-    from keepwarm.workflow import workflow_status as status_of
+    from keepwarm.groups.workflow import workflow_status as status_of
 
     status = status_of(execution_id, namespace=namespace, share_dir=share_dir)
     emit_json(status.model_dump(mode="json")) if as_json else print_run(status)
@@ -289,7 +289,7 @@ def workflow_status(execution_id: str, namespace: str | None, share_dir: Path | 
 @json_option
 def workflow_stop(execution_id: str, namespace: str | None, share_dir: Path | None, as_json: bool) -> None:
     """Cancel a run's pending tasks (only those: running ones finish) and mark it terminated."""
-    from keepwarm.workflow import stop_workflow
+    from keepwarm.groups.workflow import stop_workflow
 
     status = stop_workflow(execution_id, namespace=namespace, share_dir=share_dir)
     if as_json:
@@ -310,7 +310,7 @@ def workflow_stop(execution_id: str, namespace: str | None, share_dir: Path | No
 @json_option
 def workflow_list(namespace: str | None, share_dir: Path | None, limit: int, as_json: bool) -> None:
     """List the namespace's most recent runs, newest first, with their live state and progress."""
-    from keepwarm.workflow import WorkflowProgress, list_workflows
+    from keepwarm.groups.workflow import WorkflowProgress, list_workflows
 
     runs = list_workflows(namespace=namespace, share_dir=share_dir, limit=limit)
     if as_json:

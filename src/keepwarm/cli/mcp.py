@@ -52,7 +52,7 @@ def mcp(
 ) -> None:
     """Serve keepwarm's services, workflows and fleets as MCP tools (stdio, or HTTP with a token)."""
     try:
-        from keepwarm import mcp_server
+        from keepwarm.mcp import server as mcp_server
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.partition(".")[0] in ("mcp", "mcp_types"):
             raise UserError("the MCP server needs the 'mcp' package: pip install 'keepwarm[mcp]'") from None

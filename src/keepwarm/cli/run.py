@@ -24,10 +24,10 @@ from keepwarm.cli.common import (
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from keepwarm.benchmark import BenchmarkReport
     from keepwarm.env import Env
-    from keepwarm.plan import SavedPlan
-    from keepwarm.runner import RunEvent, RunReport
+    from keepwarm.runmode.benchmark import BenchmarkReport
+    from keepwarm.runmode.plan import SavedPlan
+    from keepwarm.runmode.runner import RunEvent, RunReport
 
 MODE_HELP = (
     "python, pool, cython, dask, rapids, or a combination (pool+cython, dask+cython); also the "
@@ -69,7 +69,7 @@ def _print_above(progress: Progress, message: str, style: str | None = None) -> 
 @json_option
 def init(name: str, apps_path: Path | None, as_json: bool) -> None:
     """Create a new app: commented settings, worker, manager, args model, requirements.txt, a test."""
-    from keepwarm.scaffold import init_app
+    from keepwarm.runmode.scaffold import init_app
 
     files = init_app(name, apps_path)
     folder = files[0].parent
@@ -104,8 +104,8 @@ def init(name: str, apps_path: Path | None, as_json: bool) -> None:
 )
 def install(app: str, apps_path: Path | None, as_json: bool, cython: bool | None, dask: bool | None) -> None:
     """Provision the app for run mode: its environment, dependencies, a check, Cython, Dask workers."""
-    from keepwarm.installer import STEPS
-    from keepwarm.installer import install as install_app
+    from keepwarm.runmode.installer import STEPS
+    from keepwarm.runmode.installer import install as install_app
 
     env = _env(app, apps_path)
     marks = {"done": ("✓", "green"), "skipped": ("-", None), "failed": ("✗", "red")}
@@ -153,7 +153,7 @@ def distribute(
     saved: bool,
 ) -> None:
     """Build the work plan with the app's manager and save it (run executes it); move partitions."""
-    from keepwarm import plan as plans
+    from keepwarm.runmode import plan as plans
 
     if (partition is None) != (to_worker is None):
         raise UserError("--move PARTITION and --to WORKER go together")
@@ -229,7 +229,7 @@ def run(
     benchmark: bool,
 ) -> None:
     """Run the saved work plan once in a mode; keep each partition's output, the timings and the log."""
-    from keepwarm.modes import RunMode
+    from keepwarm.runmode.modes import RunMode
 
     env = _env(app, apps_path)
     overrides = json_object(args_json, "--args") if args_json is not None else None
@@ -241,7 +241,7 @@ def run(
         else:
             _print_benchmark(report)
         return
-    from keepwarm.runner import run as run_app
+    from keepwarm.runmode.runner import run as run_app
 
     with _progress(None, f"run {env.app_target}") as (progress, job):
         result = run_app(
@@ -281,7 +281,7 @@ def _print_run(report: RunReport) -> None:
 def _benchmark(
     env: Env, modes: list[Any] | None, workers: int | None, overrides: dict[str, Any] | None
 ) -> BenchmarkReport:
-    from keepwarm.benchmark import benchmark
+    from keepwarm.runmode.benchmark import benchmark
 
     with _progress(None, f"benchmark {env.app_target}") as (progress, job):
         return benchmark(
@@ -324,7 +324,7 @@ def _print_benchmark(report: BenchmarkReport) -> None:
 @click.option("--run", "run_id", help="This run's output [default: the latest successful run].")
 def data(app: str, apps_path: Path | None, as_json: bool, rows: int, run_id: str | None) -> None:
     """Preview the output table of the latest run (or of --run RUN_ID)."""
-    from keepwarm.data import head
+    from keepwarm.runmode.data import head
 
     report, frame = head(_env(app, apps_path), rows, run_id)
     records = json.loads(frame.to_json(orient="records"))
@@ -353,7 +353,7 @@ def export(
     run_id: str | None,
 ) -> None:
     """Write chosen columns of the latest output to export.csv in the app's export folder."""
-    from keepwarm.data import export_columns, find_run
+    from keepwarm.runmode.data import export_columns, find_run
 
     env = _env(app, apps_path)
     if columns is not None and all_columns:

@@ -24,11 +24,11 @@ from keepwarm.cli.common import (
     timeout_option,
 )
 from keepwarm.errors import KeepwarmError
-from keepwarm.task import TASK_STATES
+from keepwarm.queue.task import TASK_STATES
 
 if TYPE_CHECKING:
-    from keepwarm.health import GateResult, HealthReport
-    from keepwarm.task import TaskRecord
+    from keepwarm.queue.task import TaskRecord
+    from keepwarm.service.health import GateResult, HealthReport
 
 RESULT_TIMEOUT = "Seconds to wait for results [default: forever]."
 HEALTH_COLUMNS = (
@@ -65,7 +65,7 @@ def start(
 ) -> None:
     """Start the service: a supervisor and its loops; returns when every loop is ready."""
     service = service_of(app, apps_path, namespace)
-    from keepwarm import lifecycle
+    from keepwarm.service import lifecycle
 
     log = lifecycle.supervisor_log(service.env)
     if foreground:
@@ -90,8 +90,8 @@ def status(app: str, apps_path: Path | None, namespace: str | None, as_json: boo
     """Show the service's status, queue and loops (read-only, from the files)."""
     # The core function itself rather than Service: the status path imports no more than it reads.
     from keepwarm.env import Env
-    from keepwarm.health import evaluate_health
-    from keepwarm.state import version_note
+    from keepwarm.queue.state import version_note
+    from keepwarm.service.health import evaluate_health
 
     env = Env(app, apps_path, namespace=namespace)
     note = version_note(env.service_dir, env.app_target)
@@ -153,7 +153,7 @@ def health(
     )
     warn_app_changed(report)
     if output_format == "prometheus":
-        from keepwarm.health import to_prometheus
+        from keepwarm.service.health import to_prometheus
 
         sys.stdout.write(to_prometheus(report, verdict if gate else None))
     else:

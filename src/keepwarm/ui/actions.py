@@ -17,7 +17,7 @@ import streamlit as st
 
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
-from keepwarm.modes import settings_mode
+from keepwarm.runmode.modes import settings_mode
 from keepwarm.settings import SETTINGS_FILE, update_settings
 from keepwarm.ui import snippets
 from keepwarm.ui.snippets import AppRef, Snippet

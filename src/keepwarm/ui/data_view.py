@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from keepwarm.data import export_columns, head
 from keepwarm.env import Env
+from keepwarm.runmode.data import export_columns, head
 from keepwarm.ui import snippets
 from keepwarm.ui.actions import Outcome, attempt, remember, show_outcome
 from keepwarm.ui.snippets import AppRef

@@ -20,12 +20,12 @@ from pydantic.fields import FieldInfo
 
 from keepwarm.api import Service
 from keepwarm.app import load_args_model
-from keepwarm.batch import borrowed_imports
-from keepwarm.benchmark import BENCHMARK_FILE, BenchmarkEntry, BenchmarkReport, benchmark
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
-from keepwarm.installer import InstallReport, install
-from keepwarm.modes import (
+from keepwarm.runmode.batch import borrowed_imports
+from keepwarm.runmode.benchmark import BENCHMARK_FILE, BenchmarkEntry, BenchmarkReport, benchmark
+from keepwarm.runmode.installer import InstallReport, install
+from keepwarm.runmode.modes import (
     BENCHMARK_BITS,
     RAPIDS,
     RunMode,
@@ -33,8 +33,15 @@ from keepwarm.modes import (
     settings_mode,
     unavailable_reason,
 )
-from keepwarm.plan import IMBALANCE_LIMIT, SavedPlan, distribute, load_plan, move_partition, render_tree
-from keepwarm.runner import RunEvent, RunReport, run
+from keepwarm.runmode.plan import (
+    IMBALANCE_LIMIT,
+    SavedPlan,
+    distribute,
+    load_plan,
+    move_partition,
+    render_tree,
+)
+from keepwarm.runmode.runner import RunEvent, RunReport, run
 from keepwarm.ui import snippets
 from keepwarm.ui.actions import (
     Outcome,

@@ -18,7 +18,7 @@ import streamlit as st
 
 from keepwarm.api import Service
 from keepwarm.env import Env
-from keepwarm.health import GateResult, HealthReport, WorkerHealth
+from keepwarm.service.health import GateResult, HealthReport, WorkerHealth
 from keepwarm.settings import ClusterSettings, ServiceHealthSettings
 from keepwarm.ui import snippets
 from keepwarm.ui.actions import (

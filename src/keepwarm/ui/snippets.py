@@ -157,7 +157,7 @@ def install(ref: AppRef) -> Snippet:
 
 def distribute(ref: AppRef, workers: int) -> Snippet:
     python = (
-        ref.env_preamble("from keepwarm.plan import render_tree")
+        ref.env_preamble("from keepwarm.runmode.plan import render_tree")
         + f"plan = keepwarm.distribute(env, workers={workers})  # saved; run executes it\n"
         "print(render_tree(plan))\n"
     )
@@ -166,7 +166,7 @@ def distribute(ref: AppRef, workers: int) -> Snippet:
 
 def move_partition(ref: AppRef, partition: str, worker: str) -> Snippet:
     python = (
-        ref.env_preamble("from keepwarm.plan import move_partition, render_tree")
+        ref.env_preamble("from keepwarm.runmode.plan import move_partition, render_tree")
         + f"plan = move_partition(env, {literal(partition)}, {literal(worker)})  # and saved\n"
         "print(render_tree(plan))\n"
     )
@@ -186,7 +186,7 @@ def benchmark(ref: AppRef, modes: list[str] | None = None) -> Snippet:
     """Every available mode (``modes=None``), or these, timed and ranked into ``benchmark.json``."""
     chosen = "" if modes is None else f"{literal(modes)}, "
     python = (
-        ref.env_preamble("from keepwarm.benchmark import benchmark")
+        ref.env_preamble("from keepwarm.runmode.benchmark import benchmark")
         + f"report = benchmark(env, {chosen}on_event=lambda event: print(event.message))\n"
         "for entry in report.ranked:\n"
         "    print(entry.order, entry.mode, entry.timing)\n"
@@ -197,7 +197,7 @@ def benchmark(ref: AppRef, modes: list[str] | None = None) -> Snippet:
 
 def load_data(ref: AppRef, rows: int) -> Snippet:
     python = (
-        ref.env_preamble("from keepwarm.data import head")
+        ref.env_preamble("from keepwarm.runmode.data import head")
         + f"run, table = head(env, rows={rows})  # the latest run's output\n"
         "print(run.run_id)\n"
         "print(table)\n"
@@ -208,7 +208,7 @@ def load_data(ref: AppRef, rows: int) -> Snippet:
 def export(ref: AppRef, columns: list[str] | None) -> Snippet:
     """Chosen columns of the latest output to ``export.csv`` (``None``: every column)."""
     python = (
-        ref.env_preamble("from keepwarm.data import export_columns")
+        ref.env_preamble("from keepwarm.runmode.data import export_columns")
         + f"print(export_columns(env, {literal(columns) if columns is not None else 'None'}).path)\n"
     )
     options = ["--all"] if columns is None else ["--columns", ",".join(columns)]

@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 from keepwarm.env import Env
-from keepwarm.modes import settings_mode
+from keepwarm.runmode.modes import settings_mode
 from keepwarm.settings import ClusterSettings
 from keepwarm.ui.actions import (
     Outcome,

@@ -1,0 +1,1 @@
+"""What keepwarm asks of the operating system: atomic files, inotify and statfs."""

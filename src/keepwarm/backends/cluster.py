@@ -1,0 +1,233 @@
+"""The Dask cluster an app runs on: joined, started locally, or started over SSH.
+
+``[cluster] scheduler`` joins an existing cluster (never shut down by keepwarm); ``[cluster.hosts]``
+starts one through Dask's SSH cluster; otherwise keepwarm starts a ``LocalCluster`` of processes with
+nannies, one single-threaded worker per loop. A service's local cluster lives in a process of its own
+(``python -m keepwarm.backends.cluster``, the *keeper*), so that it can outlive a supervisor: after a
+crash, or after ``stop --no-shutdown``, the next ``start`` reuses it. Every worker keepwarm starts carries the
+worker resource ``LOOP_RESOURCE`` so that a loop is placed by resource, never pinned to an address (a
+nanny restarts a worker on a new port). Dask is imported only when a Dask backend is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from keepwarm._sys.atomic import write_atomic
+from keepwarm.errors import KeepwarmError
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from keepwarm.env import Env
+
+LOOP_RESOURCE = "keepwarm_loop"
+
+
+class ClusterError(KeepwarmError):
+    """The Dask cluster cannot be reached, started, or used."""
+
+
+@dataclass
+class ClusterHandle:
+    """A connected client, and the cluster object when keepwarm started it (else None: joined)."""
+
+    client: Client
+    cluster: Any | None
+    address: str
+
+    @property
+    def owned(self) -> bool:
+        return self.cluster is not None
+
+    def close(self, *, shutdown: bool = True) -> None:
+        """Disconnect; with ``shutdown``, also shut down a cluster keepwarm started."""
+        with contextlib.suppress(Exception):
+            self.client.close()
+        if self.cluster is not None and shutdown:
+            with contextlib.suppress(Exception):
+                self.cluster.close()
+
+
+def require_dask() -> None:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise ClusterError(
+            "the Dask backend needs the 'distributed' package: pip install 'keepwarm[dask]'"
+        ) from None
+
+
+def open_cluster(
+    env: Env, *, workers: int | None = None, scheduler: str | None = None, timeout: float = 30
+) -> ClusterHandle:
+    """Connect to ``scheduler`` (else ``[cluster] scheduler``), or start the cluster keepwarm owns.
+
+    ``workers`` (default ``[cluster] slots``, or the sum of ``[cluster.hosts]``) is the number of
+    single-threaded worker processes of a cluster keepwarm starts.
+    """
+    require_dask()
+    from distributed import Client
+
+    settings = env.settings.cluster
+    address = scheduler or settings.scheduler
+    if address:
+        try:
+            client = Client(address, timeout=timeout, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(
+                f"cannot reach the Dask scheduler at {address}: {exc}. "
+                "Check [cluster] scheduler in app_settings.toml, or leave it unset to start a local cluster"
+            ) from None
+        return ClusterHandle(client, None, address)
+    if settings.hosts:
+        return _ssh_cluster(settings.hosts, timeout)
+    return _local_cluster(workers or settings.slots, timeout)
+
+
+def _local_cluster(workers: int, timeout: float) -> ClusterHandle:
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        resources={LOOP_RESOURCE: 1},
+        silence_logs=40,  # logging.ERROR: the workers' chatter goes nowhere near the user's terminal
+    )
+    try:
+        client = Client(cluster, timeout=timeout, set_as_default=False)
+    except Exception:
+        cluster.close()
+        raise
+    return ClusterHandle(client, cluster, cluster.scheduler_address)
+
+
+def _ssh_cluster(hosts: dict[str, int], timeout: float) -> ClusterHandle:
+    """Dask's SSH cluster: the scheduler on the first host, ``n`` single-threaded workers per host."""
+    try:
+        from distributed import Client, SSHCluster
+    except ImportError:
+        raise ClusterError("[cluster.hosts] needs Dask's SSH support: pip install asyncssh") from None
+    names = list(hosts)
+    try:
+        cluster = SSHCluster(
+            [names[0], *names],
+            worker_options={"nthreads": 1, "n_workers": max(hosts.values()), "resources": {LOOP_RESOURCE: 1}},
+            scheduler_options={"dashboard_address": None},
+        )
+    except Exception as exc:
+        raise ClusterError(f"cannot start a Dask SSH cluster on {', '.join(names)}: {exc}") from None
+    client = Client(cluster, timeout=timeout, set_as_default=False)
+    return ClusterHandle(client, cluster, cluster.scheduler_address)
+
+
+# ---------------------------------------------------------------------- the keeper of a service's cluster
+
+
+def start_keeper(workers: int, state_file: Path, log_path: Path, timeout: float) -> tuple[str, int]:
+    """Start a detached keeper of a LocalCluster with ``workers`` workers; its (address, pid)."""
+    require_dask()
+    state_file.unlink(missing_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "keepwarm.backends.cluster",
+        "--workers",
+        str(workers),
+        "--state-file",
+        str(state_file),
+    ]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kept = read_keeper(state_file)
+        if kept is not None:
+            return kept
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGKILL)
+    raise ClusterError(f"the local Dask cluster did not start within {timeout}s; see {log_path}")
+
+
+def read_keeper(state_file: Path) -> tuple[str, int] | None:
+    """The (address, pid) a live keeper wrote, or None."""
+    try:
+        kept = json.loads(state_file.read_text())
+        address, pid = str(kept["address"]), int(kept["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return address, pid
+
+
+def stop_keeper(state_file: Path, timeout: float = 30) -> None:
+    """Ask the keeper to close its cluster and wait for it to exit."""
+    kept = read_keeper(state_file)
+    if kept is None:
+        return
+    _, pid = kept
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and read_keeper(state_file) is not None:
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    state_file.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The keeper: run a LocalCluster until SIGTERM, its address in ``--state-file``."""
+    parser = argparse.ArgumentParser(prog="python -m keepwarm.backends.cluster", description=__doc__)
+    parser.add_argument("--workers", type=int, required=True)
+    parser.add_argument("--state-file", type=Path, required=True)
+    options = parser.parse_args(argv)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=options.workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        resources={LOOP_RESOURCE: 1},
+    ) as cluster:
+        write_atomic(
+            options.state_file,
+            json.dumps({"address": cluster.scheduler_address, "pid": os.getpid()}).encode(),
+        )
+        print(f"keeper {os.getpid()}: LocalCluster at {cluster.scheduler_address}", flush=True)
+        stop.wait()
+        options.state_file.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,450 @@
+"""The Dask backend: one loop per Dask worker process, fed by the same file queue as local loops.
+
+Tasks never travel through the scheduler: each loop is one long-running Dask task (placed by the
+worker resource ``keepwarm_loop``, never pinned to an address) that claims task files from the shared
+queue. Dask only places, restarts and reports the loops:
+
+- A loop's future ending (finished, erred, cancelled, lost) is seen by the supervisor, which requeues
+  what the loop held and submits a new loop.
+- A worker that dies is restarted by its nanny. The scheduler may then rerun the loop's task elsewhere;
+  a rerun finds its run marker (``loops/<slot>.<incarnation>.run``) taken and returns at once, so the
+  supervisor counts the restart (``worker-lost``) instead of a second loop silently taking the slot.
+- A loop cannot be signalled: it stops when it finds its stop marker, when the supervisor that started
+  it stops writing ``supervisor.json``, or when another supervisor has taken over; "kill" kills its
+  worker process (the nanny brings it back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keepwarm._sys.atomic import write_atomic
+from keepwarm.backends.cluster import (
+    LOOP_RESOURCE,
+    ClusterError,
+    ClusterHandle,
+    open_cluster,
+    read_keeper,
+    require_dask,
+    start_keeper,
+    stop_keeper,
+)
+from keepwarm.backends.staging import ship_to_dask, shipped_folder, stage_app
+from keepwarm.env import Env, ensure_private_dir
+from keepwarm.queue.state import ClusterRecord, read_supervisor_state
+from keepwarm.queue.task import epoch_of
+from keepwarm.runtime.heartbeat import read_heartbeat
+from keepwarm.runtime.loop import WorkerLoop, new_incarnation
+from keepwarm.settings import SETTINGS_FILE
+
+log = logging.getLogger("keepwarm.dask")
+
+RERUN_EXIT = 75  # a rerun of a loop whose worker left: the run marker was already taken
+WATCH_EVERY_SEC = 0.2
+
+
+@dataclass(frozen=True)
+class LoopSpec:
+    """What a Dask worker needs to run one loop (pickled to the worker)."""
+
+    app_dir: str
+    share_root: str
+    namespace: str
+    slot: str
+    incarnation: str
+    supervisor: str  # the supervisor's incarnation: the loop stops when another one takes over
+    heartbeat_timeout_sec: float
+    shipped: str | None = None  # the name of the app's uploaded copy on workers (keepwarm.backends.staging)
+    max_tasks: int | None = None
+
+
+# ---------------------------------------------------------------------- on the worker
+
+
+def serve_on_worker(spec: LoopSpec) -> int:
+    """Run one loop in this Dask worker until it is told to stop; the loop's exit code."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    env = Env(
+        _app_dir_here(spec.app_dir, spec.shipped, worker),
+        share_dir=os.environ.get("KEEPWARM_SHARE") or spec.share_root,
+        namespace=spec.namespace,
+    )
+    markers = ensure_private_dir(env.service_dir / "loops")
+    try:
+        fd = os.open(
+            markers / f"{spec.slot}.{spec.incarnation}.run", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600
+        )
+    except FileExistsError:
+        return RERUN_EXIT  # this loop already ran on a worker that left: the supervisor starts a new one
+    with os.fdopen(fd, "w") as marker:
+        json.dump({"address": worker.address, "pid": os.getpid(), "host": os.uname().nodename}, marker)
+    handler = _log_to(env.log_dir, spec.slot)
+    try:
+        loop = WorkerLoop(env, spec.slot, spec.incarnation, max_tasks=spec.max_tasks)
+        done = threading.Event()
+        watchdog = threading.Thread(
+            target=_watch,
+            args=(loop, spec, env.service_dir, markers / f"{spec.slot}.{spec.incarnation}.stop", done),
+            name=f"keepwarm-watchdog-{spec.slot}",
+            daemon=True,
+        )
+        watchdog.start()
+        try:
+            return loop.run()
+        finally:
+            done.set()
+            watchdog.join()
+    finally:
+        logging.getLogger("keepwarm").removeHandler(handler)
+        handler.close()
+
+
+def _app_dir_here(app_dir: str, shipped: str | None, worker: Any) -> Path:
+    """The app's folder on this worker: the supervisor's path if it is here, else the uploaded copy."""
+    if (Path(app_dir) / SETTINGS_FILE).is_file():
+        return Path(app_dir)
+    copy = shipped_folder(shipped, worker) if shipped else None
+    if copy is not None and (copy / SETTINGS_FILE).is_file():
+        return copy
+    raise ClusterError(
+        f"the app {Path(app_dir).name} is not on worker host {os.uname().nodename}: neither {app_dir} "
+        f"nor an uploaded copy {shipped or '(none shipped)'} next to {worker.local_directory}"
+    )
+
+
+def _log_to(log_dir: Path, slot: str) -> logging.Handler:
+    handler = logging.FileHandler(ensure_private_dir(log_dir) / f"{slot}.log")
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s {slot} pid={os.getpid()} dask %(levelname)s %(message)s")
+    )
+    logger = logging.getLogger("keepwarm")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    return handler
+
+
+def _watch(
+    loop: WorkerLoop, spec: LoopSpec, service_dir: Path, stop_marker: Path, done: threading.Event
+) -> None:
+    """Stop the loop (after its current task) when told to, or when its supervisor is gone."""
+    started = time.time()
+    state_path = service_dir / "supervisor.json"
+    while not done.wait(WATCH_EVERY_SEC):
+        reason = None
+        state = read_supervisor_state(state_path)
+        now = time.time()
+        if stop_marker.exists():
+            reason = "told to stop"
+        elif state is not None and state.incarnation == spec.supervisor:
+            if now - state.timestamp > spec.heartbeat_timeout_sec:
+                reason = f"supervisor {spec.supervisor} silent for {now - state.timestamp:.0f}s"
+        elif state is not None and state.timestamp > started:
+            reason = f"supervisor {state.incarnation} has taken over"
+        elif now - started > spec.heartbeat_timeout_sec:
+            reason = f"supervisor {spec.supervisor} never seen"
+        if reason is not None:
+            log.info("slot %s: stopping: %s", spec.slot, reason)
+            loop.request_stop()
+            return
+
+
+def probe_queue(
+    supervisor_queue: str, nonce: str, namespace: str, app: str, dask_worker: Any
+) -> dict[str, Any]:
+    """On a worker (``client.run``): find the supervisor's probe in this worker's queue folder and
+    answer it there."""
+    share = os.environ.get("KEEPWARM_SHARE")
+    queue = (
+        Path(share).expanduser() / namespace / "service" / app / "queue" if share else Path(supervisor_queue)
+    )
+    try:
+        seen = (queue / f".probe-{nonce}").read_text() == nonce
+    except OSError:
+        seen = False
+    answer = f".probe-{nonce}.{secrets.token_hex(4)}"
+    if seen:
+        try:
+            write_atomic(queue / answer, str(dask_worker.address).encode())
+        except OSError:
+            seen = False
+    return {"host": os.uname().nodename, "queue": str(queue), "seen": seen, "answer": answer}
+
+
+# ---------------------------------------------------------------------- in the supervisor
+
+
+@dataclass
+class DaskLoop:
+    """A loop running as a Dask task; driven by the supervisor like a local loop process."""
+
+    slot: str
+    incarnation: str
+    future: Any
+    backend: DaskBackend
+    wake_fd: int | None = None  # Dask tells the supervisor through its wake callback instead
+    killed: bool = field(default=False)
+
+    @property
+    def pid(self) -> int | None:
+        run = self.backend.run_marker(self)
+        return int(run["pid"]) if run else None
+
+    def poll(self) -> int | None:
+        status = self.future.status
+        if status == "finished":
+            try:
+                return int(self.future.result(timeout=5))
+            except Exception:
+                return 1
+        if status == "error":
+            return 1
+        if status in ("cancelled", "lost"):
+            return -signal.SIGKILL
+        return None
+
+    def exit_reason(self) -> str | None:
+        status = self.future.status
+        if status == "lost" or (status == "finished" and self.poll() == RERUN_EXIT):
+            return "worker-lost"
+        if status == "error" and type(self.future.exception(timeout=5)).__name__ == "KilledWorker":
+            return "worker-lost"
+        if status == "cancelled" and not self.killed:
+            return "worker-lost"
+        return None
+
+    def stop(self) -> None:
+        """Finish the current task, then exit: the loop's watchdog finds the stop marker."""
+        self.backend.stop_marker(self.slot, self.incarnation).touch()
+
+    def kill(self) -> None:
+        self.killed = True
+        self.backend.kill(self)
+
+    def close(self) -> None:
+        # The run marker stays: a rerun of this loop's task that the scheduler starts later (a dead
+        # worker's task, rescheduled after the supervisor gave the loop up) must still find it taken.
+        self.backend.stop_marker(self.slot, self.incarnation).unlink(missing_ok=True)
+        with contextlib.suppress(Exception):
+            self.future.release()
+
+
+class DaskBackend:
+    """Loops as Dask tasks on a cluster keepwarm joins or starts (see keepwarm.backends.cluster)."""
+
+    name = "dask"
+
+    def __init__(self, env: Env) -> None:
+        require_dask()
+        self.env = env
+        self.settings = env.settings.cluster
+        self.handle: ClusterHandle | None = None
+        self.keeper: tuple[str, int] | None = (
+            None  # the local cluster's (address, pid) when keepwarm holds it
+        )
+        self.kept = False
+        self.supervisor = ""
+        self.wake: Callable[[], None] = lambda: None
+        self.markers = env.service_dir / "loops"
+        self.keeper_file = env.service_dir / "cluster.json"
+        self.shipped: str | None = None
+
+    # ------------------------------------------------------------------ connect
+
+    def open(self, supervisor: str, wake: Callable[[], None], slots: int) -> None:
+        """Join or start the cluster, ship the app's code, and check every worker shares the queue."""
+        from distributed import Client
+
+        self.supervisor, self.wake = supervisor, wake
+        ensure_private_dir(self.markers)
+        if self.settings.scheduler or self.settings.hosts:
+            self.handle = open_cluster(self.env, workers=slots, timeout=self.settings.start_timeout_sec)
+        else:
+            self.keeper = read_keeper(self.keeper_file)
+            if self.keeper is not None:
+                log.info("reusing the local Dask cluster at %s (keeper pid %d)", *self.keeper)
+            else:
+                log_path = ensure_private_dir(self.env.log_dir) / "cluster.log"
+                self.keeper = start_keeper(slots, self.keeper_file, log_path, self.settings.start_timeout_sec)
+                log.info("started a local Dask cluster at %s (keeper pid %d)", *self.keeper)
+            client = Client(self.keeper[0], timeout=self.settings.start_timeout_sec, set_as_default=False)
+            self.handle = ClusterHandle(client, None, self.keeper[0])
+        self._check_resources()
+        self._ship_code()
+        self._check_shared_queue()
+
+    def _check_resources(self) -> None:
+        assert self.handle is not None
+        workers = self.handle.client.scheduler_info(n_workers=-1)["workers"]
+        if not any(LOOP_RESOURCE in (info.get("resources") or {}) for info in workers.values()):
+            raise ClusterError(
+                f"no worker of the Dask cluster at {self.handle.address} offers the resource "
+                f"{LOOP_RESOURCE!r} that places keepwarm's loops: start workers with "
+                f"`dask worker {self.handle.address} --nthreads 1 --resources {LOOP_RESOURCE}=1`"
+            )
+
+    def _ship_code(self) -> None:
+        """Upload a content-named copy of the app to every worker (and to workers that join later,
+        through the nannies): keepwarm.backends.staging, shared with run mode."""
+        assert self.handle is not None
+        try:
+            self.shipped = ship_to_dask(self.handle.client, stage_app(self.env))
+        except Exception as exc:  # e.g. workers without nannies: they must have the app's folder
+            log.warning("could not upload %s to the workers: %s", self.env.app_dir, exc)
+
+    def _check_shared_queue(self) -> None:
+        """Every worker must read and write the supervisor's queue folder, or start fails naming it."""
+        assert self.handle is not None
+        queue = self.env.queue_dir
+        nonce = secrets.token_hex(8)
+        probe = queue / f".probe-{nonce}"
+        write_atomic(probe, nonce.encode())
+        try:
+            answers = self.handle.client.run(
+                probe_queue, str(queue), nonce, self.env.namespace, self.env.app_target
+            )
+            problems = []
+            for address, answer in answers.items():
+                if not (answer["seen"] and (queue / answer["answer"]).is_file()):
+                    problems.append(
+                        f"Dask worker {address} on host {answer['host']} does not share the service's queue: "
+                        f"the supervisor's queue is {queue}, the worker's is {answer['queue']}"
+                    )
+                (queue / answer["answer"]).unlink(missing_ok=True)
+        finally:
+            probe.unlink(missing_ok=True)
+        if problems:
+            raise ClusterError(
+                "\n".join(problems)
+                + "\nEvery worker must see the same queue folder: mount the share on every host and set "
+                "KEEPWARM_SHARE on workers where it is mounted elsewhere (see docs/scale-out.md)"
+            )
+
+    # ------------------------------------------------------------------ loops
+
+    def spawn(self, slot: str, *, max_tasks: int | None = None) -> DaskLoop:
+        assert self.handle is not None
+        incarnation = new_incarnation()
+        spec = LoopSpec(
+            app_dir=str(self.env.app_dir),
+            share_root=str(self.env.share_root),
+            namespace=self.env.namespace,
+            slot=slot,
+            incarnation=incarnation,
+            supervisor=self.supervisor,
+            heartbeat_timeout_sec=self.settings.heartbeat_timeout_sec,
+            shipped=self.shipped,
+            max_tasks=max_tasks,
+        )
+        future = self.handle.client.submit(
+            serve_on_worker,
+            spec,
+            key=f"keepwarm-loop-{self.env.app_target}-{slot}-{incarnation}",
+            resources={LOOP_RESOURCE: 1},
+            pure=False,
+            retries=0,
+        )
+        future.add_done_callback(lambda _future: self.wake())
+        return DaskLoop(slot, incarnation, future, self)
+
+    def stop_marker(self, slot: str, incarnation: str) -> Path:
+        return self.markers / f"{slot}.{incarnation}.stop"
+
+    def run_path(self, loop: DaskLoop) -> Path:
+        return self.markers / f"{loop.slot}.{loop.incarnation}.run"
+
+    def run_marker(self, loop: DaskLoop) -> dict[str, Any] | None:
+        try:
+            marker: dict[str, Any] = json.loads(self.run_path(loop).read_text())
+        except (OSError, ValueError):
+            return None
+        return marker
+
+    def kill(self, loop: DaskLoop) -> None:
+        """Kill the loop's worker process (its nanny restarts it), then give up the loop's future."""
+        run = self.run_marker(loop)
+        if run is None:
+            loop.future.cancel()  # never started on a worker: nothing runs it
+            return
+        if run["host"] == os.uname().nodename:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(run["pid"]), signal.SIGKILL)
+            loop.future.cancel()
+            return
+        assert self.handle is not None
+        client = self.handle.client
+
+        def restart() -> None:
+            with contextlib.suppress(Exception):
+                client.restart_workers([run["address"]])
+            loop.future.cancel()
+
+        threading.Thread(target=restart, name=f"keepwarm-kill-{loop.slot}", daemon=True).start()
+
+    # ------------------------------------------------------------------ loops of an earlier supervisor
+
+    def loop_alive(self, pid: int | None, slot: str, incarnation: str) -> bool:
+        """A loop of an earlier supervisor runs while its heartbeat is fresh (its host may be remote)."""
+        beat = read_heartbeat(self.env.queue_dir / "heartbeats" / f"{slot}.json")
+        if beat is None or beat.incarnation != incarnation or beat.state == "stopped":
+            return False
+        age = time.time() - (epoch_of(beat.timestamp) or 0.0)
+        return age <= self.settings.heartbeat_timeout_sec
+
+    def stop_orphan(self, pid: int | None, slot: str, incarnation: str) -> None:
+        ensure_private_dir(self.markers)
+        self.stop_marker(slot, incarnation).touch()
+
+    def kill_orphan(self, pid: int | None, slot: str, incarnation: str) -> None:
+        """Not reachable without its future: it stops on its own once it sees the new supervisor."""
+
+    # ------------------------------------------------------------------ the cluster's health and end
+
+    def check(self) -> str | None:
+        if self.handle is None:
+            return None
+        status = self.handle.client.status
+        if status != "running":
+            return f"the Dask scheduler at {self.handle.address} is unreachable (client {status})"
+        return None
+
+    def record(self) -> ClusterRecord | None:
+        if self.handle is None:
+            return None
+        return ClusterRecord(
+            address=self.handle.address,
+            owned=self.keeper is not None or self.handle.owned,
+            keeper_pid=self.keeper[1] if self.keeper else None,
+            kept=self.kept,
+        )
+
+    def retire(self) -> None:
+        """A later start chose another backend: shut down the local cluster an earlier start left."""
+        if self.settings.shutdown_on_stop and read_keeper(self.keeper_file) is not None:
+            log.info("shutting down the local Dask cluster an earlier start left running")
+            stop_keeper(self.keeper_file)
+
+    def close(self, *, shutdown: bool | None = None) -> None:
+        """Disconnect; shut down the cluster keepwarm started unless told to keep it."""
+        if self.handle is None:
+            return
+        shutdown = self.settings.shutdown_on_stop if shutdown is None else shutdown
+        self.handle.close(shutdown=shutdown)
+        if self.keeper is not None:
+            if shutdown:
+                stop_keeper(self.keeper_file)
+            else:
+                self.kept = True
+                log.info("left the local Dask cluster at %s running for the next start", self.keeper[0])

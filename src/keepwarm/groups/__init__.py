@@ -1,0 +1,1 @@
+"""Groups of services and tasks: fleets and workflow runs."""

@@ -1,0 +1,188 @@
+"""The service's state files: ``service.json`` (desired state) and ``supervisor.json`` (live state).
+
+Both are written by the supervisor (``service.json`` also by ``start`` and ``stop``) with temp file +
+rename, and read by anyone: ``status`` and ``health`` are computed from these files alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from keepwarm import __version__
+from keepwarm._sys.atomic import write_atomic
+from keepwarm.errors import AppError
+from keepwarm.settings import SETTINGS_FILE, AppSettings, settings_changes
+
+if TYPE_CHECKING:
+    from keepwarm.env import Env
+
+SERVICE_SCHEMA = "keepwarm.service.v1"
+SUPERVISOR_SCHEMA = "keepwarm.supervisor.v1"
+
+# Restarts keepwarm or the operator planned: no back-off, no attempt spent, not counted in restart_rate,
+# and never an unhealthy loop, a degraded service or a gate failure while they happen.
+PLANNED_REASONS = frozenset(
+    {
+        "recycled",
+        "memory-limit",
+        "operator-restart",
+        "rolling-restart",
+        "scale-down",
+        "scale-up",
+        "stop",
+        "loop-cancelled",
+    }
+)
+
+FutureState = Literal["pending", "running", "finished", "error", "cancelled", "lost"]
+
+
+class _State(BaseModel):
+    model_config = ConfigDict(defer_build=True, extra="ignore")
+
+
+class SupervisorIdentity(_State):
+    pid: int
+    host: str
+    incarnation: str
+    started_at: str
+    log: str | None = None
+
+
+class ClusterRecord(_State):
+    """The Dask cluster a service runs on: joined (never shut down by keepwarm) or started by it."""
+
+    address: str
+    owned: bool
+    keeper_pid: int | None = None  # the process that holds a local cluster keepwarm started
+    kept: bool = False  # left running by ``stop --no-shutdown``, for the next start to reuse
+
+
+class ServiceRecord(_State):
+    """``service.json``: what the service should be, and who runs it."""
+
+    schema_: str = Field(default=SERVICE_SCHEMA, alias="schema")
+    app: str
+    namespace: str
+    desired: Literal["running", "stopped"]
+    backend: str = "local"
+    cluster: ClusterRecord | None = None
+    slots: int
+    supervisor: SupervisorIdentity | None = None
+    started_at: str | None = None
+    stopped_at: str | None = None
+    app_dir: str | None = None  # the app folder the loops load their code from
+    settings: dict[str, Any] = Field(default_factory=dict)  # the whole app_settings.toml in force
+    version: str
+    start_error: str | None = None
+
+
+class LoopRow(_State):
+    """One slot in the supervisor's loop table."""
+
+    slot: str
+    incarnation: str
+    pid: int | None = None
+    host: str
+    future_state: FutureState = "pending"
+    started_at: float  # epoch seconds
+    restarts: int = 0
+    last_reason: str | None = None
+    unhealthy_reason: str | None = None
+    exit_code: int | None = None
+    # The planned change in progress (one of PLANNED_REASONS): written before keepwarm signals the loop,
+    # cleared when the slot's next incarnation is ready; an unplanned end clears it.
+    planned: str | None = None
+    # The last start error of the slot, in the loop's words ("start failed: RuntimeError: ..."),
+    # until an incarnation is ready.
+    start_error: str | None = None
+
+
+class RestartEntry(_State):
+    slot: str
+    at: float  # epoch seconds
+    reason: str
+    incarnation: str
+
+
+class SupervisorState(_State):
+    """``supervisor.json``: rewritten every heartbeat interval by the live supervisor."""
+
+    schema_: str = Field(default=SUPERVISOR_SCHEMA, alias="schema")
+    pid: int
+    host: str
+    incarnation: str
+    timestamp: float  # epoch seconds: the supervisor's heartbeat
+    mode: Literal["running", "draining", "stopping", "stopped"] = "running"
+    desired_slots: int
+    loops: list[LoopRow] = Field(default_factory=list)
+    restarts: list[RestartEntry] = Field(default_factory=list)
+    conditions: list[str] = Field(default_factory=list)
+    last_task_at: float | None = None
+    version: str
+
+
+def write_state(path: Path, state: BaseModel, durable: bool = False) -> None:
+    write_atomic(path, state.model_dump_json(by_alias=True, indent=1).encode(), durable)
+
+
+def read_service_record(path: Path) -> ServiceRecord | None:
+    try:
+        return ServiceRecord.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError):
+        return None
+
+
+def read_supervisor_state(path: Path) -> SupervisorState | None:
+    try:
+        return SupervisorState.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError):
+        return None
+
+
+def saved_settings(record: ServiceRecord | None) -> AppSettings | None:
+    """The settings a service was started with, as ``service.json`` saved them (None if it did not)."""
+    try:
+        return AppSettings.model_validate(record.settings) if record is not None else None
+    except ValidationError:
+        return None  # saved by a keepwarm that kept only [cluster], or not at all
+
+
+def settings_in_force(env: Env, record: ServiceRecord | None) -> AppSettings:
+    """The settings of the service: those it was started with while it runs, else the app's own.
+
+    An edit of ``app_settings.toml`` does not change a running service's timeouts, slots or retention
+    until it is started again; every reader of the service (status, health, stop) judges it by these.
+    """
+    running = record is not None and record.desired == "running"
+    return (saved_settings(record) if running else None) or env.settings
+
+
+def app_change(env: Env, record: ServiceRecord | None) -> str | None:
+    """How the app's files differ from what its running service was started with, in one line (else None).
+
+    ``settings unreadable since start: <error>``, ``folder <path> moved or removed since start``, or
+    ``settings changed since start: [section] key: old -> new; ...``.
+    """
+    if record is None or record.desired != "running":
+        return None
+    if record.app_dir and not (Path(record.app_dir) / SETTINGS_FILE).is_file():
+        return f"folder {record.app_dir} moved or removed since start"
+    if isinstance(env.settings_error, AppError):
+        return None  # found by the service's name: its own folder is where it was
+    if env.settings_error is not None:
+        return f"settings unreadable since start: {env.settings_error}"
+    saved = saved_settings(record)
+    changes = settings_changes(saved, env.settings) if saved is not None else []
+    return f"settings changed since start: {'; '.join(changes)}" if changes else None
+
+
+def version_note(service_dir: Path, app: str) -> str | None:
+    """A note when the running service was started by another keepwarm version."""
+    record = read_service_record(service_dir / "service.json")
+    if record is not None and record.desired == "running" and record.version != __version__:
+        return f"service {app} was started by keepwarm {record.version}; this is {__version__}"
+    return None

@@ -1,0 +1,1 @@
+"""Run mode: plan, distribute, run once, benchmark, install, data."""

@@ -1,0 +1,1 @@
+"""One loop: claim, work, publish, heartbeat."""

@@ -1,0 +1,148 @@
+"""Loop heartbeats: ``heartbeats/<slot>.json``, rewritten every interval from a thread of the loop.
+
+A long task keeps the heartbeat fresh; a frozen process (SIGSTOP, a C call holding the GIL) does not,
+and ``task_started_at`` lets the supervisor catch a task past its timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from keepwarm._sys.atomic import write_atomic
+from keepwarm.queue.task import utc_now
+
+HeartbeatState = Literal["starting", "ready", "processing", "stopping", "stopped"]
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+class Heartbeat(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    slot: str
+    incarnation: str
+    pid: int
+    host: str
+    state: HeartbeatState
+    timestamp: str
+    task_id: str | None = None
+    task_started_at: str | None = None
+    task_timeout_sec: float | None = None
+    tasks_done: int = 0
+    tasks_failed: int = 0
+    rss_bytes: int | None = None
+    running_tasks: int = 0
+    start_sec: float | None = None
+    error: str | None = None
+    storage_error: str | None = None
+    stop_reason: str | None = None
+    cancels_in_loop: bool = False  # an async loop cancels a running task itself
+
+
+def rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class HeartbeatWriter:
+    """Holds the loop's live state and writes it every ``interval`` seconds from a daemon thread."""
+
+    def __init__(self, path: Path, slot: str, incarnation: str, interval: float) -> None:
+        self.path = path
+        self.interval = interval
+        self.slot = slot
+        self.incarnation = incarnation
+        self.host = os.uname().nodename
+        self.state: HeartbeatState = "starting"
+        self.tasks_done = 0
+        self.tasks_failed = 0
+        self.start_sec: float | None = None
+        self.error: str | None = None
+        self.storage_error: str | None = None
+        self.stop_reason: str | None = None
+        self.cancels_in_loop = False
+        self._running: dict[str, tuple[str, float | None]] = {}  # task_id -> (started_at, timeout)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="keepwarm-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self.beat()
+        self._thread.start()
+
+    def task_started(self, task_id: str, timeout_sec: float | None) -> None:
+        with self._lock:
+            self._running[task_id] = (utc_now(), timeout_sec)
+            self.state = "processing"
+
+    def task_finished(self, task_id: str, ok: bool) -> None:
+        with self._lock:
+            self._running.pop(task_id, None)
+            if ok:
+                self.tasks_done += 1
+            else:
+                self.tasks_failed += 1
+            if not self._running and self.state == "processing":
+                self.state = "ready"
+
+    def set_state(self, state: HeartbeatState, error: str | None = None) -> None:
+        """Change state and write the heartbeat now (state changes are rare: no cost per task)."""
+        with self._lock:
+            self.state = state
+            if error is not None:
+                self.error = error
+        self.beat()
+
+    def snapshot(self) -> Heartbeat:
+        with self._lock:
+            oldest = min(self._running.items(), key=lambda item: item[1][0], default=None)
+            return Heartbeat(
+                slot=self.slot,
+                incarnation=self.incarnation,
+                pid=os.getpid(),
+                host=self.host,
+                state=self.state,
+                timestamp=utc_now(),
+                task_id=oldest[0] if oldest else None,
+                task_started_at=oldest[1][0] if oldest else None,
+                task_timeout_sec=oldest[1][1] if oldest else None,
+                tasks_done=self.tasks_done,
+                tasks_failed=self.tasks_failed,
+                rss_bytes=rss_bytes(),
+                running_tasks=len(self._running),
+                start_sec=self.start_sec,
+                error=self.error,
+                storage_error=self.storage_error,
+                stop_reason=self.stop_reason,
+                cancels_in_loop=self.cancels_in_loop,
+            )
+
+    def beat(self) -> None:
+        try:
+            write_atomic(self.path, self.snapshot().model_dump_json().encode())
+        except OSError as exc:
+            # The storage fault is the supervisor's to see; the loop keeps serving.
+            self.storage_error = f"heartbeat not written: {exc}"
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+
+def read_heartbeat(path: Path) -> Heartbeat | None:
+    try:
+        return Heartbeat.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,1 @@
+"""One service: its supervisor, lifecycle, control commands and health."""

@@ -1,0 +1,115 @@
+"""Control commands: ``control/<id>.cmd.json`` in, ``control/<id>.ack.json`` out.
+
+A command names the supervisor incarnation it is meant for; a command left for an earlier
+incarnation is acknowledged as stale and never obeyed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from keepwarm._sys.atomic import write_atomic
+from keepwarm._sys.watch import IN_MOVED_TO, Watcher
+from keepwarm.errors import KeepwarmError
+from keepwarm.queue.task import utc_now
+
+COMMAND_SUFFIX = ".cmd.json"
+ACK_SUFFIX = ".ack.json"
+CommandName = Literal["stop", "drain", "scale", "restart", "rolling-restart", "cancel"]
+
+
+class ControlTimeout(KeepwarmError):
+    """The supervisor did not acknowledge a command in time."""
+
+
+class Command(BaseModel):
+    model_config = ConfigDict(defer_build=True, extra="forbid")
+
+    schema_: Literal["keepwarm.control.v1"] = Field(default="keepwarm.control.v1", alias="schema")
+    id: str
+    command: CommandName
+    args: dict[str, Any] = Field(default_factory=dict)
+    supervisor_incarnation: str
+    issued_at: str = Field(default_factory=utc_now)
+
+
+class Ack(BaseModel):
+    model_config = ConfigDict(defer_build=True, extra="ignore")
+
+    id: str
+    command: str
+    ok: bool
+    outcome: str  # done | accepted | stale | invalid | failed
+    message: str = ""
+    result: dict[str, Any] = Field(default_factory=dict)
+    at: str = Field(default_factory=utc_now)
+
+
+def send_command(
+    control_dir: Path,
+    command: CommandName,
+    supervisor_incarnation: str,
+    args: dict[str, Any] | None = None,
+    timeout: float = 30.0,
+) -> Ack:
+    """Write a command for the live supervisor and wait for its acknowledgement."""
+    control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    cmd = Command(
+        id=uuid.uuid4().hex[:16],
+        command=command,
+        args=args or {},
+        supervisor_incarnation=supervisor_incarnation,
+    )
+    ack_path = control_dir / f"{cmd.id}{ACK_SUFFIX}"
+    deadline = time.monotonic() + timeout
+    with Watcher([control_dir], mask=IN_MOVED_TO) as watcher:
+        write_atomic(control_dir / f"{cmd.id}{COMMAND_SUFFIX}", cmd.model_dump_json(by_alias=True).encode())
+        while True:
+            ack = read_ack(ack_path)
+            if ack is not None:
+                ack_path.unlink(missing_ok=True)
+                return ack
+            left = deadline - time.monotonic()
+            if left <= 0:
+                (control_dir / f"{cmd.id}{COMMAND_SUFFIX}").unlink(missing_ok=True)
+                raise ControlTimeout(
+                    f"the supervisor did not acknowledge '{command}' within {timeout}s; check its log "
+                    "(keepwarm logs APP). If it is wedged, kill its pid (keepwarm status APP shows it) "
+                    "and run keepwarm stop APP, which cleans up after a dead supervisor"
+                )
+            watcher.wait(min(left, 0.5))
+
+
+def read_ack(path: Path) -> Ack | None:
+    try:
+        return Ack.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError):
+        return None
+
+
+def pending_commands(control_dir: Path) -> list[tuple[Path, Command | None, str]]:
+    """Commands waiting in ``control/``, oldest first: (path, command or None, problem)."""
+    try:
+        names = sorted(n for n in os.listdir(control_dir) if n.endswith(COMMAND_SUFFIX) and n[0] != ".")
+    except FileNotFoundError:
+        return []
+    found: list[tuple[Path, Command | None, str]] = []
+    for name in names:
+        path = control_dir / name
+        try:
+            found.append((path, Command.model_validate_json(path.read_bytes()), ""))
+        except (OSError, ValidationError) as exc:
+            found.append((path, None, f"invalid command file: {exc}"))
+    return found
+
+
+def acknowledge(control_dir: Path, command_path: Path, ack: Ack) -> None:
+    """Publish the acknowledgement, then remove the command it answers."""
+    write_atomic(control_dir / f"{ack.id}{ACK_SUFFIX}", ack.model_dump_json().encode())
+    command_path.unlink(missing_ok=True)
