@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import getpass
 import os
 import re
@@ -10,9 +9,18 @@ from functools import cached_property
 from pathlib import Path
 
 from keepwarm.errors import AppError, SettingsError
-from keepwarm.settings import SETTINGS_FILE, AppSettings, load_settings
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+from keepwarm.queue.layout import ServiceLayout, data_dir, ensure_private_dir, service_dir
+from keepwarm.queue.state import read_service_record, saved_settings
+from keepwarm.settings import (
+    SAFE_NAME_CHARACTERS,
+    SAFE_NAME_RULE,
+    SETTINGS_FILE,
+    AppSection,
+    AppSettings,
+    ClusterSettings,
+    is_safe_name,
+    load_settings,
+)
 
 
 def bundled_apps_path() -> Path:
@@ -30,7 +38,7 @@ def login_name() -> str:
         name = getpass.getuser()
     except (KeyError, OSError):
         name = f"uid{os.getuid()}"
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip("._-")
+    safe = re.sub(f"[^{SAFE_NAME_CHARACTERS}]", "_", name).lstrip("._-")
     return safe[:64] or f"uid{os.getuid()}"
 
 
@@ -58,30 +66,79 @@ class Env:
         namespace: str | None = None,
         verbose: int = 0,
     ) -> None:
-        self.verbose = verbose
-        self.apps_path = Path(apps_path or os.environ.get("KEEPWARM_APPS_PATH") or ".").expanduser()
-        self.settings_error: AppError | SettingsError | None = None
+        apps_folder = Path(apps_path or os.environ.get("KEEPWARM_APPS_PATH") or ".").expanduser()
+        settings_error: AppError | SettingsError | None = None
         found: Path | None = None
         try:
-            found = _find_app(self.apps_path, Path(app))
-            self.settings: AppSettings = load_settings(found / SETTINGS_FILE)
-            self.app_dir = found
+            found = _find_app(apps_folder, Path(app))
+            settings = load_settings(found / SETTINGS_FILE)
+            app_dir = found
         except (AppError, SettingsError) as problem:
-            self.app_dir, self.settings = _settings_of_running_service(
+            app_dir, settings = _settings_of_running_service(
                 found, Path(app).name, share_dir, namespace, problem
             )
-            self.settings_error = problem
-        self.app_target = self.app_dir.name
+            settings_error = problem
+        cluster = settings.cluster
+        self._place(
+            apps_path=apps_folder,
+            app_dir=app_dir,
+            settings=settings,
+            settings_path=app_dir / SETTINGS_FILE,
+            share_root=resolve_share_root(share_dir, cluster.share_dir, app_dir),
+            namespace=resolve_namespace(namespace, cluster.namespace),
+            settings_error=settings_error,
+            verbose=verbose,
+        )
+
+    @classmethod
+    def of_service_folder(cls, folder: Path, share_root: Path, namespace: str) -> Env:
+        """The Env of the service in ``folder`` (``<share>/<namespace>/service/<app>``), from its own
+        ``service.json``, for a service whose app folder is not at hand.
+
+        ``ps`` lists every service of a namespace, whoever started it and from wherever: the service
+        folder records the settings the service runs with, which is all its status and health need.
+        """
+        record_path = ServiceLayout(folder).service_record
+        saved = saved_settings(read_service_record(record_path))
+        unknown = AppSettings.model_construct(
+            app=AppSection.model_construct(worker="unknown:Worker"), args={}, cluster=ClusterSettings()
+        )
+        env = cls.__new__(cls)
+        env._place(
+            apps_path=folder.parent,
+            app_dir=folder,
+            settings=saved or unknown,
+            settings_path=record_path,
+            share_root=share_root,
+            namespace=namespace,
+            settings_error=None,
+            verbose=0,
+        )
+        return env
+
+    def _place(
+        self,
+        *,
+        apps_path: Path,
+        app_dir: Path,
+        settings: AppSettings,
+        settings_path: Path,
+        share_root: Path,
+        namespace: str,
+        settings_error: AppError | SettingsError | None,
+        verbose: int,
+    ) -> None:
+        """Set every attribute of an Env: the one place both ways of building one go through."""
+        self.verbose = verbose
+        self.apps_path = apps_path
+        self.app_dir = app_dir
+        self.app_target = app_dir.name
         self.app = self.app_target
-        self.settings_path = self.app_dir / SETTINGS_FILE
-        cluster = self.settings.cluster
-        self.share_root = _share_root(share_dir, cluster.share_dir, self.app_dir)
-        chosen = namespace or os.environ.get("KEEPWARM_NAMESPACE") or cluster.namespace
-        self.namespace: str = chosen or login_name()
-        if not _NAME.fullmatch(self.namespace):  # fullmatch: no trailing newline
-            raise SettingsError(
-                f"namespace {self.namespace!r} is not a safe name: use letters, digits, '_', '-', '.'"
-            )
+        self.settings: AppSettings = settings
+        self.settings_path = settings_path
+        self.settings_error = settings_error
+        self.share_root = share_root
+        self.namespace: str = namespace
 
     def child_args(self) -> list[str]:
         """``--app``, ``--share-dir`` and ``--namespace``: what makes a keepwarm child process
@@ -104,16 +161,21 @@ class Env:
         return self.settings
 
     @cached_property
+    def layout(self) -> ServiceLayout:
+        """Every path of this app's service on disk."""
+        return ServiceLayout.of(self.share_root, self.namespace, self.app_target)
+
+    @cached_property
     def service_dir(self) -> Path:
-        return self.share_root / self.namespace / "service" / self.app_target
+        return self.layout.root
 
     @cached_property
     def queue_dir(self) -> Path:
-        return self.service_dir / "queue"
+        return self.layout.queue.root
 
     @cached_property
     def data_dir(self) -> Path:
-        return self.share_root / self.namespace / "data" / self.app_target
+        return data_dir(self.share_root, self.namespace, self.app_target)
 
     @cached_property
     def log_dir(self) -> Path:
@@ -159,44 +221,51 @@ def _settings_of_running_service(
     The service is looked for where the app's own settings cannot say (they are unreadable): the
     explicit share and namespace, else ``$KEEPWARM_SHARE`` and ``$KEEPWARM_NAMESPACE``, else the defaults.
     """
-    from keepwarm.queue.state import read_service_record, saved_settings  # only on this error path
-
     name = found.name if found is not None else target
-    if not _NAME.fullmatch(name):
+    if not is_safe_name(name):
         raise problem
-    chosen = namespace or os.environ.get("KEEPWARM_NAMESPACE") or login_name()
-    service_dir = _share_root(share_dir, None, found or Path.cwd()) / chosen / "service" / name
-    record = read_service_record(service_dir / "service.json")
+    try:
+        chosen = resolve_namespace(namespace)
+    except SettingsError:
+        raise problem from None
+    folder = service_dir(resolve_share_root(share_dir), chosen, name)
+    record = read_service_record(ServiceLayout(folder).service_record)
     saved = saved_settings(record) if record is not None and record.desired == "running" else None
     if record is None or saved is None:
         raise problem
-    return found or (Path(record.app_dir) if record.app_dir else service_dir), saved
+    return found or (Path(record.app_dir) if record.app_dir else folder), saved
 
 
-def _share_root(explicit: str | os.PathLike[str] | None, configured: str | None, app_dir: Path) -> Path:
+def resolve_share_root(
+    explicit: str | os.PathLike[str] | None = None, configured: str | None = None, app_dir: Path | None = None
+) -> Path:
+    """The share: ``explicit``, else ``$KEEPWARM_SHARE``, else ``configured`` (an app's ``[cluster]
+    share_dir``, relative to its ``app_dir``), else ``$XDG_DATA_HOME/keepwarm``."""
     chosen = explicit or os.environ.get("KEEPWARM_SHARE")
     if chosen:
         return Path(chosen).expanduser().absolute()
     if configured:
         path = Path(configured).expanduser()
-        return path if path.is_absolute() else (app_dir / path).absolute()
+        return path if path.is_absolute() or app_dir is None else (app_dir / path).absolute()
     data_home = os.environ.get("XDG_DATA_HOME") or "~/.local/share"
     return Path(data_home).expanduser().absolute() / "keepwarm"
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` and every missing parent with mode 0700 (``mkdir -p`` would use the umask)."""
-    missing = []
-    folder = path
-    while not folder.is_dir():
-        missing.append(folder)
-        if folder.parent == folder:
-            break
-        folder = folder.parent
-    for folder in reversed(missing):
-        try:
-            folder.mkdir(mode=0o700)
-        except FileExistsError:
-            if not folder.is_dir():  # a file where a folder should be
-                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder)) from None
-    return path
+def resolve_namespace(explicit: str | None = None, configured: str | None = None) -> str:
+    """The namespace: ``explicit``, else ``$KEEPWARM_NAMESPACE``, else ``configured`` (an app's
+    ``[cluster] namespace``), else the login name; SettingsError when it is not a safe name."""
+    chosen = explicit or os.environ.get("KEEPWARM_NAMESPACE") or configured or login_name()
+    if not is_safe_name(chosen):
+        raise SettingsError(f"namespace {chosen!r} is not a safe name: {SAFE_NAME_RULE}")
+    return chosen
+
+
+def namespace_root(
+    namespace: str | None = None, share_dir: str | os.PathLike[str] | None = None
+) -> tuple[Path, str]:
+    """The share and namespace of what names no app (``ps``, ``down --all``, workflow runs): as an
+    app's, with nothing configured."""
+    return resolve_share_root(share_dir), resolve_namespace(namespace)
+
+
+__all__ = ["AgiEnv", "Env", "bundled_apps_path", "ensure_private_dir", "login_name"]
