@@ -6,6 +6,8 @@ rename, and read by anyone: ``status`` and ``health`` are computed from these fi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,20 +24,120 @@ if TYPE_CHECKING:
 SERVICE_SCHEMA = "keepwarm.service.v1"
 SUPERVISOR_SCHEMA = "keepwarm.supervisor.v1"
 
-# Restarts keepwarm or the operator planned: no back-off, no attempt spent, not counted in restart_rate,
-# and never an unhealthy loop, a degraded service or a gate failure while they happen.
-PLANNED_REASONS = frozenset(
+
+class RestartReason(StrEnum):
+    """Why a loop ended or was restarted, as the loop table, the restart ledger and health name it."""
+
+    LOOP_FINISHED = "loop-finished"
+    LOOP_ERROR = "loop-error"
+    LOOP_CANCELLED = "loop-cancelled"
+    MISSING_HEARTBEAT = "missing-heartbeat"
+    STALE_HEARTBEAT = "stale-heartbeat"  # written with its age: ``stale-heartbeat(<N>s)``
+    TASK_TIMEOUT = "task-timeout"
+    MEMORY_LIMIT = "memory-limit"
+    RECYCLED = "recycled"
+    WORKER_LOST = "worker-lost"
+    OPERATOR_RESTART = "operator-restart"
+    ROLLING_RESTART = "rolling-restart"
+    SCALE_DOWN = "scale-down"
+    SCALE_UP = "scale-up"
+    STOP = "stop"
+
+    @property
+    def planned(self) -> bool:
+        """Keepwarm or the operator planned it: no back-off, no attempt spent, not counted in
+        restart_rate, and never an unhealthy loop, a degraded service or a gate failure while it happens."""
+        return self in _PLANNED
+
+    @classmethod
+    def parse(cls, text: str) -> RestartReason | None:
+        """The reason a written one names (``stale-heartbeat(42s)``: STALE_HEARTBEAT); None if unknown."""
+        word, _, _ = text.partition("(")
+        try:
+            return cls(word)
+        except ValueError:
+            return None
+
+
+_PLANNED = frozenset(
     {
-        "recycled",
-        "memory-limit",
-        "operator-restart",
-        "rolling-restart",
-        "scale-down",
-        "scale-up",
-        "stop",
-        "loop-cancelled",
+        RestartReason.RECYCLED,
+        RestartReason.MEMORY_LIMIT,
+        RestartReason.OPERATOR_RESTART,
+        RestartReason.ROLLING_RESTART,
+        RestartReason.SCALE_DOWN,
+        RestartReason.SCALE_UP,
+        RestartReason.STOP,
+        RestartReason.LOOP_CANCELLED,
     }
 )
+# The planned reasons as written; the supervisor's until it asks ``RestartReason.parse(r).planned``.
+PLANNED_REASONS = frozenset(str(reason) for reason in _PLANNED)
+
+
+def stale_heartbeat(age_sec: float) -> str:
+    """Why a loop whose heartbeat is ``age_sec`` old is restarted or unhealthy: ``stale-heartbeat(<N>s)``."""
+    return f"{RestartReason.STALE_HEARTBEAT}({int(age_sec)}s)"
+
+
+def is_planned(reason: str | None) -> bool:
+    """True if a written reason is one keepwarm or the operator planned (an unknown one is not)."""
+    parsed = RestartReason.parse(reason) if reason is not None else None
+    return parsed is not None and parsed.planned
+
+
+class ServiceStatus(StrEnum):
+    """The service's status word in ``agi.service.health.v1``, checked by the gate in this vocabulary."""
+
+    RUNNING = "running"
+    IDLE = "idle"
+    DEGRADED = "degraded"
+    ERROR = "error"
+    STOPPED = "stopped"
+
+    @property
+    def serving(self) -> bool:
+        """True while the service serves tasks: running, idle or degraded."""
+        return self not in (ServiceStatus.ERROR, ServiceStatus.STOPPED)
+
+
+class ConditionKind(StrEnum):
+    """What a service-wide condition is about; written as ``<kind>`` or ``<kind>: <detail>``."""
+
+    STORAGE = "storage"  # the share is full, read-only or cannot be written
+    CLUSTER = "cluster"  # the Dask scheduler is unreachable
+    APP = "app"  # the app's files changed under its running service
+    START_FAILED = "start-failed"
+    SUPERVISOR_DEAD = "supervisor-dead"
+    SUPERVISOR_SILENT = "supervisor-silent"
+    LOOPS_STARTING = "loops-starting"
+    OTHER = "other"  # a condition this keepwarm does not know, kept as written
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A service-wide condition: its kind and what it says (written as ``<kind>: <detail>``)."""
+
+    kind: ConditionKind
+    detail: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind is ConditionKind.OTHER:
+            return self.detail or ""
+        return str(self.kind) if self.detail is None else f"{self.kind}: {self.detail}"
+
+    @classmethod
+    def parse(cls, text: str) -> Condition:
+        """The condition a written one says; an unknown one is OTHER, written back as it was."""
+        word, colon, detail = text.partition(": ")
+        try:
+            kind = ConditionKind(word)
+        except ValueError:
+            kind = ConditionKind.OTHER
+        if kind is ConditionKind.OTHER:
+            return cls(ConditionKind.OTHER, text)
+        return cls(kind, detail if colon else None)
+
 
 FutureState = Literal["pending", "running", "finished", "error", "cancelled", "lost"]
 
@@ -93,7 +195,7 @@ class LoopRow(_State):
     last_reason: str | None = None
     unhealthy_reason: str | None = None
     exit_code: int | None = None
-    # The planned change in progress (one of PLANNED_REASONS): written before keepwarm signals the loop,
+    # The planned change in progress (a planned RestartReason): written before keepwarm signals the loop,
     # cleared when the slot's next incarnation is ready; an unplanned end clears it.
     planned: str | None = None
     # The last start error of the slot, in the loop's words ("start failed: RuntimeError: ..."),
@@ -123,6 +225,10 @@ class SupervisorState(_State):
     conditions: list[str] = Field(default_factory=list)
     last_task_at: float | None = None
     version: str
+
+    def parsed_conditions(self) -> list[Condition]:
+        """The supervisor's conditions as the vocabulary names them."""
+        return [Condition.parse(text) for text in self.conditions]
 
 
 def write_state(path: Path, state: BaseModel, durable: bool = False) -> None:
