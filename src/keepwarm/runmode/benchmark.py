@@ -15,9 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 from keepwarm.env import Env
-from keepwarm.runmode.modes import ModeError, RunMode, available_benchmark_modes, unavailable_reason
+from keepwarm.errors import ModeError
+from keepwarm.runmode.modes import RunMode, available_benchmark_modes, unavailable_reason
 from keepwarm.runmode.plan import distribute, load_plan
-from keepwarm.runmode.runner import EventCallback, RunEvent, RunReport, run
+from keepwarm.runmode.record import EventCallback, RunEvent, RunReport
+from keepwarm.runmode.runner import run
 from keepwarm.runmode.timings import BENCHMARK_FILE, BenchmarkEntry, BenchmarkReport, record_timings
 
 # benchmark.json's names, where the benchmark's callers have always found them

@@ -19,14 +19,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from keepwarm._sys.atomic import write_atomic
 from keepwarm.env import Env, ensure_private_dir
-from keepwarm.errors import KeepwarmError
-from keepwarm.runmode.runner import RUN_RECORD, RunReport
+from keepwarm.errors import DataError
+from keepwarm.runmode.record import RUN_RECORD, RunReport
 
 EXPORT_FILE = "export.csv"
-
-
-class DataError(KeepwarmError):
-    """There is no output to read, or the columns asked for are not in it."""
 
 
 class ExportReport(BaseModel):
