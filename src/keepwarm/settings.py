@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,19 @@ from keepwarm.errors import SettingsError
 
 SETTINGS_FILE = "app_settings.toml"
 MiB = 1024 * 1024
+
+# The one pattern of a safe name (namespaces, fleet services, workflow names): a folder name on
+# every filesystem, never hidden, at most 64 characters.
+SAFE_NAME_CHARACTERS = "A-Za-z0-9_.-"
+SAFE_NAME_PATTERN = rf"^[A-Za-z0-9][{SAFE_NAME_CHARACTERS}]{{0,63}}$"
+SAFE_NAME_RULE = "use letters, digits, '_', '-', '.'"
+_SAFE_NAME = re.compile(SAFE_NAME_PATTERN)
+
+
+def is_safe_name(value: str, *, max_length: int = 64) -> bool:
+    """Whether ``value`` matches SAFE_NAME_PATTERN and is at most ``max_length`` characters long."""
+    # fullmatch: "$" alone would let one trailing newline through ("abc\n").
+    return len(value) <= max_length and _SAFE_NAME.fullmatch(value) is not None
 
 
 class _Section(BaseModel):
@@ -81,7 +95,7 @@ class ClusterSettings(_Section):
     )
     namespace: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        pattern=SAFE_NAME_PATTERN,
         description="keeps users' and teams' services apart on one share (default: the login name)",
     )
     durable: bool = Field(
