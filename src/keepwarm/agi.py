@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from keepwarm.api import Service
 from keepwarm.env import Env
-from keepwarm.errors import InvalidTaskError
 
 if TYPE_CHECKING:
     from keepwarm.runmode.runner import RunEvent
@@ -187,26 +186,22 @@ class AGI:
         Refused (ServiceNotRunning) when no service of the app is running, unless ``queue_only=True``
         (the tasks then wait for its next start): the rule of :meth:`keepwarm.Service.submit`.
         """
+        plans: list[dict[str, Any] | None] = [None]
+        if work_plan is not None:
+            plans = [
+                {
+                    "worker": worker,
+                    "chunk": chunk,
+                    "items": items,
+                    "metadata": _metadata(work_plan_metadata, worker, chunk),
+                }
+                for worker, chunks in enumerate(work_plan)
+                for chunk, items in enumerate(chunks if isinstance(chunks, list) else [chunks])
+            ]
         service = Service(env)
-        if not queue_only:
-            service.require_running_to_queue()
-        tasks = []
-        for worker, chunks in enumerate(work_plan or [None]):
-            for chunk, items in enumerate(chunks if isinstance(chunks, list) else [chunks]):
-                plan = None
-                if work_plan is not None:
-                    metadata = _metadata(work_plan_metadata, worker, chunk)
-                    plan = {"worker": worker, "chunk": chunk, "items": items, "metadata": metadata}
-                tasks.append(
-                    service.queue.make_task(
-                        args or {}, task_name=task_name, execution_id=execution_id, plan=plan
-                    )
-                )
-        try:
-            service.check_args(args or {})
-        except ValueError as exc:
-            raise InvalidTaskError(str(exc)) from None
-        published = service.queue.publish(tasks)
+        published = service.submit_planned(
+            plans, args, task_name=task_name, execution_id=execution_id, queue_only=queue_only
+        )
         return {
             "status": "queued",
             "task_ids": [task.task_id for task, _ in published],

@@ -12,7 +12,13 @@ from pydantic import BaseModel, ValidationError
 
 from keepwarm.app import describe_args_error, load_args_model
 from keepwarm.env import Env
-from keepwarm.errors import InvalidTaskError
+from keepwarm.errors import (
+    InvalidTaskError,
+    KeepwarmError,
+    ResultTimeout,
+    ServiceNotRunning,
+)
+from keepwarm.queue.outcomes import Cancelled, TaskOutcome
 from keepwarm.queue.results import DeliveryWatch, TaskHandle, value_of, wait_for_records
 from keepwarm.queue.task import Task, TaskRecord, parse_task_lines
 from keepwarm.queue.taskqueue import QueueCounts, Retried, TaskQueue
@@ -25,6 +31,7 @@ from keepwarm.service.health import (
     write_report,
     write_snapshot,
 )
+from keepwarm.service.logs import LogTail, log_files
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -121,6 +128,32 @@ class Service:
                     obj.setdefault(key, value)
         return self._submit_numbered(lines, source)
 
+    def submit_planned(
+        self,
+        plans: Iterable[dict[str, Any] | None],
+        args: dict[str, Any] | None = None,
+        *,
+        task_name: str = "task",
+        execution_id: str | None = None,
+        queue_only: bool = False,
+    ) -> list[tuple[Task, Path]]:
+        """Queue one task per plan, all with the same args, all or none; each task with its pending file.
+
+        Refused (ServiceNotRunning) when no service is running, unless ``queue_only=True``, then
+        (InvalidTaskError) when the app's ``args_model`` rejects the args: as for :meth:`submit`.
+        """
+        if not queue_only:
+            self.require_running_to_queue()
+        tasks = [
+            self.queue.make_task(args or {}, task_name=task_name, execution_id=execution_id, plan=plan)
+            for plan in plans
+        ]
+        try:
+            self.check_args(args or {})
+        except ValueError as exc:
+            raise InvalidTaskError(str(exc)) from None
+        return self.queue.publish(tasks)
+
     def _submit_numbered(self, lines: Iterable[tuple[int, dict[str, Any]]], source: str) -> list[TaskHandle]:
         submitted = self.queue.submit_partials(lines, source=source, check_args=self.check_args)
         return [TaskHandle(self.queue, task.task_id) for task in submitted]
@@ -135,8 +168,6 @@ class Service:
         """The one check of every submit (submit, submit_many, submit_jsonl, AGI.submit, the CLI, MCP)
         and start_workflow: ServiceNotRunning, naming both ways out (start it, or queue for its next
         start), unless the service's supervisor is alive."""
-        from keepwarm.service.lifecycle import ServiceNotRunning
-
         try:
             self.require_running()
         except ServiceNotRunning as exc:
@@ -166,6 +197,26 @@ class Service:
         traceback. Gives up as :meth:`wait` does."""
         return value_of(self.record(task_id, timeout))
 
+    def outcome(
+        self, task_id: str, timeout: float | None = 0.0, *, watch_delivery: bool = False
+    ) -> TaskOutcome:
+        """A task's outcome once it has finished, else where it is, waiting up to ``timeout`` seconds
+        (None: until it finishes) for it to finish; never raises for how the task ended.
+
+        TaskNotFound if no such task is anywhere in the queue. With ``watch_delivery``, the wait
+        gives up with ServiceCannotDeliver as :meth:`wait` does.
+        """
+        self.queue.locate(task_id)
+        watch = DeliveryWatch(self.env) if watch_delivery else None
+        gave_up = None
+        try:
+            record: TaskRecord | None = wait_for_records(self.queue, [task_id], timeout, watch=watch)[task_id]
+        except ResultTimeout as exc:
+            gave_up, record = str(exc), self.queue.read_record(task_id)
+        if record is None:
+            return TaskOutcome(task_id, self.queue.locate(task_id).state, gave_up=gave_up)
+        return TaskOutcome(task_id, "done" if record.status == "done" else "failed", record)
+
     def handle(self, task_id: str) -> TaskHandle:
         self.queue.locate(task_id)
         return TaskHandle(self.queue, task_id)
@@ -173,8 +224,9 @@ class Service:
     def tasks(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return self.queue.list_tasks(state, limit)
 
-    def cancel(self, task_ids: Iterable[str] = (), execution_id: str | None = None) -> list[str]:
-        """Cancel tasks by id or execution id; returns the ids cancelled.
+    def cancel(self, task_ids: Iterable[str] = (), execution_id: str | None = None) -> Cancelled:
+        """Cancel tasks by id or execution id; returns the ids cancelled, a list whose
+        ``not_cancelled`` says where each other id given is (its state, or ``not found``).
 
         With a live supervisor, running tasks are cancelled too (their loop is restarted); without
         one, only pending tasks can be.
@@ -184,9 +236,18 @@ class Service:
         ids = list(task_ids)
         try:
             ack = lifecycle.command(self.env, "cancel", {"task_ids": ids, "execution_id": execution_id})
-        except lifecycle.ServiceNotRunning:
-            return self.queue.cancel(ids, execution_id)
-        return [*ack.result.get("cancelled", []), *ack.result.get("running_cancelled", [])]
+            cancelled = [*ack.result.get("cancelled", []), *ack.result.get("running_cancelled", [])]
+        except ServiceNotRunning:
+            cancelled = self.queue.cancel(ids, execution_id)
+        return Cancelled(
+            cancelled, {task_id: self._where(task_id) for task_id in ids if task_id not in cancelled}
+        )
+
+    def _where(self, task_id: str) -> str:
+        try:
+            return self.queue.locate(task_id).state
+        except KeepwarmError:
+            return "not found"
 
     def retry(self, task_ids: Iterable[str] = (), *, failed: bool = False) -> Retried:
         """Send failed or cancelled tasks (or, with ``failed=True``, all of them) back to the queue.
@@ -250,6 +311,11 @@ class Service:
         """Write ``service_operator_snapshot.json`` to the log dir; its path."""
         return write_snapshot(self.env)
 
+    def logs(self, loop: str | None = None) -> LogTail:
+        """The service's logs that exist (``loop``'s only, else the supervisor's and every loop's),
+        to read their last lines and follow what is appended."""
+        return LogTail(log_files(self.env.log_dir, loop))
+
     def scale(self, slots: int) -> dict[str, Any]:
         """Run ``slots`` loops from now on; returns ``{"from": N, "to": M}``."""
         from keepwarm.service import lifecycle
@@ -296,7 +362,7 @@ class Service:
     async def arestart(self, slot: str | None = None, *, rolling: bool = False) -> str:
         return await _in_thread(self.restart, slot, rolling=rolling)
 
-    async def acancel(self, task_ids: Iterable[str] = (), execution_id: str | None = None) -> list[str]:
+    async def acancel(self, task_ids: Iterable[str] = (), execution_id: str | None = None) -> Cancelled:
         return await _in_thread(self.cancel, list(task_ids), execution_id)
 
     async def asubmit(

@@ -1,12 +1,12 @@
-"""Service-mode verbs: start, status, health, stop, the queue's verbs, and the demo."""
+"""Service-mode verbs: start, status, health, stop, scale, drain, restart, snapshot, logs; and how a
+health report is printed."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,23 +14,16 @@ from keepwarm.cli.common import (
     UserError,
     emit_json,
     finite,
-    json_object,
-    json_option,
-    read_text,
     say,
     service_of,
     service_verb,
     table,
     timeout_option,
 )
-from keepwarm.errors import KeepwarmError
-from keepwarm.queue.task import TASK_STATES
 
 if TYPE_CHECKING:
-    from keepwarm.queue.task import TaskRecord
     from keepwarm.service.health import GateResult, HealthReport
 
-RESULT_TIMEOUT = "Seconds to wait for results [default: forever]."
 HEALTH_COLUMNS = (
     "worker",
     "healthy",
@@ -190,204 +183,6 @@ def stop(
 
 @click.command()
 @service_verb
-@click.option("--args", "args", help="The task's args as a JSON object, e.g. '{\"x\": 3}' ('{}' for none).")
-@click.option(
-    "--file",
-    type=click.Path(path_type=Path),
-    help="A JSONL file of partial tasks, one object per line ('-' for stdin), instead of --args.",
-)
-@click.option("--name", default="task", show_default=True, help="The task name.")
-@click.option("--execution-id", help="Group the tasks under this execution id.")
-@click.option(
-    "--task-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    callback=finite,
-    help="Seconds each task may run before it fails (task-timeout) [default: [cluster] task_timeout_sec].",
-)
-@click.option(
-    "--max-attempts",
-    type=click.IntRange(min=1),
-    help="Runs a task gets when its loop dies under it [default: [cluster] max_attempts].",
-)
-@click.option(
-    "--queue-only", is_flag=True, help="Queue even when no service is running: the tasks wait for its start."
-)
-@click.option(
-    "--wait", is_flag=True, help="Wait for the results and print them (the ids go to stderr first)."
-)
-@timeout_option("With --wait: seconds to wait for the results, not the tasks' own limit [default: forever].")
-def submit(
-    app: str,
-    apps_path: Path | None,
-    namespace: str | None,
-    as_json: bool,
-    args: str | None,
-    file: Path | None,
-    name: str,
-    execution_id: str | None,
-    task_timeout: float | None,
-    max_attempts: int | None,
-    queue_only: bool,
-    wait: bool,
-    timeout: float | None,
-) -> None:
-    """Queue tasks; print their ids (with --wait, their results). Needs a running service or --queue-only."""
-    if args is not None and file is not None:
-        raise UserError("give either --args or --file, not both")
-    if args is None and file is None:
-        raise UserError("give the task's args: --args JSON (--args '{}' for none), or --file TASKS.jsonl")
-    if timeout is not None and not wait:
-        say(
-            "note: --timeout limits how long --wait waits; without --wait it does nothing "
-            "(a task's own limit is --task-timeout)",
-            fg="yellow",
-        )
-    service = service_of(app, apps_path, namespace)
-    options: dict[str, Any] = {
-        "task_name": name,
-        "execution_id": execution_id,
-        "max_attempts": max_attempts,
-        "timeout_sec": task_timeout,
-    }
-    if file is not None:
-        handles = service.submit_jsonl(read_text(file), str(file), queue_only=queue_only, **options)
-    else:
-        handles = [service.submit(json_object(str(args), "--args"), queue_only=queue_only, **options)]
-    ids = [h.task_id for h in handles]
-    if not wait:
-        emit_json({"task_ids": ids}) if as_json else click.echo("\n".join(ids))
-        return
-    say("\n".join(f"queued {task_id}" for task_id in ids))
-    records = service.wait(ids, timeout)
-    if as_json:
-        emit_json({"results": [_record_json(r) for r in records]})
-    else:
-        for record in records:
-            shown = (
-                json.dumps(record.result) if record.status == "done" else f"{record.status}: {record.error}"
-            )
-            click.echo(f"{record.task_id}\t{shown}")
-    if any(r.status != "done" for r in records):
-        sys.exit(1)
-
-
-@click.command()
-@service_verb
-@click.argument("task_id", help="The id printed by submit.")
-@timeout_option(RESULT_TIMEOUT)
-def result(
-    app: str,
-    apps_path: Path | None,
-    namespace: str | None,
-    as_json: bool,
-    task_id: str,
-    timeout: float | None,
-) -> None:
-    """Wait for a task and print its result (exit 1 with the remote error if it failed)."""
-    record = service_of(app, apps_path, namespace).record(task_id, timeout)
-    if as_json:
-        emit_json(_record_json(record))
-    elif record.status == "done":
-        click.echo(json.dumps(record.result, indent=2))
-    if record.status != "done":
-        if not as_json:
-            say(f"task {task_id} {record.status}: {record.error}", fg="red")
-            if record.traceback:
-                say(f"remote traceback:\n{record.traceback.rstrip()}")
-        sys.exit(1)
-
-
-@click.command()
-@service_verb
-@click.option("--state", type=click.Choice(TASK_STATES), help="Only this state.")
-@click.option(
-    "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many per state."
-)
-def tasks(
-    app: str, apps_path: Path | None, namespace: str | None, as_json: bool, state: str | None, limit: int
-) -> None:
-    """List tasks per state (newest finished first), with the queue's counts."""
-    service = service_of(app, apps_path, namespace)
-    rows = service.tasks(state, limit)
-    counts = service.counts().__dict__
-    if as_json:
-        emit_json({"counts": counts, "tasks": rows})
-        return
-    columns = ("task_id", "task_name", "state", "at", "runtime_sec", "error")
-    counted = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "oldest_pending_age_sec")
-    table(
-        columns, [[row.get(c) for c in columns] for row in rows], title=f"{service.env.app_target}: {counted}"
-    )
-
-
-@click.command()
-@service_verb
-@click.argument("task_ids", nargs=-1, metavar="[TASK_ID]...", help="Ids of the tasks to cancel.")
-@click.option("--execution-id", help="Cancel every task of this execution.")
-def cancel(
-    app: str,
-    apps_path: Path | None,
-    namespace: str | None,
-    as_json: bool,
-    task_ids: tuple[str, ...],
-    execution_id: str | None,
-) -> None:
-    """Cancel tasks by id or execution id (running ones too while the service runs)."""
-    if not task_ids and execution_id is None:
-        raise UserError("name the tasks to cancel: TASK_ID ... or --execution-id ID")
-    service = service_of(app, apps_path, namespace)
-    cancelled = service.cancel(task_ids, execution_id)
-    not_cancelled = {}
-    for task_id in task_ids:
-        if task_id not in cancelled:
-            try:
-                not_cancelled[task_id] = service.queue.locate(task_id).state
-            except KeepwarmError:
-                not_cancelled[task_id] = "not found"
-    if as_json:
-        emit_json({"cancelled": cancelled, "not_cancelled": not_cancelled})
-    else:
-        for task_id in cancelled:
-            click.echo(f"cancelled {task_id}")
-        for task_id, where in not_cancelled.items():
-            say(f"not cancelled {task_id}: {where}")
-        if not cancelled and execution_id is not None:
-            say(f"no pending or running task of execution {execution_id}")
-    if not cancelled:
-        sys.exit(1)
-
-
-@click.command()
-@service_verb
-@click.argument("task_ids", nargs=-1, metavar="[TASK_ID]...", help="Ids of failed or cancelled tasks.")
-@click.option("--failed", is_flag=True, help="Retry every failed and cancelled task.")
-def retry(
-    app: str,
-    apps_path: Path | None,
-    namespace: str | None,
-    as_json: bool,
-    task_ids: tuple[str, ...],
-    failed: bool,
-) -> None:
-    """Send failed or cancelled tasks back to the queue as fresh attempts."""
-    if not task_ids and not failed:
-        raise UserError("name the tasks to retry: TASK_ID ... or --failed")
-    retried = service_of(app, apps_path, namespace).retry(task_ids, failed=failed)
-    if as_json:
-        emit_json({"retried": list(retried), "not_retried": retried.not_retried})
-    else:
-        for task_id in retried:
-            click.echo(f"retried {task_id}")
-        for task_id, why in retried.not_retried.items():
-            say(f"not retried {task_id}: {why}")
-        if not retried and not retried.not_retried:
-            say("nothing to retry: no failed or cancelled task")
-    if not retried:
-        sys.exit(1)
-
-
-@click.command()
-@service_verb
 @click.argument("workers", metavar="N", type=click.IntRange(1, 1024), help="How many loops to run.")
 def scale(app: str, apps_path: Path | None, namespace: str | None, as_json: bool, workers: int) -> None:
     """Run N loops from now on (new ones start, surplus ones finish their task and stop)."""
@@ -447,114 +242,25 @@ def logs(
     lines: int,
 ) -> None:
     """Show the supervisor's and the loops' logs (--json: their paths)."""
-    folder = service_of(app, apps_path, namespace).env.log_dir
-    names = (
-        [f"{loop}.log"] if loop else ["supervisor.log", *sorted(p.name for p in folder.glob("loop-*.log"))]
-    )
-    paths = [folder / name for name in names if (folder / name).is_file()]
-    if not paths:
+    service = service_of(app, apps_path, namespace)
+    tail = service.logs(loop)
+    if not tail.paths:
         raise UserError(
-            f"no logs in {folder}" + (f" for {loop}" if loop else "; has the service been started?")
+            f"no logs in {service.env.log_dir}"
+            + (f" for {loop}" if loop else "; has the service been started?")
         )
     if as_json:
-        emit_json({"logs": [str(path) for path in paths]})
+        emit_json({"logs": [str(path) for path in tail.paths]})
         return
-    offsets = {}
-    for path in paths:
-        text = path.read_text(errors="replace")
-        if len(paths) > 1:
-            click.echo(f"==> {path} <==")
-        click.echo("\n".join(text.splitlines()[-lines:] if lines else []))
-        offsets[path] = len(text.encode())
-    while follow:
-        time.sleep(0.25)
-        for path in paths:
-            size = path.stat().st_size if path.exists() else 0
-            if size < offsets[path]:
-                offsets[path] = 0  # rotated
-            if size > offsets[path]:
-                with open(path, "rb") as handle:
-                    handle.seek(offsets[path])
-                    chunk = handle.read().decode(errors="replace")
-                offsets[path] = size
-                prefix = f"{path.stem}| " if len(paths) > 1 else ""
-                click.echo("".join(prefix + line for line in chunk.splitlines(keepends=True)), nl=False)
-
-
-@click.command()
-@click.option(
-    "--tasks",
-    "tasks_count",
-    type=click.IntRange(min=1),
-    default=300,
-    show_default=True,
-    help="Tasks in the burst.",
-)
-@click.option(
-    "--loops", type=click.IntRange(1, 64), default=2, show_default=True, help="Loops the service runs."
-)
-@click.option(
-    "--share-dir", type=click.Path(path_type=Path), help="Keep the queue here [default: a temp dir, removed]."
-)
-@json_option
-def demo(tasks_count: int, loops: int, share_dir: Path | None, as_json: bool) -> None:
-    """Start the bundled example service, send it tasks, show its health and timings, stop it."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from keepwarm.demo import run_demo
-
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("tasks"), BarColumn(), MofNCompleteColumn(), console=console, transient=True
-    ) as bar:
-        job = bar.add_task("tasks", total=tasks_count)
-        report = run_demo(
-            tasks_count,
-            loops,
-            share_dir=share_dir,
-            say=lambda m: say(m, dim=True),
-            progress=lambda done, total: bar.update(job, completed=done),
-        )
-    if as_json:
-        emit_json(
-            {
-                "app": report.app,
-                "loops": report.loops,
-                "start_sec": round(report.start_sec, 3),
-                "stop_sec": round(report.stop_sec, 3),
-                "tasks": report.tasks,
-                "failed": report.failed,
-                "burst_sec": round(report.burst_sec, 4),
-                "throughput_per_sec": round(report.throughput, 1),
-                "roundtrip_p50_ms": round(report.p50_ms, 3),
-                "roundtrip_p99_ms": round(report.p99_ms, 3),
-                "tasks_per_loop": report.per_slot,
-                "samples": [{"x": x, "result": r} for x, r in report.samples],
-                "health": report.health.to_json_dict(),
-                "share_dir": str(report.share_dir) if report.kept else None,
-                "log_dir": str(report.log_dir),
-            }
-        )
-    else:
-        rows = [(x, json.dumps(value)) for x, value in report.samples]
-        table(("x", "result"), rows, title=f"{report.app}: first results of {report.tasks}")
-        click.echo("\nhealth while serving:")
-        print_health(report.health)
-        timings = [
-            (f"start → {report.loops} loops ready (s)", f"{report.start_sec:.3f}"),
-            (f"burst of {report.tasks} tasks (s)", f"{report.burst_sec:.3f}"),
-            ("throughput (tasks/s)", f"{report.throughput:,.0f}"),
-            ("submit→result p50 (ms)", f"{report.p50_ms:.3f}"),
-            ("submit→result p99 (ms)", f"{report.p99_ms:.3f}"),
-            ("tasks per loop", ", ".join(f"{k}: {v}" for k, v in report.per_slot.items())),
-            ("stop (s)", f"{report.stop_sec:.3f}"),
-            ("failed", str(report.failed)),
-        ]
-        click.echo()
-        table(("measure", "value"), timings, title="timings")
-    if report.failed:
-        sys.exit(1)
+    several = len(tail.paths) > 1
+    for chunk in tail.last_lines(lines):
+        if several:
+            click.echo(f"==> {chunk.path} <==")
+        click.echo(chunk.text)
+    if follow:
+        for chunk in tail.follow():
+            prefix = f"{chunk.path.stem}| " if several else ""
+            click.echo("".join(prefix + line for line in chunk.text.splitlines(keepends=True)), nl=False)
 
 
 def print_health(report: HealthReport) -> None:
@@ -610,14 +316,3 @@ def print_gate(verdict: GateResult) -> None:
         else click.style(f"failed (exit {verdict.code})", fg="red")
     )
     say("gate " + word + "".join(f"\n  - {reason}" for reason in verdict.reasons))
-
-
-def _record_json(record: TaskRecord) -> dict[str, Any]:
-    return {
-        "task_id": record.task_id,
-        "status": record.status,
-        "result": record.result,
-        "error": record.error,
-        "traceback": record.traceback,
-        "runtime_sec": record.runtime_sec,
-    }

@@ -31,7 +31,15 @@ from pydantic_core import to_jsonable_python
 from keepwarm import __version__
 from keepwarm.api import Service
 from keepwarm.env import Env
-from keepwarm.errors import KeepwarmError, Remedy, ResultTimeout, SettingsError, TaskFailed
+from keepwarm.errors import (
+    KeepwarmError,
+    McpOptionError,
+    PortUnavailable,
+    Remedy,
+    ResultTimeout,
+    SettingsError,
+    TaskFailed,
+)
 from keepwarm.groups.fleet import (
     Fleet,
     Member,
@@ -192,17 +200,17 @@ def build_server(
     exposed app: its arguments are the app's ``args_model``, and a call runs one task on that service."""
     expose = list(expose)
     if read_only and expose:
-        raise KeepwarmError("--expose adds tools that submit tasks; it cannot be combined with --read-only")
+        raise McpOptionError("--expose adds tools that submit tasks; it cannot be combined with --read-only")
     exposed = [_app_tool(scope, app, result_timeout) for app in expose]
     names = [tool.name for tool in exposed]
     for given, name in zip(expose, names, strict=True):
         if name in READ_TOOLS | WRITE_TOOLS:
-            raise KeepwarmError(
+            raise McpOptionError(
                 f"--expose {given}: {name!r} is the name of one of keepwarm's own tools, so the app "
                 "cannot be a tool; rename its folder to expose it"
             )
         if names.count(name) > 1:
-            raise KeepwarmError(f"--expose: app {name!r} is given twice; expose each app once")
+            raise McpOptionError(f"--expose: app {name!r} is given twice; expose each app once")
     tools = [
         KeepwarmTool.from_function(
             function,
@@ -313,7 +321,8 @@ def _tools(scope: Scope) -> list[Callable[..., Awaitable[dict[str, Any]]]]:
     ) -> dict[str, Any]:
         """A task's state and, once it has finished, its outcome: status (done, failed, cancelled),
         result or error. Waits up to timeout seconds for it to finish."""
-        return await _thread(_task_outcome, scope.service(app, namespace), task_id, timeout)
+        outcome = await _thread(scope.service(app, namespace).outcome, task_id, timeout)
+        return outcome.to_json_dict()
 
     async def start_workflow(
         app: str,
@@ -422,7 +431,7 @@ def _app_tool(scope: Scope, app: str, result_timeout: float) -> Tool:
         try:
             value = await handle.aresult(timeout=result_timeout)
         except ResultTimeout:
-            raise KeepwarmError(
+            raise ResultTimeout(
                 f"task {handle.task_id} has not finished after {result_timeout:g}s (it is {handle.state})",
                 remedy=Remedy(
                     "fetch its result later",
@@ -432,7 +441,7 @@ def _app_tool(scope: Scope, app: str, result_timeout: float) -> Tool:
                 ),
             ) from None
         except TaskFailed as exc:
-            raise KeepwarmError(f"task {exc.task_id} {exc.status}: {exc.error}") from None
+            raise TaskFailed(exc.task_id, exc.status, exc.error, None) from None
         return {"task_id": handle.task_id, "result": value}
 
     parameters = [
@@ -460,31 +469,6 @@ def _app_tool(scope: Scope, app: str, result_timeout: float) -> Tool:
 # ---------------------------------------------------------------------- what the tools share
 
 
-def _task_outcome(service: Service, task_id: str, timeout: float) -> dict[str, Any]:
-    from keepwarm.queue.results import wait_for_records
-
-    location = service.queue.locate(task_id)
-    if timeout > 0 and location.state in ("pending", "running"):
-        try:
-            wait_for_records(service.queue, [task_id], timeout)
-        except ResultTimeout:
-            pass
-    record = service.queue.read_record(task_id)
-    if record is None:
-        return {"task_id": task_id, "finished": False, "state": service.queue.locate(task_id).state}
-    return {
-        "task_id": task_id,
-        "finished": True,
-        "state": "done" if record.status == "done" else "failed",
-        "status": record.status,
-        "result": record.result,
-        "error": record.error,
-        "traceback": record.traceback,
-        "runtime_sec": record.runtime_sec,
-        "execution_id": record.execution_id,
-    }
-
-
 async def _thread(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     return await asyncio.to_thread(function, *args, **kwargs)
 
@@ -502,7 +486,7 @@ def http_token() -> tuple[str, bool]:
     if token is None:
         return secrets.token_urlsafe(32), True
     if len(token) < MIN_TOKEN_LENGTH:
-        raise KeepwarmError(f"{TOKEN_VARIABLE} is too short: use at least {MIN_TOKEN_LENGTH} characters")
+        raise McpOptionError(f"{TOKEN_VARIABLE} is too short: use at least {MIN_TOKEN_LENGTH} characters")
     return token, False
 
 
@@ -516,7 +500,7 @@ def serve_http(server: MCPServer, port: int, token: str, announce: Callable[[str
         listener.bind(("127.0.0.1", port))
     except OSError as exc:
         listener.close()
-        raise KeepwarmError(
+        raise PortUnavailable(
             f"cannot listen on 127.0.0.1:{port}: {exc.strerror}; choose another --port"
         ) from None
     listener.listen(128)
