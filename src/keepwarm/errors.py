@@ -1,4 +1,23 @@
-"""Every error keepwarm raises on purpose: each says what is wrong and what to do."""
+"""Every error keepwarm raises on purpose: each says what is wrong and what to do.
+
+The bases say which part failed; each raised class says what happened::
+
+    KeepwarmError
+      ConfigError      the app and its settings: SettingsError, AppError (AppNotInstalled)
+      QueueError       tasks and results: InvalidTaskError, QueueFull, StorageError (an OSError),
+                       TaskNotFound, ResultTimeout (a TimeoutError), TaskFailed, ServiceCannotDeliver
+      ServiceError     a service and its supervisor: ServiceAlreadyRunning, ServiceStartError,
+                       ServiceNotRunning, ServiceStarting, QueueNotPrivate, CommandRefused,
+                       ControlTimeout, ServiceStopTimeout, HealthReportNotWritten, ServiceTaskStopped
+      ClusterError     the Dask cluster
+      RunModeError     run mode: ModeError, PlanError, RunError, PoolProcessDied, CythonBuildError,
+                       InstallError, DataError
+      GroupError       fleets and workflow runs: FleetError (FleetAlreadyRunning, FleetStartError),
+                       WorkflowNotFound
+      SurfaceError     the page and the MCP server: PageNotServing, McpOptionError, PortUnavailable
+
+This module imports nothing of keepwarm, so catching an error never loads the code that raises it.
+"""
 
 from __future__ import annotations
 
@@ -42,38 +61,56 @@ class KeepwarmError(Exception):
         return str(self).removesuffix(f"; {self.remedy.advice}: {self.remedy.command}")
 
 
-class SettingsError(KeepwarmError):
+# ------------------------------------------------------------------ the app and its settings
+
+
+class ConfigError(KeepwarmError):
+    """The app, or its settings, cannot be used as they are."""
+
+
+class SettingsError(ConfigError):
     """An ``app_settings.toml`` (or another config file) is malformed."""
 
 
-class AppError(KeepwarmError):
+class AppError(ConfigError):
     """An app cannot be found or its entry points cannot be loaded."""
 
 
-class InvalidTaskError(KeepwarmError):
+class AppNotInstalled(AppError):
+    """An isolated app's virtual environment does not exist yet: ``keepwarm install`` makes it."""
+
+
+# ------------------------------------------------------------------ the queue: tasks and results
+
+
+class QueueError(KeepwarmError):
+    """A task could not be queued, found, or waited for."""
+
+
+class InvalidTaskError(QueueError):
     """A task given to ``submit`` is malformed."""
 
 
-class QueueFull(KeepwarmError):
+class QueueFull(QueueError):
     """``submit`` refused: the queue already holds ``max_pending`` tasks."""
 
 
-class StorageError(KeepwarmError, OSError):
+class StorageError(QueueError, OSError):
     """The share refused a write: full (ENOSPC, EDQUOT), read-only (EROFS), or failing (EIO)."""
 
     def __str__(self) -> str:
         return str(self.strerror)
 
 
-class TaskNotFound(KeepwarmError):
+class TaskNotFound(QueueError):
     """No task with that id is in the queue."""
 
 
-class ResultTimeout(KeepwarmError, TimeoutError):
+class ResultTimeout(QueueError, TimeoutError):
     """A task's result did not arrive within the time asked for."""
 
 
-class TaskFailed(KeepwarmError):
+class TaskFailed(QueueError):
     """The task ended as ``failed`` or ``cancelled``; carries the remote error and traceback."""
 
     def __init__(self, task_id: str, status: str, error: str | None, remote_traceback: str | None) -> None:
@@ -85,6 +122,142 @@ class TaskFailed(KeepwarmError):
         if remote_traceback:
             message += f"\n\nremote traceback:\n{remote_traceback.rstrip()}"
         super().__init__(message)
+
+
+class ServiceCannotDeliver(QueueError):
+    """A wait gave up: the service stopped, or every loop keeps failing to start. The tasks stay queued."""
+
+
+# ------------------------------------------------------------------ the service and its supervisor
+
+
+class ServiceError(KeepwarmError):
+    """A service could not be started, stopped, or commanded."""
+
+
+class ServiceAlreadyRunning(ServiceError):
+    """``start`` found the service's lock held by a live supervisor."""
+
+
+class ServiceStartError(ServiceError):
+    """The service did not become ready: the loops' own errors, or the supervisor's log."""
+
+
+class ServiceNotRunning(ServiceError):
+    """A command needs a live supervisor and there is none."""
+
+
+class ServiceStarting(ServiceError):
+    """``stop`` came while the service is still starting: nothing to stop yet, try again."""
+
+
+class QueueNotPrivate(ServiceError):
+    """``start`` refused: other users can write the service's queue, and what they queue would run."""
+
+
+class CommandRefused(ServiceError):
+    """The supervisor refused a control command; the message gives its reason."""
+
+
+class ControlTimeout(ServiceError):
+    """The supervisor did not acknowledge a command in time."""
+
+
+class ServiceStopTimeout(ServiceError):
+    """The supervisor acknowledged ``stop`` but did not exit in time."""
+
+
+class HealthReportNotWritten(ServiceError):
+    """The health report could not be written where it was asked for."""
+
+
+class ServiceTaskStopped(ServiceError):
+    """The service was stopped (or its start cancelled): its instance serves no more calls."""
+
+
+class ClusterError(KeepwarmError):
+    """The Dask cluster cannot be reached, started, or used."""
+
+
+# ------------------------------------------------------------------ run mode
+
+
+class RunModeError(KeepwarmError):
+    """Run mode could not plan, build, install, run, or read a run."""
+
+
+class ModeError(RunModeError):
+    """A mode that does not exist, or cannot run on this machine (the message says why)."""
+
+
+class PlanError(RunModeError):
+    """The work plan cannot be built, read or changed as asked."""
+
+
+class RunError(RunModeError):
+    """A run failed: the message names the partition, its worker and the error; the log has more."""
+
+
+class PoolProcessDied(RunModeError):
+    """A plan worker's pool process exited before it finished its partitions and its ``stop()``."""
+
+
+class CythonBuildError(RunModeError):
+    """The worker module could not be compiled; the message holds the tool's own error."""
+
+
+class InstallError(RunModeError):
+    """A step of ``install`` failed; the message names the step, the cause and the fix."""
+
+    def __init__(self, app: str, step: str, reason: str) -> None:
+        self.step = step
+        super().__init__(f"install {app}: step '{step}' failed: {reason}")
+
+
+class DataError(RunModeError):
+    """There is no output to read, or the columns asked for are not in it."""
+
+
+# ------------------------------------------------------------------ fleets and workflow runs
+
+
+class GroupError(KeepwarmError):
+    """A fleet, or a workflow run, could not be found or acted on."""
+
+
+class FleetError(GroupError):
+    """A fleet could not be brought up or down; says which member and why."""
+
+
+class FleetAlreadyRunning(FleetError):
+    """``up`` found members of the fleet already running."""
+
+
+class FleetStartError(FleetError):
+    """A member of the fleet did not start; the members ``up`` had started were stopped again."""
+
+
+class WorkflowNotFound(GroupError):
+    """No workflow run with that execution id in the namespace."""
+
+
+# ------------------------------------------------------------------ the page and the MCP server
+
+
+class SurfaceError(KeepwarmError):
+    """The page or the MCP server cannot serve as asked."""
+
+
+class PageNotServing(SurfaceError):
+    """The page's server exited, or did not answer, before serving."""
+
+
+class McpOptionError(SurfaceError):
+    """The MCP server's options contradict each other, or its token is too short."""
+
+
+class PortUnavailable(SurfaceError):
+    """The port asked for cannot be listened on."""
 
 
 def storage_error(exc: OSError, where: Path, consequence: str) -> StorageError:
