@@ -23,7 +23,8 @@ from keepwarm.app import load_args_model
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
 from keepwarm.groups.fleet import Fleet
-from keepwarm.mcp.server import READ_TOOLS, WRITE_TOOLS, http_token
+from keepwarm.mcp.server import READ_TOOLS, WRITE_TOOLS
+from keepwarm.mcp.transports import http_token
 from keepwarm.service.lifecycle import stop_service
 
 from .conftest import EXAMPLE_APPS, ROOT, write_app

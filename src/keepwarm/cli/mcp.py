@@ -53,27 +53,29 @@ def mcp(
     """Serve keepwarm's services, workflows and fleets as MCP tools (stdio, or HTTP with a token)."""
     try:
         from keepwarm.mcp import server as mcp_server
+        from keepwarm.mcp import transports
+        from keepwarm.mcp.scope import Scope
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.partition(".")[0] in ("mcp", "mcp_types"):
             raise UserError("the MCP server needs the 'mcp' package: pip install 'keepwarm[mcp]'") from None
         raise
     if fleet is not None and namespace is not None:
         raise UserError("give either --fleet (its namespace) or --namespace, not both")
-    scope = mcp_server.Scope(apps_path=apps_path, namespace=namespace, fleet_path=fleet)
+    scope = Scope(apps_path=apps_path, namespace=namespace, fleet_path=fleet)
     server = mcp_server.build_server(scope, read_only=read_only, expose=expose, result_timeout=result_timeout)
     names = mcp_server.tool_names(server)
     where = f"namespace {scope.namespace_name()}" + (" (read-only)" if read_only else "")
     if not http:
         say(f"keepwarm mcp: {len(names)} tools on stdio, {where}")
-        mcp_server.serve_stdio(server)
+        transports.serve_stdio(server)
         return
-    token, generated = mcp_server.http_token()
+    token, generated = transports.http_token()
 
     def announce(url: str) -> None:
         say(f"keepwarm mcp: {len(names)} tools at {url}, {where}")
         if generated:
-            say(f"keepwarm mcp: bearer token (set {mcp_server.TOKEN_VARIABLE} to choose one): {token}")
+            say(f"keepwarm mcp: bearer token (set {transports.TOKEN_VARIABLE} to choose one): {token}")
         else:
-            say(f"keepwarm mcp: bearer token from {mcp_server.TOKEN_VARIABLE}")
+            say(f"keepwarm mcp: bearer token from {transports.TOKEN_VARIABLE}")
 
-    mcp_server.serve_http(server, port, token, announce)
+    transports.serve_http(server, port, token, announce)
