@@ -21,17 +21,13 @@ from keepwarm.errors import (
 from keepwarm.queue.outcomes import Cancelled, TaskOutcome
 from keepwarm.queue.results import DeliveryWatch, TaskHandle, value_of, wait_for_records
 from keepwarm.queue.task import Task, TaskRecord, parse_task_lines
-from keepwarm.queue.taskqueue import QueueCounts, Retried, TaskQueue
-from keepwarm.service.health import (
-    GateResult,
-    GateThresholds,
-    HealthReport,
-    evaluate_gate,
-    evaluate_health,
-    write_report,
-    write_snapshot,
-)
+from keepwarm.queue.taskqueue import QueueCounts, Retried, TaskQueue, TaskRow
+from keepwarm.service.control import CancelArgs, DrainArgs, RestartArgs, RollingRestartArgs, ScaleArgs
+from keepwarm.service.exports import write_report, write_snapshot
+from keepwarm.service.gate import GateResult, GateThresholds, evaluate_gate
+from keepwarm.service.health import evaluate_health
 from keepwarm.service.logs import LogTail, log_files
+from keepwarm.service.report import HealthReport
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -175,15 +171,21 @@ class Service:
             remedy = None if exc.remedy is None else replace(exc.remedy, advice=advice)
             raise ServiceNotRunning(exc.problem, remedy=remedy) from None
 
-    def wait(self, task_ids: Iterable[str], timeout: float | None = None) -> list[TaskRecord]:
+    def wait(
+        self,
+        task_ids: Iterable[str],
+        timeout: float | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[TaskRecord]:
         """The tasks' terminal records, in order, once every one has finished.
 
         Gives up with ResultTimeout after ``timeout`` seconds, and with ServiceCannotDeliver when
         the service stops during the wait or every loop keeps failing to start (the tasks stay
-        queued). A service that is not running yet is waited for.
+        queued). A service that is not running yet is waited for. ``progress`` is called with the
+        number of records collected so far as they arrive.
         """
         ids = list(task_ids)
-        records = wait_for_records(self.queue, ids, timeout, watch=DeliveryWatch(self.env))
+        records = wait_for_records(self.queue, ids, timeout, progress, watch=DeliveryWatch(self.env))
         return [records[task_id] for task_id in ids]
 
     def record(self, task_id: str, timeout: float | None = None) -> TaskRecord:
@@ -221,7 +223,8 @@ class Service:
         self.queue.locate(task_id)
         return TaskHandle(self.queue, task_id)
 
-    def tasks(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def tasks(self, state: str | None = None, limit: int = 100) -> list[TaskRow]:
+        """Rows of tasks, at most ``limit`` per state (one of ``TASK_STATES``), newest finished first."""
         return self.queue.list_tasks(state, limit)
 
     def cancel(self, task_ids: Iterable[str] = (), execution_id: str | None = None) -> Cancelled:
@@ -235,7 +238,7 @@ class Service:
 
         ids = list(task_ids)
         try:
-            ack = lifecycle.command(self.env, "cancel", {"task_ids": ids, "execution_id": execution_id})
+            ack = lifecycle.command(self.env, CancelArgs(task_ids=ids, execution_id=execution_id))
             cancelled = [*ack.result.get("cancelled", []), *ack.result.get("running_cancelled", [])]
         except ServiceNotRunning:
             cancelled = self.queue.cancel(ids, execution_id)
@@ -271,6 +274,19 @@ class Service:
         lifecycle.start_service(self.env, slots=slots, timeout=timeout, backend=backend)
         return self.status()
 
+    def run_foreground(self, *, slots: int | None = None, backend: str | None = None) -> int:
+        """Run the supervisor in this process (systemd, containers) until it stops; its exit code."""
+        from keepwarm.service import lifecycle
+
+        return lifecycle.run_foreground(self.env, slots=slots, backend=backend)
+
+    @property
+    def supervisor_log(self) -> Path:
+        """The supervisor's log file."""
+        from keepwarm.service import lifecycle
+
+        return lifecycle.supervisor_log(self.env)
+
     def stop(self, *, timeout: float | None = None, shutdown: bool | None = None) -> dict[str, Any]:
         """Stop from any process: loops finish their task within ``timeout``, the rest is requeued.
 
@@ -279,7 +295,7 @@ class Service:
         """
         from keepwarm.service import lifecycle
 
-        return lifecycle.stop_service(self.env, timeout=timeout, shutdown=shutdown)
+        return lifecycle.stop_service(self.env, timeout=timeout, shutdown=shutdown).model_dump()
 
     def status(self) -> HealthReport:
         """The service's state from its files alone (read-only, milliseconds)."""
@@ -320,13 +336,13 @@ class Service:
         """Run ``slots`` loops from now on; returns ``{"from": N, "to": M}``."""
         from keepwarm.service import lifecycle
 
-        return lifecycle.command(self.env, "scale", {"slots": slots}).result
+        return lifecycle.command(self.env, ScaleArgs(slots=slots)).result
 
     def drain(self) -> str:
         """Serve until nothing is pending or running, then stop."""
         from keepwarm.service import lifecycle
 
-        return lifecycle.command(self.env, "drain").message
+        return lifecycle.command(self.env, DrainArgs()).message
 
     def restart(self, slot: str | None = None, *, rolling: bool = False) -> str:
         """Restart one loop gracefully, or all of them one at a time (``rolling``)."""
@@ -335,8 +351,8 @@ class Service:
         if rolling == (slot is not None):
             raise ValueError("restart needs exactly one of: a slot, or rolling=True")
         if rolling:
-            return lifecycle.command(self.env, "rolling-restart").message
-        return lifecycle.command(self.env, "restart", {"slot": slot}).message
+            return lifecycle.command(self.env, RollingRestartArgs()).message
+        return lifecycle.command(self.env, RestartArgs(slot=slot)).message
 
     def counts(self) -> QueueCounts:
         return self.queue.counts()

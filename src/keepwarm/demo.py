@@ -14,8 +14,7 @@ from typing import Any
 
 from keepwarm.api import Service
 from keepwarm.env import Env, bundled_apps_path
-from keepwarm.queue.results import wait_for_records
-from keepwarm.service.health import HealthReport
+from keepwarm.service.report import HealthReport
 
 DEMO_APP = "mycode_project"
 
@@ -74,9 +73,7 @@ def run_demo(
         began = time.perf_counter()
         handles = service.submit_many({"args": {"x": x}} for x in range(1, tasks + 1))
         ids = [h.task_id for h in handles]
-        records = wait_for_records(
-            service.queue, ids, timeout=120, progress=lambda done: progress(done, tasks)
-        )
+        ordered = service.wait(ids, timeout=120, progress=lambda done: progress(done, tasks))
         burst_sec = time.perf_counter() - began
         say(f"measuring {roundtrips} single round trips")
         roundtrip_ms = []
@@ -92,7 +89,6 @@ def run_demo(
         stop_sec = time.perf_counter() - began
         if not kept:
             shutil.rmtree(share, ignore_errors=True)
-    ordered = [records[task_id] for task_id in ids]
     per_slot = Counter(str((r.claim or {}).get("slot")) for r in ordered)
     return DemoReport(
         app=DEMO_APP,

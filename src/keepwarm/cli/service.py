@@ -22,7 +22,8 @@ from keepwarm.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from keepwarm.service.health import GateResult, HealthReport
+    from keepwarm.service.gate import GateResult
+    from keepwarm.service.report import HealthReport
 
 HEALTH_COLUMNS = (
     "worker",
@@ -58,12 +59,10 @@ def start(
 ) -> None:
     """Start the service: a supervisor and its loops; returns when every loop is ready."""
     service = service_of(app, apps_path, namespace)
-    from keepwarm.service import lifecycle
-
-    log = lifecycle.supervisor_log(service.env)
+    log = service.supervisor_log
     if foreground:
         say(f"supervisor of {service.env.app_target} in the foreground; log: stderr")
-        sys.exit(lifecycle.run_foreground(service.env, slots=workers, backend=backend))
+        sys.exit(service.run_foreground(slots=workers, backend=backend))
     began = time.perf_counter()
     report = service.start(slots=workers, timeout=timeout, backend=backend)
     elapsed = time.perf_counter() - began
@@ -146,7 +145,7 @@ def health(
     )
     warn_app_changed(report)
     if output_format == "prometheus":
-        from keepwarm.service.health import to_prometheus
+        from keepwarm.service.exports import to_prometheus
 
         sys.stdout.write(to_prometheus(report, verdict if gate else None))
     else:

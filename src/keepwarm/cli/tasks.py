@@ -153,7 +153,7 @@ def tasks(
 ) -> None:
     """List tasks per state (newest finished first), with the queue's counts."""
     service = service_of(app, apps_path, namespace)
-    rows = service.tasks(state, limit)
+    rows = [row.to_json_dict() for row in service.tasks(state, limit)]
     counts = service.counts().__dict__
     if as_json:
         emit_json({"counts": counts, "tasks": rows})

@@ -20,13 +20,11 @@ Under ``<share>/<namespace>/``::
     data/<app>/                          run-mode outputs
 
 and the log folder (``Env.log_dir``): ``supervisor.log``, ``<slot>.log``, ``cluster.log``.
-Paths only: nothing here reads or writes a file, except ``ensure_private_dir`` which creates folders.
+Paths only: nothing here reads or writes a file.
 """
 
 from __future__ import annotations
 
-import errno
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,21 +184,3 @@ class ServiceLayout:
 def events_path_of_queue(queue_root: Path) -> Path:
     """``events.jsonl`` beside a queue folder (a queue lives in its service's folder)."""
     return ServiceLayout(queue_root.parent).events
-
-
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` and every missing parent with mode 0700 (``mkdir -p`` would use the umask)."""
-    missing = []
-    folder = path
-    while not folder.is_dir():
-        missing.append(folder)
-        if folder.parent == folder:
-            break
-        folder = folder.parent
-    for folder in reversed(missing):
-        try:
-            folder.mkdir(mode=0o700)
-        except FileExistsError:
-            if not folder.is_dir():  # a file where a folder should be
-                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder)) from None
-    return path

@@ -33,7 +33,8 @@ from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from keepwarm.env import Env, ensure_private_dir
+from keepwarm._sys.dirs import ensure_private_dir
+from keepwarm.env import Env, venv_dir, venv_python
 from keepwarm.errors import AppError, KeepwarmError
 from keepwarm.queue.task import utc_now
 
@@ -81,28 +82,6 @@ class InstallReport(BaseModel):
     finished_at: str
     seconds: float
     steps: list[InstallStep]
-
-
-def venv_dir(env: Env) -> Path:
-    """Where an isolated app's virtual environment lives."""
-    return env.share_root / env.namespace / "venv" / env.app_target
-
-
-def venv_python(folder: Path) -> Path:
-    return folder / "bin" / "python"
-
-
-def app_python(env: Env) -> Path:
-    """The interpreter that runs the app: its own venv's when isolated (which must be installed)."""
-    if not env.settings.cluster.isolated:
-        return Path(sys.executable)
-    python = venv_python(venv_dir(env))
-    if not python.is_file():
-        raise KeepwarmError(
-            f"{env.app_target} is isolated ([cluster] isolated = true) and its virtual environment "
-            f"({venv_dir(env)}) does not exist yet: keepwarm install {env.app_target}"
-        )
-    return python
 
 
 def declared_requirements(env: Env) -> tuple[list[str], list[str]]:

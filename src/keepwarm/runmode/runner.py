@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from keepwarm.env import Env
+from keepwarm.env import Env, app_python, venv_dir
 from keepwarm.errors import RunError
 from keepwarm.runmode.contained import child_main, run_in_child
 from keepwarm.runmode.modes import RunMode, require_available, settings_mode
@@ -60,8 +60,6 @@ def run(
     require_available(chosen)
     job = RunJob(env, chosen, workers, args, scheduler, on_event)
     if env.settings.cluster.isolated and not _in_app_venv(env):
-        from keepwarm.runmode.installer import app_python
-
         job.log.emit("info", f"isolated app: running in its virtual environment ({app_python(env)})")
         return run_in_child(job, app_python(env))
     cluster = env.settings.cluster
@@ -72,8 +70,6 @@ def run(
 
 
 def _in_app_venv(env: Env) -> bool:
-    from keepwarm.runmode.installer import venv_dir
-
     return Path(sys.prefix).resolve() == venv_dir(env).resolve()
 
 
