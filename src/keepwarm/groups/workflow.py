@@ -25,23 +25,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keepwarm._sys.atomic import publish_new, write_atomic
+from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm.api import Service
-from keepwarm.env import Env, ensure_private_dir, login_name
-from keepwarm.errors import InvalidTaskError, KeepwarmError, Remedy
+from keepwarm.env import Env, login_name, namespace_root
+from keepwarm.errors import InvalidTaskError, KeepwarmError, Remedy, WorkflowNotFound
 from keepwarm.queue.task import TASK_SUFFIX, PartialTask, Task, TaskRecord, is_safe_id, utc_now
 from keepwarm.queue.taskqueue import TaskQueue, list_visible, task_id_from_name
-from keepwarm.settings import ClusterSettings, describe_error
+from keepwarm.settings import ClusterSettings, describe_error, is_safe_name
 
 WORKFLOW_SCHEMA = "keepwarm.workflow.v1"
 WORKFLOWS_DIR = "workflows"
 _NUMBERED = re.compile(r"^(\d{4,})\.json$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
+_NAME_MAX_LENGTH = 48  # leaves room in an execution id for "-<user>-<NNNN>"
 
 WorkflowState = Literal["running", "completed", "failed", "terminated"]
-
-
-class WorkflowNotFound(KeepwarmError):
-    """No workflow run with that execution id in the namespace."""
 
 
 class WorkflowProgress(BaseModel):
@@ -123,7 +120,7 @@ def start_workflow(
     """
     env = service.env
     name = name or env.app_target
-    if not _NAME.fullmatch(name) or ".." in name:
+    if not is_safe_name(name, max_length=_NAME_MAX_LENGTH) or ".." in name:
         raise InvalidTaskError(
             f"workflow name {name!r}: use 1-48 letters, digits, '_', '-', '.' (first a letter or digit)"
         )
@@ -253,8 +250,6 @@ def list_workflows(
 ) -> list[WorkflowStatus]:
     """The namespace's most recent runs, newest first, each with its live state and progress, as
     ``workflow_status`` gives them."""
-    from keepwarm.groups.fleet import namespace_root
-
     share, name = namespace_root(namespace, share_dir)
     folder = share / name / WORKFLOWS_DIR
     numbered = sorted(
@@ -315,8 +310,6 @@ def _current(folder: Path, path: Path, record: WorkflowRecord) -> WorkflowStatus
 def _find(
     execution_id: str, namespace: str | None, share_dir: str | os.PathLike[str] | None
 ) -> tuple[Path, Path, WorkflowRecord]:
-    from keepwarm.groups.fleet import namespace_root
-
     share, name = namespace_root(namespace, share_dir)
     folder = share / name / WORKFLOWS_DIR
     number = execution_id.rpartition("-")[2]
