@@ -195,18 +195,17 @@ class AGI:
                     "items": items,
                     "metadata": _metadata(work_plan_metadata, worker, chunk),
                 }
-                for worker, chunks in enumerate(work_plan)
+                for worker, chunks in enumerate(work_plan or [None])
                 for chunk, items in enumerate(chunks if isinstance(chunks, list) else [chunks])
             ]
-        service = Service(env)
-        published = service.submit_planned(
+        published = Service(env).submit_planned(
             plans, args, task_name=task_name, execution_id=execution_id, queue_only=queue_only
         )
         return {
             "status": "queued",
             "task_ids": [task.task_id for task, _ in published],
             "queued_files": [str(path) for _, path in published],
-            "queue_dir": str(service.queue.root),
+            "queue_dir": str(env.queue_dir),
         }
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from keepwarm._sys.atomic import write_atomic
+from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm.backends.cluster import (
     LOOP_RESOURCE,
     ClusterError,
@@ -41,7 +42,7 @@ from keepwarm.backends.cluster import (
     stop_keeper,
 )
 from keepwarm.backends.staging import ship_to_dask, shipped_folder, stage_app
-from keepwarm.env import Env, ensure_private_dir
+from keepwarm.env import Env
 from keepwarm.queue.state import ClusterRecord, read_supervisor_state
 from keepwarm.queue.task import epoch_of
 from keepwarm.runtime.heartbeat import read_heartbeat

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keepwarm.env import Env, ensure_private_dir
+from keepwarm._sys.dirs import ensure_private_dir
+from keepwarm.env import Env
 
 if TYPE_CHECKING:
     from distributed import Client

@@ -27,7 +27,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from keepwarm._sys.atomic import fsync_dir, publish_new, write_atomic, write_temp
-from keepwarm.env import Env, ensure_private_dir
+from keepwarm._sys.dirs import ensure_private_dir
+from keepwarm.env import Env
 from keepwarm.errors import InvalidTaskError, QueueFull, Remedy, TaskNotFound, storage_error
 from keepwarm.queue.events import EventLog
 from keepwarm.queue.task import (

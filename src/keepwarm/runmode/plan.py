@@ -23,8 +23,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keepwarm._sys.atomic import write_atomic
+from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm.app import App, Partition, WorkPlan, describe_args_error, load_app
-from keepwarm.env import Env, ensure_private_dir
+from keepwarm.env import Env
 from keepwarm.errors import AppError, KeepwarmError
 from keepwarm.queue.task import utc_now
 from keepwarm.settings import describe_error

@@ -22,7 +22,7 @@ from typing import IO, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from keepwarm._sys.atomic import write_atomic
-from keepwarm.env import ensure_private_dir
+from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm.queue.task import utc_now
 from keepwarm.runmode.batch import PartitionOutcome
 from keepwarm.runmode.modes import RunMode

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from keepwarm.env import Env, ensure_private_dir
+from keepwarm._sys.dirs import ensure_private_dir
+from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError, RunError
 from keepwarm.queue.task import utc_now
 from keepwarm.runmode.batch import PartitionJob, PartitionOutcome, WorkerLog

@@ -24,7 +24,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from keepwarm._sys.atomic import write_atomic
-from keepwarm.env import Env, ensure_private_dir
+from keepwarm._sys.dirs import ensure_private_dir
+from keepwarm.env import Env
 
 BENCHMARK_FILE = "benchmark.json"
 

@@ -17,9 +17,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm._sys.watch import IN_MOVED_TO, Watcher
 from keepwarm.backends.local import log_tail, rotated, signal_quietly
-from keepwarm.env import Env, ensure_private_dir
+from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError, Remedy
 from keepwarm.queue.state import (
     LoopRow,

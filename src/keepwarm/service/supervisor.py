@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from keepwarm import __version__
+from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm._sys.watch import IN_MOVED_TO, Watcher
 from keepwarm.backends.local import LocalBackend, LoopProcess, process_running
-from keepwarm.env import Env, ensure_private_dir
+from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
 from keepwarm.queue.retention import enforce_retention
 from keepwarm.queue.state import (
