@@ -17,7 +17,7 @@ from keepwarm.backends.local import LoopProcess, spawn_loop, stop_loops, wait_re
 from keepwarm.env import Env
 from keepwarm.queue.state import SupervisorState, read_supervisor_state
 from keepwarm.queue.taskqueue import TaskQueue
-from keepwarm.service.health import pid_alive
+from keepwarm.service.liveness import pid_alive
 from keepwarm.service.lifecycle import stop_service
 
 ROOT = Path(__file__).resolve().parents[1]

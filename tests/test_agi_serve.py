@@ -13,7 +13,7 @@ from keepwarm.backends.cluster import read_keeper
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
 from keepwarm.queue.state import read_service_record
-from keepwarm.service.health import pid_alive
+from keepwarm.service.liveness import pid_alive
 
 from .conftest import Services, copy_app
 

@@ -16,7 +16,7 @@ import pytest
 import keepwarm
 from keepwarm.env import Env
 from keepwarm.runmode.installer import venv_dir
-from keepwarm.service.health import HealthReport
+from keepwarm.service.report import HealthReport
 from keepwarm.service.lifecycle import ServiceStartError
 
 from .conftest import Services, write_app

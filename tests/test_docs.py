@@ -37,7 +37,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 from keepwarm.queue.state import read_supervisor_state
-from keepwarm.service.health import pid_alive
+from keepwarm.service.liveness import pid_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

@@ -19,7 +19,7 @@ from keepwarm.errors import SettingsError
 from keepwarm.groups.fleet import Fleet, FleetAlreadyRunning, FleetStartError, list_services
 from keepwarm.groups.workflow import WorkflowNotFound, start_workflow, workflow_status
 from keepwarm.queue.state import read_supervisor_state
-from keepwarm.service.health import pid_alive
+from keepwarm.service.liveness import pid_alive
 
 from .conftest import EXAMPLE_APPS, ROOT, copy_app, wait_until, write_app
 

@@ -32,19 +32,10 @@ from keepwarm.queue.state import (
 )
 from keepwarm.queue.taskqueue import pending_name
 from keepwarm.runtime.heartbeat import Heartbeat, HeartbeatState
-from keepwarm.service.health import (
-    HEALTH_SCHEMA,
-    SNAPSHOT_FILE,
-    GateCode,
-    GateResult,
-    GateThresholds,
-    HealthReport,
-    evaluate_gate,
-    evaluate_health,
-    operator_snapshot,
-    to_prometheus,
-    write_snapshot,
-)
+from keepwarm.service.exports import SNAPSHOT_FILE, operator_snapshot, to_prometheus, write_snapshot
+from keepwarm.service.gate import GateCode, GateResult, GateThresholds, evaluate_gate
+from keepwarm.service.health import evaluate_health
+from keepwarm.service.report import HEALTH_SCHEMA, HealthReport
 from keepwarm.settings import ServiceHealthSettings
 
 from .conftest import queue_of
@@ -907,7 +898,7 @@ def test_operator_snapshot_summarises_rows_and_thresholds(mycode_env: Env) -> No
     write_heartbeat(mycode_env, "loop-4", age=1)
     report = evaluate_health(mycode_env, now=NOW)
     thresholds = GateThresholds(allow_idle=True, max_pending_age_sec=60)
-    snapshot = operator_snapshot(report, thresholds)
+    snapshot = operator_snapshot(report, thresholds).to_json_dict()
     assert snapshot["status"] == "degraded"
     assert snapshot["app"] == "mycode_project" and snapshot["namespace"] == mycode_env.namespace
     assert snapshot["timestamp"] == iso(NOW)

@@ -18,7 +18,7 @@ from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError, TaskFailed
 from keepwarm.queue.results import wait_for_records
-from keepwarm.service.health import pid_alive
+from keepwarm.service.liveness import pid_alive
 from keepwarm.service.lifecycle import ServiceAlreadyRunning, ServiceStartError
 
 from .conftest import ROOT, Services, copy_app, supervisor_state, wait_until, write_app

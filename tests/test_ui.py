@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.runmode.plan import load_plan
-from keepwarm.service.health import pid_alive
+from keepwarm.service.liveness import pid_alive
 from keepwarm.settings import load_settings
 from keepwarm.ui import server, snippets
 

@@ -12,8 +12,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "AGI": "keepwarm.agi",
-    "HealthReport": "keepwarm.service.health",
-    "GateResult": "keepwarm.service.health",
+    "HealthReport": "keepwarm.service.report",
+    "GateResult": "keepwarm.service.gate",
     "ServiceAlreadyRunning": "keepwarm.service.lifecycle",
     "ServiceStartError": "keepwarm.service.lifecycle",
     "ServiceNotRunning": "keepwarm.service.lifecycle",
@@ -170,8 +170,8 @@ if TYPE_CHECKING:
     from keepwarm.runmode.installer import install as install
     from keepwarm.runmode.plan import distribute as distribute
     from keepwarm.runmode.runner import run as run
-    from keepwarm.service.health import GateResult as GateResult
-    from keepwarm.service.health import HealthReport as HealthReport
+    from keepwarm.service.gate import GateResult as GateResult
+    from keepwarm.service.report import HealthReport as HealthReport
     from keepwarm.service.lifecycle import ServiceAlreadyRunning as ServiceAlreadyRunning
     from keepwarm.service.lifecycle import ServiceNotRunning as ServiceNotRunning
     from keepwarm.service.lifecycle import ServiceStartError as ServiceStartError

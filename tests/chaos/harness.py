@@ -44,7 +44,7 @@ from keepwarm.errors import KeepwarmError
 from keepwarm.queue.state import PLANNED_REASONS, read_supervisor_state
 from keepwarm.queue.task import TASK_SUFFIX, epoch_of
 from keepwarm.runtime.heartbeat import read_heartbeat
-from keepwarm.service.health import HealthReport
+from keepwarm.service.report import HealthReport
 
 ROOT = Path(__file__).resolve().parents[2]
 FLAKY = ROOT / "examples" / "apps" / "flaky"

@@ -17,7 +17,7 @@ import pytest
 
 from keepwarm.env import Env
 from keepwarm.queue.state import read_supervisor_state
-from keepwarm.service.health import pid_alive
+from keepwarm.service.liveness import pid_alive
 from keepwarm.service.lifecycle import stop_service
 
 from ..conftest import ROOT

@@ -159,7 +159,7 @@ def ps(namespace: str | None, share_dir: Path | None, fleet: str | None, as_json
 
 def print_services(rows: list[ServiceSummary], *, title: str) -> None:
     from keepwarm.cli.service import STATUS_COLOURS
-    from keepwarm.service.health import GateCode
+    from keepwarm.service.gate import GateCode
 
     cells = [
         [

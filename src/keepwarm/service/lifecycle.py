@@ -35,7 +35,7 @@ from keepwarm.queue.state import (
 from keepwarm.queue.taskqueue import TaskQueue, list_visible
 from keepwarm.runtime.heartbeat import read_heartbeat
 from keepwarm.service.control import Ack, CommandName, send_command
-from keepwarm.service.health import pid_alive
+from keepwarm.service.liveness import pid_alive
 from keepwarm.service.supervisor import Supervisor, acquire_lock, make_backend
 from keepwarm.settings import ClusterSettings
 

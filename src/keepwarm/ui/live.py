@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from keepwarm.service.health import HealthReport
+    from keepwarm.service.report import HealthReport
 
 MAX_SAMPLES = 300  # ten minutes at the default two-second refresh
 

@@ -18,7 +18,8 @@ import streamlit as st
 
 from keepwarm.api import Service
 from keepwarm.env import Env
-from keepwarm.service.health import GateResult, HealthReport, WorkerHealth
+from keepwarm.service.gate import GateResult
+from keepwarm.service.report import HealthReport, WorkerHealth
 from keepwarm.settings import ClusterSettings, ServiceHealthSettings
 from keepwarm.ui import snippets
 from keepwarm.ui.actions import (

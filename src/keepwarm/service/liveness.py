@@ -1,0 +1,102 @@
+"""Is a service's supervisor alive? One answer, asked by lifecycle, health, the API, fleets and MCP.
+
+Alive means a fresh heartbeat in ``supervisor.json`` and, on this host, a live pid; on another host the
+heartbeat alone decides (its pid cannot be probed from here). Read from the state files only.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from keepwarm.queue.state import ServiceRecord, SupervisorState, settings_in_force
+from keepwarm.queue.task import epoch_of
+
+if TYPE_CHECKING:
+    from keepwarm.env import Env
+    from keepwarm.settings import ClusterSettings
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid runs on this host (whoever owns it); a zombie is dead."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
+
+
+@dataclass(frozen=True)
+class SupervisorLiveness:
+    """What the state files say of a service's supervisor: who it is, and whether it is alive."""
+
+    pid: int | None = None
+    host: str | None = None
+    incarnation: str | None = None
+    heartbeat_age_sec: float | None = None  # None: no ``supervisor.json`` of this supervisor yet
+    fresh: bool = False  # its heartbeat (or, before the first one, its start) is recent enough
+    pid_exists: bool | None = None  # None: on another host, where its pid cannot be probed
+
+    @property
+    def alive(self) -> bool:
+        """A fresh heartbeat, and a live pid unless it runs on another host."""
+        return self.fresh and self.pid_exists is not False
+
+
+def current_supervisor_state(
+    record: ServiceRecord | None, state: SupervisorState | None
+) -> SupervisorState | None:
+    """``supervisor.json`` if it belongs to the supervisor ``service.json`` names (else it is stale)."""
+    if state is None or record is None or record.supervisor is None:
+        return state
+    return state if state.incarnation == record.supervisor.incarnation else None
+
+
+def heartbeat_limit(cluster: ClusterSettings) -> float:
+    """How old the supervisor's heartbeat may be before it reads as silent."""
+    return max(cluster.heartbeat_timeout_sec, 3 * cluster.heartbeat_interval_sec)
+
+
+def supervisor_liveness(
+    env: Env,
+    record: ServiceRecord | None,
+    state: SupervisorState | None,
+    *,
+    now: float | None = None,
+) -> SupervisorLiveness:
+    """The supervisor ``service.json`` names (else the one ``supervisor.json`` names) and its liveness.
+
+    Fresh: its heartbeat is at most ``heartbeat_limit`` old, or, before its first heartbeat, it started
+    at most that long ago. Judged by the settings the service runs with.
+    """
+    now = time.time() if now is None else now
+    state = current_supervisor_state(record, state)
+    identity = record.supervisor if record else None
+    source = identity or state
+    if source is None:
+        return SupervisorLiveness()
+    limit = heartbeat_limit(settings_in_force(env, record).cluster)
+    age = max(0.0, now - state.timestamp) if state else None
+    if age is not None:
+        fresh = age <= limit
+    else:
+        started = epoch_of(identity.started_at) if identity else None
+        fresh = started is not None and now - started <= limit
+    return SupervisorLiveness(
+        pid=source.pid,
+        host=source.host,
+        incarnation=source.incarnation,
+        heartbeat_age_sec=age,
+        fresh=fresh,
+        pid_exists=pid_alive(source.pid) if source.host == os.uname().nodename else None,
+    )

@@ -1,0 +1,117 @@
+"""The health report's schema, ``agi.service.health.v1``: what ``health.json``, ``keepwarm health``,
+the gate and the exports read. Evaluated from a service's files by :mod:`keepwarm.service.health`."""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from keepwarm.queue.state import Condition, ConditionKind, FutureState, ServiceStatus
+from keepwarm.runtime.heartbeat import HeartbeatState
+
+HEALTH_SCHEMA: Final = "agi.service.health.v1"
+
+
+class HealthModel(BaseModel):
+    """The base of the health documents: frozen, and lenient to fields a newer keepwarm adds."""
+
+    model_config = ConfigDict(defer_build=True, extra="ignore", frozen=True)
+
+
+class WorkerHealth(HealthModel):
+    """One slot's row: healthy, or the reason it is not (``None`` while it is still starting)."""
+
+    worker: str
+    healthy: bool
+    reason: str | None = None
+    future_state: FutureState
+    heartbeat_state: HeartbeatState | None = None
+    heartbeat_age_sec: float | None = None
+    incarnation: str
+    pid: int | None = None
+    host: str | None = None
+    restarts: int = 0
+    task_id: str | None = None
+    task_age_sec: float | None = None
+    last_reason: str | None = None
+    start_error: str | None = None
+    planned: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Not ready yet, but within its start grace or a planned change: neither healthy nor unhealthy."""
+        return not self.healthy and self.reason is None
+
+
+class QueueHealth(HealthModel):
+    pending: int = 0
+    running: int = 0
+    done: int = 0
+    failed: int = 0
+    oldest_pending_age_sec: float | None = None
+
+
+class CleanupPolicy(HealthModel):
+    """The retention settings in effect."""
+
+    done_ttl_hours: float
+    done_max_files: int
+    failed_ttl_hours: float
+    failed_max_files: int
+    heartbeat_ttl_hours: float
+    heartbeat_max_files: int
+    retention_min_age_sec: float
+
+
+class SupervisorHealth(HealthModel):
+    pid: int | None = None
+    host: str | None = None
+    incarnation: str | None = None
+    alive: bool = False
+    heartbeat_age_sec: float | None = None
+
+
+class HealthReport(HealthModel):
+    """``agi.service.health.v1``: what ``health.json``, ``keepwarm health`` and the gate read."""
+
+    model_config = ConfigDict(
+        defer_build=True, extra="ignore", frozen=True, populate_by_name=True, serialize_by_alias=True
+    )
+
+    schema_: Literal["agi.service.health.v1"] = Field(default=HEALTH_SCHEMA, alias="schema")
+    timestamp: str
+    app: str
+    target: str
+    namespace: str
+    status: ServiceStatus
+    backend: str
+    workers_running: list[str] = Field(default_factory=list)
+    workers_pending: list[str] = Field(default_factory=list)
+    workers_restarted: list[str] = Field(default_factory=list)
+    workers_healthy: list[str] = Field(default_factory=list)
+    workers_unhealthy: list[str] = Field(default_factory=list)
+    workers_running_count: int = 0
+    workers_pending_count: int = 0
+    workers_restarted_count: int = 0
+    workers_healthy_count: int = 0
+    workers_unhealthy_count: int = 0
+    restart_reasons: dict[str, int] = Field(default_factory=dict)
+    restart_rate: float = 0.0
+    conditions: list[str] = Field(default_factory=list)  # each a Condition, as written
+    status_reason: str | None = None
+    queue: QueueHealth = Field(default_factory=QueueHealth)
+    heartbeat_timeout_sec: float
+    queue_dir: str
+    cleanup: CleanupPolicy
+    worker_health: list[WorkerHealth] = Field(default_factory=list)
+    supervisor: SupervisorHealth = Field(default_factory=SupervisorHealth)
+    version: str
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data, with ``schema`` under its own name."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    def condition(self, kind: ConditionKind) -> Condition | None:
+        """The report's first condition of this kind, or None."""
+        return next((c for c in map(Condition.parse, self.conditions) if c.kind is kind), None)
