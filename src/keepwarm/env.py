@@ -5,11 +5,12 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import sys
 from functools import cached_property
 from pathlib import Path
 
-from keepwarm.errors import AppError, SettingsError
-from keepwarm.queue.layout import ServiceLayout, data_dir, ensure_private_dir, service_dir
+from keepwarm.errors import AppError, AppNotInstalled, SettingsError
+from keepwarm.queue.layout import ServiceLayout, data_dir, service_dir
 from keepwarm.queue.state import read_service_record, saved_settings
 from keepwarm.settings import (
     SAFE_NAME_CHARACTERS,
@@ -268,4 +269,30 @@ def namespace_root(
     return resolve_share_root(share_dir), resolve_namespace(namespace)
 
 
-__all__ = ["AgiEnv", "Env", "bundled_apps_path", "ensure_private_dir", "login_name"]
+# ---------------------------------------------------------------------- the app's interpreter
+
+
+def venv_dir(env: Env) -> Path:
+    """Where an isolated app's virtual environment lives."""
+    return env.share_root / env.namespace / "venv" / env.app_target
+
+
+def venv_python(folder: Path) -> Path:
+    """The interpreter of the virtual environment in ``folder``."""
+    return folder / "bin" / "python"
+
+
+def app_python(env: Env) -> Path:
+    """The interpreter that runs the app: its own venv's when isolated (which must be installed)."""
+    if not env.settings.cluster.isolated:
+        return Path(sys.executable)
+    python = venv_python(venv_dir(env))
+    if not python.is_file():
+        raise AppNotInstalled(
+            f"{env.app_target} is isolated ([cluster] isolated = true) and its virtual environment "
+            f"({venv_dir(env)}) does not exist yet: keepwarm install {env.app_target}"
+        )
+    return python
+
+
+__all__ = ["AgiEnv", "Env", "app_python", "bundled_apps_path", "login_name", "venv_dir"]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keepwarm._sys.atomic import write_atomic
-from keepwarm.errors import KeepwarmError
+from keepwarm.errors import ClusterError
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -33,10 +33,6 @@ if TYPE_CHECKING:
     from keepwarm.env import Env
 
 LOOP_RESOURCE = "keepwarm_loop"
-
-
-class ClusterError(KeepwarmError):
-    """The Dask cluster cannot be reached, started, or used."""
 
 
 @dataclass

@@ -33,7 +33,6 @@ from keepwarm._sys.atomic import write_atomic
 from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm.backends.cluster import (
     LOOP_RESOURCE,
-    ClusterError,
     ClusterHandle,
     open_cluster,
     read_keeper,
@@ -43,6 +42,7 @@ from keepwarm.backends.cluster import (
 )
 from keepwarm.backends.staging import ship_to_dask, shipped_folder, stage_app
 from keepwarm.env import Env
+from keepwarm.errors import ClusterError
 from keepwarm.queue.state import ClusterRecord, read_supervisor_state
 from keepwarm.queue.task import epoch_of
 from keepwarm.runtime.heartbeat import read_heartbeat
@@ -217,10 +217,12 @@ class DaskLoop:
         return None
 
     def exit_reason(self) -> str | None:
+        from distributed import KilledWorker
+
         status = self.future.status
         if status == "lost" or (status == "finished" and self.poll() == RERUN_EXIT):
             return "worker-lost"
-        if status == "error" and type(self.future.exception(timeout=5)).__name__ == "KilledWorker":
+        if status == "error" and isinstance(self.future.exception(timeout=5), KilledWorker):
             return "worker-lost"
         if status == "cancelled" and not self.killed:
             return "worker-lost"

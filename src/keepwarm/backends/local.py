@@ -10,15 +10,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from keepwarm._sys.dirs import ensure_private_dir
+from keepwarm._sys.logfiles import log_tail, rotated
+from keepwarm._sys.procs import process_alive, signal_quietly
 from keepwarm._sys.watch import IN_MOVED_TO, Watcher
-from keepwarm.env import Env, ensure_private_dir
+from keepwarm.backends.base import LoopBackend, LoopHandle
+from keepwarm.env import Env, app_python
 from keepwarm.errors import KeepwarmError
 from keepwarm.queue.taskqueue import TaskQueue
-from keepwarm.runmode.installer import app_python
 from keepwarm.runtime.heartbeat import read_heartbeat
 from keepwarm.runtime.loop import new_incarnation
-
-MAX_LOG_BYTES = 10 * 1024 * 1024
 
 
 class LoopStartError(KeepwarmError):
@@ -26,9 +27,8 @@ class LoopStartError(KeepwarmError):
 
 
 @dataclass
-class LoopProcess:
-    """A loop of the local backend: one OS process. The supervisor drives every backend's loops through
-    the same few methods (``poll``, ``stop``, ``kill``, ``close``; ``wake_fd`` to be woken by an exit)."""
+class LoopProcess(LoopHandle):
+    """A loop of the local backend: one OS process, its exit seen through ``wake_fd`` (a pidfd)."""
 
     slot: str
     incarnation: str
@@ -38,29 +38,29 @@ class LoopProcess:
 
     @property
     def pid(self) -> int:
+        """The loop's process id."""
         return self.process.pid
 
     def poll(self) -> int | None:
+        """The process's exit code once it has exited, else None."""
         return self.process.poll()
 
-    def exit_reason(self) -> str | None:
-        """A backend's own word for how the loop ended (None: judge by the exit code)."""
-        return None
-
     def stop(self) -> None:
-        """Finish the current task, then exit."""
+        """SIGTERM: the loop finishes its current task, then exits."""
         signal_quietly(self.pid, signal.SIGTERM)
 
     def kill(self) -> None:
+        """SIGKILL."""
         signal_quietly(self.pid, signal.SIGKILL)
 
     def close(self) -> None:
+        """Close the pidfd."""
         if self.wake_fd is not None:
             os.close(self.wake_fd)
             self.wake_fd = None
 
 
-class LocalBackend:
+class LocalBackend(LoopBackend):
     """Loops as OS processes of this host, children of the supervisor."""
 
     name = "local"
@@ -75,6 +75,7 @@ class LocalBackend:
         self.python = app_python(self.env)
 
     def spawn(self, slot: str, *, max_tasks: int | None = None) -> LoopProcess:
+        """Start a loop process, with a pidfd to be woken by its exit."""
         loop = spawn_loop(self.env, slot, max_tasks=max_tasks, python=self.python)
         try:
             loop.wake_fd = os.pidfd_open(loop.pid)
@@ -84,28 +85,17 @@ class LocalBackend:
 
     def loop_alive(self, pid: int | None, slot: str, incarnation: str) -> bool:
         """Whether a loop an earlier supervisor started still runs (its command line names it)."""
-        return pid is not None and process_running(pid, incarnation)
+        return process_alive(pid, incarnation)
 
     def stop_orphan(self, pid: int | None, slot: str, incarnation: str) -> None:
+        """SIGTERM to an earlier supervisor's loop process."""
         if pid is not None:
             signal_quietly(pid, signal.SIGTERM)
 
     def kill_orphan(self, pid: int | None, slot: str, incarnation: str) -> None:
+        """SIGKILL to an earlier supervisor's loop process."""
         if pid is not None:
             signal_quietly(pid, signal.SIGKILL)
-
-    def record(self) -> None:
-        """No cluster to record in service.json."""
-
-    def check(self) -> str | None:
-        """A condition that makes the whole backend unusable (None: fine)."""
-        return None
-
-    def close(self, *, shutdown: bool | None = None) -> None:
-        """Nothing to release."""
-
-    def retire(self) -> None:
-        """Nothing left behind to release."""
 
 
 def spawn_loop(
@@ -184,52 +174,3 @@ def stop_loops(loops: list[LoopProcess], timeout: float) -> None:
         except subprocess.TimeoutExpired:
             loop.process.kill()
             loop.process.wait()
-
-
-def rotated(path: Path, max_bytes: int = MAX_LOG_BYTES) -> Path:
-    """Move a log past ``max_bytes`` to ``<name>.1`` (one generation kept); returns ``path``."""
-    try:
-        if path.stat().st_size > max_bytes:
-            os.replace(path, path.with_name(path.name + ".1"))
-    except FileNotFoundError:
-        pass
-    return path
-
-
-def signal_quietly(pid: int, signum: int) -> None:
-    """Send a signal to a process that may already be gone."""
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def process_running(pid: int, marker: str = "") -> bool:
-    """True when ``pid`` runs and (given a ``marker``) its command line contains it, which guards
-    against a reused pid (loops carry their incarnation on their command line).
-
-    A process that is exiting has already dropped its command line but is not yet a zombie: it still
-    counts as running (unless it is a kernel thread, whose command line is always empty).
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rpartition(b")")[2].split()
-        if fields[0] in (b"Z", b"X"):
-            return False
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            command = cmdline.read()
-    except (OSError, IndexError):
-        return False
-    if not marker or marker.encode() in command:
-        return True
-    return not command and not int(fields[6]) & _PF_KTHREAD
-
-
-_PF_KTHREAD = 0x00200000  # /proc/<pid>/stat flags: a kernel thread
-
-
-def log_tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"

@@ -1,0 +1,53 @@
+"""Processes of this host: whether one still runs, and signals to one that may be gone."""
+
+from __future__ import annotations
+
+import os
+
+_PF_KTHREAD = 0x00200000  # /proc/<pid>/stat flags: a kernel thread
+
+
+def process_alive(pid: int | None, marker: str = "") -> bool:
+    """True when ``pid`` runs on this host (whoever owns it) and is not a zombie; given a ``marker``,
+    also that its command line contains it, which guards against a reused pid (loops carry their
+    incarnation on their command line).
+
+    A process that is exiting has already dropped its command line but is not yet a zombie: it still
+    counts as running (unless it is a kernel thread, whose command line is always empty).
+    """
+    if pid is None or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+        state, flags = fields[0], int(fields[6])
+    except FileNotFoundError:
+        return False  # gone since the signal
+    except (OSError, IndexError, ValueError):
+        return not marker  # no /proc to ask: the signal's answer, unless the pid must be identified
+    if state in (b"Z", b"X"):
+        return False
+    if not marker:
+        return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            command = cmdline.read()
+    except OSError:
+        return False
+    if marker.encode() in command:
+        return True
+    return not command and not flags & _PF_KTHREAD
+
+
+def signal_quietly(pid: int, signum: int) -> None:
+    """Send a signal to a process that may already be gone."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
