@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from keepwarm._sys.procs import process_alive
 from keepwarm.queue.state import ServiceRecord, SupervisorState, settings_in_force
 from keepwarm.queue.task import epoch_of
 
@@ -19,21 +20,7 @@ if TYPE_CHECKING:
     from keepwarm.settings import ClusterSettings
 
 
-def pid_alive(pid: int) -> bool:
-    """True if a process with this pid runs on this host (whoever owns it); a zombie is dead."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True
+pid_alive = process_alive  # the one probe (keepwarm._sys.procs), under the name its callers use
 
 
 @dataclass(frozen=True)
