@@ -19,10 +19,11 @@ from keepwarm.errors import (
     ServiceNotRunning,
 )
 from keepwarm.queue.outcomes import Cancelled, TaskOutcome
-from keepwarm.queue.results import DeliveryWatch, TaskHandle, value_of, wait_for_records
+from keepwarm.queue.results import TaskHandle, value_of, wait_for_records
 from keepwarm.queue.task import Task, TaskRecord, parse_task_lines
 from keepwarm.queue.taskqueue import QueueCounts, Retried, TaskQueue, TaskRow
 from keepwarm.service.control import CancelArgs, DrainArgs, RestartArgs, RollingRestartArgs, ScaleArgs
+from keepwarm.service.delivery import DeliveryWatch
 from keepwarm.service.exports import write_report, write_snapshot
 from keepwarm.service.gate import GateResult, GateThresholds, evaluate_gate
 from keepwarm.service.health import evaluate_health

@@ -1,11 +1,14 @@
-"""The result channel: wait for a task's terminal file without busy polling, and give up when the
-service that should produce it cannot."""
+"""The result channel: wait for a task's terminal file without busy polling.
+
+A waiter may pass a ``watch`` that ends the wait early; the service's own, which gives up when the
+service cannot deliver, is :class:`keepwarm.service.delivery.DeliveryWatch`.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -14,15 +17,7 @@ from keepwarm.errors import KeepwarmError, ResultTimeout, TaskFailed
 from keepwarm.queue.task import TASK_SUFFIX, TaskRecord
 from keepwarm.queue.taskqueue import TaskQueue
 
-if TYPE_CHECKING:
-    from keepwarm.env import Env
-
 WATCH_INTERVAL_SEC = 0.25  # how often a waiter checks that the service can still deliver
-FAILED_STARTS = 2  # failed starts in a row, in every slot, that mean the loops cannot start
-
-
-class ServiceCannotDeliver(KeepwarmError):
-    """A wait gave up: the service stopped, or every loop keeps failing to start. The tasks stay queued."""
 
 
 def wait_for_records(
@@ -34,9 +29,9 @@ def wait_for_records(
 ) -> dict[str, TaskRecord]:
     """Block until every task has a terminal record (inotify, or polling with back-off).
 
-    ``progress`` is called with the number of records collected so far as they arrive. ``watch`` (a
-    :class:`DeliveryWatch`) is called with the ids still awaited every ``WATCH_INTERVAL_SEC``; what it
-    raises ends the wait, unless every record has arrived meanwhile.
+    ``progress`` is called with the number of records collected so far as they arrive. ``watch`` (the
+    service's ``DeliveryWatch``) is called with the ids still awaited every ``WATCH_INTERVAL_SEC``;
+    what it raises ends the wait, unless every record has arrived meanwhile.
     """
     remaining = set(task_ids)
     records: dict[str, TaskRecord] = {}
@@ -93,72 +88,17 @@ def _collect(
 def _timeout(queue: TaskQueue, remaining: set[str], timeout: float | None) -> ResultTimeout:
     first = sorted(remaining)[0]
     try:
-        state = queue.locate(first).state
+        state: str = queue.locate(first).state
     except Exception:
         state = "unknown"
     return ResultTimeout(
-        f"{_which(remaining)} has no result after {timeout}s; it is {state}. "
+        f"{describe_awaited(remaining)} has no result after {timeout}s; it is {state}. "
         "Wait longer (--timeout) or check that the service's loops are running"
     )
 
 
-class DeliveryWatch:
-    """Whether the service can still deliver what a waiter waits for; raises ServiceCannotDeliver if not.
-
-    It cannot when it stops during the wait (it was seen running, and its supervisor is gone), or when
-    every loop keeps failing to start: each slot's last ``FAILED_STARTS`` incarnations said
-    ``start failed`` with no loop healthy meanwhile. A service that never ran during the wait is waited
-    for: its tasks were queued for the next start.
-    """
-
-    def __init__(self, env: Env) -> None:
-        self.env = env
-        self._seen_running = False
-        self._failed_starts: dict[str, dict[str, str]] = {}  # slot -> incarnation -> its start error
-
-    def __call__(self, remaining: set[str]) -> None:
-        # The state files and heartbeats only (no queue listing): cheap at any queue size.
-        from keepwarm.runtime.heartbeat import read_heartbeat
-        from keepwarm.service.health import evaluate_loop
-        from keepwarm.service.lifecycle import ServiceNotRunning, live_supervisor
-
-        name = self.env.app_target
-        try:
-            state = live_supervisor(self.env)
-        except ServiceNotRunning:
-            if self._seen_running:
-                raise ServiceCannotDeliver(
-                    f"service {name!r} stopped running while waiting for {_which(remaining)}; the "
-                    f"tasks stay queued: start the service (keepwarm start {name}), then collect the "
-                    f"results with keepwarm result {name} TASK_ID"
-                ) from None
-            return
-        self._seen_running = True
-        now = time.time()
-        beats = {
-            row.slot: read_heartbeat(self.env.queue_dir / "heartbeats" / f"{row.slot}.json")
-            for row in state.loops
-        }
-        cluster = self.env.settings.cluster
-        if not state.loops or any(
-            evaluate_loop(row, beats[row.slot], cluster, now).healthy for row in state.loops
-        ):
-            self._failed_starts.clear()
-            return
-        for slot, beat in beats.items():
-            if beat is not None and beat.state == "stopped" and beat.error:
-                self._failed_starts.setdefault(slot, {})[beat.incarnation] = beat.error
-        failing = {slot: self._failed_starts.get(slot, {}) for slot in beats}
-        if all(len(starts) >= FAILED_STARTS for starts in failing.values()):
-            errors = "; ".join(f"{slot}: {list(starts.values())[-1]}" for slot, starts in failing.items())
-            raise ServiceCannotDeliver(
-                f"every loop of service {name!r} keeps failing to start ({errors}) while waiting for "
-                f"{_which(remaining)}; the tasks stay queued: fix the app, then restart the service "
-                f"(keepwarm stop {name}, keepwarm start {name}); logs: keepwarm logs {name}"
-            )
-
-
-def _which(remaining: set[str]) -> str:
+def describe_awaited(remaining: set[str]) -> str:
+    """The tasks still awaited, for a message: ``task <first id> (and N more)``."""
     first = sorted(remaining)[0]
     return f"task {first}" + (f" (and {len(remaining) - 1} more)" if len(remaining) > 1 else "")
 
