@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from keepwarm.api import Service
 from keepwarm.env import Env, namespace_root
 from keepwarm.groups.parallel import stop_services
+from keepwarm.queue.layout import services_dir
 from keepwarm.service.gate import GateThresholds, evaluate_gate
 from keepwarm.service.report import QueueHealth
 
@@ -93,7 +94,7 @@ def namespace_services(
 ) -> list[Service]:
     """A Service for every folder under ``<share>/<namespace>/service/``, each from its own records."""
     share, name = namespace_root(namespace, share_dir)
-    folder = share / name / "service"
+    folder = services_dir(share, name)
     try:
         dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     except FileNotFoundError:
