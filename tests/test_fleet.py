@@ -15,9 +15,9 @@ import pytest
 
 from keepwarm.api import Service
 from keepwarm.env import Env
-from keepwarm.errors import SettingsError
-from keepwarm.groups.fleet import Fleet, FleetAlreadyRunning, FleetStartError, list_services
-from keepwarm.groups.workflow import WorkflowNotFound, start_workflow, workflow_status
+from keepwarm.errors import FleetAlreadyRunning, FleetStartError, SettingsError, WorkflowNotFound
+from keepwarm.groups.fleet import Fleet, list_services
+from keepwarm.groups.workflow import start_workflow, workflow_status
 from keepwarm.queue.state import read_supervisor_state
 from keepwarm.service.liveness import pid_alive
 

@@ -16,16 +16,10 @@ import pytest
 
 from keepwarm.api import Service
 from keepwarm.env import Env, login_name
-from keepwarm.errors import InvalidTaskError
-from keepwarm.groups.workflow import (
-    WorkflowNotFound,
-    list_workflows,
-    start_workflow,
-    stop_workflow,
-    workflow_status,
-)
+from keepwarm.errors import InvalidTaskError, ServiceNotRunning, WorkflowNotFound
+from keepwarm.groups.workflow import list_workflows, start_workflow, stop_workflow, workflow_status
 from keepwarm.queue.taskqueue import TaskQueue
-from keepwarm.service.lifecycle import ServiceNotRunning, stop_service
+from keepwarm.service.lifecycle import stop_service
 
 from .conftest import EXAMPLE_APPS, ROOT, wait_until
 
