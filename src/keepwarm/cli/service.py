@@ -297,15 +297,17 @@ def print_health(report: HealthReport) -> None:
 
 
 def warn_app_changed(report: HealthReport) -> None:
-    """A warning on stderr when the app's files changed under its running service (an ``app:`` condition)."""
-    for condition in report.conditions:
-        if condition.startswith("app: "):
-            say(
-                f"warning: the app of service {report.app} changed since it started "
-                f"({condition.removeprefix('app: ')}); it runs, and is judged and stopped, with the "
-                "settings it was started with until it is stopped and started again",
-                fg="yellow",
-            )
+    """A warning on stderr when the app's files changed under its running service (an ``app`` condition)."""
+    from keepwarm.queue.state import ConditionKind
+
+    change = report.condition(ConditionKind.APP)
+    if change is not None:
+        say(
+            f"warning: the app of service {report.app} changed since it started "
+            f"({change.detail}); it runs, and is judged and stopped, with the "
+            "settings it was started with until it is stopped and started again",
+            fg="yellow",
+        )
 
 
 def print_gate(verdict: GateResult) -> None:

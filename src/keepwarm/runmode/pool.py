@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m keepwarm.runmode.pool", description=__doc__)
     parser.add_argument("--parent-pid", type=int, required=True)
     options = parser.parse_args(argv)
-    from keepwarm.runtime.loop import set_parent_death_signal
+    from keepwarm._sys.procs import set_parent_death_signal
 
     set_parent_death_signal(options.parent_pid)
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")

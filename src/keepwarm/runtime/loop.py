@@ -10,9 +10,7 @@ Run as a process: ``python -m keepwarm.runtime.loop --app APP --apps-path P --sl
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import ctypes
 import errno
 import functools
 import heapq
@@ -32,6 +30,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from keepwarm._sys.child import child_parser
+from keepwarm._sys.procs import set_parent_death_signal
 from keepwarm._sys.watch import IN_CLOSE_WRITE, IN_MOVED_TO, Watcher
 from keepwarm.app import App, describe_args_error, load_app, worker_method
 from keepwarm.env import Env
@@ -426,24 +426,11 @@ def _listdir(folder: Path) -> list[str]:
         return []
 
 
-def set_parent_death_signal(parent_pid: int) -> None:
-    """Ask Linux to send SIGTERM when the parent dies; exit at once if it already has."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent_pid:
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keepwarm.runtime.loop", description=__doc__)
-    parser.add_argument("--app", required=True)
-    parser.add_argument("--apps-path")
+    """``python -m keepwarm.runtime.loop``: one loop of an app's service until SIGTERM."""
+    parser = child_parser("keepwarm.runtime.loop", __doc__)
     parser.add_argument("--slot", required=True)
     parser.add_argument("--incarnation")
-    parser.add_argument("--share-dir")
-    parser.add_argument("--namespace")
     parser.add_argument("--max-tasks", type=int)
     parser.add_argument("--parent-pid", type=int, help="stop when this process dies")
     options = parser.parse_args(argv)
@@ -452,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s {options.slot} pid={os.getpid()} %(levelname)s %(message)s",
     )
     try:
-        env = Env(options.app, options.apps_path, share_dir=options.share_dir, namespace=options.namespace)
+        env = Env.of_child(options)
         loop = WorkerLoop(env, options.slot, options.incarnation, max_tasks=options.max_tasks)
     except KeepwarmError as exc:
         log.error("%s", exc)
