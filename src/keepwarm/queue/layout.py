@@ -28,7 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-TASK_SUFFIX = ".task.json"
+from keepwarm.queue.task import TASK_SUFFIX
+
 REJECTION_SUFFIX = ".rejection.txt"
 COMMAND_SUFFIX = ".cmd.json"
 ACK_SUFFIX = ".ack.json"

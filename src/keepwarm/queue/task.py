@@ -7,6 +7,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -14,8 +15,25 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 TASK_SCHEMA = "agi.service.task.v1"
 TASK_SUFFIX = ".task.json"
 PICKLE_SUFFIX = ".task.pkl"
-TaskStatus = Literal["done", "failed", "cancelled"]
-TASK_STATES = ("pending", "running", "done", "failed", "cancelled")
+TaskStatus = Literal["done", "failed", "cancelled"]  # the status a terminal record may carry
+
+
+class TaskState(StrEnum):
+    """Where a task is in its life. A cancelled task's record sits in ``failed/``."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True once the task has a terminal record (done, failed or cancelled)."""
+        return self not in (TaskState.PENDING, TaskState.RUNNING)
+
+
+TASK_STATES: tuple[str, ...] = tuple(state.value for state in TaskState)
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -132,6 +150,45 @@ class TaskRecord(BaseModel):
     attempts: list[dict[str, Any]] = Field(default_factory=list)
     execution_id: str | None = None
     args: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def state(self) -> TaskState:
+        """The record's status as a task state."""
+        return TaskState(self.status)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The terminal file's content (the task's own fields are kept as extras)."""
+        return self.model_dump()
+
+
+def terminal_record(
+    task: Task,
+    status: TaskStatus,
+    *,
+    result: Any = None,
+    error: str | None = None,
+    traceback: str | None = None,
+    slot: str | None = None,
+    incarnation: str | None = None,
+    claimed_at: str | None = None,
+    runtime_sec: float | None = None,
+) -> TaskRecord:
+    """The terminal record of ``task``: the task, its outcome, and the history of its attempts."""
+    finished_at = utc_now()
+    this_attempt = {"attempt": task.attempt, "slot": slot, "outcome": status, "at": finished_at}
+    return TaskRecord.model_validate(
+        task.to_json_dict()
+        | {
+            "status": status,
+            "result": result,
+            "error": error,
+            "traceback": traceback,
+            "claim": {"slot": slot, "incarnation": incarnation, "claimed_at": claimed_at},
+            "finished_at": finished_at,
+            "runtime_sec": runtime_sec,
+            "attempts": [*task.attempts, this_attempt],
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -401,7 +401,7 @@ def live_panel(env: Env) -> None:
                 st.caption(title)
                 if not frame.empty:
                     st.altair_chart(line_chart(frame), width="stretch")
-    recent = service.tasks(limit=5)
+    recent = [row.to_json_dict() for row in service.tasks(limit=5)]
     if recent:
         st.caption("Recent tasks")
         st.table(pd.DataFrame.from_records(recent), hide_index=True)
