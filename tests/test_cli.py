@@ -17,8 +17,8 @@ import pytest
 import keepwarm
 from keepwarm.api import Service
 from keepwarm.env import Env
+from keepwarm.errors import ServiceNotRunning
 from keepwarm.queue.taskqueue import TaskQueue
-from keepwarm.service.lifecycle import ServiceNotRunning
 
 from .conftest import EXAMPLE_APPS, ROOT, Loops, Services, queue_of, wait_until, write_app
 
@@ -651,7 +651,7 @@ def test_every_service_verb_takes_namespace_the_way_workflows_do(isolated_dirs: 
     from keepwarm.cli import VERBS, cli
 
     for verb in SERVICE_VERBS:
-        assert VERBS[verb].startswith("service:"), verb
+        assert VERBS[verb].startswith(("service:", "tasks:")), verb
         command = cli.get_command(click.Context(cli), verb)
         assert command is not None
         [option] = [p for p in command.params if p.name == "namespace"]
