@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import os
 import re
@@ -143,7 +144,8 @@ class Env:
 
     def child_args(self) -> list[str]:
         """``--app``, ``--share-dir`` and ``--namespace``: what makes a keepwarm child process
-        (``python -m keepwarm.<module>``) resolve this same app, share and namespace."""
+        (``python -m keepwarm.<module>``, ``keepwarm._sys.child.child_command``) resolve this same app,
+        share and namespace."""
         return [
             "--app",
             str(self.app_dir),
@@ -152,6 +154,11 @@ class Env:
             "--namespace",
             self.namespace,
         ]
+
+    @classmethod
+    def of_child(cls, options: argparse.Namespace) -> Env:
+        """The Env a keepwarm child process was given (``keepwarm._sys.child.child_parser``'s options)."""
+        return cls(options.app, options.apps_path, share_dir=options.share_dir, namespace=options.namespace)
 
     def __repr__(self) -> str:
         return f"Env(app={self.app_target!r}, namespace={self.namespace!r}, share={self.share_root})"

@@ -1,8 +1,12 @@
-"""Processes of this host: whether one still runs, and signals to one that may be gone."""
+"""Processes of this host: whether one still runs, signals to one that may be gone, and a child
+that ends with its parent."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 
 _PF_KTHREAD = 0x00200000  # /proc/<pid>/stat flags: a kernel thread
 
@@ -51,3 +55,13 @@ def signal_quietly(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except ProcessLookupError:
         pass
+
+
+def set_parent_death_signal(parent_pid: int) -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies; exit at once if it already has."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGTERM)

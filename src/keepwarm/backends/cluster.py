@@ -11,7 +11,6 @@ nanny restarts a worker on a new port). Dask is imported only when a Dask backen
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keepwarm._sys.atomic import write_atomic
+from keepwarm._sys.child import child_command, child_parser, report
+from keepwarm._sys.procs import process_alive, signal_quietly
 from keepwarm.errors import ClusterError
 
 if TYPE_CHECKING:
@@ -138,15 +139,9 @@ def start_keeper(workers: int, state_file: Path, log_path: Path, timeout: float)
     """Start a detached keeper of a LocalCluster with ``workers`` workers; its (address, pid)."""
     require_dask()
     state_file.unlink(missing_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "keepwarm.backends.cluster",
-        "--workers",
-        str(workers),
-        "--state-file",
-        str(state_file),
-    ]
+    command = child_command(
+        "keepwarm.backends.cluster", "--workers", str(workers), "--state-file", str(state_file)
+    )
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
@@ -159,8 +154,7 @@ def start_keeper(workers: int, state_file: Path, log_path: Path, timeout: float)
         if process.poll() is not None:
             break
         time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(process.pid, signal.SIGKILL)
+    signal_quietly(process.pid, signal.SIGKILL)
     raise ClusterError(f"the local Dask cluster did not start within {timeout}s; see {log_path}")
 
 
@@ -171,13 +165,7 @@ def read_keeper(state_file: Path) -> tuple[str, int] | None:
         address, pid = str(kept["address"]), int(kept["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return address, pid
+    return (address, pid) if process_alive(pid) else None
 
 
 def stop_keeper(state_file: Path, timeout: float = 30) -> None:
@@ -186,19 +174,17 @@ def stop_keeper(state_file: Path, timeout: float = 30) -> None:
     if kept is None:
         return
     _, pid = kept
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+    signal_quietly(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and read_keeper(state_file) is not None:
         time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    signal_quietly(pid, signal.SIGKILL)
     state_file.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     """The keeper: run a LocalCluster until SIGTERM, its address in ``--state-file``."""
-    parser = argparse.ArgumentParser(prog="python -m keepwarm.backends.cluster", description=__doc__)
+    parser = child_parser("keepwarm.backends.cluster", __doc__, env=False)
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--state-file", type=Path, required=True)
     options = parser.parse_args(argv)
@@ -219,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             options.state_file,
             json.dumps({"address": cluster.scheduler_address, "pid": os.getpid()}).encode(),
         )
-        print(f"keeper {os.getpid()}: LocalCluster at {cluster.scheduler_address}", flush=True)
+        report("ready", address=cluster.scheduler_address, pid=os.getpid())
         stop.wait()
         options.state_file.unlink(missing_ok=True)
     return 0

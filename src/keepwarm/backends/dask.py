@@ -31,6 +31,7 @@ from typing import Any
 
 from keepwarm._sys.atomic import write_atomic
 from keepwarm._sys.dirs import ensure_private_dir
+from keepwarm._sys.procs import signal_quietly
 from keepwarm.backends.cluster import (
     LOOP_RESOURCE,
     ClusterHandle,
@@ -382,8 +383,7 @@ class DaskBackend:
             loop.future.cancel()  # never started on a worker: nothing runs it
             return
         if run["host"] == os.uname().nodename:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(run["pid"]), signal.SIGKILL)
+            signal_quietly(int(run["pid"]), signal.SIGKILL)
             loop.future.cancel()
             return
         assert self.handle is not None

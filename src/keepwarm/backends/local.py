@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from keepwarm._sys.child import child_command, flag
 from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm._sys.logfiles import log_tail, rotated
 from keepwarm._sys.procs import process_alive, signal_quietly
@@ -105,20 +106,13 @@ def spawn_loop(
     ``app_python(env)``: an isolated app's own venv); its output goes to ``<log_dir>/<slot>.log``."""
     incarnation = new_incarnation()
     log_path = rotated(ensure_private_dir(env.log_dir) / f"{slot}.log")
-    command = [
-        str(python or app_python(env)),
-        "-m",
+    command = child_command(
         "keepwarm.runtime.loop",
-        *env.child_args(),
-        "--slot",
-        slot,
-        "--incarnation",
-        incarnation,
-        "--parent-pid",
-        str(os.getpid()),
-    ]
-    if max_tasks:
-        command += ["--max-tasks", str(max_tasks)]
+        *("--slot", slot, "--incarnation", incarnation, "--parent-pid", str(os.getpid())),
+        *flag("--max-tasks", max_tasks or None),
+        env=env,
+        python=python or app_python(env),
+    )
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     return LoopProcess(slot, incarnation, process, log_path)
