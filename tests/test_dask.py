@@ -20,10 +20,10 @@ import pytest
 
 from keepwarm.backends.cluster import LOOP_RESOURCE, read_keeper
 from keepwarm.env import Env
+from keepwarm.errors import ServiceStartError
 from keepwarm.queue.results import wait_for_records
 from keepwarm.queue.state import read_service_record
 from keepwarm.service.liveness import pid_alive
-from keepwarm.service.lifecycle import ServiceStartError
 
 from .conftest import EXAMPLE_APPS, ROOT, Services, copy_app, supervisor_state, wait_until
 

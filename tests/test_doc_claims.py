@@ -15,9 +15,9 @@ import pytest
 
 import keepwarm
 from keepwarm.env import Env
+from keepwarm.errors import ServiceStartError
 from keepwarm.runmode.installer import venv_dir
 from keepwarm.service.report import HealthReport
-from keepwarm.service.lifecycle import ServiceStartError
 
 from .conftest import Services, write_app
 

@@ -16,10 +16,9 @@ import pytest
 from keepwarm import AGI
 from keepwarm.api import Service
 from keepwarm.env import Env
-from keepwarm.errors import KeepwarmError, TaskFailed
+from keepwarm.errors import KeepwarmError, ServiceAlreadyRunning, ServiceStartError, TaskFailed
 from keepwarm.queue.results import wait_for_records
 from keepwarm.service.liveness import pid_alive
-from keepwarm.service.lifecycle import ServiceAlreadyRunning, ServiceStartError
 
 from .conftest import ROOT, Services, copy_app, supervisor_state, wait_until, write_app
 
@@ -596,7 +595,7 @@ def test_python_and_agi_submit_refuse_a_stopped_service_unless_queue_only(
     and MCP's submit_task do; queue_only=True queues for the next start."""
     from collections.abc import Callable
 
-    from keepwarm.service.lifecycle import ServiceNotRunning
+    from keepwarm.errors import ServiceNotRunning
 
     service = Service(mycode_env)
     refusals: list[Callable[[], object]] = [

@@ -14,10 +14,10 @@ _EXPORTS = {
     "AGI": "keepwarm.agi",
     "HealthReport": "keepwarm.service.report",
     "GateResult": "keepwarm.service.gate",
-    "ServiceAlreadyRunning": "keepwarm.service.lifecycle",
-    "ServiceStartError": "keepwarm.service.lifecycle",
-    "ServiceNotRunning": "keepwarm.service.lifecycle",
-    "ServiceCannotDeliver": "keepwarm.queue.results",
+    "ServiceAlreadyRunning": "keepwarm.errors",
+    "ServiceStartError": "keepwarm.errors",
+    "ServiceNotRunning": "keepwarm.errors",
+    "ServiceCannotDeliver": "keepwarm.errors",
     "Env": "keepwarm.env",
     "AgiEnv": "keepwarm.env",
     "Service": "keepwarm.api",
@@ -41,23 +41,23 @@ _EXPORTS = {
     "ResultTimeout": "keepwarm.errors",
     "Fleet": "keepwarm.groups.fleet",
     "FleetStatus": "keepwarm.groups.fleet",
-    "FleetError": "keepwarm.groups.fleet",
-    "FleetAlreadyRunning": "keepwarm.groups.fleet",
-    "FleetStartError": "keepwarm.groups.fleet",
+    "FleetError": "keepwarm.errors",
+    "FleetAlreadyRunning": "keepwarm.errors",
+    "FleetStartError": "keepwarm.errors",
     "ServiceSummary": "keepwarm.groups.fleet",
     "list_services": "keepwarm.groups.fleet",
     "start_workflow": "keepwarm.groups.workflow",
     "workflow_status": "keepwarm.groups.workflow",
     "stop_workflow": "keepwarm.groups.workflow",
     "WorkflowStatus": "keepwarm.groups.workflow",
-    "WorkflowNotFound": "keepwarm.groups.workflow",
+    "WorkflowNotFound": "keepwarm.errors",
     "service_task": "keepwarm.inprocess",
     "function_task": "keepwarm.inprocess",
     "service_scope": "keepwarm.inprocess",
     "live_services": "keepwarm.inprocess",
     "ServiceHandle": "keepwarm.inprocess",
     "ServiceTask": "keepwarm.inprocess",
-    "ServiceTaskStopped": "keepwarm.inprocess",
+    "ServiceTaskStopped": "keepwarm.errors",
 }
 
 __all__ = [
@@ -121,6 +121,9 @@ if TYPE_CHECKING:
     from keepwarm.errors import (
         AppError as AppError,
     )
+    from keepwarm.errors import FleetAlreadyRunning as FleetAlreadyRunning
+    from keepwarm.errors import FleetError as FleetError
+    from keepwarm.errors import FleetStartError as FleetStartError
     from keepwarm.errors import (
         InvalidTaskError as InvalidTaskError,
     )
@@ -133,6 +136,11 @@ if TYPE_CHECKING:
     from keepwarm.errors import (
         ResultTimeout as ResultTimeout,
     )
+    from keepwarm.errors import ServiceAlreadyRunning as ServiceAlreadyRunning
+    from keepwarm.errors import ServiceCannotDeliver as ServiceCannotDeliver
+    from keepwarm.errors import ServiceNotRunning as ServiceNotRunning
+    from keepwarm.errors import ServiceStartError as ServiceStartError
+    from keepwarm.errors import ServiceTaskStopped as ServiceTaskStopped
     from keepwarm.errors import (
         SettingsError as SettingsError,
     )
@@ -142,26 +150,21 @@ if TYPE_CHECKING:
     from keepwarm.errors import (
         TaskNotFound as TaskNotFound,
     )
+    from keepwarm.errors import WorkflowNotFound as WorkflowNotFound
     from keepwarm.groups.fleet import Fleet as Fleet
-    from keepwarm.groups.fleet import FleetAlreadyRunning as FleetAlreadyRunning
-    from keepwarm.groups.fleet import FleetError as FleetError
-    from keepwarm.groups.fleet import FleetStartError as FleetStartError
     from keepwarm.groups.fleet import FleetStatus as FleetStatus
     from keepwarm.groups.fleet import ServiceSummary as ServiceSummary
     from keepwarm.groups.fleet import list_services as list_services
-    from keepwarm.groups.workflow import WorkflowNotFound as WorkflowNotFound
     from keepwarm.groups.workflow import WorkflowStatus as WorkflowStatus
     from keepwarm.groups.workflow import start_workflow as start_workflow
     from keepwarm.groups.workflow import stop_workflow as stop_workflow
     from keepwarm.groups.workflow import workflow_status as workflow_status
     from keepwarm.inprocess import ServiceHandle as ServiceHandle
     from keepwarm.inprocess import ServiceTask as ServiceTask
-    from keepwarm.inprocess import ServiceTaskStopped as ServiceTaskStopped
     from keepwarm.inprocess import function_task as function_task
     from keepwarm.inprocess import live_services as live_services
     from keepwarm.inprocess import service_scope as service_scope
     from keepwarm.inprocess import service_task as service_task
-    from keepwarm.queue.results import ServiceCannotDeliver as ServiceCannotDeliver
     from keepwarm.queue.results import TaskHandle as TaskHandle
     from keepwarm.queue.task import Task as Task
     from keepwarm.queue.task import TaskItem as TaskItem
@@ -172,9 +175,6 @@ if TYPE_CHECKING:
     from keepwarm.runmode.runner import run as run
     from keepwarm.service.gate import GateResult as GateResult
     from keepwarm.service.report import HealthReport as HealthReport
-    from keepwarm.service.lifecycle import ServiceAlreadyRunning as ServiceAlreadyRunning
-    from keepwarm.service.lifecycle import ServiceNotRunning as ServiceNotRunning
-    from keepwarm.service.lifecycle import ServiceStartError as ServiceStartError
 
 
 def __getattr__(name: str) -> Any:

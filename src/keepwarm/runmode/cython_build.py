@@ -17,14 +17,10 @@ from pathlib import Path
 
 from keepwarm.backends.staging import app_digest, building, copy_app, staged_copy
 from keepwarm.env import Env
-from keepwarm.errors import KeepwarmError
+from keepwarm.errors import CythonBuildError
 from keepwarm.runmode.modes import c_compiler, cython_problem
 
 BUILD_TIMEOUT_SEC = 600
-
-
-class CythonBuildError(KeepwarmError):
-    """The worker module could not be compiled; the message holds the tool's own error."""
 
 
 def worker_module(env: Env) -> str:

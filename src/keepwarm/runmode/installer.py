@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 
 from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm.env import Env, venv_dir, venv_python
-from keepwarm.errors import AppError, KeepwarmError
+from keepwarm.errors import AppError, CythonBuildError, InstallError, KeepwarmError
 from keepwarm.queue.task import utc_now
 
 REQUIREMENTS_FILE = "requirements.txt"
@@ -47,14 +47,6 @@ PIP_TIMEOUT_SEC = 1800
 StepState = Literal["start", "done", "skipped", "failed"]
 StepCallback = Callable[[str, StepState, str], None]
 OutputCallback = Callable[[str], None]
-
-
-class InstallError(KeepwarmError):
-    """A step of ``install`` failed; the message names the step, the cause and the fix."""
-
-    def __init__(self, app: str, step: str, reason: str) -> None:
-        self.step = step
-        super().__init__(f"install {app}: step '{step}' failed: {reason}")
 
 
 class InstallStep(BaseModel):
@@ -306,7 +298,7 @@ def _cython(steps: _Installer, *, enabled: bool) -> None:
     if not enabled:
         steps.end("cython", "skipped", "not asked for ([cluster] cython = false)")
         return
-    from keepwarm.runmode.cython_build import CythonBuildError, compiled_copy
+    from keepwarm.runmode.cython_build import compiled_copy
 
     try:
         folder = compiled_copy(steps.env, on_output=steps.output)

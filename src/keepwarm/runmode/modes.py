@@ -16,7 +16,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from keepwarm.errors import KeepwarmError
+from keepwarm.errors import ModeError
 from keepwarm.settings import ClusterSettings
 
 POOL = 1
@@ -27,10 +27,6 @@ _PARTS = (("pool", POOL), ("dask", DASK), ("cython", CYTHON), ("rapids", RAPIDS)
 _LETTERS = {"p": POOL, "c": CYTHON, "d": DASK, "r": RAPIDS}
 # The modes a benchmark tries, in this order: every executor, plain and compiled.
 BENCHMARK_BITS = (0, CYTHON, POOL, POOL | CYTHON, DASK, DASK | CYTHON)
-
-
-class ModeError(KeepwarmError):
-    """A mode that does not exist, or cannot run on this machine (the message says why)."""
 
 
 @dataclass(frozen=True, order=True)

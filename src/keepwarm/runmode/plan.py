@@ -26,17 +26,13 @@ from keepwarm._sys.atomic import write_atomic
 from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm.app import App, Partition, WorkPlan, describe_args_error, load_app
 from keepwarm.env import Env
-from keepwarm.errors import AppError, KeepwarmError
+from keepwarm.errors import AppError, PlanError
 from keepwarm.queue.task import utc_now
 from keepwarm.settings import describe_error
 
 PLAN_FILE = "work_plan.json"
 PLAN_SCHEMA = "keepwarm.workplan.v1"
 IMBALANCE_LIMIT = 1.25
-
-
-class PlanError(KeepwarmError):
-    """The work plan cannot be built, read or changed as asked."""
 
 
 class Move(BaseModel):

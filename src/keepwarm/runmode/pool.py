@@ -25,14 +25,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
-from keepwarm.errors import KeepwarmError
+from keepwarm.errors import PoolProcessDied
 from keepwarm.runmode.batch import PartitionJob, PartitionOutcome, WorkerLog, finish_worker, run_partition
 
 STOP_GRACE_SEC = 5.0
-
-
-class PoolProcessDied(KeepwarmError):
-    """A plan worker's pool process exited before it finished its partitions and its ``stop()``."""
 
 
 @dataclass

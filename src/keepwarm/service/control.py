@@ -16,16 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keepwarm._sys.atomic import write_atomic
 from keepwarm._sys.watch import IN_MOVED_TO, Watcher
-from keepwarm.errors import KeepwarmError
+from keepwarm.errors import ControlTimeout
 from keepwarm.queue.task import utc_now
 
 COMMAND_SUFFIX = ".cmd.json"
 ACK_SUFFIX = ".ack.json"
 CommandName = Literal["stop", "drain", "scale", "restart", "rolling-restart", "cancel"]
-
-
-class ControlTimeout(KeepwarmError):
-    """The supervisor did not acknowledge a command in time."""
 
 
 class Command(BaseModel):

@@ -21,7 +21,16 @@ from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm._sys.watch import IN_MOVED_TO, Watcher
 from keepwarm.backends.local import log_tail, rotated, signal_quietly
 from keepwarm.env import Env
-from keepwarm.errors import KeepwarmError, Remedy
+from keepwarm.errors import (
+    CommandRefused,
+    QueueNotPrivate,
+    Remedy,
+    ServiceAlreadyRunning,
+    ServiceNotRunning,
+    ServiceStartError,
+    ServiceStarting,
+    ServiceStopTimeout,
+)
 from keepwarm.queue.state import (
     LoopRow,
     ServiceRecord,
@@ -40,18 +49,6 @@ from keepwarm.service.supervisor import Supervisor, acquire_lock, make_backend
 from keepwarm.settings import ClusterSettings
 
 DEAD_LOCK_WAIT_SEC = 5.0  # how long a dead supervisor's threads may take to release service.lock
-
-
-class ServiceAlreadyRunning(KeepwarmError):
-    """``start`` found the service's lock held by a live supervisor."""
-
-
-class ServiceStartError(KeepwarmError):
-    """The service did not become ready: the loops' own errors, or the supervisor's log."""
-
-
-class ServiceNotRunning(KeepwarmError):
-    """A command needs a live supervisor and there is none."""
 
 
 def live_supervisor(env: Env) -> SupervisorState:
@@ -74,7 +71,7 @@ def command(env: Env, name: CommandName, args: dict[str, Any] | None = None, tim
         if ack.outcome != "stale":
             break
     if not ack.ok:
-        raise KeepwarmError(f"{name} refused by the supervisor of {env.app_target}: {ack.message}")
+        raise CommandRefused(f"{name} refused by the supervisor of {env.app_target}: {ack.message}")
     return ack
 
 
@@ -110,7 +107,7 @@ def refuse_shared_writers(env: Env) -> None:
         elif stats.st_mode & 0o022 and not (stats.st_mode & 0o1000 and path == root):  # sticky share: ok
             problems.append(f"{path} is writable by {'others' if stats.st_mode & 0o002 else 'its group'}")
     if problems:
-        raise KeepwarmError(
+        raise QueueNotPrivate(
             f"refusing to start {env.app_target}: other users can write its queue, and what they queue "
             f"would run as you ({'; '.join(problems)}). Make it private (chmod 700 on those folders), or "
             "set [cluster] allow_shared_writers = true if everyone who can write there is trusted"
@@ -289,7 +286,7 @@ def stop_service(env: Env, *, timeout: float | None = None, shutdown: bool | Non
     if record is None or record.supervisor is None:
         if not env.service_dir.is_dir():
             return {"status": "stopped", "message": f"service {env.app_target} is not running"}
-        raise KeepwarmError(f"service {env.app_target} is starting; try again in a moment")
+        raise ServiceStarting(f"service {env.app_target} is starting; try again in a moment")
     state = read_supervisor_state(env.service_dir / "supervisor.json")
     incarnation = state.incarnation if state is not None else record.supervisor.incarnation
     stop_timeout = cluster.stop_timeout_sec if timeout is None else timeout
@@ -298,7 +295,7 @@ def stop_service(env: Env, *, timeout: float | None = None, shutdown: bool | Non
         args["shutdown"] = shutdown
     ack = send_command(env.service_dir / "control", "stop", incarnation, args, timeout=10)
     if not ack.ok:
-        raise KeepwarmError(f"the supervisor refused to stop: {ack.message}")
+        raise CommandRefused(f"the supervisor refused to stop: {ack.message}")
     _wait_for_exit(record.supervisor.pid, lock_path(env), stop_timeout + 15)
     return _noted({"status": "stopped", "message": f"service {env.app_target} stopped"}, note)
 
@@ -433,4 +430,4 @@ def _wait_for_exit(pid: int, lock: Path, timeout: float) -> None:
             os.close(fd)
             return
         time.sleep(0.02)
-    raise KeepwarmError(f"the supervisor (pid {pid}) did not exit within {timeout}s")
+    raise ServiceStopTimeout(f"the supervisor (pid {pid}) did not exit within {timeout}s")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from keepwarm.errors import KeepwarmError
+from keepwarm.errors import PageNotServing
 
 ADDRESS = "127.0.0.1"
 PAGE = Path(__file__).with_name("page.py")
@@ -84,14 +84,14 @@ def is_serving(url: str) -> bool:
 def wait_until_serving(
     url: str, process: subprocess.Popen[bytes], timeout: float = READY_TIMEOUT_SEC
 ) -> None:
-    """Block until the page answers; KeepwarmError if the server exits first or the deadline passes."""
+    """Block until the page answers; PageNotServing if the server exits first or the deadline passes."""
     deadline = time.monotonic() + timeout
     delay = 0.05
     while not is_serving(url):
         if process.poll() is not None:
-            raise KeepwarmError(f"the page's server exited with code {process.returncode} before serving")
+            raise PageNotServing(f"the page's server exited with code {process.returncode} before serving")
         if time.monotonic() > deadline:
-            raise KeepwarmError(f"the page's server did not answer at {url} within {timeout:g}s")
+            raise PageNotServing(f"the page's server did not answer at {url} within {timeout:g}s")
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
 
