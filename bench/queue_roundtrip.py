@@ -234,7 +234,7 @@ ROLES = {
 
 def serve(root: Path, slot: str, role_name: str, parent_pid: int) -> None:
     """A floor or naive worker: wait on inotify, claim by rename, answer by temp + rename."""
-    from keepwarm.runtime.loop import set_parent_death_signal
+    from keepwarm._sys.procs import set_parent_death_signal
 
     set_parent_death_signal(parent_pid)
     role = ROLES[role_name]
