@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
 from keepwarm.queue.task import Task, TaskItem, TaskStatus, utc_now
 from keepwarm.queue.taskqueue import TaskQueue, encode, json_problem, terminal_record
+from keepwarm.runtime.asyncrunner import AsyncRunner
 from keepwarm.runtime.heartbeat import HeartbeatWriter
 
 log = logging.getLogger("keepwarm.runtime.loop")
@@ -50,24 +51,6 @@ CANCEL_CHECK_SEC = 0.05
 
 def new_incarnation() -> str:
     return uuid.uuid4().hex[:12]
-
-
-class AsyncRunner:
-    """One event loop in a thread: async ``start``/``work``/``stop`` all run on it, so what
-    ``start()`` opens (pools, clients) stays bound to a live loop between tasks."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="keepwarm-async", daemon=True)
-        self._thread.start()
-
-    def submit(self, coro: Coroutine[Any, Any, Any]) -> Future[Any]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join()
-        self.loop.close()
 
 
 class WorkerLoop:
@@ -186,7 +169,7 @@ class WorkerLoop:
         if inspect.isawaitable(result):
             if self._runner is None:
                 self._runner = AsyncRunner()
-            return self._runner.submit(_await(result)).result()
+            return self._runner.call(result)
         return result
 
     def _close(self) -> None:
@@ -405,10 +388,6 @@ class _Outcome:
 def _release(in_flight: set[Future[Any]], slots: threading.BoundedSemaphore, future: Future[Any]) -> None:
     in_flight.discard(future)
     slots.release()
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
 
 
 def _drain(fd: int) -> None:
