@@ -15,6 +15,7 @@ from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError, RunError
 from keepwarm.queue.task import utc_now
 from keepwarm.runmode.batch import PartitionJob, PartitionOutcome, WorkerLog
+from keepwarm.runmode.executors import partition_results
 from keepwarm.runmode.modes import RunMode
 from keepwarm.runmode.plan import SavedPlan, build_plan, load_plan, plan_path, save_plan
 from keepwarm.runmode.record import (
@@ -65,8 +66,6 @@ class RunJob:
             return self._execute()
 
     def _execute(self) -> RunReport:
-        from keepwarm.runmode.executors import partition_results
-
         started_at, began = utc_now(), time.perf_counter()
         self.log.emit(
             "info", f"run {self.run_id} of {self.env.app_target} in mode {self.mode} (log {self.log.path})"
