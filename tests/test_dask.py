@@ -261,7 +261,7 @@ def test_the_app_code_reaches_workers_that_do_not_have_it(tmp_path: Path) -> Non
     worker runs the app from its copy once the original folder is gone."""
     from distributed import Client, LocalCluster
 
-    from keepwarm.backends.dask import _app_dir_here
+    from keepwarm.backends.dask_worker import _app_dir_here
     from keepwarm.backends.staging import ship_to_dask, stage_app
 
     app_dir = copy_app(tmp_path, "mycode_project")

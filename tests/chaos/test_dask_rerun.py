@@ -24,7 +24,7 @@ pytest.importorskip("distributed")
 def test_a_late_rerun_of_a_retired_loop_returns_at_once(tmp_path: Path, chaos_services: Services) -> None:
     from distributed import Client
 
-    from keepwarm.backends.dask import RERUN_EXIT, LoopSpec, serve_on_worker
+    from keepwarm.backends.dask_worker import RERUN_EXIT, LoopSpec, serve_on_worker
 
     dask = '[cluster]\nbackend = "dask"\nstop_timeout_sec = 3\nstart_timeout_sec = 60\n'
     env = Env(
