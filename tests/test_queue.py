@@ -14,7 +14,9 @@ import pytest
 from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.errors import InvalidTaskError, QueueFull, TaskNotFound
-from keepwarm.queue.taskqueue import TaskQueue, seq_from_name, terminal_record
+from keepwarm.queue.layout import ServiceLayout
+from keepwarm.queue.task import TaskRecord, TaskState
+from keepwarm.queue.taskqueue import RequeueResult, TaskQueue, seq_from_name, terminal_record
 from keepwarm.settings import ClusterSettings
 
 from .conftest import Loops, copy_app, queue_of
@@ -315,3 +317,86 @@ def test_a_hand_written_name_with_a_19_digit_sequence_is_rejected_saying_it_need
     reason = (queue.failed / f"{name}.rejection.txt").read_text()
     assert "starts with a 19-digit sequence, but a sequence must be 20 digits" in reason
     assert f"0{'1' * 19}-byhand.task.json" in reason and "or no sequence: byhand.task.json" in reason
+
+
+def test_every_path_of_a_service_comes_from_its_layout(mycode_env: Env) -> None:
+    layout = ServiceLayout.of(mycode_env.share_root, mycode_env.namespace, mycode_env.app_target)
+    root = mycode_env.share_root / mycode_env.namespace / "service" / mycode_env.app_target
+    assert mycode_env.layout == layout and mycode_env.service_dir == layout.root == root
+    assert mycode_env.queue_dir == layout.queue.root == root / "queue"
+    files = (layout.service_record, layout.supervisor_state, layout.health, layout.lock, layout.events)
+    assert [f.name for f in files] == [
+        "service.json",
+        "supervisor.json",
+        "health.json",
+        "service.lock",
+        "events.jsonl",
+    ]
+    assert layout.cluster_keeper == root / "cluster.json"
+    assert layout.command_file("c1") == root / "control" / "c1.cmd.json"
+    assert layout.ack_file("c1") == root / "control" / "c1.ack.json"
+    assert layout.run_marker("loop-0", "i1") == root / "loops" / "loop-0.i1.run"
+    queue = queue_of(mycode_env)
+    assert queue.layout == layout.queue and queue.events.path == layout.events
+    assert queue.heartbeats / "loop-0.json" == layout.queue.heartbeat("loop-0")
+    assert queue.owner_dir("loop-0", "i1") == root / "queue" / "running" / "loop-0.i1"
+    assert [f.name for f in layout.queue.folders] == ["pending", "running", "done", "failed", "heartbeats"]
+
+
+def test_task_states_are_a_vocabulary_and_finished_ones_have_a_record() -> None:
+    assert [s.value for s in TaskState] == ["pending", "running", "done", "failed", "cancelled"]
+    assert [s for s in TaskState if s.finished] == [TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED]
+    assert TaskState("cancelled") == "cancelled" and f"{TaskState.RUNNING}" == "running"
+
+
+def test_terminal_record_is_a_model_whose_file_keeps_the_task(mycode_env: Env) -> None:
+    queue = queue_of(mycode_env)
+    (task,) = queue.submit([queue.make_task({"x": 2}, task_name="double")])
+    record = terminal_record(task, "done", result=4, slot="loop-0", runtime_sec=0.5)
+    assert isinstance(record, TaskRecord) and record.state is TaskState.DONE
+    assert queue.publish_terminal(record)
+    saved = json.loads((queue.done / f"{task.task_id}.task.json").read_text())
+    assert saved["schema"] == "agi.service.task.v1" and saved["args"] == {"x": 2}
+    assert saved["status"] == "done" and saved["result"] == 4 and saved["runtime_sec"] == 0.5
+    assert saved["claim"]["slot"] == "loop-0" and saved["attempts"][-1]["outcome"] == "done"
+    assert queue.locate(task.task_id).state is TaskState.DONE
+
+
+def test_task_rows_are_typed_and_print_each_state_with_its_own_fields(mycode_env: Env) -> None:
+    queue = queue_of(mycode_env)
+    done, running, cancelled, pending = queue.submit([queue.make_task({"x": i}) for i in range(4)])
+    owner = _claim_all(queue, "loop-0")
+    for name in sorted(os.listdir(owner))[2:]:  # the last two go back: one to cancel, one to wait
+        os.rename(owner / name, queue.pending / name)
+    queue.finish(
+        owner / sorted(os.listdir(owner))[0], terminal_record(done, "done", result=0, runtime_sec=1.0)
+    )
+    assert queue.cancel([cancelled.task_id]) == [cancelled.task_id]
+    rows = {row.task_id: row for row in queue.list_tasks()}
+    assert {task_id: row.state for task_id, row in rows.items()} == {
+        done.task_id: TaskState.DONE,
+        running.task_id: TaskState.RUNNING,
+        cancelled.task_id: TaskState.CANCELLED,
+        pending.task_id: TaskState.PENDING,
+    }
+    assert list(rows[pending.task_id].to_json_dict()) == ["task_id", "task_name", "state", "at"]
+    assert rows[running.task_id].to_json_dict()["owner"] == "loop-0.i1"
+    assert rows[done.task_id].to_json_dict() == {
+        "task_id": done.task_id,
+        "task_name": "task",
+        "state": "done",
+        "at": rows[done.task_id].at,
+        "runtime_sec": 1.0,
+        "error": None,
+    }
+    assert rows[cancelled.task_id].to_json_dict()["error"] == "cancelled"
+    assert [row.task_id for row in queue.list_tasks("cancelled")] == [cancelled.task_id]
+    assert queue.list_tasks("failed") == []
+
+
+def test_requeue_outcomes_are_a_vocabulary(mycode_env: Env) -> None:
+    queue = queue_of(mycode_env)
+    queue.submit([queue.make_task({"x": 1}, max_attempts=1)])
+    outcomes = queue.requeue(_claim_all(queue, "loop-0"), "loop-error")
+    assert [o.outcome for o in outcomes] == [RequeueResult.MAX_ATTEMPTS]
+    assert {r.value for r in RequeueResult} == {"requeued", "max-attempts", "already-terminal", "rejected"}

@@ -22,7 +22,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from keepwarm.queue.taskqueue import REJECTION_SUFFIX, TaskQueue
+from keepwarm.queue.layout import REJECTION_SUFFIX, heartbeat_name
+from keepwarm.queue.taskqueue import TaskQueue
 from keepwarm.settings import ClusterSettings
 
 HOUR_SEC = 3600.0
@@ -99,7 +100,7 @@ def enforce_retention(
             queue.heartbeats,
             settings.heartbeat_ttl_hours * HOUR_SEC,
             settings.heartbeat_max_files,
-            frozenset(f"{slot}.json" for slot in live_slots),
+            frozenset(heartbeat_name(slot) for slot in live_slots),
         ),
     }
     removed: dict[str, int] = {}
