@@ -22,12 +22,20 @@ import pytest
 from keepwarm import __version__
 from keepwarm.env import Env
 from keepwarm.queue.state import (
+    Condition,
+    ConditionKind,
     FutureState,
     LoopRow,
     RestartEntry,
+    RestartReason,
     ServiceRecord,
+    ServiceStatus,
     SupervisorIdentity,
     SupervisorState,
+    is_planned,
+    read_service_record,
+    read_supervisor_state,
+    stale_heartbeat,
     write_state,
 )
 from keepwarm.queue.taskqueue import pending_name
@@ -35,6 +43,7 @@ from keepwarm.runtime.heartbeat import Heartbeat, HeartbeatState
 from keepwarm.service.exports import SNAPSHOT_FILE, operator_snapshot, to_prometheus, write_snapshot
 from keepwarm.service.gate import GateCode, GateResult, GateThresholds, evaluate_gate
 from keepwarm.service.health import evaluate_health
+from keepwarm.service.liveness import SupervisorLiveness, current_supervisor_state, supervisor_liveness
 from keepwarm.service.report import HEALTH_SCHEMA, HealthReport
 from keepwarm.settings import ServiceHealthSettings
 
@@ -967,3 +976,95 @@ def test_health_output_that_cannot_be_written_is_one_error_line(mycode_env: Env,
         "give a path in a folder you can write\n"
     )
     assert blocker.read_text() == "not a folder"
+
+
+# ---------------------------------------------------------------------- the vocabulary
+
+
+def test_a_restart_reason_knows_whether_it_was_planned() -> None:
+    planned = {"recycled", "memory-limit", "operator-restart", "rolling-restart", "scale-down", "scale-up"}
+    planned |= {"stop", "loop-cancelled"}
+    assert {str(reason) for reason in RestartReason if reason.planned} == planned
+    assert not RestartReason.LOOP_ERROR.planned and not RestartReason.WORKER_LOST.planned
+    assert is_planned("recycled") and not is_planned("loop-error")
+    assert not is_planned("no-such-reason") and not is_planned(None)
+
+
+def test_a_stale_heartbeat_is_the_member_plus_its_age_written_as_before() -> None:
+    assert stale_heartbeat(42.7) == "stale-heartbeat(42s)"
+    assert RestartReason.parse("stale-heartbeat(42s)") is RestartReason.STALE_HEARTBEAT
+    assert RestartReason.parse("missing-heartbeat") is RestartReason.MISSING_HEARTBEAT
+    assert RestartReason.parse("no-such-reason") is None
+    assert not is_planned(stale_heartbeat(3))
+
+
+def test_service_status_words_and_which_of_them_serve() -> None:
+    assert [str(word) for word in ServiceStatus] == ["running", "idle", "degraded", "error", "stopped"]
+    assert [word.serving for word in ServiceStatus] == [True, True, True, False, False]
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "detail"),
+    [
+        ("storage: the share holding /q is full", ConditionKind.STORAGE, "the share holding /q is full"),
+        ("cluster: scheduler tcp://h:8786 unreachable: timeout", ConditionKind.CLUSTER, None),
+        ("app: settings changed since start: [cluster] slots: 2 -> 3", ConditionKind.APP, None),
+        ("supervisor-dead", ConditionKind.SUPERVISOR_DEAD, None),
+        ("loops-starting", ConditionKind.LOOPS_STARTING, None),
+        ("start-failed: boom", ConditionKind.START_FAILED, "boom"),
+        ("storage-readonly", ConditionKind.OTHER, "storage-readonly"),  # not this keepwarm's word
+    ],
+)
+def test_a_condition_is_read_by_kind_and_written_back_as_it_was(
+    text: str, kind: ConditionKind, detail: str | None
+) -> None:
+    condition = Condition.parse(text)
+    assert condition.kind is kind and str(condition) == text
+    if detail is not None or kind in (ConditionKind.SUPERVISOR_DEAD, ConditionKind.LOOPS_STARTING):
+        assert condition.detail == detail
+
+
+def test_the_report_finds_a_condition_by_kind(mycode_env: Env) -> None:
+    healthy_service(mycode_env, conditions=["cluster: scheduler unreachable", "storage-readonly"])
+    report = evaluate_health(mycode_env, now=NOW)
+    assert report.condition(ConditionKind.CLUSTER) == Condition(
+        ConditionKind.CLUSTER, "scheduler unreachable"
+    )
+    assert report.condition(ConditionKind.APP) is None
+    assert report.status == "error" and report.status_reason == "cluster: scheduler unreachable"
+
+
+# ---------------------------------------------------------------------- supervisor liveness
+
+
+def test_supervisor_liveness_is_a_fresh_heartbeat_and_a_live_pid(mycode_env: Env, dead_pid: int) -> None:
+    def liveness() -> SupervisorLiveness:
+        service = mycode_env.service_dir
+        record = read_service_record(service / "service.json")
+        return supervisor_liveness(
+            mycode_env, record, read_supervisor_state(service / "supervisor.json"), now=NOW
+        )
+
+    assert supervisor_liveness(mycode_env, None, None, now=NOW) == SupervisorLiveness()
+    healthy_service(mycode_env)
+    assert liveness().alive and liveness().pid_exists is True
+    healthy_service(mycode_env, age=60)  # its pid lives (this test), its heartbeat does not
+    assert not liveness().alive and liveness().pid_exists is True and not liveness().fresh
+    write_service(mycode_env, pid=dead_pid)
+    write_supervisor(mycode_env, [], pid=dead_pid)  # a fresh heartbeat of a process that is gone
+    assert not liveness().alive and liveness().pid_exists is False
+    write_service(mycode_env, pid=dead_pid, host=HOST + "-elsewhere")
+    write_supervisor(mycode_env, [], pid=dead_pid, host=HOST + "-elsewhere")
+    assert liveness().alive and liveness().pid_exists is None  # another host: the heartbeat alone
+
+
+def test_a_supervisor_json_of_another_incarnation_is_not_its_heartbeat(mycode_env: Env) -> None:
+    healthy_service(mycode_env)
+    record = read_service_record(mycode_env.service_dir / "service.json")
+    state = read_supervisor_state(mycode_env.service_dir / "supervisor.json")
+    assert record is not None and state is not None
+    older = state.model_copy(update={"incarnation": "sup-0"})
+    assert current_supervisor_state(record, older) is None
+    # Judged by its start instead (an hour ago): not fresh.
+    assert supervisor_liveness(mycode_env, record, older, now=NOW).heartbeat_age_sec is None
+    assert not supervisor_liveness(mycode_env, record, older, now=NOW).alive
