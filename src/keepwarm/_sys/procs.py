@@ -57,11 +57,16 @@ def signal_quietly(pid: int, signum: int) -> None:
         pass
 
 
-def set_parent_death_signal(parent_pid: int) -> None:
-    """Ask Linux to send this process SIGTERM when its parent dies; exit at once if it already has."""
+def die_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent (the thread that started it) ends;
+    safe to call between fork and exec (``preexec_fn``)."""
     if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
+def set_parent_death_signal(parent_pid: int) -> None:
+    """In a child started by ``parent_pid``: ``die_with_parent``, and exit at once if it already has."""
+    die_with_parent()
     if os.getppid() != parent_pid:
         os.kill(os.getpid(), signal.SIGTERM)
