@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -24,6 +25,71 @@ ACK_SUFFIX = ".ack.json"
 CommandName = Literal["stop", "drain", "scale", "restart", "rolling-restart", "cancel"]
 
 
+class AckOutcome(StrEnum):
+    """How the supervisor answered a command."""
+
+    DONE = "done"  # carried out before the acknowledgement
+    ACCEPTED = "accepted"  # under way (a stop, a drain, a restart)
+    STALE = "stale"  # meant for an earlier supervisor: not obeyed
+    INVALID = "invalid"  # unreadable, unknown, or with bad arguments
+    FAILED = "failed"  # the supervisor failed carrying it out
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(defer_build=True, extra="ignore", frozen=True)
+
+    command: ClassVar[CommandName]
+
+
+class StopArgs(_Args):
+    """Stop the service; its loops get ``timeout`` seconds (default: ``stop_timeout_sec``)."""
+
+    command: ClassVar[CommandName] = "stop"
+    timeout: float | None = None
+    shutdown: bool | None = None  # shut the Dask cluster down (None: ``shutdown_on_stop``)
+
+
+class DrainArgs(_Args):
+    """Serve until pending and running are empty, then stop."""
+
+    command: ClassVar[CommandName] = "drain"
+
+
+class ScaleArgs(_Args):
+    """Run ``slots`` loops."""
+
+    command: ClassVar[CommandName] = "scale"
+    slots: int
+
+
+class RestartArgs(_Args):
+    """Restart one slot's loop."""
+
+    command: ClassVar[CommandName] = "restart"
+    slot: str
+
+
+class RollingRestartArgs(_Args):
+    """Restart every loop, one at a time."""
+
+    command: ClassVar[CommandName] = "rolling-restart"
+
+
+class CancelArgs(_Args):
+    """Cancel tasks by id, or every task of a workflow execution."""
+
+    command: ClassVar[CommandName] = "cancel"
+    task_ids: list[str] = Field(default_factory=list)
+    execution_id: str | None = None
+
+
+CommandArgs = StopArgs | DrainArgs | ScaleArgs | RestartArgs | RollingRestartArgs | CancelArgs
+ARGS_OF: dict[str, type[CommandArgs]] = {
+    args.command: args
+    for args in (StopArgs, DrainArgs, ScaleArgs, RestartArgs, RollingRestartArgs, CancelArgs)
+}
+
+
 class Command(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="forbid")
 
@@ -34,6 +100,10 @@ class Command(BaseModel):
     supervisor_incarnation: str
     issued_at: str = Field(default_factory=utc_now)
 
+    def arguments(self) -> CommandArgs:
+        """The command's arguments, checked (pydantic's ValidationError, a ValueError, if bad)."""
+        return ARGS_OF[self.command].model_validate(self.args)
+
 
 class Ack(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="ignore")
@@ -41,25 +111,22 @@ class Ack(BaseModel):
     id: str
     command: str
     ok: bool
-    outcome: str  # done | accepted | stale | invalid | failed
+    outcome: AckOutcome
     message: str = ""
     result: dict[str, Any] = Field(default_factory=dict)
     at: str = Field(default_factory=utc_now)
 
 
 def send_command(
-    control_dir: Path,
-    command: CommandName,
-    supervisor_incarnation: str,
-    args: dict[str, Any] | None = None,
-    timeout: float = 30.0,
+    control_dir: Path, args: CommandArgs, supervisor_incarnation: str, timeout: float = 30.0
 ) -> Ack:
     """Write a command for the live supervisor and wait for its acknowledgement."""
     control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    command = args.command
     cmd = Command(
         id=uuid.uuid4().hex[:16],
         command=command,
-        args=args or {},
+        args=args.model_dump(exclude_none=True),
         supervisor_incarnation=supervisor_incarnation,
     )
     ack_path = control_dir / f"{cmd.id}{ACK_SUFFIX}"
