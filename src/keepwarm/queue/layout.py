@@ -173,6 +173,10 @@ class ServiceLayout:
         """``loops/<slot>.<incarnation>.run``: a cluster loop's marker, removed to stop it."""
         return self.run_markers / f"{owner_name(slot, incarnation)}.run"
 
+    def stop_marker(self, slot: str, incarnation: str) -> Path:
+        """``loops/<slot>.<incarnation>.stop``: tells a cluster loop to finish its task and exit."""
+        return self.run_markers / f"{owner_name(slot, incarnation)}.stop"
+
     def command_file(self, command_id: str) -> Path:
         """``control/<id>.cmd.json``."""
         return self.control / f"{command_id}{COMMAND_SUFFIX}"
