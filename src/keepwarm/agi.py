@@ -241,6 +241,6 @@ def _metadata(metadata: list[Any] | None, worker: int, chunk: int) -> Any:
 
 def _output_path(env: Env, requested: str | Path | None) -> Path:
     if requested is None:
-        return env.service_dir / "health.json"
+        return env.layout.health
     path = Path(requested).expanduser()
     return path if path.is_absolute() else env.share_root / env.namespace / path

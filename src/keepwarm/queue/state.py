@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from keepwarm import __version__
 from keepwarm._sys.atomic import write_atomic
 from keepwarm.errors import AppError
+from keepwarm.queue.layout import ServiceLayout
 from keepwarm.settings import SETTINGS_FILE, AppSettings, settings_changes
 
 if TYPE_CHECKING:
@@ -288,7 +289,7 @@ def app_change(env: Env, record: ServiceRecord | None) -> str | None:
 
 def version_note(service_dir: Path, app: str) -> str | None:
     """A note when the running service was started by another keepwarm version."""
-    record = read_service_record(service_dir / "service.json")
+    record = read_service_record(ServiceLayout(service_dir).service_record)
     if record is not None and record.desired == "running" and record.version != __version__:
         return f"service {app} was started by keepwarm {record.version}; this is {__version__}"
     return None

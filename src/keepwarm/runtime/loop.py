@@ -36,7 +36,7 @@ from keepwarm._sys.watch import IN_CLOSE_WRITE, IN_MOVED_TO, Watcher
 from keepwarm.app import App, describe_args_error, load_app, worker_method
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
-from keepwarm.queue.task import Task, TaskItem, TaskStatus, utc_now
+from keepwarm.queue.task import Task, TaskItem, TaskRecord, TaskStatus, utc_now
 from keepwarm.queue.taskqueue import TaskQueue, encode, json_problem, terminal_record
 from keepwarm.runtime.asyncrunner import AsyncRunner
 from keepwarm.runtime.heartbeat import HeartbeatWriter
@@ -72,7 +72,7 @@ class WorkerLoop:
         self.queue = TaskQueue.for_env(env).ensure()
         self.owner = self.queue.owner_dir(slot, self.incarnation)
         self.heartbeat = HeartbeatWriter(
-            self.queue.heartbeats / f"{slot}.json",
+            self.queue.layout.heartbeat(slot),
             slot,
             self.incarnation,
             self.settings.heartbeat_interval_sec,
@@ -338,7 +338,7 @@ class WorkerLoop:
         self.heartbeat.task_finished(task.task_id, outcome.ok)
         self.handled += 1
 
-    def _publish(self, claimed: Path, record: dict[str, Any]) -> None:
+    def _publish(self, claimed: Path, record: TaskRecord) -> None:
         """Publish a terminal record; while storage refuses, keep the task and retry."""
         delay = 0.05
         while True:
@@ -349,7 +349,7 @@ class WorkerLoop:
             except OSError as exc:
                 if exc.errno not in STORAGE_ERRNOS:
                     raise
-                self.heartbeat.storage_error = f"cannot publish task {record['task_id']}: {exc.strerror}"
+                self.heartbeat.storage_error = f"cannot publish task {record.task_id}: {exc.strerror}"
                 log.warning("slot %s: %s; retrying in %.2fs", self.slot, self.heartbeat.storage_error, delay)
                 if self._stopping.wait(delay):
                     return  # the claim stays in running/ and is requeued on the way out
