@@ -43,7 +43,12 @@ from keepwarm.runtime.heartbeat import Heartbeat, HeartbeatState
 from keepwarm.service.exports import SNAPSHOT_FILE, operator_snapshot, to_prometheus, write_snapshot
 from keepwarm.service.gate import GateCode, GateResult, GateThresholds, evaluate_gate
 from keepwarm.service.health import evaluate_health
-from keepwarm.service.liveness import SupervisorLiveness, current_supervisor_state, supervisor_liveness
+from keepwarm.service.liveness import (
+    SupervisorLiveness,
+    current_supervisor_state,
+    live_supervisor_state,
+    supervisor_liveness,
+)
 from keepwarm.service.report import HEALTH_SCHEMA, HealthReport
 from keepwarm.settings import ServiceHealthSettings
 
@@ -1068,3 +1073,17 @@ def test_a_supervisor_json_of_another_incarnation_is_not_its_heartbeat(mycode_en
     # Judged by its start instead (an hour ago): not fresh.
     assert supervisor_liveness(mycode_env, record, older, now=NOW).heartbeat_age_sec is None
     assert not supervisor_liveness(mycode_env, record, older, now=NOW).alive
+
+
+def test_a_live_supervisor_state_needs_a_service_meant_to_run_and_a_live_supervisor(
+    mycode_env: Env, dead_pid: int
+) -> None:
+    assert live_supervisor_state(mycode_env, now=NOW) is None  # no service
+    healthy_service(mycode_env)
+    live = live_supervisor_state(mycode_env, now=NOW)
+    assert live is not None and live.incarnation == SUPERVISOR
+    healthy_service(mycode_env, age=60)
+    assert live_supervisor_state(mycode_env, now=NOW) is None  # its pid lives, its heartbeat is stale
+    healthy_service(mycode_env)
+    write_service(mycode_env, desired="stopped")
+    assert live_supervisor_state(mycode_env, now=NOW) is None  # stopping: not meant to run

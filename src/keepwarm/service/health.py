@@ -47,8 +47,6 @@ from keepwarm.service.report import (
 )
 from keepwarm.settings import ClusterSettings
 
-SERVICE_FILE = "service.json"
-SUPERVISOR_FILE = "supervisor.json"
 STORAGE_LOW_BYTES = 64 * 1024  # less free space than this on the share reads as full
 
 # What a loop's own end means when the supervisor has not (yet) named a reason for it.
@@ -103,11 +101,11 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
     listing). ``now`` (epoch seconds) defaults to the clock; tests pass it for determinism.
     """
     now = time.time() if now is None else now
-    record = read_service_record(env.service_dir / SERVICE_FILE)
-    beats = _heartbeats(env, read_supervisor_state(env.service_dir / SUPERVISOR_FILE))
+    record = read_service_record(env.layout.service_record)
+    beats = _heartbeats(env, read_supervisor_state(env.layout.supervisor_state))
     # Read after the heartbeats: the supervisor publishes a planned change before it signals the loop,
     # so a loop's exit seen in its heartbeat is never judged by a loop table older than that exit.
-    state = current_supervisor_state(record, read_supervisor_state(env.service_dir / SUPERVISOR_FILE))
+    state = current_supervisor_state(record, read_supervisor_state(env.layout.supervisor_state))
     cluster = settings_in_force(env, record).cluster
     task_queue = TaskQueue(env.queue_dir, settings=cluster)
     liveness = supervisor_liveness(env, record, state, now=now)
@@ -319,7 +317,7 @@ def _heartbeats(env: Env, state: SupervisorState | None) -> dict[str, Heartbeat]
     """The heartbeat of each slot in the loop table, as its file says now."""
     beats = {}
     for row in state.loops if state else []:
-        beat = read_heartbeat(env.queue_dir / "heartbeats" / f"{row.slot}.json")
+        beat = read_heartbeat(env.layout.queue.heartbeat(row.slot))
         if beat is not None:
             beats[row.slot] = beat
     return beats

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from keepwarm._sys.procs import process_alive
-from keepwarm.queue.state import ServiceRecord, SupervisorState, settings_in_force
+from keepwarm.queue.state import (
+    ServiceRecord,
+    SupervisorState,
+    read_service_record,
+    read_supervisor_state,
+    settings_in_force,
+)
 from keepwarm.queue.task import epoch_of
 
 if TYPE_CHECKING:
@@ -87,3 +93,16 @@ def supervisor_liveness(
         fresh=fresh,
         pid_exists=pid_alive(source.pid) if source.host == os.uname().nodename else None,
     )
+
+
+def live_supervisor_state(env: Env, *, now: float | None = None) -> SupervisorState | None:
+    """``supervisor.json`` of the service's live supervisor, or None: not meant to run, or not alive.
+
+    What every "the service must be running" check asks (commands, submits, waits): the service's
+    ``desired`` is running, and the supervisor ``service.json`` names is alive by ``supervisor_liveness``.
+    """
+    record = read_service_record(env.layout.service_record)
+    state = current_supervisor_state(record, read_supervisor_state(env.layout.supervisor_state))
+    if record is None or record.desired != "running" or state is None:
+        return None
+    return state if supervisor_liveness(env, record, state, now=now).alive else None
