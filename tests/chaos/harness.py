@@ -41,7 +41,7 @@ from keepwarm.api import Service
 from keepwarm.backends.cluster import read_keeper
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
-from keepwarm.queue.state import PLANNED_REASONS, read_supervisor_state
+from keepwarm.queue.state import is_planned, read_supervisor_state
 from keepwarm.queue.task import TASK_SUFFIX, epoch_of
 from keepwarm.runtime.heartbeat import read_heartbeat
 from keepwarm.service.report import HealthReport
@@ -357,7 +357,7 @@ class ChaosReport:
     def rows(self) -> list[tuple[str, str]]:
         """The run's figures, as (measure, value) rows."""
         plan = self.plan
-        unplanned = {r: n for r, n in self.restarts_by_reason.items() if r not in PLANNED_REASONS}
+        unplanned = {r: n for r, n in self.restarts_by_reason.items() if not is_planned(r)}
         health = dict(self.health.restart_reasons) if self.health is not None else {}
         freeze = "-"
         if self.freeze is not None:

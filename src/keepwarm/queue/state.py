@@ -72,8 +72,6 @@ _PLANNED = frozenset(
         RestartReason.LOOP_CANCELLED,
     }
 )
-# The planned reasons as written; the supervisor's until it asks ``RestartReason.parse(r).planned``.
-PLANNED_REASONS = frozenset(str(reason) for reason in _PLANNED)
 
 
 def stale_heartbeat(age_sec: float) -> str:
