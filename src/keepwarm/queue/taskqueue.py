@@ -170,28 +170,8 @@ class TaskQueue:
     def publish(self, tasks: Iterable[Task]) -> list[tuple[Task, Path]]:
         """``submit``, returning each task with the path of its pending file."""
         batch = list(tasks)
-        for task in batch:
-            problem = json_problem(task.args, f"task {task.task_id}: args") or json_problem(
-                task.plan, f"task {task.task_id}: plan"
-            )
-            if problem:
-                raise InvalidTaskError(f"{problem}; nothing was queued")
-        encoded = [encode(task.to_json_dict()) for task in batch]
-        for task, data in zip(batch, encoded, strict=True):
-            if len(data) > self.settings.max_task_bytes:
-                raise InvalidTaskError(
-                    f"task {task.task_id} is {len(data)} bytes, over max_task_bytes "
-                    f"({self.settings.max_task_bytes}); pass large inputs by reference (a path)"
-                )
-        limit = self.settings.max_pending
-        if limit is not None:
-            pending = self.count_pending()
-            if pending + len(batch) > limit:
-                raise QueueFull(
-                    f"queue {self.pending} holds {pending} pending tasks; {len(batch)} more would pass "
-                    f"max_pending = {limit}. Wait for the loops to catch up, add loops, or raise "
-                    "[cluster] max_pending"
-                )
+        encoded = self._encode_batch(batch)
+        self._refuse_past_max_pending(len(batch))
         if not self.pending.is_dir():
             self.ensure()
         # All or nothing: every task is written to a temp file first (where a full or read-only share
@@ -212,6 +192,36 @@ class TaskQueue:
         if self.durable:
             fsync_dir(self.pending)
         return published
+
+    def _encode_batch(self, batch: list[Task]) -> list[bytes]:
+        """Each task's file content; InvalidTaskError for the first one that cannot be queued."""
+        for task in batch:
+            problem = json_problem(task.args, f"task {task.task_id}: args") or json_problem(
+                task.plan, f"task {task.task_id}: plan"
+            )
+            if problem:
+                raise InvalidTaskError(f"{problem}; nothing was queued")
+        encoded = [encode(task.to_json_dict()) for task in batch]
+        for task, data in zip(batch, encoded, strict=True):
+            if len(data) > self.settings.max_task_bytes:
+                raise InvalidTaskError(
+                    f"task {task.task_id} is {len(data)} bytes, over max_task_bytes "
+                    f"({self.settings.max_task_bytes}); pass large inputs by reference (a path)"
+                )
+        return encoded
+
+    def _refuse_past_max_pending(self, adding: int) -> None:
+        """QueueFull if ``adding`` more tasks would pass ``[cluster] max_pending``."""
+        limit = self.settings.max_pending
+        if limit is None:
+            return
+        pending = self.count_pending()
+        if pending + adding > limit:
+            raise QueueFull(
+                f"queue {self.pending} holds {pending} pending tasks; {adding} more would pass "
+                f"max_pending = {limit}. Wait for the loops to catch up, add loops, or raise "
+                "[cluster] max_pending"
+            )
 
     def submit_partials(
         self,
@@ -242,14 +252,12 @@ class TaskQueue:
     # ------------------------------------------------------------------ claim (loop side)
 
     def owner_dir(self, slot: str, incarnation: str) -> Path:
-        return self.running / f"{slot}.{incarnation}"
+        """``running/<slot>.<incarnation>/``: where that loop incarnation's claims go."""
+        return self.layout.owner_dir(slot, incarnation)
 
     def scan_pending(self) -> list[str]:
         """Names of the pending files (temp files skipped), oldest first. Lists; never parses."""
-        try:
-            return sorted(name for name in os.listdir(self.pending) if name[0] != ".")
-        except FileNotFoundError:
-            return []
+        return list_visible(self.pending)
 
     def claim(self, name: str, owner: Path) -> Path | None:
         """Move ``pending/name`` into ``owner``; the path if this caller won, None if another did."""
