@@ -8,7 +8,6 @@ what it was working on.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from keepwarm._sys.child import child_command, child_parser, flag, last_report, parse_report, report
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError, RunError
 from keepwarm.queue.task import utc_now
@@ -26,21 +26,19 @@ from keepwarm.runmode.plan import SavedPlan
 from keepwarm.runmode.record import RunEvent, RunReport, plan_of_run
 from keepwarm.runmode.steps import RunJob
 
-EVENT_PREFIX = "KEEPWARM-RUN-EVENT "
 CHILD_MODULE = "keepwarm.runmode.runner"
+# what the child reports (keepwarm._sys.child's line protocol): each event of the run on stderr,
+# in order with the app's own output, then on stdout the run's report or why it failed
+EVENT, DONE, FAILED = "run-event", "run-done", "run-failed"
 
 
 def run_in_child(job: RunJob, python: Path) -> RunReport:
     """The run in a child process of ``python``, its log streamed back; a child that exits without
     its report is a failed run, recorded here."""
-    command = [str(python), "-m", CHILD_MODULE, *job.env.child_args()]
-    command += ["--mode", str(job.mode.bits), "--run-id", job.run_id]
-    if job.workers:
-        command += ["--workers", str(job.workers)]
-    if job.args:
-        command += ["--args", json.dumps(job.args)]
-    if job.scheduler:
-        command += ["--scheduler", job.scheduler]
+    options = ["--mode", str(job.mode.bits), "--run-id", job.run_id, *flag("--workers", job.workers or None)]
+    options += flag("--args", json.dumps(job.args) if job.args else None)
+    options += flag("--scheduler", job.scheduler or None)
+    command = child_command(CHILD_MODULE, *options, env=job.env, python=python)
     started_at, began = utc_now(), time.perf_counter()
     output: list[str] = []
     last_line = ""
@@ -53,21 +51,19 @@ def run_in_child(job: RunJob, python: Path) -> RunReport:
             reader = threading.Thread(target=lambda: output.append(stdout.read()))
             reader.start()
             for line in process.stderr:
-                if not line.startswith(EVENT_PREFIX):  # the interpreter's own words: a crash, a warning
+                event = parse_report(line)
+                if event is None or event.kind != EVENT:  # the interpreter's own words: a crash, a warning
                     last_line = line.strip() or last_line
                     job.log.emit("app", line.rstrip("\n"))
                     continue
-                job.log.forward(RunEvent.from_json(line[len(EVENT_PREFIX) :]))
+                job.log.forward(RunEvent.from_json_dict(event.fields["event"]))
             reader.join()
             code = process.wait()
-        try:
-            document = json.loads("".join(output))
-        except ValueError:
-            document = None
-        if isinstance(document, dict) and code == 0:
-            return RunReport.model_validate(document)
-        if isinstance(document, dict):  # the run failed, and its process said so
-            raise RunError(str(document.get("error")))
+        answer = last_report("".join(output), DONE, FAILED)
+        if answer is not None and answer.kind == DONE and code == 0:
+            return RunReport.model_validate(answer.fields["report"])
+        if answer is not None:  # the run failed, and its process said so
+            raise RunError(str(answer.fields.get("error")))
         plan = plan_of_run(job.output_dir)
         error = describe_death(job, python, process.pid, code, last_line, plan)
         return job.conclude(job.report(plan, job.env.app_dir, started_at, time.perf_counter() - began, error))
@@ -100,11 +96,9 @@ def describe_death(
 
 
 def child_main(argv: list[str] | None = None) -> int:
-    """``python -m keepwarm.runmode.runner``: one run, events on stderr, the report as JSON on stdout."""
-    parser = argparse.ArgumentParser(prog=f"python -m {CHILD_MODULE}", description=__doc__)
-    parser.add_argument("--app", required=True)
-    parser.add_argument("--share-dir")
-    parser.add_argument("--namespace")
+    """``python -m keepwarm.runmode.runner``: one run, its events reported on stderr, then its report
+    (or why it failed) on stdout."""
+    parser = child_parser(CHILD_MODULE, __doc__)
     parser.add_argument("--mode", required=True)
     parser.add_argument("--workers", type=int)
     parser.add_argument("--args")
@@ -113,20 +107,18 @@ def child_main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
 
     def forward(event: RunEvent) -> None:
-        sys.stderr.write(EVENT_PREFIX + event.to_json() + "\n")
-        sys.stderr.flush()
+        report(EVENT, stream=sys.stderr, event=event.to_json_dict())
 
     with os.fdopen(os.dup(1), "w", encoding="utf-8") as report_out:
         os.dup2(2, 1)  # what the app writes to fd 1 goes to the log (stderr), not into the report
         try:
-            env = Env(options.app, share_dir=options.share_dir, namespace=options.namespace)
+            env = Env.of_child(options)
             args = json.loads(options.args) if options.args else None
             mode = RunMode(int(options.mode))
-            report = RunJob(
-                env, mode, options.workers, args, options.scheduler, forward, options.run_id
-            ).execute()
+            job = RunJob(env, mode, options.workers, args, options.scheduler, forward, options.run_id)
+            done = job.execute()
         except KeepwarmError as exc:
-            report_out.write(json.dumps({"error": str(exc)}) + "\n")
+            report(FAILED, stream=report_out, error=str(exc))
             return 1
-        report_out.write(report.model_dump_json(by_alias=True) + "\n")
+        report(DONE, stream=report_out, report=done.to_json_dict())
     return 0

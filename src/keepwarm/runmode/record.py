@@ -47,15 +47,15 @@ class RunEvent:
     total: int = 0
     outcome: PartitionOutcome | None = None  # with kind ``partition``: the partition that finished
 
-    def to_json(self) -> str:
-        """The event as one line of JSON (how a run's child process reports it)."""
+    def to_json_dict(self) -> dict[str, Any]:
+        """The event as a JSON document (how a run's child process reports it)."""
         outcome = self.outcome.model_dump(mode="json") if self.outcome is not None else None
-        return json.dumps({**self.__dict__, "outcome": outcome})
+        return {**self.__dict__, "outcome": outcome}
 
     @classmethod
-    def from_json(cls, text: str) -> RunEvent:
-        """The event ``to_json`` wrote."""
-        document = json.loads(text)
+    def from_json_dict(cls, document: dict[str, Any]) -> RunEvent:
+        """The event ``to_json_dict`` made."""
+        document = dict(document)
         outcome = document.pop("outcome", None)
         return cls(**document, outcome=PartitionOutcome.model_validate(outcome) if outcome else None)
 
