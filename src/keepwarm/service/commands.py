@@ -130,7 +130,7 @@ def _scale(supervisor: Supervisor, args: ScaleArgs) -> _Answer:
                 supervisor.retire(slot, "scale-down")
             else:
                 supervisor.drop_slot(slot)
-    supervisor.write_record("running")
+    supervisor.publisher.write_record("running")
     return True, AckOutcome.DONE, f"{before} -> {target} loops", {"from": before, "to": target}
 
 

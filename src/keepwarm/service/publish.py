@@ -2,8 +2,7 @@
 
 ``supervisor.json`` (its live state, every heartbeat interval and at once on a change),
 ``health.json`` with the SLA gate's verdict in ``events.jsonl`` when it changes, ``service.json``,
-retention in small batches, and the terminal records of the tasks it ended itself (past their
-timeout, or cancelled while running).
+and retention in small batches.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import errno
 import logging
 import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from keepwarm import __version__
@@ -20,7 +18,6 @@ from keepwarm.queue.retention import enforce_retention
 from keepwarm.queue.state import (
     Condition,
     ConditionKind,
-    RestartReason,
     ServiceRecord,
     SupervisorIdentity,
     SupervisorState,
@@ -28,10 +25,9 @@ from keepwarm.queue.state import (
     write_state,
 )
 from keepwarm.queue.task import utc_now
-from keepwarm.queue.taskqueue import TaskQueue, list_visible, task_id_from_name, terminal_record
+from keepwarm.service.slots import slot_index
 
 if TYPE_CHECKING:
-    from keepwarm.service.slots import Slot
     from keepwarm.service.supervisor import Supervisor
 
 log = logging.getLogger("keepwarm.service.supervisor")
@@ -94,7 +90,7 @@ class Publisher:
             timestamp=time.time(),
             mode=supervisor.mode,
             desired_slots=supervisor.desired,
-            loops=supervisor.sorted_rows(),
+            loops=[slot.row for slot in sorted(supervisor.slots.values(), key=lambda s: slot_index(s.name))],
             restarts=supervisor.ledger,
             conditions=[str(c) for c in supervisor.conditions],
             last_task_at=supervisor.last_task_at,
@@ -166,28 +162,3 @@ class Publisher:
                 report.heartbeats,
             )
         return min(1.0, every) if report.more else every
-
-
-def settle_claims(queue: TaskQueue, slot: Slot, owner: Path, reason: str, *, count_attempt: bool) -> None:
-    """The slot's loop is confirmed dead: publish what keepwarm decided for its tasks, requeue the rest."""
-    for name in list_visible(owner):
-        task_id = task_id_from_name(name)
-        status = slot.fail_tasks.get(task_id or "")
-        if status is None:
-            continue
-        task = queue.load_claimed(owner / name)
-        if task is None:
-            continue
-        timed_out = status == RestartReason.TASK_TIMEOUT
-        error = (
-            f"task-timeout: ran past its timeout of {task.timeout_sec}s"
-            if timed_out
-            else "cancelled while running"
-        )
-        record = terminal_record(task, "failed" if timed_out else "cancelled", error=error, slot=slot.name)
-        queue.finish(owner / name, record)
-        queue.events.append(str(status), task_id=task.task_id, slot=slot.name)
-    for outcome in queue.requeue(owner, reason, count_attempt=count_attempt):
-        log.info(
-            "slot %s: task %s %s (attempt %d)", slot.name, outcome.task_id, outcome.outcome, outcome.attempt
-        )

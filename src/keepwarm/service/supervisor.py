@@ -6,8 +6,8 @@ and memory limits, obeys control commands, and writes ``supervisor.json``, ``hea
 ``events.jsonl`` — whether or not anybody is calling the API.
 
 This module is the process and its tick; a slot's states are in ``slots``, the decisions in
-``policy``, the commands in ``commands``, what a dead supervisor left in ``leftovers``, the files it
-publishes in ``publish``.
+``policy``, the heartbeats judged in ``watchdog``, a loop's exit in ``exits``, the commands in
+``commands``, what a dead supervisor left in ``leftovers``, the files it writes in ``publish``.
 
 Run as a process by ``keepwarm start`` (detached, holding ``service.lock``), or in the foreground
 with ``keepwarm start APP --foreground``.
@@ -41,14 +41,15 @@ from keepwarm.queue.state import (
     read_service_record,
     read_supervisor_state,
 )
-from keepwarm.queue.task import epoch_of, utc_now
+from keepwarm.queue.task import utc_now
 from keepwarm.queue.taskqueue import TaskQueue
 from keepwarm.runtime.heartbeat import Heartbeat, read_heartbeat
-from keepwarm.service import policy
 from keepwarm.service.commands import obey_commands
+from keepwarm.service.exits import loop_exited
 from keepwarm.service.leftovers import Leftovers
-from keepwarm.service.publish import Publisher, settle_claims
-from keepwarm.service.slots import Slot, SlotPhase, slot_index, slot_name
+from keepwarm.service.publish import Publisher
+from keepwarm.service.slots import Slot, SlotPhase, slot_name
+from keepwarm.service.watchdog import check_loops
 
 log = logging.getLogger("keepwarm.service.supervisor")
 
@@ -126,7 +127,7 @@ class Supervisor:
             self.events.append("start-failed", incarnation=self.incarnation, error=str(exc))
             self.backend.close()
             return 1
-        self.write_record("running")
+        self.publisher.write_record("running")
         for index in range(self.desired):
             self.add_slot(slot_name(index))
         self._recover_leftovers()
@@ -137,7 +138,7 @@ class Supervisor:
                 obey_commands(self)
                 if self._stop_requested:
                     break
-                self._check_loops()
+                check_loops(self)
                 self._settle_leftovers()
                 self._start_due()
                 self._advance_rolling()
@@ -246,137 +247,13 @@ class Supervisor:
                 continue
             code = slot.proc.poll()
             if code is not None:
-                self._loop_exited(slot, code)
+                loop_exited(self, slot, code)
             elif slot.phase is SlotPhase.STOPPING and time.monotonic() > slot.stop_deadline:
                 log.warning(
                     "slot %s: did not stop within %ss; killing", slot.name, self.settings.stop_timeout_sec
                 )
                 slot.killed()
                 slot.proc.kill()
-
-    def _loop_exited(self, slot: Slot, code: int) -> None:
-        proc = slot.proc
-        assert proc is not None
-        beat = self.heartbeat(slot)
-        backend_reason = proc.exit_reason()
-        reason = str(
-            policy.exit_reason(
-                ordered=slot.ordered,
-                backend_reason=backend_reason,
-                code=code,
-                stop_reason=beat.stop_reason if beat is not None else None,
-            )
-        )
-        future = policy.future_state_after_exit(
-            code=code, ordered=slot.ordered is not None, backend_reason=backend_reason
-        )
-        planned = is_planned(reason)
-        owner = self.queue.owner_dir(slot.name, proc.incarnation)
-        settle_claims(self.queue, slot, owner, reason, count_attempt=not planned and not slot.fail_tasks)
-        proc.close()
-        start_error = beat.error if beat is not None and beat.incarnation == proc.incarnation else None
-        log.log(
-            logging.INFO if planned else logging.WARNING,
-            "slot %s: incarnation %s exited with %s (%s)%s",
-            slot.name,
-            proc.incarnation,
-            _describe_exit(code),
-            reason,
-            f": {start_error}" if start_error else "",
-        )
-        slot.exited()
-        self.publisher.soon()
-        slot.row = slot.row.model_copy(
-            update={
-                "future_state": future,
-                "exit_code": code,
-                "last_reason": reason,
-                "unhealthy_reason": None if planned else reason,
-                "planned": reason if planned else None,
-                "start_error": start_error or slot.row.start_error,
-            }
-        )
-        if slot.retiring or self.mode == "stopping":
-            if slot.retiring:
-                self.drop_slot(slot)
-            return
-        self._restart_later(slot, reason, proc.incarnation, code)
-
-    def _restart_later(self, slot: Slot, reason: str, incarnation: str, code: int) -> None:
-        """Record the restart, and schedule it: at once if planned, else after the back-off."""
-        self.ledger.append(
-            RestartEntry(slot=slot.name, at=time.time(), reason=reason, incarnation=incarnation)
-        )
-        self.events.append("restart", slot=slot.name, reason=reason, incarnation=incarnation, exit=code)
-        slot.row = slot.row.model_copy(update={"restarts": slot.row.restarts + 1})
-        delay = 0.0
-        if not is_planned(reason):
-            delay = policy.restart_delay(
-                slot.crashes, self.settings.restart_backoff_sec, self.settings.restart_backoff_max_sec
-            )
-            slot.crashes += 1
-        slot.schedule(time.monotonic() + delay)
-        slot.fail_tasks = {}
-
-    # ------------------------------------------------------------------ health of live loops
-
-    def _check_loops(self) -> None:
-        storage_fault = any(c.kind is ConditionKind.STORAGE for c in self.conditions)
-        for slot in list(self.slots.values()):
-            if slot.proc is None or slot.phase is SlotPhase.KILLED:
-                continue
-            now_wall = time.time()
-            beat = self.heartbeat(slot)
-            if beat is None or beat.incarnation != slot.proc.incarnation:
-                if not storage_fault and policy.first_heartbeat_overdue(
-                    started_for=now_wall - slot.row.started_at,
-                    heartbeat_timeout_sec=self.settings.heartbeat_timeout_sec,
-                    start_timeout_sec=self.settings.start_timeout_sec,
-                ):
-                    self.kill(slot, RestartReason.MISSING_HEARTBEAT)
-                continue
-            age = now_wall - (epoch_of(beat.timestamp) or 0.0)
-            stale = policy.stale_heartbeat_reason(age, self.settings.heartbeat_timeout_sec)
-            if stale is not None and not storage_fault:
-                self.kill(slot, stale)
-                continue
-            self._judge_beat(slot, beat, now_wall)
-
-    def _judge_beat(self, slot: Slot, beat: Heartbeat, now_wall: float) -> None:
-        """A fresh heartbeat: the loop's readiness, its tasks, its task's timeout, its memory."""
-        now = time.monotonic()
-        if beat.state in ("ready", "processing"):
-            if slot.healthy_since is None:
-                slot.healthy_since = now
-                slot.row = slot.row.model_copy(  # where it runs, as the loop itself reports
-                    update={
-                        "future_state": "running",
-                        "unhealthy_reason": None,
-                        "planned": slot.row.planned if slot.ordered else None,  # ordered meanwhile
-                        "start_error": None,
-                        "pid": beat.pid,
-                        "host": beat.host,
-                    }
-                )
-                self.publisher.soon()  # start is waiting for it
-            if policy.crash_count_resets(now - slot.healthy_since, self.settings.restart_reset_sec):
-                slot.crashes = 0
-        seen = beat.tasks_done + beat.tasks_failed
-        if seen > slot.tasks_seen:
-            slot.tasks_seen = seen
-            self.last_task_at = now_wall
-        if beat.task_id and beat.task_started_at and beat.task_timeout_sec:
-            running_for = now_wall - (epoch_of(beat.task_started_at) or now_wall)
-            if policy.task_overdue(
-                running_for=running_for,
-                task_timeout_sec=beat.task_timeout_sec,
-                heartbeat_interval_sec=self.settings.heartbeat_interval_sec,
-            ):
-                slot.fail_tasks[beat.task_id] = str(RestartReason.TASK_TIMEOUT)
-                self.kill(slot, RestartReason.TASK_TIMEOUT)
-                return
-        if policy.over_memory_limit(beat.rss_bytes, self.settings.max_memory_mb):
-            self.retire(slot, RestartReason.MEMORY_LIMIT)
 
     # ------------------------------------------------------------------ what an earlier supervisor left
 
@@ -464,10 +341,6 @@ class Supervisor:
             self.failure = problem
             self._stop_requested = True
 
-    def write_record(self, desired: Literal["running", "stopped"]) -> None:
-        """Write ``service.json`` as this supervisor serves it."""
-        self.publisher.write_record(desired)
-
     # ------------------------------------------------------------------ shutdown
 
     def _shutdown(self) -> None:
@@ -493,7 +366,7 @@ class Supervisor:
             log.error("supervisor %s gave up: %s; the next start recovers", self.incarnation, self.failure)
             return
         self.publisher.write_health()
-        self.write_record("stopped")
+        self.publisher.write_record("stopped")
         self.events.append("stopped", incarnation=self.incarnation)
         log.info("supervisor %s stopped", self.incarnation)
 
@@ -514,12 +387,8 @@ class Supervisor:
                     code = -signal.SIGKILL
                 if code is not None:
                     slot.retiring = False
-                    self._loop_exited(slot, code)
+                    loop_exited(self, slot, code)
             time.sleep(0.01)
-
-    def sorted_rows(self) -> list[LoopRow]:
-        """The slots' rows in slot order, as ``supervisor.json`` lists them."""
-        return [slot.row for slot in sorted(self.slots.values(), key=lambda s: slot_index(s.name))]
 
 
 # ---------------------------------------------------------------------- helpers
@@ -527,15 +396,6 @@ class Supervisor:
 
 def _where(proc: LoopHandle) -> str:
     return f"pid {proc.pid}" if proc.pid is not None else f"{type(proc).__name__} {proc.incarnation}"
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
 
 
 def acquire_lock(lock_path: Path) -> int | None:

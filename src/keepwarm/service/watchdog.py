@@ -1,0 +1,82 @@
+"""The supervisor's watch over its live loops: each heartbeat judged, and acted on.
+
+A loop that never beats or stops beating is killed (not while the share cannot be written: then
+heartbeats prove nothing); a task past its timeout kills its loop; a loop over its memory limit is
+retired after its task. The thresholds are ``policy``'s.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from keepwarm.queue.state import ConditionKind, RestartReason
+from keepwarm.queue.task import epoch_of
+from keepwarm.service import policy
+from keepwarm.service.slots import SlotPhase
+
+if TYPE_CHECKING:
+    from keepwarm.runtime.heartbeat import Heartbeat
+    from keepwarm.service.slots import Slot
+    from keepwarm.service.supervisor import Supervisor
+
+
+def check_loops(supervisor: Supervisor) -> None:
+    """Judge every live loop by its heartbeat; kill or retire those that need it."""
+    storage_fault = any(c.kind is ConditionKind.STORAGE for c in supervisor.conditions)
+    for slot in list(supervisor.slots.values()):
+        if slot.proc is None or slot.phase is SlotPhase.KILLED:
+            continue
+        now_wall = time.time()
+        beat = supervisor.heartbeat(slot)
+        if beat is None or beat.incarnation != slot.proc.incarnation:
+            if not storage_fault and policy.first_heartbeat_overdue(
+                started_for=now_wall - slot.row.started_at,
+                heartbeat_timeout_sec=supervisor.settings.heartbeat_timeout_sec,
+                start_timeout_sec=supervisor.settings.start_timeout_sec,
+            ):
+                supervisor.kill(slot, RestartReason.MISSING_HEARTBEAT)
+            continue
+        age = now_wall - (epoch_of(beat.timestamp) or 0.0)
+        stale = policy.stale_heartbeat_reason(age, supervisor.settings.heartbeat_timeout_sec)
+        if stale is not None and not storage_fault:
+            supervisor.kill(slot, stale)
+            continue
+        _judge_beat(supervisor, slot, beat, now_wall)
+
+
+def _judge_beat(supervisor: Supervisor, slot: Slot, beat: Heartbeat, now_wall: float) -> None:
+    """A fresh heartbeat: the loop's readiness, its tasks, its task's timeout, its memory."""
+    now = time.monotonic()
+    if beat.state in ("ready", "processing"):
+        if slot.healthy_since is None:
+            slot.healthy_since = now
+            slot.row = slot.row.model_copy(  # where it runs, as the loop itself reports
+                update={
+                    "future_state": "running",
+                    "unhealthy_reason": None,
+                    "planned": slot.row.planned if slot.ordered else None,  # ordered meanwhile
+                    "start_error": None,
+                    "pid": beat.pid,
+                    "host": beat.host,
+                }
+            )
+            supervisor.publisher.soon()  # start is waiting for it
+        if policy.crash_count_resets(now - slot.healthy_since, supervisor.settings.restart_reset_sec):
+            slot.crashes = 0
+    seen = beat.tasks_done + beat.tasks_failed
+    if seen > slot.tasks_seen:
+        slot.tasks_seen = seen
+        supervisor.last_task_at = now_wall
+    if beat.task_id and beat.task_started_at and beat.task_timeout_sec:
+        running_for = now_wall - (epoch_of(beat.task_started_at) or now_wall)
+        if policy.task_overdue(
+            running_for=running_for,
+            task_timeout_sec=beat.task_timeout_sec,
+            heartbeat_interval_sec=supervisor.settings.heartbeat_interval_sec,
+        ):
+            slot.fail_tasks[beat.task_id] = str(RestartReason.TASK_TIMEOUT)
+            supervisor.kill(slot, RestartReason.TASK_TIMEOUT)
+            return
+    if policy.over_memory_limit(beat.rss_bytes, supervisor.settings.max_memory_mb):
+        supervisor.retire(slot, RestartReason.MEMORY_LIMIT)
