@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keepwarm.errors import KeepwarmError
+from keepwarm.queue.state import RestartReason
 from keepwarm.queue.taskqueue import list_visible, task_id_from_name
 from keepwarm.runtime.loop import CANCEL_MARKER
 from keepwarm.service.control import (
@@ -121,13 +122,13 @@ def _scale(supervisor: Supervisor, args: ScaleArgs) -> _Answer:
     for index in range(target):
         name = slot_name(index)
         if name not in supervisor.slots:
-            supervisor.add_slot(name, planned="scale-up")
+            supervisor.add_slot(name, planned=str(RestartReason.SCALE_UP))
         supervisor.slots[name].retiring = False
     for name, slot in list(supervisor.slots.items()):
         if slot_index(name) >= target:
             slot.retiring = True
             if slot.alive:
-                supervisor.retire(slot, "scale-down")
+                supervisor.retire(slot, RestartReason.SCALE_DOWN)
             else:
                 supervisor.drop_slot(slot)
     supervisor.publisher.write_record("running")
@@ -138,7 +139,7 @@ def _restart(supervisor: Supervisor, args: RestartArgs) -> _Answer:
     slot = supervisor.slots.get(args.slot)
     if slot is None:
         raise ValueError(f"no slot {args.slot!r}; slots: {', '.join(sorted(supervisor.slots))}")
-    supervisor.retire(slot, "operator-restart")
+    supervisor.retire(slot, RestartReason.OPERATOR_RESTART)
     return True, AckOutcome.ACCEPTED, f"restarting {args.slot}", {}
 
 
@@ -176,7 +177,7 @@ def _cancel_running(supervisor: Supervisor, slot: Slot, args: CancelArgs) -> lis
         else:
             slot.fail_tasks[task_id] = "cancelled"
     if any(status == "cancelled" for status in slot.fail_tasks.values()):
-        supervisor.kill(slot, "loop-cancelled")
+        supervisor.kill(slot, RestartReason.LOOP_CANCELLED)
     return running
 
 

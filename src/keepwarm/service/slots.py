@@ -1,13 +1,9 @@
 """A slot: one place for a loop in the service, and the state machine of the loop that fills it.
 
-::
-
-    SCHEDULED --start--> RUNNING --retire--> STOPPING --kill--> KILLED
-        ^   \\              \\--------------kill------------------^
-        |    hold                                            |
-        |      v                                             |
-        +--- HELD <-------------------- exit (stopping, retired) -+
-        +----------------------------- exit (restart) ------------+
+A slot is SCHEDULED (a loop starts at ``start_at``), HELD (no loop starts: the service stops, or a
+dead supervisor's loop still finishes its task there), RUNNING (a loop fills it), STOPPING (the loop
+was asked to stop after its task; killed at ``stop_deadline``) or KILLED (waiting to see it gone).
+A loop's exit holds the slot until the supervisor schedules the next one.
 
 The row is what ``supervisor.json`` shows of the slot; the phase is the supervisor's own.
 """
