@@ -1,15 +1,17 @@
 """One safe-name rule and one share/namespace resolver, whoever asks: an app's Env, ``ps``, workflow
-runs, the fleet file; and the fleet starter's answer, read by its kind."""
+runs, the fleet file; and the fleet starter's report, in the child line protocol."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from keepwarm._sys.child import child_command, last_report
 from keepwarm.env import Env, namespace_root, resolve_namespace, resolve_share_root
 from keepwarm.errors import SettingsError
-from keepwarm.groups.starter import StarterAnswer, _last_answer
+from keepwarm.groups.starter import FAILED, STARTER_MODULE
 from keepwarm.settings import is_safe_name
 
 from .conftest import copy_app
@@ -70,13 +72,9 @@ def test_a_service_folder_gives_an_env_without_its_app(tmp_path: Path) -> None:
     assert env.settings_error is None
 
 
-def test_the_starters_answer_is_its_last_answer_line_and_says_its_kind() -> None:
-    printed = [
-        "the app printed this",
-        '{"not": "an answer"}',
-        StarterAnswer(ok=False, kind="already_running", error="it runs").model_dump_json(),
-        "and this after",
-    ]
-    answer = _last_answer("\n".join(printed))
-    assert answer is not None and answer.kind == "already_running" and answer.error == "it runs"
-    assert _last_answer("no answer at all\n") is None
+def test_the_starter_child_reports_a_failed_start_in_the_child_line_protocol(tmp_path: Path) -> None:
+    command = child_command(STARTER_MODULE, "--app", str(tmp_path / "no_such_app"), "--namespace", "team-a")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    answer = last_report(done.stdout)
+    assert done.returncode == 1 and answer is not None and answer.kind == FAILED
+    assert "no_such_app" in answer.fields["error"]

@@ -1,21 +1,20 @@
 """Starting one member of a fleet from a starter child process, whose environment carries the
-member's ``env``; the child answers its parent with one JSON line (``StarterAnswer``).
+member's ``env``; the child reports how the start went in keepwarm's child line protocol
+(``keepwarm._sys.child``): ``started``, ``already_running`` or ``failed`` (with ``error`` and ``remedy``).
 
 ``python -m keepwarm.groups.starter --app ... --share-dir ... --namespace ...`` is the child.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ValidationError
-
+from keepwarm._sys.child import child_command, child_parser, flag, last_report, report
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError, Remedy, ServiceAlreadyRunning, ServiceStartError
 from keepwarm.groups.namespace import ServiceSummary, summarize
@@ -24,17 +23,11 @@ from keepwarm.service import lifecycle
 if TYPE_CHECKING:
     from keepwarm.groups.fleet import Member
 
+STARTER_MODULE = "keepwarm.groups.starter"
 # Seconds a member's starter process gets beyond the member's own start timeout (its imports, the fork).
 _STARTER_MARGIN_SEC = 30.0
-
-
-class StarterAnswer(BaseModel):
-    """The starter's last line on stdout: how the start went (``kind``), and the error if it failed."""
-
-    ok: bool
-    kind: Literal["started", "already_running", "failed"]
-    error: str | None = None
-    remedy: dict[str, Any] | None = None
+# What the starter reports: the member started; it was running already; it did not start.
+STARTED, ALREADY_RUNNING, FAILED = "started", "already_running", "failed"
 
 
 def start_member(
@@ -68,72 +61,46 @@ def start_member(
         raise ServiceStartError(
             f"no answer from the starter of service {env.app_target!r} within {deadline:.0f}s"
         ) from None
-    answer = _last_answer(out)
+    answer = last_report(out, STARTED, ALREADY_RUNNING, FAILED)
     if answer is None:
         raise ServiceStartError(
             f"the starter of service {env.app_target!r} exited {starter.returncode}: {err.strip()[-2000:]}"
         )
-    if not answer.ok:
-        remedy = Remedy(**answer.remedy) if answer.remedy else None
-        refusal = ServiceAlreadyRunning if answer.kind == "already_running" else ServiceStartError
-        raise refusal(str(answer.error), remedy=remedy)
+    if answer.kind != STARTED:
+        remedy = Remedy(**answer.fields["remedy"]) if answer.fields.get("remedy") else None
+        refusal = ServiceAlreadyRunning if answer.kind == ALREADY_RUNNING else ServiceStartError
+        raise refusal(str(answer.fields.get("error")), remedy=remedy)
     return summarize(member.service, member.name, enabled=member.spec.enabled)
 
 
 def _starter_command(member: Member, workers: int | None, wait: float | None) -> list[str]:
     slots = workers if workers is not None else member.spec.workers
-    command = [sys.executable, "-m", "keepwarm.groups.starter", *member.env.child_args()]
-    if slots is not None:
-        command += ["--slots", str(slots)]
-    if member.spec.backend is not None:
-        command += ["--backend", member.spec.backend]
-    if wait is not None:
-        command += ["--timeout", str(wait)]
-    return command
-
-
-def _last_answer(out: str) -> StarterAnswer | None:
-    """The starter's answer: its last stdout line that is one (an app may print lines of its own)."""
-    for line in reversed(out.splitlines()):
-        try:
-            return StarterAnswer.model_validate_json(line)
-        except ValidationError:
-            continue
-    return None
+    options = [*flag("--slots", slots), *flag("--backend", member.spec.backend), *flag("--timeout", wait)]
+    return child_command(STARTER_MODULE, *options, env=member.env)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m keepwarm.groups.starter``: start one service and print one JSON line saying how it went."""
-    parser = argparse.ArgumentParser(prog="python -m keepwarm.groups.starter", description=main.__doc__)
-    parser.add_argument("--app", required=True)
-    parser.add_argument("--share-dir", required=True)
-    parser.add_argument("--namespace", required=True)
+    """``python -m keepwarm.groups.starter``: start one service and report how it went."""
+    parser = child_parser(STARTER_MODULE, main.__doc__)
     parser.add_argument("--slots", type=int)
     parser.add_argument("--timeout", type=float)
     parser.add_argument("--backend", choices=("local", "dask"))
     options = parser.parse_args(argv)
     try:
-        env = Env(options.app, share_dir=options.share_dir, namespace=options.namespace)
+        env = Env.of_child(options)
         # ``backend`` is passed only when the fleet names one: the keyword comes with the Dask backend.
         start: Callable[..., str] = lifecycle.start_service
         chosen = {"backend": options.backend} if options.backend else {}
         start(env, slots=options.slots, timeout=options.timeout, **chosen)
     except KeepwarmError as exc:
-        kind: Literal["already_running", "failed"] = (
-            "already_running" if isinstance(exc, ServiceAlreadyRunning) else "failed"
-        )
-        remedy = asdict(exc.remedy) if exc.remedy else None
-        _answer(StarterAnswer(ok=False, kind=kind, error=exc.problem, remedy=remedy))
+        kind = ALREADY_RUNNING if isinstance(exc, ServiceAlreadyRunning) else FAILED
+        report(kind, error=exc.problem, remedy=asdict(exc.remedy) if exc.remedy else None)
         return 1
     except Exception as exc:  # reported to the fleet as this member's error, not lost in a traceback
-        _answer(StarterAnswer(ok=False, kind="failed", error=repr(exc)))
+        report(FAILED, error=repr(exc))
         return 1
-    _answer(StarterAnswer(ok=True, kind="started"))
+    report(STARTED)
     return 0
-
-
-def _answer(answer: StarterAnswer) -> None:
-    print(answer.model_dump_json(exclude_none=True), flush=True)
 
 
 if __name__ == "__main__":
