@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Literal
 
 from keepwarm import __version__
+from keepwarm.queue.layout import SUPERVISOR_LOG
 from keepwarm.queue.retention import enforce_retention
 from keepwarm.queue.state import (
     Condition,
@@ -123,7 +124,7 @@ class Publisher:
             host=supervisor.host,
             incarnation=supervisor.incarnation,
             started_at=supervisor.started_at,
-            log=str(env.log_dir / "supervisor.log"),
+            log=str(env.log_dir / SUPERVISOR_LOG),
         )
         stopped = desired == "stopped"
         write_state(
