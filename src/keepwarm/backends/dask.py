@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from keepwarm._sys.atomic import write_atomic
@@ -47,6 +46,7 @@ from keepwarm.backends.dask_worker import RERUN_EXIT, LoopSpec, probe_queue, ser
 from keepwarm.backends.staging import ship_to_dask, stage_app
 from keepwarm.env import Env
 from keepwarm.errors import ClusterError
+from keepwarm.queue.layout import CLUSTER_LOG
 from keepwarm.queue.state import ClusterRecord
 from keepwarm.queue.task import epoch_of
 from keepwarm.runtime.heartbeat import read_heartbeat
@@ -98,7 +98,7 @@ class DaskLoop:
 
     def stop(self) -> None:
         """Finish the current task, then exit: the loop's watchdog finds the stop marker."""
-        self.backend.stop_marker(self.slot, self.incarnation).touch()
+        self.backend.layout.stop_marker(self.slot, self.incarnation).touch()
 
     def kill(self) -> None:
         self.killed = True
@@ -107,7 +107,7 @@ class DaskLoop:
     def close(self) -> None:
         # The run marker stays: a rerun of this loop's task that the scheduler starts later (a dead
         # worker's task, rescheduled after the supervisor gave the loop up) must still find it taken.
-        self.backend.stop_marker(self.slot, self.incarnation).unlink(missing_ok=True)
+        self.backend.layout.stop_marker(self.slot, self.incarnation).unlink(missing_ok=True)
         with contextlib.suppress(Exception):
             self.future.release()
 
@@ -128,8 +128,8 @@ class DaskBackend:
         self.kept = False
         self.supervisor = ""
         self.wake: Callable[[], None] = lambda: None
-        self.markers = env.service_dir / "loops"
-        self.keeper_file = env.service_dir / "cluster.json"
+        self.layout = env.layout
+        self.keeper_file = env.layout.cluster_keeper
         self.shipped: str | None = None
 
     # ------------------------------------------------------------------ connect
@@ -139,7 +139,7 @@ class DaskBackend:
         from distributed import Client
 
         self.supervisor, self.wake = supervisor, wake
-        ensure_private_dir(self.markers)
+        ensure_private_dir(self.layout.run_markers)
         if self.settings.scheduler or self.settings.hosts:
             self.handle = open_cluster(self.env, workers=slots, timeout=self.settings.start_timeout_sec)
         else:
@@ -147,7 +147,7 @@ class DaskBackend:
             if self.keeper is not None:
                 log.info("reusing the local Dask cluster at %s (keeper pid %d)", *self.keeper)
             else:
-                log_path = ensure_private_dir(self.env.log_dir) / "cluster.log"
+                log_path = ensure_private_dir(self.env.log_dir) / CLUSTER_LOG
                 self.keeper = start_keeper(slots, self.keeper_file, log_path, self.settings.start_timeout_sec)
                 log.info("started a local Dask cluster at %s (keeper pid %d)", *self.keeper)
             client = Client(self.keeper[0], timeout=self.settings.start_timeout_sec, set_as_default=False)
@@ -230,15 +230,11 @@ class DaskBackend:
         future.add_done_callback(lambda _future: self.wake())
         return DaskLoop(slot, incarnation, future, self)
 
-    def stop_marker(self, slot: str, incarnation: str) -> Path:
-        return self.markers / f"{slot}.{incarnation}.stop"
-
-    def run_path(self, loop: DaskLoop) -> Path:
-        return self.markers / f"{loop.slot}.{loop.incarnation}.run"
-
     def run_marker(self, loop: DaskLoop) -> dict[str, Any] | None:
         try:
-            marker: dict[str, Any] = json.loads(self.run_path(loop).read_text())
+            marker: dict[str, Any] = json.loads(
+                self.layout.run_marker(loop.slot, loop.incarnation).read_text()
+            )
         except (OSError, ValueError):
             return None
         return marker
@@ -267,15 +263,15 @@ class DaskBackend:
 
     def loop_alive(self, pid: int | None, slot: str, incarnation: str) -> bool:
         """A loop of an earlier supervisor runs while its heartbeat is fresh (its host may be remote)."""
-        beat = read_heartbeat(self.env.queue_dir / "heartbeats" / f"{slot}.json")
+        beat = read_heartbeat(self.layout.queue.heartbeat(slot))
         if beat is None or beat.incarnation != incarnation or beat.state == "stopped":
             return False
         age = time.time() - (epoch_of(beat.timestamp) or 0.0)
         return age <= self.settings.heartbeat_timeout_sec
 
     def stop_orphan(self, pid: int | None, slot: str, incarnation: str) -> None:
-        ensure_private_dir(self.markers)
-        self.stop_marker(slot, incarnation).touch()
+        ensure_private_dir(self.layout.run_markers)
+        self.layout.stop_marker(slot, incarnation).touch()
 
     def kill_orphan(self, pid: int | None, slot: str, incarnation: str) -> None:
         """Not reachable without its future: it stops on its own once it sees the new supervisor."""

@@ -23,6 +23,7 @@ from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm.backends.staging import shipped_folder
 from keepwarm.env import Env
 from keepwarm.errors import ClusterError
+from keepwarm.queue.layout import ServiceLayout, loop_log_name
 from keepwarm.queue.state import read_supervisor_state
 from keepwarm.runtime.loop import WorkerLoop
 from keepwarm.settings import SETTINGS_FILE
@@ -58,10 +59,10 @@ def serve_on_worker(spec: LoopSpec) -> int:
         share_dir=os.environ.get("KEEPWARM_SHARE") or spec.share_root,
         namespace=spec.namespace,
     )
-    markers = ensure_private_dir(env.service_dir / "loops")
+    ensure_private_dir(env.layout.run_markers)
     try:
         fd = os.open(
-            markers / f"{spec.slot}.{spec.incarnation}.run", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600
+            env.layout.run_marker(spec.slot, spec.incarnation), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600
         )
     except FileExistsError:
         return RERUN_EXIT  # this loop already ran on a worker that left: the supervisor starts a new one
@@ -73,7 +74,7 @@ def serve_on_worker(spec: LoopSpec) -> int:
         done = threading.Event()
         watchdog = threading.Thread(
             target=_watch,
-            args=(loop, spec, env.service_dir, markers / f"{spec.slot}.{spec.incarnation}.stop", done),
+            args=(loop, spec, env.layout, done),
             name=f"keepwarm-watchdog-{spec.slot}",
             daemon=True,
         )
@@ -102,7 +103,7 @@ def _app_dir_here(app_dir: str, shipped: str | None, worker: Any) -> Path:
 
 
 def _log_to(log_dir: Path, slot: str) -> logging.Handler:
-    handler = logging.FileHandler(ensure_private_dir(log_dir) / f"{slot}.log")
+    handler = logging.FileHandler(ensure_private_dir(log_dir) / loop_log_name(slot))
     handler.setFormatter(
         logging.Formatter(f"%(asctime)s {slot} pid={os.getpid()} dask %(levelname)s %(message)s")
     )
@@ -112,15 +113,13 @@ def _log_to(log_dir: Path, slot: str) -> logging.Handler:
     return handler
 
 
-def _watch(
-    loop: WorkerLoop, spec: LoopSpec, service_dir: Path, stop_marker: Path, done: threading.Event
-) -> None:
+def _watch(loop: WorkerLoop, spec: LoopSpec, layout: ServiceLayout, done: threading.Event) -> None:
     """Stop the loop (after its current task) when told to, or when its supervisor is gone."""
     started = time.time()
-    state_path = service_dir / "supervisor.json"
+    stop_marker = layout.stop_marker(spec.slot, spec.incarnation)
     while not done.wait(WATCH_EVERY_SEC):
         reason = None
-        state = read_supervisor_state(state_path)
+        state = read_supervisor_state(layout.supervisor_state)
         now = time.time()
         if stop_marker.exists():
             reason = "told to stop"
@@ -144,7 +143,9 @@ def probe_queue(
     answer it there."""
     share = os.environ.get("KEEPWARM_SHARE")
     queue = (
-        Path(share).expanduser() / namespace / "service" / app / "queue" if share else Path(supervisor_queue)
+        ServiceLayout.of(Path(share).expanduser(), namespace, app).queue.root
+        if share
+        else Path(supervisor_queue)
     )
     try:
         seen = (queue / f".probe-{nonce}").read_text() == nonce

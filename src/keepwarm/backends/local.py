@@ -18,6 +18,7 @@ from keepwarm._sys.watch import IN_MOVED_TO, Watcher
 from keepwarm.backends.base import LoopBackend, LoopHandle
 from keepwarm.env import Env, app_python
 from keepwarm.errors import KeepwarmError
+from keepwarm.queue.layout import loop_log_name
 from keepwarm.queue.taskqueue import TaskQueue
 from keepwarm.runtime.heartbeat import read_heartbeat
 from keepwarm.runtime.loop import new_incarnation
@@ -105,7 +106,7 @@ def spawn_loop(
     """Start one loop process for ``slot`` in the app's interpreter (``python``, default
     ``app_python(env)``: an isolated app's own venv); its output goes to ``<log_dir>/<slot>.log``."""
     incarnation = new_incarnation()
-    log_path = rotated(ensure_private_dir(env.log_dir) / f"{slot}.log")
+    log_path = rotated(ensure_private_dir(env.log_dir) / loop_log_name(slot))
     command = child_command(
         "keepwarm.runtime.loop",
         *("--slot", slot, "--incarnation", incarnation, "--parent-pid", str(os.getpid())),
@@ -130,7 +131,7 @@ def wait_ready(env: Env, loops: list[LoopProcess], timeout: float) -> dict[str, 
     with Watcher([queue.heartbeats], mask=IN_MOVED_TO) as watcher:
         while waiting:
             for slot, loop in list(waiting.items()):
-                beat = read_heartbeat(queue.heartbeats / f"{slot}.json")
+                beat = read_heartbeat(queue.layout.heartbeat(slot))
                 if beat is not None and beat.incarnation == loop.incarnation:
                     if beat.state in ("ready", "processing"):
                         started[slot] = beat.start_sec or 0.0
