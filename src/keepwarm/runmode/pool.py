@@ -3,18 +3,17 @@
 Each plan worker's process is ``python -m keepwarm.runmode.pool``: a fresh interpreter that starts from this
 module, never from the caller's script (multiprocessing's spawn re-imports the caller's
 ``__main__``, which runs a script without a ``__main__`` guard a second time, inside the pool). It
-reads its partitions as JSON lines on stdin, works them in order with ``batch.run_partition``, then
-calls ``stop()``, and answers each on its stdout, one JSON line per partition; what the app writes to
-file descriptor 1 is sent to stderr, which the runner keeps in the run log. A process that exits
-before it has answered for every partition and for ``stop()`` fails the run with what it died of
-(its exit code or signal) and the last line it wrote on stderr.
+reads its partitions on stdin, works them in order with ``batch.run_partition``, then calls
+``stop()``, and answers each on its stdout; requests and answers are lines of keepwarm's child
+protocol (``keepwarm._sys.child``). What the app writes to file descriptor 1 is sent to stderr,
+which the runner keeps in the run log. A process that exits before it has answered for every
+partition and for ``stop()`` fails the run with what it died of (its exit code or signal) and the
+last line it wrote on stderr.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import queue
 import signal
@@ -25,10 +24,16 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
+from keepwarm._sys.child import child_command, child_parser, parse_report, report, report_line
+from keepwarm._sys.procs import set_parent_death_signal
 from keepwarm.errors import PoolProcessDied
 from keepwarm.runmode.batch import PartitionJob, PartitionOutcome, WorkerLog, finish_worker, run_partition
 
 STOP_GRACE_SEC = 5.0
+CHILD_MODULE = "keepwarm.runmode.pool"
+# the requests a pool process reads on stdin, and its answers on stdout
+WORK, FINISH = "work-partition", "finish-worker"
+PARTITION_DONE, WORKER_STOPPED = "partition-done", "worker-stopped"
 
 
 @dataclass
@@ -82,7 +87,7 @@ def in_pools(run_id: str, jobs: dict[str, list[PartitionJob]]) -> Iterator[Parti
 
 
 def _start(run_id: str, worker: str, jobs: list[PartitionJob], messages: _Messages) -> _PoolProcess:
-    command = [sys.executable, "-m", "keepwarm.runmode.pool", "--parent-pid", str(os.getpid())]
+    command = child_command(CHILD_MODULE, "--parent-pid", str(os.getpid()))
     process = subprocess.Popen(
         command,
         stdin=subprocess.PIPE,
@@ -93,8 +98,8 @@ def _start(run_id: str, worker: str, jobs: list[PartitionJob], messages: _Messag
         errors="replace",
     )
     pool = _PoolProcess(worker, jobs, process)
-    lines = [json.dumps({"job": asdict(job)}) for job in jobs]
-    lines.append(json.dumps({"finish": [run_id, worker]}))
+    lines = [report_line(WORK, job=asdict(job)) for job in jobs]
+    lines.append(report_line(FINISH, run_id=run_id, worker=worker))
     assert process.stdin is not None and process.stdout is not None and process.stderr is not None
     stderr = threading.Thread(target=_read_stderr, args=(pool, process.stderr, messages), daemon=True)
     pool.threads = [
@@ -129,9 +134,11 @@ def _read_answers(
     messages: _Messages,
 ) -> None:
     for line in stdout:
-        answer = json.loads(line)
-        kind = "outcome" if "outcome" in answer else "stopped"
-        messages.put((pool, kind, answer[kind]))
+        answer = parse_report(line)
+        if answer is not None and answer.kind == PARTITION_DONE:
+            messages.put((pool, "outcome", answer.fields["outcome"]))
+        elif answer is not None and answer.kind == WORKER_STOPPED:
+            messages.put((pool, "stopped", answer.fields["log"]))
     stderr_reader.join()
     messages.put((pool, "exit", pool.process.wait()))
 
@@ -169,25 +176,26 @@ def _end(pool: _PoolProcess) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m keepwarm.runmode.pool``: partitions in on stdin, one JSON answer per line out on stdout."""
-    parser = argparse.ArgumentParser(prog="python -m keepwarm.runmode.pool", description=__doc__)
+    """``python -m keepwarm.runmode.pool``: partitions in on stdin, one answer per line out on stdout."""
+    parser = child_parser(CHILD_MODULE, __doc__, env=False)
     parser.add_argument("--parent-pid", type=int, required=True)
     options = parser.parse_args(argv)
-    from keepwarm._sys.procs import set_parent_death_signal
-
     set_parent_death_signal(options.parent_pid)
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # what the app writes to fd 1 goes to the log, not into the answers
     for line in sys.stdin:
-        request = json.loads(line)
-        if "job" in request:
-            answer: dict[str, Any] = {
-                "outcome": run_partition(PartitionJob(**request["job"])).model_dump(mode="json")
-            }
-        else:
-            answer = {"stopped": finish_worker(*request["finish"])}
-        answers.write(json.dumps(answer) + "\n")
-        answers.flush()
+        request = parse_report(line)
+        if request is None:
+            continue
+        if request.kind == WORK:
+            outcome = run_partition(PartitionJob(**request.fields["job"]))
+            report(PARTITION_DONE, stream=answers, outcome=outcome.model_dump(mode="json"))
+        elif request.kind == FINISH:
+            report(
+                WORKER_STOPPED,
+                stream=answers,
+                log=finish_worker(request.fields["run_id"], request.fields["worker"]),
+            )
     return 0
 
 
