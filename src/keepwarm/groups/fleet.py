@@ -36,7 +36,7 @@ from keepwarm.groups.fleet_file import (
     resolve_fleet_path,
 )
 from keepwarm.groups.namespace import ServiceSummary, list_services, stop_all, summarize
-from keepwarm.groups.parallel import catching, in_thread, in_threads, stop_services
+from keepwarm.groups.parallel import StoppedService, catching, in_thread, in_threads, stop_services
 from keepwarm.groups.starter import start_member
 from keepwarm.groups.workflow import WorkflowStatus, start_workflow
 
@@ -52,6 +52,7 @@ __all__ = [
     "Member",
     "ServiceSpec",
     "ServiceSummary",
+    "StoppedService",
     "WorkflowDefaults",
     "list_services",
     "load_fleet_file",
@@ -221,7 +222,7 @@ class Fleet:
             member.service, count or defaults.count, chosen, name=name, queue_only=queue_only
         )
 
-    def down(self, *, timeout: float | None = None) -> list[dict[str, str]]:
+    def down(self, *, timeout: float | None = None) -> list[StoppedService]:
         """Stop every member (enabled or not) that runs; one ``{service, app, message}`` per member."""
         services = {member.name: member.service for member in self.members}
         return stop_services(services, f"fleet {self.path.name}", timeout=timeout)
@@ -241,7 +242,7 @@ class Fleet:
         """``up`` in a worker thread."""
         return await in_thread(lambda: self.up(timeout=timeout))
 
-    async def adown(self, *, timeout: float | None = None) -> list[dict[str, str]]:
+    async def adown(self, *, timeout: float | None = None) -> list[StoppedService]:
         """``down`` in a worker thread."""
         return await in_thread(lambda: self.down(timeout=timeout))
 

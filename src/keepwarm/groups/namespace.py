@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from keepwarm.api import Service
 from keepwarm.env import Env, namespace_root
-from keepwarm.groups.parallel import stop_services
+from keepwarm.groups.parallel import StoppedService, stop_services
 from keepwarm.queue.layout import services_dir
 from keepwarm.service.gate import GateThresholds, evaluate_gate
 from keepwarm.service.report import QueueHealth
@@ -78,7 +78,7 @@ def stop_all(
     share_dir: str | os.PathLike[str] | None = None,
     *,
     timeout: float | None = None,
-) -> list[dict[str, str]]:
+) -> list[StoppedService]:
     """Stop every service of a namespace that is not stopped (``keepwarm down --all``), all at once,
     each as ``stop`` does; one ``{service, app, message}`` per service stopped."""
     running = {

@@ -5,13 +5,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 from keepwarm.api import Service
 from keepwarm.errors import FleetError, KeepwarmError
 
 T = TypeVar("T")
 M = TypeVar("M")
+
+
+class StoppedService(TypedDict):
+    """One service that ``down`` (or ``down --all``) stopped: its name, its app, and stop's message."""
+
+    service: str
+    app: str
+    message: str
 
 
 def in_threads(function: Callable[[M], T], items: list[M]) -> list[T]:
@@ -39,14 +47,14 @@ async def in_thread(function: Callable[[], T]) -> T:
     return await asyncio.to_thread(function)
 
 
-def stop_services(services: dict[str, Service], scope: str, *, timeout: float | None) -> list[dict[str, str]]:
+def stop_services(services: dict[str, Service], scope: str, *, timeout: float | None) -> list[StoppedService]:
     """Stop every service at once, each as ``stop`` does; one ``{service, app, message}`` per
     service (keyed by the names given). FleetError naming ``scope`` and each service that did not stop."""
 
-    def stop(named: tuple[str, Service]) -> dict[str, str]:
+    def stop(named: tuple[str, Service]) -> StoppedService:
         name, service = named
         outcome = service.stop(timeout=timeout)
-        return {"service": name, "app": service.env.app_target, "message": outcome["message"]}
+        return StoppedService(service=name, app=service.env.app_target, message=outcome["message"])
 
     results = in_threads(catching(stop), list(services.items()))
     errors = [
