@@ -48,7 +48,7 @@ from keepwarm.queue.taskqueue import TaskQueue, list_visible
 from keepwarm.runtime.heartbeat import read_heartbeat
 from keepwarm.service.control import Ack, AckOutcome, CommandArgs, StopArgs, send_command
 from keepwarm.service.leftovers import Leftovers
-from keepwarm.service.liveness import pid_alive
+from keepwarm.service.liveness import live_supervisor_state, pid_alive
 from keepwarm.service.supervisor import Supervisor, acquire_lock
 from keepwarm.settings import ClusterSettings
 
@@ -73,9 +73,8 @@ class StopOutcome(BaseModel):
 
 def live_supervisor(env: Env) -> SupervisorState:
     """The live supervisor's state, or ServiceNotRunning saying how to start it."""
-    record = read_service_record(env.service_dir / "service.json")
-    state = read_supervisor_state(env.service_dir / "supervisor.json")
-    if record is None or record.desired != "running" or state is None or not _supervisor_alive(state):
+    state = live_supervisor_state(env)  # desired running, and its supervisor alive (the strict rule)
+    if state is None:
         raise ServiceNotRunning(
             f"service {env.app_target!r} is not running",
             remedy=Remedy("start it", f"keepwarm start {env.app_target}", "start_service", _named(env)),
@@ -93,10 +92,6 @@ def command(env: Env, args: CommandArgs, timeout: float = 30.0) -> Ack:
     if not ack.ok:
         raise CommandRefused(f"{args.command} refused by the supervisor of {env.app_target}: {ack.message}")
     return ack
-
-
-def _supervisor_alive(state: SupervisorState) -> bool:
-    return state.host != os.uname().nodename or pid_alive(state.pid)
 
 
 def lock_path(env: Env) -> Path:
