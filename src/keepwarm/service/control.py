@@ -18,10 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from keepwarm._sys.atomic import write_atomic
 from keepwarm._sys.watch import IN_MOVED_TO, Watcher
 from keepwarm.errors import ControlTimeout
+from keepwarm.queue.layout import ACK_SUFFIX, COMMAND_SUFFIX
 from keepwarm.queue.task import utc_now
 
-COMMAND_SUFFIX = ".cmd.json"
-ACK_SUFFIX = ".ack.json"
 CommandName = Literal["stop", "drain", "scale", "restart", "rolling-restart", "cancel"]
 
 

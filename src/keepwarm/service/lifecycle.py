@@ -35,6 +35,7 @@ from keepwarm.errors import (
     ServiceStarting,
     ServiceStopTimeout,
 )
+from keepwarm.queue.layout import SUPERVISOR_LOG
 from keepwarm.queue.state import (
     ServiceRecord,
     SupervisorState,
@@ -95,7 +96,7 @@ def command(env: Env, args: CommandArgs, timeout: float = 30.0) -> Ack:
 
 
 def lock_path(env: Env) -> Path:
-    return env.service_dir / "service.lock"
+    return env.layout.lock
 
 
 def refuse_shared_writers(env: Env) -> None:
@@ -109,7 +110,7 @@ def refuse_shared_writers(env: Env) -> None:
     queue, root, problems = env.queue_dir, env.share_root, []
     above = [p for p in queue.parents if p == root or root in p.parents]  # up to the share, included
     for path in [
-        *(queue / name for name in ("pending", "running", "done", "failed", "heartbeats")),
+        *env.layout.queue.folders,
         queue,
         *above,
     ]:
@@ -139,7 +140,7 @@ def take_lock(env: Env) -> int | None:
     fd = acquire_lock(lock_path(env))
     if fd is not None:
         return fd
-    record = read_service_record(env.service_dir / "service.json")
+    record = read_service_record(env.layout.service_record)
     owner = record.supervisor if record else None
     if owner is None or owner.host != os.uname().nodename or pid_alive(owner.pid):
         return None
@@ -151,7 +152,7 @@ def take_lock(env: Env) -> int | None:
 
 
 def supervisor_log(env: Env) -> Path:
-    return env.log_dir / "supervisor.log"
+    return env.log_dir / SUPERVISOR_LOG
 
 
 def start_service(
@@ -166,7 +167,7 @@ def start_service(
     if fd is None:
         raise _already_running(env)
     incarnation = uuid.uuid4().hex[:12]
-    log_path = rotated(ensure_private_dir(env.log_dir) / "supervisor.log")
+    log_path = rotated(ensure_private_dir(env.log_dir) / SUPERVISOR_LOG)
     command = [
         sys.executable,
         "-m",
@@ -242,7 +243,7 @@ def wait_until_ready(env: Env, incarnation: str, pid: int, timeout: float) -> No
     """Block until the supervisor of ``incarnation`` reports every loop ready, or fail clearly."""
     queue = TaskQueue.for_env(env)
     deadline = time.monotonic() + timeout
-    state_path = env.service_dir / "supervisor.json"
+    state_path = env.layout.supervisor_state
     with Watcher([queue.heartbeats, env.service_dir], mask=IN_MOVED_TO) as watcher:
         while True:
             if not pid_alive(pid):
@@ -254,7 +255,7 @@ def wait_until_ready(env: Env, incarnation: str, pid: int, timeout: float) -> No
             if state is not None and state.incarnation == incarnation:
                 problems, ready = [], 0
                 for row in state.loops:
-                    beat = read_heartbeat(queue.heartbeats / f"{row.slot}.json")
+                    beat = read_heartbeat(queue.layout.heartbeat(row.slot))
                     if beat is not None and beat.incarnation == row.incarnation:
                         if beat.state in ("ready", "processing") and row.future_state == "running":
                             ready += 1
@@ -353,7 +354,7 @@ def _stop_without_supervisor(
 
 def _record_start_error(env: Env, message: str) -> None:
     """Keep a failed start visible: status says ``error`` until the next start or stop."""
-    path = env.service_dir / "service.json"
+    path = env.layout.service_record
     record = read_service_record(path)
     if record is not None:
         write_state(path, record.model_copy(update={"desired": "stopped", "start_error": message}))
@@ -366,7 +367,7 @@ def _already_running(env: Env) -> ServiceAlreadyRunning:
     lock; until then the file names no one, or the previous (dead) supervisor: that is waited for.
     """
     deadline = time.monotonic() + DEAD_LOCK_WAIT_SEC
-    record = read_service_record(env.service_dir / "service.json")
+    record = read_service_record(env.layout.service_record)
     owner = record.supervisor if record is not None and record.desired == "running" else None
     while owner is None or (owner.host == os.uname().nodename and not pid_alive(owner.pid)):
         if time.monotonic() > deadline:
@@ -381,7 +382,7 @@ def _already_running(env: Env) -> ServiceAlreadyRunning:
                 ),
             )
         time.sleep(0.02)
-        record = read_service_record(env.service_dir / "service.json")
+        record = read_service_record(env.layout.service_record)
         owner = record.supervisor if record is not None and record.desired == "running" else None
     return ServiceAlreadyRunning(
         f"service {env.app_target!r} is running (supervisor pid {owner.pid} on {owner.host})",

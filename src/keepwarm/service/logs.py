@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from keepwarm.queue.layout import SUPERVISOR_LOG, loop_log_name
+
 FOLLOW_POLL_SEC = 0.25
 
 
@@ -21,7 +23,9 @@ class LogChunk:
 def log_files(log_dir: Path, loop: str | None = None) -> list[Path]:
     """The logs that exist: ``loop``'s own, or the supervisor's then every loop's, by name."""
     names = (
-        [f"{loop}.log"] if loop else ["supervisor.log", *sorted(p.name for p in log_dir.glob("loop-*.log"))]
+        [loop_log_name(loop)]
+        if loop
+        else [SUPERVISOR_LOG, *sorted(p.name for p in log_dir.glob(loop_log_name("loop-*")))]
     )
     return [log_dir / name for name in names if (log_dir / name).is_file()]
 
