@@ -35,7 +35,7 @@ from keepwarm.errors import (
     ServiceStarting,
     ServiceStopTimeout,
 )
-from keepwarm.queue.layout import SUPERVISOR_LOG
+from keepwarm.queue.layout import SUPERVISOR_LOG, loop_log_name
 from keepwarm.queue.state import (
     ServiceRecord,
     SupervisorState,
@@ -262,7 +262,7 @@ def wait_until_ready(env: Env, incarnation: str, pid: int, timeout: float) -> No
                         elif beat.error:
                             problems.append(f"loop {row.slot}: {beat.error}")
                     elif row.restarts and row.last_reason:
-                        log = env.log_dir / f"{row.slot}.log"
+                        log = env.log_dir / loop_log_name(row.slot)
                         problems.append(
                             f"loop {row.slot} exited ({row.last_reason}); {log} ends with:\n{log_tail(log)}"
                         )
