@@ -5,20 +5,24 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from keepwarm._sys.logfiles import log_tail
+from keepwarm._sys.watch import IN_MOVED_TO, Watcher
 from keepwarm.api import Service
 from keepwarm.backends.cluster import read_keeper
-from keepwarm.backends.local import LoopProcess, spawn_loop, stop_loops, wait_ready
+from keepwarm.backends.local import LoopProcess, spawn_loop
 from keepwarm.env import Env
 from keepwarm.queue.state import SupervisorState, read_supervisor_state
 from keepwarm.queue.taskqueue import TaskQueue
-from keepwarm.service.liveness import pid_alive
+from keepwarm.runtime.heartbeat import read_heartbeat
 from keepwarm.service.lifecycle import stop_service
+from keepwarm.service.liveness import pid_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_APPS = ROOT / "examples" / "apps"
@@ -66,6 +70,62 @@ def write_app(tmp_path: Path, name: str, worker_code: str, settings: str = "") -
     (package / "worker.py").write_text(worker_code)
     (folder / "app_settings.toml").write_text(f'[app]\nworker = "{name}_code.worker:Worker"\n\n{settings}')
     return folder
+
+
+class LoopStartError(Exception):
+    """A loop started by a test did not become ready: its own error, or its log's last lines."""
+
+
+def wait_ready(env: Env, loops: list[LoopProcess], timeout: float) -> dict[str, float]:
+    """Block until every loop's heartbeat says ``ready``; returns each slot's start time (seconds).
+
+    Raises LoopStartError with the loop's own error if one exits or reports a failed start.
+    """
+    queue = TaskQueue.for_env(env).ensure()
+    deadline = time.monotonic() + timeout
+    waiting = {loop.slot: loop for loop in loops}
+    started: dict[str, float] = {}
+    with Watcher([queue.heartbeats], mask=IN_MOVED_TO) as watcher:
+        while waiting:
+            for slot, loop in list(waiting.items()):
+                beat = read_heartbeat(queue.layout.heartbeat(slot))
+                if beat is not None and beat.incarnation == loop.incarnation:
+                    if beat.state in ("ready", "processing"):
+                        started[slot] = beat.start_sec or 0.0
+                        del waiting[slot]
+                        continue
+                    if beat.error:
+                        raise LoopStartError(f"loop {slot} of {env.app_target} failed: {beat.error}")
+                if loop.process.poll() is not None:
+                    raise LoopStartError(
+                        f"loop {slot} of {env.app_target} exited with code {loop.process.returncode} "
+                        f"before it was ready; its log ({loop.log_path}) ends with:\n"
+                        f"{log_tail(loop.log_path)}"
+                    )
+            left = deadline - time.monotonic()
+            if waiting and left <= 0:
+                names = ", ".join(sorted(waiting))
+                raise LoopStartError(
+                    f"loops {names} of {env.app_target} not ready after {timeout}s; "
+                    f"see their logs in {env.log_dir}"
+                )
+            if waiting:
+                watcher.wait(min(left, 0.1))
+    return started
+
+
+def stop_loops(loops: list[LoopProcess], timeout: float) -> None:
+    """SIGTERM every loop (each finishes its current task), then SIGKILL what is left at ``timeout``."""
+    for loop in loops:
+        if loop.process.poll() is None:
+            loop.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for loop in loops:
+        try:
+            loop.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            loop.process.kill()
+            loop.process.wait()
 
 
 class Loops:

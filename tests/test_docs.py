@@ -225,7 +225,7 @@ def test_python_examples_run(page: Path, tmp_path: Path) -> None:
     blocks = python_blocks(page)
     source = "".join(b.source for b in blocks)
     if "spawn_loop(" in source:
-        assert "stop_loops(" in source, f"{page.name} starts loops but never stops them"
+        assert ".stop()" in source, f"{page.name} starts loops but never stops them"
     payload = tmp_path / "blocks.json"
     payload.write_text(json.dumps([[b.line, b.source] for b in blocks]), encoding="utf-8")
     relative = str(page.relative_to(ROOT))

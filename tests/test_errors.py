@@ -19,7 +19,6 @@ PACKAGE = Path(keepwarm.__file__).parent
 # Exception classes allowed outside errors.py, and why.
 DEFINED_ELSEWHERE = {
     ("cli/common.py", "UserError"),  # the CLI's own bad-argument signal, caught by the CLI itself
-    ("backends/local.py", "LoopStartError"),  # a test helper's error, on its way to tests/
 }
 
 PART_BASES = (

@@ -1,31 +1,22 @@
-"""The local backend's processes: one OS process per loop, started, awaited ready, and stopped."""
+"""The local backend: one OS process per loop on this host, a child of the supervisor."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from keepwarm._sys.child import child_command, flag
 from keepwarm._sys.dirs import ensure_private_dir
-from keepwarm._sys.logfiles import log_tail, rotated
+from keepwarm._sys.logfiles import rotated
 from keepwarm._sys.procs import process_alive, signal_quietly
-from keepwarm._sys.watch import IN_MOVED_TO, Watcher
 from keepwarm.backends.base import LoopBackend, LoopHandle
 from keepwarm.env import Env, app_python
-from keepwarm.errors import KeepwarmError
 from keepwarm.queue.layout import loop_log_name
-from keepwarm.queue.taskqueue import TaskQueue
-from keepwarm.runtime.heartbeat import read_heartbeat
 from keepwarm.runtime.loop import new_incarnation
-
-
-class LoopStartError(KeepwarmError):
-    """A loop did not become ready: its own error, or its log's last lines."""
 
 
 @dataclass
@@ -117,55 +108,3 @@ def spawn_loop(
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     return LoopProcess(slot, incarnation, process, log_path)
-
-
-def wait_ready(env: Env, loops: list[LoopProcess], timeout: float) -> dict[str, float]:
-    """Block until every loop's heartbeat says ``ready``; returns each slot's start time (seconds).
-
-    Raises LoopStartError with the loop's own error if one exits or reports a failed start.
-    """
-    queue = TaskQueue.for_env(env).ensure()
-    deadline = time.monotonic() + timeout
-    waiting = {loop.slot: loop for loop in loops}
-    started: dict[str, float] = {}
-    with Watcher([queue.heartbeats], mask=IN_MOVED_TO) as watcher:
-        while waiting:
-            for slot, loop in list(waiting.items()):
-                beat = read_heartbeat(queue.layout.heartbeat(slot))
-                if beat is not None and beat.incarnation == loop.incarnation:
-                    if beat.state in ("ready", "processing"):
-                        started[slot] = beat.start_sec or 0.0
-                        del waiting[slot]
-                        continue
-                    if beat.error:
-                        raise LoopStartError(f"loop {slot} of {env.app_target} failed: {beat.error}")
-                if loop.process.poll() is not None:
-                    raise LoopStartError(
-                        f"loop {slot} of {env.app_target} exited with code {loop.process.returncode} "
-                        f"before it was ready; its log ({loop.log_path}) ends with:\n"
-                        f"{log_tail(loop.log_path)}"
-                    )
-            left = deadline - time.monotonic()
-            if waiting and left <= 0:
-                names = ", ".join(sorted(waiting))
-                raise LoopStartError(
-                    f"loops {names} of {env.app_target} not ready after {timeout}s; "
-                    f"see their logs in {env.log_dir}"
-                )
-            if waiting:
-                watcher.wait(min(left, 0.1))
-    return started
-
-
-def stop_loops(loops: list[LoopProcess], timeout: float) -> None:
-    """SIGTERM every loop (each finishes its current task), then SIGKILL what is left at ``timeout``."""
-    for loop in loops:
-        if loop.process.poll() is None:
-            loop.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for loop in loops:
-        try:
-            loop.process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            loop.process.kill()
-            loop.process.wait()

@@ -11,6 +11,7 @@ from keepwarm.api import Service
 from keepwarm.env import Env, namespace_root
 from keepwarm.groups.parallel import StoppedService, stop_services
 from keepwarm.queue.layout import services_dir
+from keepwarm.queue.state import ServiceStatus
 from keepwarm.service.gate import GateThresholds, evaluate_gate
 from keepwarm.service.report import QueueHealth
 
@@ -53,7 +54,7 @@ def summarize(service: Service, name: str | None = None, *, enabled: bool = True
         namespace=report.namespace,
         enabled=enabled,
         status=report.status,
-        ready=report.status in ("running", "idle"),
+        ready=report.status in (ServiceStatus.RUNNING, ServiceStatus.IDLE),
         loops=len(report.worker_health),
         loops_healthy=report.workers_healthy_count,
         supervisor_pid=report.supervisor.pid if report.supervisor.alive else None,
