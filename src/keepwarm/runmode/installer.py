@@ -19,8 +19,6 @@ pip's output streams through ``on_output`` and is kept in ``<log_dir>/install.lo
 
 from __future__ import annotations
 
-import argparse
-import json
 import subprocess
 import sys
 import sysconfig
@@ -33,6 +31,7 @@ from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from keepwarm._sys.child import child_command, child_parser, last_report, report
 from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm.env import Env, venv_dir, venv_python
 from keepwarm.errors import AppError, CythonBuildError, InstallError, KeepwarmError
@@ -43,6 +42,8 @@ PYPROJECT_FILE = "pyproject.toml"
 LAYER_FILE = "_keepwarm_base.pth"
 STEPS = ("environment", "dependencies", "check", "cython", "dask")
 PIP_TIMEOUT_SEC = 1800
+CHILD_MODULE = "keepwarm.runmode.installer"  # the check, run in the app's interpreter
+APP_CHECKED, CHECK_FAILED = "app-checked", "check-failed"  # what it reports
 
 StepState = Literal["start", "done", "skipped", "failed"]
 StepCallback = Callable[[str, StepState, str], None]
@@ -269,25 +270,15 @@ def _dependencies(steps: _Installer, python: Path) -> list[str]:
 def _check(steps: _Installer, python: Path) -> dict[str, Any]:
     env = steps.env
     steps.start("check", "entry points, [args], manager")
-    command = [
-        str(python),
-        "-m",
-        "keepwarm.runmode.installer",
-        "--check",
-        str(env.app_dir),
-        "--share-dir",
-        str(env.share_root),
-        "--namespace",
-        env.namespace,
-    ]
+    command = child_command(CHILD_MODULE, env=env, python=python)
     done = subprocess.run(command, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
-    try:
-        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
+    answer = last_report(done.stdout, APP_CHECKED, CHECK_FAILED)
+    if answer is None:
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])
-        raise steps.fail("check", f"the check in {python} exited {done.returncode}: {tail}") from None
-    if "error" in result:
-        raise steps.fail("check", str(result["error"]))
+        raise steps.fail("check", f"the check in {python} exited {done.returncode}: {tail}")
+    if answer.kind == CHECK_FAILED:
+        raise steps.fail("check", str(answer.fields["error"]))
+    result: dict[str, Any] = answer.fields["check"]
     manager = result["manager"] or "none (service mode only)"
     steps.end("check", "done", f"worker {result['worker']}, manager {manager}")
     return result
@@ -388,18 +379,15 @@ def _explained(env: Env, exc: AppError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keepwarm.runmode.installer")
-    parser.add_argument("--check", required=True, metavar="APP_DIR")
-    parser.add_argument("--share-dir")
-    parser.add_argument("--namespace")
-    options = parser.parse_args(argv)
+    """``python -m keepwarm.runmode.installer``: ``check_app`` in the app's interpreter, its result (or
+    why it failed) reported on stdout."""
+    options = child_parser(CHILD_MODULE, "check the app in this interpreter").parse_args(argv)
     try:
-        env = Env(options.check, share_dir=options.share_dir, namespace=options.namespace)
-        result = check_app(env)
+        result = check_app(Env.of_child(options))
     except KeepwarmError as exc:
-        print(json.dumps({"error": str(exc)}))
+        report(CHECK_FAILED, error=str(exc))
         return 1
-    print(json.dumps(result, default=str))
+    report(APP_CHECKED, check=result)
     return 0
 
 
