@@ -27,7 +27,7 @@ from keepwarm.runmode.benchmark import benchmark
 from keepwarm.runmode.data import export_columns, find_run, read_table
 from keepwarm.runmode.modes import RunMode, available_benchmark_modes
 from keepwarm.runmode.plan import IMBALANCE_LIMIT, load_plan, move_partition, plan_path, render_tree
-from keepwarm.runmode.runner import RunEvent
+from keepwarm.runmode.record import RunEvent
 from keepwarm.runmode.scaffold import init_app
 
 from .conftest import copy_app

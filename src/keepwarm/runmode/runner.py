@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from keepwarm.env import Env, app_python, venv_dir
-from keepwarm.errors import RunError
 from keepwarm.runmode.contained import child_main, run_in_child
 from keepwarm.runmode.modes import RunMode, require_available, settings_mode
-from keepwarm.runmode.record import RUN_RECORD, EventCallback, RunEvent, RunReport
+from keepwarm.runmode.record import EventCallback, RunEvent, RunReport
 from keepwarm.runmode.steps import RunJob
 
-__all__ = ["RUN_RECORD", "EventCallback", "RunError", "RunEvent", "RunReport", "run"]
+__all__ = ["EventCallback", "RunEvent", "RunReport", "run"]  # the types of run()'s signature, from record.py
 
 
 def run(
