@@ -29,7 +29,7 @@ from keepwarm.service.control import (
     acknowledge,
     pending_commands,
 )
-from keepwarm.service.slots import slot_index, slot_name
+from keepwarm.service.slots import EndedTask, slot_index, slot_name
 
 if TYPE_CHECKING:
     from keepwarm.service.slots import Slot
@@ -175,8 +175,8 @@ def _cancel_running(supervisor: Supervisor, slot: Slot, args: CancelArgs) -> lis
         if in_loop:
             (owner / f"{CANCEL_MARKER}{task_id}").touch()
         else:
-            slot.fail_tasks[task_id] = "cancelled"
-    if any(status == "cancelled" for status in slot.fail_tasks.values()):
+            slot.fail_tasks[task_id] = EndedTask.CANCELLED
+    if EndedTask.CANCELLED in slot.fail_tasks.values():
         supervisor.kill(slot, RestartReason.LOOP_CANCELLED)
     return running
 

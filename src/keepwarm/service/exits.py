@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from keepwarm.queue.state import RestartEntry, RestartReason, is_planned
+from keepwarm.queue.state import RestartEntry, is_planned
 from keepwarm.queue.taskqueue import TaskQueue, list_visible, task_id_from_name, terminal_record
 from keepwarm.service import policy
+from keepwarm.service.slots import EndedTask
 
 if TYPE_CHECKING:
     from keepwarm.service.slots import Slot
@@ -101,7 +102,7 @@ def settle_claims(queue: TaskQueue, slot: Slot, owner: Path, reason: str, *, cou
         task = queue.load_claimed(owner / name)
         if task is None:
             continue
-        timed_out = status == RestartReason.TASK_TIMEOUT
+        timed_out = status is EndedTask.TASK_TIMEOUT
         error = (
             f"task-timeout: ran past its timeout of {task.timeout_sec}s"
             if timed_out

@@ -30,6 +30,13 @@ class SlotPhase(StrEnum):
     KILLED = "killed"  # killed; waiting to see it gone
 
 
+class EndedTask(StrEnum):
+    """Why keepwarm itself ended a running task (its loop is killed; the event is named so)."""
+
+    TASK_TIMEOUT = "task-timeout"  # published as failed
+    CANCELLED = "cancelled"  # published as cancelled
+
+
 def slot_name(index: int) -> str:
     """The name of the slot at ``index`` (``loop-0``, ``loop-1``, ...)."""
     return f"loop-{index}"
@@ -55,7 +62,7 @@ class Slot:
     crashes: int = 0
     healthy_since: float | None = None
     retiring: bool = False  # scaled down: the slot goes once its loop is gone
-    fail_tasks: dict[str, str] = field(default_factory=dict)  # task_id -> terminal status to publish
+    fail_tasks: dict[str, EndedTask] = field(default_factory=dict)  # published once the loop is gone
     tasks_seen: int = 0
 
     @property

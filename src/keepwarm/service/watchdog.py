@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from keepwarm.queue.state import ConditionKind, RestartReason
 from keepwarm.queue.task import epoch_of
 from keepwarm.service import policy
-from keepwarm.service.slots import SlotPhase
+from keepwarm.service.slots import EndedTask, SlotPhase
 
 if TYPE_CHECKING:
     from keepwarm.runtime.heartbeat import Heartbeat
@@ -75,7 +75,7 @@ def _judge_beat(supervisor: Supervisor, slot: Slot, beat: Heartbeat, now_wall: f
             task_timeout_sec=beat.task_timeout_sec,
             heartbeat_interval_sec=supervisor.settings.heartbeat_interval_sec,
         ):
-            slot.fail_tasks[beat.task_id] = str(RestartReason.TASK_TIMEOUT)
+            slot.fail_tasks[beat.task_id] = EndedTask.TASK_TIMEOUT
             supervisor.kill(slot, RestartReason.TASK_TIMEOUT)
             return
     if policy.over_memory_limit(beat.rss_bytes, supervisor.settings.max_memory_mb):
