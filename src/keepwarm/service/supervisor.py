@@ -33,7 +33,6 @@ from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
 from keepwarm.queue.state import (
     Condition,
-    ConditionKind,
     LoopRow,
     RestartEntry,
     RestartReason,
@@ -49,7 +48,7 @@ from keepwarm.service.exits import loop_exited
 from keepwarm.service.leftovers import Leftovers
 from keepwarm.service.publish import Publisher
 from keepwarm.service.slots import Slot, SlotPhase, slot_name
-from keepwarm.service.watchdog import check_loops
+from keepwarm.service.watchdog import check_backend, check_loops
 
 log = logging.getLogger("keepwarm.service.supervisor")
 
@@ -88,7 +87,7 @@ class Supervisor:
         self.publisher = Publisher(self)
         self.stop_timeout = self.settings.stop_timeout_sec
         self._stop_requested = False
-        self._backend_lost_at: float | None = None
+        self.backend_lost_at: float | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.tick = min(max(self.settings.heartbeat_interval_sec / 2, 0.05), 1.0)
 
@@ -143,7 +142,7 @@ class Supervisor:
                 self._start_due()
                 self._advance_rolling()
                 self._check_drain()
-                self._check_backend(time.monotonic())
+                check_backend(self, time.monotonic())
                 self.publisher.periodic()
         self._shutdown()
         return 1 if self.failure else 0
@@ -295,7 +294,7 @@ class Supervisor:
             self.orphan_backend.retire()  # the backend of the previous start, now unused
             self.orphan_backend = self.backend
 
-    # ------------------------------------------------------------------ rolling restart, drain, backend
+    # ------------------------------------------------------------------ rolling restart, drain
 
     def _advance_rolling(self) -> None:
         if not self.rolling or self.mode != "running":
@@ -322,24 +321,6 @@ class Supervisor:
             if counts.pending == 0 and counts.running == 0:
                 log.info("drained: no pending or running task; stopping")
                 self._stop_requested = True
-
-    def _check_backend(self, now: float) -> None:
-        """A backend that stays unusable (the Dask scheduler gone) for a heartbeat timeout ends the
-        supervisor with an error: status says ``error`` and the next ``start`` recovers."""
-        problem = self.backend.check()
-        self.conditions = [c for c in self.conditions if c.kind is not ConditionKind.CLUSTER]
-        if problem is None:
-            self._backend_lost_at = None
-            return
-        self.conditions.append(Condition(ConditionKind.CLUSTER, problem))
-        if self._backend_lost_at is None:
-            self._backend_lost_at = now
-            log.error(
-                "%s; giving up in %ss unless it comes back", problem, self.settings.heartbeat_timeout_sec
-            )
-        elif now - self._backend_lost_at > self.settings.heartbeat_timeout_sec:
-            self.failure = problem
-            self._stop_requested = True
 
     # ------------------------------------------------------------------ shutdown
 

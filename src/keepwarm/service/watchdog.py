@@ -1,16 +1,18 @@
-"""The supervisor's watch over its live loops: each heartbeat judged, and acted on.
+"""The supervisor's watch over its live loops (each heartbeat judged, and acted on) and its backend.
 
 A loop that never beats or stops beating is killed (not while the share cannot be written: then
 heartbeats prove nothing); a task past its timeout kills its loop; a loop over its memory limit is
-retired after its task. The thresholds are ``policy``'s.
+retired after its task. The thresholds are ``policy``'s. A backend that stays unusable for a
+heartbeat timeout ends the supervisor with an error.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 
-from keepwarm.queue.state import ConditionKind, RestartReason
+from keepwarm.queue.state import Condition, ConditionKind, RestartReason
 from keepwarm.queue.task import epoch_of
 from keepwarm.service import policy
 from keepwarm.service.slots import EndedTask, SlotPhase
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
     from keepwarm.runtime.heartbeat import Heartbeat
     from keepwarm.service.slots import Slot
     from keepwarm.service.supervisor import Supervisor
+
+log = logging.getLogger("keepwarm.service.supervisor")
 
 
 def check_loops(supervisor: Supervisor) -> None:
@@ -80,3 +84,22 @@ def _judge_beat(supervisor: Supervisor, slot: Slot, beat: Heartbeat, now_wall: f
             return
     if policy.over_memory_limit(beat.rss_bytes, supervisor.settings.max_memory_mb):
         supervisor.retire(slot, RestartReason.MEMORY_LIMIT)
+
+
+def check_backend(supervisor: Supervisor, now: float) -> None:
+    """A backend that stays unusable (the Dask scheduler gone) for a heartbeat timeout ends the
+    supervisor with an error: status says ``error`` and the next ``start`` recovers."""
+    problem = supervisor.backend.check()
+    supervisor.conditions = [c for c in supervisor.conditions if c.kind is not ConditionKind.CLUSTER]
+    if problem is None:
+        supervisor.backend_lost_at = None
+        return
+    supervisor.conditions.append(Condition(ConditionKind.CLUSTER, problem))
+    if supervisor.backend_lost_at is None:
+        supervisor.backend_lost_at = now
+        log.error(
+            "%s; giving up in %ss unless it comes back", problem, supervisor.settings.heartbeat_timeout_sec
+        )
+    elif now - supervisor.backend_lost_at > supervisor.settings.heartbeat_timeout_sec:
+        supervisor.failure = problem
+        supervisor.request_stop()
