@@ -1,4 +1,4 @@
-"""What the supervisor asks of a backend and of each loop it runs, and ``make_backend`` to pick one.
+"""What the supervisor asks of a backend and of each loop it runs.
 
 A backend places loops somewhere (OS processes of this host: ``local``; Dask workers: ``dask``) and
 hands back a ``LoopHandle`` per loop. The supervisor drives every backend through these two protocols
@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from keepwarm.env import Env
     from keepwarm.queue.state import ClusterRecord
 
 
@@ -90,14 +89,3 @@ class LoopBackend(Protocol):
     def retire(self) -> None:
         """A later start chose another backend: release what an earlier start of this one left."""
         return None
-
-
-def make_backend(env: Env, name: str | None = None) -> LoopBackend:
-    """The backend named (else ``[cluster] backend``): Dask is imported only when it is chosen."""
-    if (name or env.settings.cluster.backend) == "dask":
-        from keepwarm.backends.dask import DaskBackend
-
-        return DaskBackend(env)
-    from keepwarm.backends.local import LocalBackend
-
-    return LocalBackend(env)

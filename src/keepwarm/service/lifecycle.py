@@ -23,7 +23,7 @@ from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm._sys.logfiles import log_tail, rotated
 from keepwarm._sys.procs import signal_quietly
 from keepwarm._sys.watch import IN_MOVED_TO, Watcher
-from keepwarm.backends.base import make_backend
+from keepwarm.backends import make_backend
 from keepwarm.env import Env
 from keepwarm.errors import (
     CommandRefused,

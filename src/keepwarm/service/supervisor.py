@@ -28,7 +28,8 @@ from typing import Literal
 
 from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm._sys.watch import IN_MOVED_TO, Watcher
-from keepwarm.backends.base import LoopBackend, LoopHandle, make_backend
+from keepwarm.backends import make_backend
+from keepwarm.backends.base import LoopBackend, LoopHandle
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
 from keepwarm.queue.state import (
