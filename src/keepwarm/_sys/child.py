@@ -77,6 +77,14 @@ def report(kind: str, *, stream: IO[str] | None = None, **fields: Any) -> None:
     out.flush()
 
 
+def keep_stdout_for_reports() -> IO[str]:
+    """A child's stdout, kept for its reports, while file descriptor 1 goes to stderr from now on:
+    what the app (or a library) writes to fd 1 lands among its other output, never among the reports."""
+    reports = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    return reports
+
+
 def parse_report(line: str) -> ChildReport | None:
     """The report on ``line``, or None when the line is not one."""
     text = line.strip()

@@ -9,7 +9,6 @@ what it was working on.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,15 @@ import threading
 import time
 from pathlib import Path
 
-from keepwarm._sys.child import child_command, child_parser, flag, last_report, parse_report, report
+from keepwarm._sys.child import (
+    child_command,
+    child_parser,
+    flag,
+    keep_stdout_for_reports,
+    last_report,
+    parse_report,
+    report,
+)
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError, RunError
 from keepwarm.queue.task import utc_now
@@ -109,8 +116,7 @@ def child_main(argv: list[str] | None = None) -> int:
     def forward(event: RunEvent) -> None:
         report(EVENT, stream=sys.stderr, event=event.to_json_dict())
 
-    with os.fdopen(os.dup(1), "w", encoding="utf-8") as report_out:
-        os.dup2(2, 1)  # what the app writes to fd 1 goes to the log (stderr), not into the report
+    with keep_stdout_for_reports() as report_out:  # what the app writes to fd 1 goes to the log
         try:
             env = Env.of_child(options)
             args = json.loads(options.args) if options.args else None

@@ -24,7 +24,14 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
-from keepwarm._sys.child import child_command, child_parser, parse_report, report, report_line
+from keepwarm._sys.child import (
+    child_command,
+    child_parser,
+    keep_stdout_for_reports,
+    parse_report,
+    report,
+    report_line,
+)
 from keepwarm._sys.procs import set_parent_death_signal
 from keepwarm.errors import PoolProcessDied
 from keepwarm.runmode.batch import PartitionJob, PartitionOutcome, WorkerLog, finish_worker, run_partition
@@ -181,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, required=True)
     options = parser.parse_args(argv)
     set_parent_death_signal(options.parent_pid)
-    answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)  # what the app writes to fd 1 goes to the log, not into the answers
+    answers = keep_stdout_for_reports()  # what the app writes to fd 1 goes to the log
     for line in sys.stdin:
         request = parse_report(line)
         if request is None:
