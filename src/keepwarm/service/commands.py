@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,7 +69,7 @@ def obey_commands(supervisor: Supervisor) -> None:
 def obey(supervisor: Supervisor, command: Command) -> Ack:
     """Carry out one command meant for this supervisor; a supervisor never dies of a command."""
     try:
-        ok, outcome, message, result = _handle(supervisor, command.arguments())
+        reply = _handle(supervisor, command.arguments())
     except (KeyError, ValueError, TypeError, KeepwarmError) as exc:
         return Ack(
             id=command.id, command=command.command, ok=False, outcome=AckOutcome.INVALID, message=str(exc)
@@ -78,19 +79,32 @@ def obey(supervisor: Supervisor, command: Command) -> Ack:
         return Ack(
             id=command.id, command=command.command, ok=False, outcome=AckOutcome.FAILED, message=repr(exc)
         )
-    return Ack(id=command.id, command=command.command, ok=ok, outcome=outcome, message=message, result=result)
+    return Ack(
+        id=command.id,
+        command=command.command,
+        ok=True,
+        outcome=reply.outcome,
+        message=reply.message,
+        result=reply.result,
+    )
 
 
-_Answer = tuple[bool, AckOutcome, str, dict[str, object]]
+@dataclass(frozen=True)
+class _Reply:
+    """What a handler that carried its command out tells the sender."""
+
+    outcome: AckOutcome
+    message: str
+    result: dict[str, object] = field(default_factory=dict)
 
 
-def _handle(supervisor: Supervisor, args: CommandArgs) -> _Answer:
+def _handle(supervisor: Supervisor, args: CommandArgs) -> _Reply:
     match args:
         case StopArgs():
             return _stop(supervisor, args)
         case DrainArgs():
             supervisor.mode = "draining"
-            return True, AckOutcome.ACCEPTED, "serving until pending and running are empty, then stopping", {}
+            return _Reply(AckOutcome.ACCEPTED, "serving until pending and running are empty, then stopping")
         case ScaleArgs():
             return _scale(supervisor, args)
         case RestartArgs():
@@ -99,21 +113,21 @@ def _handle(supervisor: Supervisor, args: CommandArgs) -> _Answer:
             supervisor.rolling = sorted(supervisor.slots, key=slot_index)
             supervisor.rolling_current = None
             message = f"restarting {len(supervisor.rolling)} loops one at a time"
-            return True, AckOutcome.ACCEPTED, message, {}
+            return _Reply(AckOutcome.ACCEPTED, message)
         case CancelArgs():
             return _cancel(supervisor, args)
 
 
-def _stop(supervisor: Supervisor, args: StopArgs) -> _Answer:
+def _stop(supervisor: Supervisor, args: StopArgs) -> _Reply:
     if args.timeout is not None:
         supervisor.stop_timeout = args.timeout
     if args.shutdown is not None:
         supervisor.shutdown_cluster = args.shutdown
     supervisor.request_stop()
-    return True, AckOutcome.ACCEPTED, "stopping", {}
+    return _Reply(AckOutcome.ACCEPTED, "stopping")
 
 
-def _scale(supervisor: Supervisor, args: ScaleArgs) -> _Answer:
+def _scale(supervisor: Supervisor, args: ScaleArgs) -> _Reply:
     target = args.slots
     if not 1 <= target <= MAX_SLOTS:
         raise ValueError(f"slots must be between 1 and {MAX_SLOTS}, got {target}")
@@ -132,24 +146,24 @@ def _scale(supervisor: Supervisor, args: ScaleArgs) -> _Answer:
             else:
                 supervisor.drop_slot(slot)
     supervisor.publisher.write_record("running")
-    return True, AckOutcome.DONE, f"{before} -> {target} loops", {"from": before, "to": target}
+    return _Reply(AckOutcome.DONE, f"{before} -> {target} loops", {"from": before, "to": target})
 
 
-def _restart(supervisor: Supervisor, args: RestartArgs) -> _Answer:
+def _restart(supervisor: Supervisor, args: RestartArgs) -> _Reply:
     slot = supervisor.slots.get(args.slot)
     if slot is None:
         raise ValueError(f"no slot {args.slot!r}; slots: {', '.join(sorted(supervisor.slots))}")
     supervisor.retire(slot, RestartReason.OPERATOR_RESTART)
-    return True, AckOutcome.ACCEPTED, f"restarting {args.slot}", {}
+    return _Reply(AckOutcome.ACCEPTED, f"restarting {args.slot}")
 
 
-def _cancel(supervisor: Supervisor, args: CancelArgs) -> _Answer:
+def _cancel(supervisor: Supervisor, args: CancelArgs) -> _Reply:
     cancelled = supervisor.queue.cancel(args.task_ids, args.execution_id)
     running: list[str] = []
     for slot in supervisor.slots.values():
         running += _cancel_running(supervisor, slot, args)
     message = f"cancelled {len(cancelled)} pending and {len(running)} running"
-    return True, AckOutcome.DONE, message, {"cancelled": cancelled, "running_cancelled": running}
+    return _Reply(AckOutcome.DONE, message, {"cancelled": cancelled, "running_cancelled": running})
 
 
 def _cancel_running(supervisor: Supervisor, slot: Slot, args: CancelArgs) -> list[str]:
