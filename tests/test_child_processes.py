@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from keepwarm._sys.child import (
@@ -48,6 +49,12 @@ def test_a_marker_tells_a_reused_pid_from_the_process_that_carries_it() -> None:
     marker = "keepwarm-marker-5f3a"
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", marker])
     try:
+        # Until its exec completes, a new process has an empty command line, which counts as running
+        # (as for a process that is exiting): compare markers once the command line is there.
+        command = Path(f"/proc/{child.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while not command.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert process_alive(child.pid, marker)
         assert not process_alive(child.pid, "another-incarnation")
     finally:
