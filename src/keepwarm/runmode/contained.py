@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 from keepwarm._sys.child import (
     child_command,
@@ -42,28 +43,21 @@ EVENT, DONE, FAILED = "run-event", "run-done", "run-failed"
 def run_in_child(job: RunJob, python: Path) -> RunReport:
     """The run in a child process of ``python``, its log streamed back; a child that exits without
     its report is a failed run, recorded here."""
-    options = ["--mode", str(job.mode.bits), "--run-id", job.run_id, *flag("--workers", job.workers or None)]
-    options += flag("--args", json.dumps(job.args) if job.args else None)
-    options += flag("--scheduler", job.scheduler or None)
-    command = child_command(CHILD_MODULE, *options, env=job.env, python=python)
     started_at, began = utc_now(), time.perf_counter()
     output: list[str] = []
-    last_line = ""
     with job.logging():
         with subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            _child_command(job, python),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         ) as process:
             assert process.stdout is not None and process.stderr is not None
             stdout = process.stdout
             reader = threading.Thread(target=lambda: output.append(stdout.read()))
             reader.start()
-            for line in process.stderr:
-                event = parse_report(line)
-                if event is None or event.kind != EVENT:  # the interpreter's own words: a crash, a warning
-                    last_line = line.strip() or last_line
-                    job.log.emit("app", line.rstrip("\n"))
-                    continue
-                job.log.forward(RunEvent.from_json_dict(event.fields["event"]))
+            last_line = _relay_log(process.stderr, job)
             reader.join()
             code = process.wait()
         answer = last_report("".join(output), DONE, FAILED)
@@ -74,6 +68,26 @@ def run_in_child(job: RunJob, python: Path) -> RunReport:
         plan = plan_of_run(job.output_dir)
         error = describe_death(job, python, process.pid, code, last_line, plan)
         return job.conclude(job.report(plan, job.env.app_dir, started_at, time.perf_counter() - began, error))
+
+
+def _child_command(job: RunJob, python: Path) -> list[str]:
+    options = ["--mode", str(job.mode.bits), "--run-id", job.run_id, *flag("--workers", job.workers or None)]
+    options += flag("--args", json.dumps(job.args) if job.args else None)
+    options += flag("--scheduler", job.scheduler or None)
+    return child_command(CHILD_MODULE, *options, env=job.env, python=python)
+
+
+def _relay_log(stderr: IO[str], job: RunJob) -> str:
+    """Pass the child's events on and log every other line it writes; returns its last such line."""
+    last_line = ""
+    for line in stderr:
+        event = parse_report(line)
+        if event is None or event.kind != EVENT:  # the interpreter's own words: a crash, a warning
+            last_line = line.strip() or last_line
+            job.log.emit("app", line.rstrip("\n"))
+            continue
+        job.log.forward(RunEvent.from_json_dict(event.fields["event"]))
+    return last_line
 
 
 def describe_death(
