@@ -1,5 +1,5 @@
-"""Processes of this host: whether one still runs, signals to one that may be gone, and a child
-that ends with its parent."""
+"""Processes of this host: whether one still runs, signals to one that may be gone, a child that
+ends with its parent, and this process's memory."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import sys
 
 _PF_KTHREAD = 0x00200000  # /proc/<pid>/stat flags: a kernel thread
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def process_alive(pid: int | None, marker: str = "") -> bool:
@@ -70,3 +71,12 @@ def set_parent_death_signal(parent_pid: int) -> None:
     die_with_parent()
     if os.getppid() != parent_pid:
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def rss_bytes() -> int | None:
+    """This process's resident memory in bytes (None where ``/proc`` cannot tell)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return None

@@ -14,10 +14,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from keepwarm._sys.atomic import write_atomic
+from keepwarm._sys.procs import rss_bytes
 from keepwarm.queue.task import utc_now
 
 HeartbeatState = Literal["starting", "ready", "processing", "stopping", "stopped"]
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 class Heartbeat(BaseModel):
@@ -41,14 +41,6 @@ class Heartbeat(BaseModel):
     storage_error: str | None = None
     stop_reason: str | None = None
     cancels_in_loop: bool = False  # an async loop cancels a running task itself
-
-
-def rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            return int(statm.read().split()[1]) * _PAGE_SIZE
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 class HeartbeatWriter:
