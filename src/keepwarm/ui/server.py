@@ -7,7 +7,6 @@ killed (Linux's parent-death signal).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -20,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from keepwarm._sys.procs import die_with_parent
 from keepwarm.errors import PageNotServing
 
 ADDRESS = "127.0.0.1"
@@ -96,12 +96,6 @@ def wait_until_serving(
         delay = min(delay * 2, 0.5)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-
-
 def start_server(apps_path: Path | None, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """Start the server (its output on our stderr) and return it with the page's URL, not yet waited for."""
     chosen = port or free_port()
@@ -110,7 +104,7 @@ def start_server(apps_path: Path | None, port: int | None = None) -> tuple[subpr
         env=page_environment(apps_path),
         stdin=subprocess.DEVNULL,
         stdout=sys.stderr.fileno(),
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 - the CLI's main thread spawns it, once
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - the CLI's main thread spawns it, once
     )
     return process, page_url(chosen)
 
