@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keepwarm.errors import RunError
+from keepwarm.runmode.appcode import borrowed_imports
 from keepwarm.runmode.batch import (
     PartitionJob,
     PartitionOutcome,
     WorkerLog,
-    borrowed_imports,
     finish_worker,
     run_partition,
 )

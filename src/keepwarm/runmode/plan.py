@@ -130,7 +130,7 @@ def run_args(app: App, overrides: dict[str, Any] | None) -> tuple[Any, dict[str,
 def build_plan(env: Env, *, workers: int | None = None, args: dict[str, Any] | None = None) -> SavedPlan:
     """Call the manager's ``build_distribution`` for ``workers`` plan workers (default ``[cluster]
     slots``) and check what it returns. Imports the app in this process, and forgets it afterwards."""
-    from keepwarm.runmode.batch import borrowed_imports, describe_app_exception, use_app_code
+    from keepwarm.runmode.appcode import borrowed_imports, describe_app_exception, use_app_code
 
     count = workers or env.settings.cluster.slots
     names = worker_names(count)

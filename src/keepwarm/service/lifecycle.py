@@ -11,7 +11,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from keepwarm._sys.child import child_command, flag, last_report
 from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm._sys.logfiles import log_tail, rotated
 from keepwarm._sys.procs import signal_quietly
@@ -168,21 +168,14 @@ def start_service(
         raise _already_running(env)
     incarnation = uuid.uuid4().hex[:12]
     log_path = rotated(ensure_private_dir(env.log_dir) / SUPERVISOR_LOG)
-    command = [
-        sys.executable,
-        "-m",
+    command = child_command(
         "keepwarm.service.supervisor",
-        *env.child_args(),
-        "--incarnation",
-        incarnation,
-        "--lock-fd",
-        str(fd),
-    ]
-    if slots is not None:
-        command += ["--slots", str(slots)]
-    if backend is not None:
-        command += ["--backend", backend]
-    command.append("--detach")
+        *("--incarnation", incarnation, "--lock-fd", str(fd)),
+        *flag("--slots", slots),
+        *flag("--backend", backend),
+        "--detach",
+        env=env,
+    )
     try:
         with open(log_path, "ab") as log:
             starter = subprocess.run(
@@ -196,7 +189,8 @@ def start_service(
             )
     finally:
         os.close(fd)  # the supervisor holds the lock now
-    pid = int(starter.stdout.split()[0]) if starter.stdout.split() else 0
+    detached = last_report(starter.stdout.decode(errors="replace"), "detached")
+    pid = int(detached.fields["pid"]) if detached else 0
     if starter.returncode != 0 or pid <= 0:
         raise ServiceStartError(
             f"the supervisor of {env.app_target} did not start; {supervisor_log(env)} ends with:\n"

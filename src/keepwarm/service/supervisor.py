@@ -15,7 +15,6 @@ with ``keepwarm start APP --foreground``.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import logging
 import os
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
+from keepwarm._sys.child import child_parser, report
 from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm._sys.watch import IN_MOVED_TO, Watcher
 from keepwarm.backends import make_backend
@@ -393,27 +393,24 @@ def acquire_lock(lock_path: Path) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m keepwarm.service.supervisor``: the process ``keepwarm start`` spawns."""
-    parser = argparse.ArgumentParser(prog="python -m keepwarm.service.supervisor", description=__doc__)
-    parser.add_argument("--app", required=True)
-    parser.add_argument("--share-dir")
-    parser.add_argument("--namespace")
+    parser = child_parser("keepwarm.service.supervisor", __doc__)
     parser.add_argument("--incarnation", required=True)
     parser.add_argument("--slots", type=int)
     parser.add_argument("--backend", choices=["local", "dask"], help="default: [cluster] backend")
     parser.add_argument("--lock-fd", type=int, help="the flock on service.lock handed over by start")
-    parser.add_argument("--detach", action="store_true", help="fork, print the supervisor's pid, and return")
+    parser.add_argument("--detach", action="store_true", help="fork, report the supervisor's pid, and return")
     options = parser.parse_args(argv)
     if options.detach and os.fork() > 0:
         # The starter waits for this first process only; the supervisor is reparented to init, so no
         # caller ever holds it as an unreaped child.
         return 0
     if options.detach:
-        print(os.getpid(), flush=True)
+        report("detached", pid=os.getpid())
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s supervisor pid={os.getpid()} %(levelname)s %(message)s"
     )
-    env = Env(options.app, share_dir=options.share_dir, namespace=options.namespace)
+    env = Env.of_child(options)
     lock_fd = options.lock_fd
     if lock_fd is None:
         lock_fd = acquire_lock(env.layout.lock)

@@ -22,7 +22,7 @@ from keepwarm.api import Service
 from keepwarm.app import load_args_model
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
-from keepwarm.runmode.batch import borrowed_imports
+from keepwarm.runmode.appcode import borrowed_imports
 from keepwarm.runmode.benchmark import BENCHMARK_FILE, BenchmarkEntry, BenchmarkReport, benchmark
 from keepwarm.runmode.installer import InstallReport, install
 from keepwarm.runmode.modes import (
