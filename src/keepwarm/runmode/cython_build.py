@@ -24,6 +24,7 @@ BUILD_TIMEOUT_SEC = 600
 
 
 def worker_module(env: Env) -> str:
+    """The module of the app's worker class (``[app] worker`` before its ``:``)."""
     return env.settings.app.worker.partition(":")[0]
 
 

@@ -105,6 +105,7 @@ def read_table(env: Env, run_id: str | None = None, columns: list[str] | None = 
 
 
 def select_columns(available: list[str], wanted: list[str], run_id: str) -> list[str]:
+    """``wanted``, each once; none chosen, or a column the run does not have, is a ``DataError``."""
     missing = [column for column in wanted if column not in available]
     if missing:
         raise DataError(

@@ -37,18 +37,22 @@ class RunMode:
 
     @property
     def pool(self) -> bool:
+        """One process of keepwarm's own per plan worker."""
         return bool(self.bits & POOL)
 
     @property
     def cython(self) -> bool:
+        """The app's worker module compiled with Cython."""
         return bool(self.bits & CYTHON)
 
     @property
     def dask(self) -> bool:
+        """One Dask task per partition."""
         return bool(self.bits & DASK)
 
     @property
     def rapids(self) -> bool:
+        """The RAPIDS bit (a CUDA GPU with cuDF)."""
         return bool(self.bits & RAPIDS)
 
     @property
@@ -58,10 +62,12 @@ class RunMode:
 
     @property
     def name(self) -> str:
+        """``python``, ``pool``, ``dask+cython``, ...: the bits' names joined by ``+``."""
         parts = [name for name, bit in _PARTS if self.bits & bit]
         return "+".join(parts) or "python"
 
     def __str__(self) -> str:
+        """The mode's name."""
         return self.name
 
     @classmethod
@@ -125,6 +131,7 @@ def unavailable_reason(mode: RunMode) -> str | None:
 
 
 def require_available(mode: RunMode) -> None:
+    """Raise ``ModeError`` saying why ``mode`` cannot run on this machine, if it cannot."""
     reason = unavailable_reason(mode)
     if reason:
         raise ModeError(reason)
@@ -147,6 +154,7 @@ def c_compiler() -> str | None:
 
 
 def cython_problem() -> str | None:
+    """Why Cython cannot compile here (no Cython, no C compiler), or None."""
     problems = []
     if importlib.util.find_spec("Cython") is None:
         problems.append("Cython is not installed (pip install 'keepwarm[cython]')")
@@ -165,6 +173,7 @@ def cython_problem() -> str | None:
 
 
 def rapids_problem() -> str | None:
+    """Why RAPIDS cannot run here (no CUDA GPU, no cuDF), or None."""
     problems = []
     if not any(Path(device).exists() for device in ("/dev/nvidiactl", "/dev/nvidia0")):
         problems.append("no CUDA GPU found (no /dev/nvidia0)")

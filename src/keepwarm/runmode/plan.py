@@ -62,6 +62,7 @@ class SavedPlan(BaseModel):
 
     @property
     def partition_count(self) -> int:
+        """How many partitions the plan holds."""
         return sum(len(partitions) for partitions in self.workers.values())
 
     def loads(self) -> dict[str, float]:
@@ -76,12 +77,15 @@ class SavedPlan(BaseModel):
 
     @property
     def balanced(self) -> bool:
+        """Whether the imbalance is within ``IMBALANCE_LIMIT``."""
         return self.imbalance() <= IMBALANCE_LIMIT
 
     def index_of(self, partition: str) -> int:
+        """The partition's place in the manager's order."""
         return self.order.index(partition)
 
     def worker_of(self, partition: str) -> str:
+        """The plan worker that holds ``partition``; an unknown one is a ``PlanError``."""
         for worker, partitions in self.workers.items():
             if any(p.name == partition for p in partitions):
                 return worker
@@ -96,6 +100,7 @@ class SavedPlan(BaseModel):
         ]
 
     def to_json_dict(self) -> dict[str, Any]:
+        """The plan as saved, with each worker's load, the imbalance and whether it is balanced."""
         document = self.model_dump(mode="json", by_alias=True)
         document["loads"] = self.loads()
         document["imbalance"] = self.imbalance()
@@ -104,10 +109,12 @@ class SavedPlan(BaseModel):
 
 
 def worker_names(count: int) -> list[str]:
+    """The names of ``count`` plan workers: ``worker-0``, ``worker-1``, ..."""
     return [f"worker-{index}" for index in range(count)]
 
 
 def plan_path(env: Env) -> Path:
+    """Where the app's saved work plan lives."""
     return env.log_dir / PLAN_FILE
 
 
@@ -167,6 +174,7 @@ def natural_key(name: str) -> list[tuple[int, int | str]]:
 
 
 def require_manager(app: App) -> type:
+    """The app's manager class; an app without one is an ``AppError`` that says how to add it."""
     if app.manager_class is None:
         raise AppError(
             f"{app.env.settings_path}: [app] manager is not set; run mode needs a manager class with "
@@ -223,6 +231,7 @@ def _checked(result: Any, names: list[str], where: str) -> WorkPlan:
 
 
 def save_plan(env: Env, plan: SavedPlan) -> Path:
+    """Save ``plan`` as the app's work plan; returns its path."""
     path = plan_path(env)
     ensure_private_dir(path.parent)
     write_atomic(path, (json.dumps(plan.to_json_dict(), indent=2) + "\n").encode())
@@ -274,10 +283,12 @@ class MoveOutcome:
 
     @property
     def moved(self) -> bool:
+        """Whether the partition changed worker."""
         return self.from_worker != self.to_worker
 
     @property
     def message(self) -> str:
+        """What the move did, in a sentence."""
         if not self.moved:
             return f"{self.partition} is already on {self.to_worker}: nothing moved, the plan is unchanged"
         return (

@@ -94,6 +94,7 @@ class RunReport(BaseModel):
 
     @property
     def nodes(self) -> int:
+        """How many plan workers the run had."""
         return len(self.workers)
 
     def timing_entry(self, digest: str | None = None) -> BenchmarkEntry:

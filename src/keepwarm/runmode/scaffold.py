@@ -156,6 +156,7 @@ def test_a_task_squares_its_value() -> None:
 
 
 def check_name(name: str) -> None:
+    """Refuse (``AppError``) a name that cannot be the app's package name."""
     if not _NAME.match(name) or keyword.iskeyword(name):
         raise AppError(
             f"app name {name!r} is not usable: the app's package is named after it, so use a lowercase "

@@ -62,6 +62,7 @@ class BenchmarkReport(BaseModel):
 
     @property
     def ranked(self) -> list[BenchmarkEntry]:
+        """The entries, fastest first."""
         return sorted(self.entries.values(), key=lambda entry: entry.order)
 
     @property
@@ -71,6 +72,7 @@ class BenchmarkReport(BaseModel):
 
 
 def timing(seconds: float) -> str:
+    """``seconds`` for people: ``1 min 2.345 s``, or ``2.345 s`` under a minute."""
     minutes, rest = divmod(seconds, 60)
     return f"{int(minutes)} min {rest:.3f} s" if minutes else f"{rest:.3f} s"
 
