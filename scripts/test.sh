@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Quick start, command 2: install everything into .venv, then lint, type-check and run the whole test suite.
+# Quick start, command 2: install everything into .venv, then lint, type-check, check the layers and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -7,4 +7,5 @@ bash scripts/install-browser.sh  # headless Chromium for tests/test_ui_browser.p
 .venv/bin/ruff check src tests bench examples
 .venv/bin/ruff format --check src tests bench examples
 .venv/bin/mypy
+.venv/bin/lint-imports  # the layer contracts of pyproject.toml [tool.importlinter]
 exec .venv/bin/python -m pytest "$@"

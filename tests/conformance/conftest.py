@@ -17,8 +17,8 @@ import pytest
 
 from keepwarm.env import Env
 from keepwarm.queue.state import read_supervisor_state
-from keepwarm.service.liveness import pid_alive
 from keepwarm.service.lifecycle import stop_service
+from keepwarm.service.liveness import pid_alive
 
 from ..conftest import ROOT
 from .surfaces import AgiSurface, CliSurface, McpSurface, PythonSurface
