@@ -441,10 +441,15 @@ def test_every_gate_code_reads_alike(world: World, surfaces: dict[str, Any]) -> 
 
     world.broken_marker.write_text("")  # from now on the loop cannot start
     try:
-        pid = service.status().worker_health[0].pid
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: service.status().workers_unhealthy_count == 1, 60, "the loop failing to start")
+        killed = service.status().worker_health[0]
+        assert killed.pid is not None
+        os.kill(killed.pid, signal.SIGKILL)
+
+        def failing_to_start() -> bool:  # a later incarnation's start failed, not only the kill seen
+            row = service.status().worker_health[0]
+            return row.incarnation != killed.incarnation and row.start_error is not None
+
+        wait_until(failing_to_start, 60, "the loop failing to start")
         status, code, _, agi_status = gate(allow_idle=True)
         assert (status, code, agi_status) == ("error", 2, "error")
     finally:
