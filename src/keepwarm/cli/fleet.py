@@ -64,6 +64,13 @@ def namespace_options(function: F) -> F:
     )(function)
 
 
+def run_verb(function: F) -> F:
+    """ID, --namespace, --share-dir and --json: the parameters of every verb on one workflow run."""
+    return click.argument("execution_id", metavar="ID", help="The execution id printed by workflow start.")(
+        namespace_options(json_option(function))
+    )
+
+
 def _fleet(fleet: str | None) -> Fleet:
     from keepwarm.groups.fleet import Fleet
 
@@ -272,9 +279,7 @@ def _task_lines(file: Path) -> list[dict[str, Any]]:
 
 
 @workflow.command("status")
-@click.argument("execution_id", metavar="ID", help="The execution id printed by workflow start.")
-@namespace_options
-@json_option
+@run_verb
 def workflow_status(execution_id: str, namespace: str | None, share_dir: Path | None, as_json: bool) -> None:
     """Show a run's progress (pending, running, done, failed, cancelled) and state."""
     from keepwarm.groups.workflow import workflow_status as status_of
@@ -284,9 +289,7 @@ def workflow_status(execution_id: str, namespace: str | None, share_dir: Path | 
 
 
 @workflow.command("stop")
-@click.argument("execution_id", metavar="ID", help="The execution id printed by workflow start.")
-@namespace_options
-@json_option
+@run_verb
 def workflow_stop(execution_id: str, namespace: str | None, share_dir: Path | None, as_json: bool) -> None:
     """Cancel a run's pending tasks (only those: running ones finish) and mark it terminated."""
     from keepwarm.groups.workflow import stop_workflow
