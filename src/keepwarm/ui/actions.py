@@ -145,6 +145,15 @@ def field_help(model: Any, name: str) -> str:
     return str(model.model_fields[name].description or "")
 
 
+def field_widget(
+    widget: Callable[..., T], label: str, section: Any, name: str, page: str, **options: Any
+) -> T:
+    """``widget(label, ...)`` for one settings field of ``section``: its current value (unless
+    ``value`` is given), the key ``<page>.<name>`` and the field's description as help."""
+    options.setdefault("value", getattr(section, name))
+    return widget(label, key=f"{page}.{name}", help=field_help(type(section), name), **options)
+
+
 def changed(current: Any, values: dict[str, Any]) -> dict[str, Any]:
     """The values that differ from the model's (``None`` removes a key that is set)."""
     return {key: value for key, value in values.items() if getattr(current, key, None) != value}

@@ -20,13 +20,12 @@ from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.service.gate import GateResult
 from keepwarm.service.report import HealthReport, WorkerHealth
-from keepwarm.settings import ClusterSettings, ServiceHealthSettings
 from keepwarm.ui import snippets
 from keepwarm.ui.actions import (
     Outcome,
     attempt,
     changed,
-    field_help,
+    field_widget,
     initial_from_settings,
     recalled,
     remember,
@@ -81,71 +80,65 @@ def service_settings(env: Env) -> None:
         timing, retention, gate = st.columns(3)
         with timing:
             st.caption("Loops: [cluster]")
-            heartbeat = st.number_input(
+            heartbeat = field_widget(
+                st.number_input,
                 "Heartbeat timeout (s)",
+                cluster,
+                "heartbeat_timeout_sec",
+                "service",
                 min_value=0.1,
                 value=float(cluster.heartbeat_timeout_sec),
-                key="service.heartbeat_timeout_sec",
-                help=field_help(ClusterSettings, "heartbeat_timeout_sec"),
             )
-            stop_timeout = st.number_input(
+            stop_timeout = field_widget(
+                st.number_input,
                 "Stop timeout (s)",
+                cluster,
+                "stop_timeout_sec",
+                "service",
                 min_value=0.1,
                 value=float(cluster.stop_timeout_sec),
-                key="service.stop_timeout_sec",
-                help=field_help(ClusterSettings, "stop_timeout_sec"),
             )
-            shutdown = st.toggle(
-                "Shutdown on stop",
-                value=cluster.shutdown_on_stop,
-                key="service.shutdown_on_stop",
-                help=field_help(ClusterSettings, "shutdown_on_stop"),
-            )
+            shutdown = field_widget(st.toggle, "Shutdown on stop", cluster, "shutdown_on_stop", "service")
         with retention:
             st.caption("Retention: [cluster]")
             kept: dict[str, Any] = {}
             for name in RETENTION_FIELDS:
                 current = getattr(cluster, name)
                 is_count = name.endswith("_files")
-                kept[name] = st.number_input(
+                kept[name] = field_widget(
+                    st.number_input,
                     name.replace("_", " ").replace("ttl", "TTL"),
+                    cluster,
+                    name,
+                    "service",
                     min_value=1 if is_count else 0.01,
                     value=current if is_count else float(current),
                     step=1 if is_count else 1.0,
-                    key=f"service.{name}",
-                    help=field_help(ClusterSettings, name),
                 )
         with gate:
             st.caption("SLA gate: [cluster.service_health]")
-            allow_idle = st.toggle(
-                "allow idle",
-                value=sla.allow_idle,
-                key="service.allow_idle",
-                help=field_help(ServiceHealthSettings, "allow_idle"),
+            allow_idle = field_widget(st.toggle, "allow idle", sla, "allow_idle", "service")
+            max_unhealthy = field_widget(
+                st.number_input, "max unhealthy", sla, "max_unhealthy", "service", min_value=0, step=1
             )
-            max_unhealthy = st.number_input(
-                "max unhealthy",
-                min_value=0,
-                value=sla.max_unhealthy,
-                step=1,
-                key="service.max_unhealthy",
-                help=field_help(ServiceHealthSettings, "max_unhealthy"),
-            )
-            max_restart_rate = st.number_input(
+            max_restart_rate = field_widget(
+                st.number_input,
                 "max restart rate",
+                sla,
+                "max_restart_rate",
+                "service",
                 min_value=0.0,
                 value=float(sla.max_restart_rate),
                 step=0.05,
-                key="service.max_restart_rate",
-                help=field_help(ServiceHealthSettings, "max_restart_rate"),
             )
-            max_pending_age = st.number_input(
+            max_pending_age = field_widget(
+                st.number_input,
                 "max pending age (s)",
+                sla,
+                "max_pending_age_sec",
+                "service",
                 min_value=0.1,
-                value=sla.max_pending_age_sec,
-                key="service.max_pending_age_sec",
                 placeholder="not checked",
-                help=field_help(ServiceHealthSettings, "max_pending_age_sec"),
             )
         if st.button("SAVE SERVICE SETTINGS", key="service.save_settings"):
             cluster_values = {

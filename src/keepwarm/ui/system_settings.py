@@ -19,6 +19,7 @@ from keepwarm.ui.actions import (
     changed,
     defaults_from_settings,
     field_help,
+    field_widget,
     remember,
     show_outcome,
     write_settings,
@@ -59,37 +60,37 @@ def system_settings(env: Env) -> None:
             key="settings.backend",
             help=field_help(ClusterSettings, "backend"),
         )
-        scheduler = st.text_input(
+        scheduler = field_widget(
+            st.text_input,
             "Dask scheduler address",
+            cluster,
+            "scheduler",
+            "settings",
             value=cluster.scheduler or "",
-            key="settings.scheduler",
             placeholder="tcp://host:8786 (empty: a local cluster)",
-            help=field_help(ClusterSettings, "scheduler"),
         )
-        slots = st.number_input(
+        slots = field_widget(
+            st.number_input,
             "Workers (loops)",
+            cluster,
+            "slots",
+            "settings",
             min_value=1,
             max_value=1024,
-            value=cluster.slots,
             step=1,
-            key="settings.slots",
-            help=field_help(ClusterSettings, "slots"),
         )
-        hosts = st.text_area(
+        hosts = field_widget(
+            st.text_area,
             "SSH hosts (host = loops, one per line)",
+            cluster,
+            "hosts",
+            "settings",
             value=hosts_text(cluster.hosts),
-            key="settings.hosts",
             height=80,
-            help=field_help(ClusterSettings, "hosts"),
         )
     with right:
         toggles = {
-            name: st.toggle(
-                name,
-                value=getattr(cluster, name),
-                key=f"settings.{name}",
-                help=field_help(ClusterSettings, name),
-            )
+            name: field_widget(st.toggle, name, cluster, name, "settings")
             for name in ("pool", "cython", "rapids")
         }
         try:
@@ -107,19 +108,23 @@ def system_settings(env: Env) -> None:
             else ""
         )
         st.caption(f"mode {mode.bits}: {mode.name}{note}")
-        namespace = st.text_input(
+        namespace = field_widget(
+            st.text_input,
             "Namespace",
+            cluster,
+            "namespace",
+            "settings",
             value=cluster.namespace or "",
-            key="settings.namespace",
             placeholder=f"default: {env.namespace}",
-            help=field_help(ClusterSettings, "namespace"),
         )
-        share_dir = st.text_input(
+        share_dir = field_widget(
+            st.text_input,
             "Share dir",
+            cluster,
+            "share_dir",
+            "settings",
             value=cluster.share_dir or "",
-            key="settings.share_dir",
             placeholder=str(env.share_root),
-            help=field_help(ClusterSettings, "share_dir"),
         )
     if st.button("SAVE SETTINGS", key="settings.save", type="primary"):
         values = {
