@@ -226,15 +226,8 @@ def _worked_recently(
 
 
 def _cleanup_policy(cluster: ClusterSettings) -> CleanupPolicy:
-    return CleanupPolicy(
-        done_ttl_hours=cluster.done_ttl_hours,
-        done_max_files=cluster.done_max_files,
-        failed_ttl_hours=cluster.failed_ttl_hours,
-        failed_max_files=cluster.failed_max_files,
-        heartbeat_ttl_hours=cluster.heartbeat_ttl_hours,
-        heartbeat_max_files=cluster.heartbeat_max_files,
-        retention_min_age_sec=cluster.retention_min_age_sec,
-    )
+    """The retention settings of ``cluster``: each policy field reads the setting of its name."""
+    return CleanupPolicy.model_validate(cluster, from_attributes=True)
 
 
 # ---------------------------------------------------------------------- one loop
