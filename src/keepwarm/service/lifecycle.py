@@ -155,10 +155,9 @@ def supervisor_log(env: Env) -> Path:
     return env.log_dir / SUPERVISOR_LOG
 
 
-def start_service(
-    env: Env, *, slots: int | None = None, timeout: float | None = None, backend: str | None = None
-) -> str:
-    """Start the supervisor detached and return when every loop is ready; its incarnation."""
+def _prepare_and_lock(env: Env) -> int:
+    """What both ways of running the supervisor do first: refuse an unreadable app, create the
+    service and queue folders, refuse shared writers, and take the service lock (refused if held)."""
     _refuse_unreadable_app(env)
     ensure_private_dir(env.service_dir)
     TaskQueue.for_env(env).ensure()
@@ -166,6 +165,14 @@ def start_service(
     fd = take_lock(env)
     if fd is None:
         raise _already_running(env)
+    return fd
+
+
+def start_service(
+    env: Env, *, slots: int | None = None, timeout: float | None = None, backend: str | None = None
+) -> str:
+    """Start the supervisor detached and return when every loop is ready; its incarnation."""
+    fd = _prepare_and_lock(env)
     incarnation = uuid.uuid4().hex[:12]
     log_path = rotated(ensure_private_dir(env.log_dir) / SUPERVISOR_LOG)
     command = child_command(
@@ -208,13 +215,7 @@ def start_service(
 
 def run_foreground(env: Env, *, slots: int | None = None, backend: str | None = None) -> int:
     """Run the supervisor in this process (for systemd, supervisord or a container)."""
-    _refuse_unreadable_app(env)
-    ensure_private_dir(env.service_dir)
-    TaskQueue.for_env(env).ensure()
-    refuse_shared_writers(env)
-    fd = take_lock(env)
-    if fd is None:
-        raise _already_running(env)
+    fd = _prepare_and_lock(env)
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s supervisor pid={os.getpid()} %(levelname)s %(message)s"
     )
