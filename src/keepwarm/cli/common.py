@@ -81,6 +81,13 @@ def timeout_option(help_text: str) -> Callable[[F], F]:
     )
 
 
+def number_option(
+    *names: str, type: click.ParamType[Any, Any], default: float, help: str
+) -> Callable[[F], F]:
+    """A numeric option whose default ``--help`` shows (``[default: 40]``)."""
+    return click.option(*names, type=type, default=default, show_default=True, help=help)
+
+
 def service_of(app_name: str, apps_path: Path | None, namespace: str | None) -> Service:
     from keepwarm.api import Service
     from keepwarm.env import Env

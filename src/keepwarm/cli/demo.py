@@ -8,22 +8,13 @@ from pathlib import Path
 
 import click
 
-from keepwarm.cli.common import emit_json, json_option, say, table
+from keepwarm.cli.common import emit_json, json_option, number_option, say, table
 from keepwarm.cli.service import print_health
 
 
 @click.command()
-@click.option(
-    "--tasks",
-    "tasks_count",
-    type=click.IntRange(min=1),
-    default=300,
-    show_default=True,
-    help="Tasks in the burst.",
-)
-@click.option(
-    "--loops", type=click.IntRange(1, 64), default=2, show_default=True, help="Loops the service runs."
-)
+@number_option("--tasks", "tasks_count", type=click.IntRange(min=1), default=300, help="Tasks in the burst.")
+@number_option("--loops", type=click.IntRange(1, 64), default=2, help="Loops the service runs.")
 @click.option(
     "--share-dir", type=click.Path(path_type=Path), help="Keep the queue here [default: a temp dir, removed]."
 )

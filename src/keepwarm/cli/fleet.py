@@ -16,6 +16,7 @@ from keepwarm.cli.common import (
     emit_json,
     json_object,
     json_option,
+    number_option,
     read_text,
     say,
     table,
@@ -307,9 +308,7 @@ def workflow_stop(execution_id: str, namespace: str | None, share_dir: Path | No
 
 @workflow.command("list")
 @namespace_options
-@click.option(
-    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many runs."
-)
+@number_option("--limit", type=click.IntRange(min=1), default=20, help="At most this many runs.")
 @json_option
 def workflow_list(namespace: str | None, share_dir: Path | None, limit: int, as_json: bool) -> None:
     """List the namespace's most recent runs, newest first, with their live state and progress."""

@@ -6,18 +6,17 @@ from pathlib import Path
 
 import click
 
-from keepwarm.cli.common import UserError, apps_path_option, say
+from keepwarm.cli.common import UserError, apps_path_option, number_option, say
 
 
 @click.command()
 @click.option(
     "--http", is_flag=True, help="Serve streamable HTTP on 127.0.0.1 (bearer token) instead of stdio."
 )
-@click.option(
+@number_option(
     "--port",
     type=click.IntRange(0, 65535),
     default=8765,
-    show_default=True,
     help="The HTTP port on 127.0.0.1 (0: a free one, printed at start).",
 )
 @click.option("--read-only", is_flag=True, help="Expose only the tools that read (status, health, results).")
@@ -33,11 +32,10 @@ from keepwarm.cli.common import UserError, apps_path_option, say
     "--fleet",
     help="A fleet file (or NAME of NAME.toml): its namespace, its services, the fleet tools' default.",
 )
-@click.option(
+@number_option(
     "--result-timeout",
     type=click.FloatRange(min=0),
     default=60.0,
-    show_default=True,
     help="Seconds an exposed app's tool waits for its task's result.",
 )
 def mcp(

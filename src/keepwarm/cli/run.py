@@ -17,6 +17,7 @@ from keepwarm.cli.common import (
     emit_json,
     json_object,
     json_option,
+    number_option,
     say,
     table,
 )
@@ -318,9 +319,7 @@ def _print_benchmark(report: BenchmarkReport) -> None:
 
 @click.command()
 @app_verb
-@click.option(
-    "--head", "rows", type=click.IntRange(min=1), default=5, show_default=True, help="Rows to show."
-)
+@number_option("--head", "rows", type=click.IntRange(min=1), default=5, help="Rows to show.")
 @click.option("--run", "run_id", help="This run's output [default: the latest successful run].")
 def data(app: str, apps_path: Path | None, as_json: bool, rows: int, run_id: str | None) -> None:
     """Preview the output table of the latest run (or of --run RUN_ID)."""

@@ -14,6 +14,7 @@ from keepwarm.cli.common import (
     UserError,
     emit_json,
     finite,
+    number_option,
     say,
     service_of,
     service_verb,
@@ -223,14 +224,7 @@ def snapshot(app: str, apps_path: Path | None, namespace: str | None, as_json: b
 @service_verb
 @click.option("--loop", help="Only this loop's log (e.g. loop-0).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing what is appended.")
-@click.option(
-    "--lines",
-    "-n",
-    type=click.IntRange(min=0),
-    default=40,
-    show_default=True,
-    help="Lines to show from the end.",
-)
+@number_option("--lines", "-n", type=click.IntRange(min=0), default=40, help="Lines to show from the end.")
 def logs(
     app: str,
     apps_path: Path | None,

@@ -14,6 +14,7 @@ from keepwarm.cli.common import (
     emit_json,
     finite,
     json_object,
+    number_option,
     read_text,
     say,
     service_of,
@@ -145,9 +146,7 @@ def result(
 @click.command()
 @service_verb
 @click.option("--state", type=click.Choice(TASK_STATES), help="Only this state.")
-@click.option(
-    "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many per state."
-)
+@number_option("--limit", type=click.IntRange(min=1), default=100, help="At most this many per state.")
 def tasks(
     app: str, apps_path: Path | None, namespace: str | None, as_json: bool, state: str | None, limit: int
 ) -> None:
