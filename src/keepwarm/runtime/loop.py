@@ -25,6 +25,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,11 @@ CANCEL_CHECK_SEC = 0.05
 
 def new_incarnation() -> str:
     return uuid.uuid4().hex[:12]
+
+
+def _item_of(task: Task, args: Any) -> TaskItem:
+    """What ``work()`` receives for ``task``: the validated ``args``, every other field the task's own."""
+    return TaskItem(**{field.name: getattr(task, field.name) for field in fields(TaskItem)} | {"args": args})
 
 
 class WorkerLoop:
@@ -307,18 +313,7 @@ class WorkerLoop:
         except ValidationError as exc:
             self._complete(claimed, task, _Outcome(ok=False, error=describe_args_error(exc)), claimed_at, 0.0)
             return None
-        item = TaskItem(
-            task_id=task.task_id,
-            task_name=task.task_name,
-            args=args,
-            plan=task.plan,
-            attempt=task.attempt,
-            max_attempts=task.max_attempts,
-            execution_id=task.execution_id,
-            created_at=task.created_at,
-            timeout_sec=task.timeout_sec,
-        )
-        return task, item, claimed_at
+        return task, _item_of(task, args), claimed_at
 
     def _complete(
         self, claimed: Path, task: Task, outcome: _Outcome, claimed_at: str, runtime: float
