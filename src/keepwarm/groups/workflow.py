@@ -386,18 +386,9 @@ def _status_in(queue: TaskQueue, task_id: str) -> str | None:
 
 
 def _status_of(record: WorkflowRecord, progress: WorkflowProgress) -> WorkflowStatus:
-    return WorkflowStatus(
-        execution_id=record.execution_id,
-        name=record.name,
-        user=record.user,
-        namespace=record.namespace,
-        app=record.app,
-        state=record.state,
-        total=len(record.task_ids),
-        progress=progress,
-        created_at=record.created_at,
-        ended_at=record.ended_at,
-    )
+    """The run's fields of the status's names, with its total and its ``progress`` now."""
+    fields = {**dict(record), "total": len(record.task_ids), "progress": progress}
+    return WorkflowStatus.model_validate(fields)
 
 
 @contextmanager
