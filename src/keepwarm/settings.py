@@ -76,6 +76,16 @@ class ServiceHealthSettings(_Section):
     )
 
 
+def _retention_ttl(hours: float, files: str) -> Any:
+    """A retention field: ``files`` files older than ``hours`` are removed."""
+    return Field(default=hours, gt=0, description=f"retention: remove {files} files older than this")
+
+
+def _retention_count(count: int, files: str) -> Any:
+    """A retention field: at most ``count`` of the ``files`` files are kept."""
+    return Field(default=count, gt=0, description=f"retention: keep at most this many {files} files")
+
+
 class ClusterSettings(_Section):
     """``[cluster]``: backend, placement, queue limits, timings and retention."""
 
@@ -150,24 +160,12 @@ class ClusterSettings(_Section):
         default=3600.0, gt=0, description="restarts within this window count towards restart_rate"
     )
     shutdown_on_stop: bool = Field(default=True, description="stop shuts down a cluster keepwarm started")
-    done_ttl_hours: float = Field(
-        default=168, gt=0, description="retention: remove done/ files older than this"
-    )
-    done_max_files: int = Field(
-        default=2000, gt=0, description="retention: keep at most this many done/ files"
-    )
-    failed_ttl_hours: float = Field(
-        default=336, gt=0, description="retention: remove failed/ files older than this"
-    )
-    failed_max_files: int = Field(
-        default=2000, gt=0, description="retention: keep at most this many failed/ files"
-    )
-    heartbeat_ttl_hours: float = Field(
-        default=24, gt=0, description="retention: remove heartbeat files older than this"
-    )
-    heartbeat_max_files: int = Field(
-        default=1000, gt=0, description="retention: keep at most this many heartbeat files"
-    )
+    done_ttl_hours: float = _retention_ttl(168, "done/")
+    done_max_files: int = _retention_count(2000, "done/")
+    failed_ttl_hours: float = _retention_ttl(336, "failed/")
+    failed_max_files: int = _retention_count(2000, "failed/")
+    heartbeat_ttl_hours: float = _retention_ttl(24, "heartbeat")
+    heartbeat_max_files: int = _retention_count(1000, "heartbeat")
     retention_interval_sec: float = Field(
         default=30.0, gt=0, description="how often the supervisor enforces retention (in small batches)"
     )
