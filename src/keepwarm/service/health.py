@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from keepwarm import __version__
 from keepwarm.env import Env
@@ -40,12 +41,15 @@ from keepwarm.runtime.heartbeat import Heartbeat, read_heartbeat
 from keepwarm.service.liveness import SupervisorLiveness, current_supervisor_state, supervisor_liveness
 from keepwarm.service.report import (
     CleanupPolicy,
+    HealthModel,
     HealthReport,
     QueueHealth,
     SupervisorHealth,
     WorkerHealth,
 )
 from keepwarm.settings import ClusterSettings
+
+_Section = TypeVar("_Section", bound=HealthModel)
 
 STORAGE_LOW_BYTES = 64 * 1024  # less free space than this on the share reads as full
 
@@ -356,13 +360,7 @@ def _supervisor_health(liveness: SupervisorLiveness) -> SupervisorHealth:
     """The report's supervisor section, from the one liveness answer."""
     if liveness.pid is None:
         return SupervisorHealth()
-    return SupervisorHealth(
-        pid=liveness.pid,
-        host=liveness.host,
-        incarnation=liveness.incarnation,
-        alive=liveness.alive,
-        heartbeat_age_sec=_round(liveness.heartbeat_age_sec),
-    )
+    return _section(SupervisorHealth, liveness, age="heartbeat_age_sec")
 
 
 def _supervisor_conditions(record: ServiceRecord | None, liveness: SupervisorLiveness) -> list[Condition]:
@@ -408,13 +406,14 @@ def _last_finish(queue: TaskQueue, record: ServiceRecord | None) -> float | None
 
 def _queue_health(queue: TaskQueue, now: float) -> QueueHealth:
     counts = queue.counts(now)  # one listing of pending/, aged against the report's ``now``
-    return QueueHealth(
-        pending=counts.pending,
-        running=counts.running,
-        done=counts.done,
-        failed=counts.failed,
-        oldest_pending_age_sec=_round(counts.oldest_pending_age_sec),
-    )
+    return _section(QueueHealth, counts, age="oldest_pending_age_sec")
+
+
+def _section(model: type[_Section], source: object, *, age: str) -> _Section:
+    """The report section ``model`` from the attributes of its field names in ``source``, the age
+    ``age`` rounded to the millisecond."""
+    values = {name: getattr(source, name) for name in model.model_fields}
+    return model(**values | {age: _round(values[age])})
 
 
 def _iso(epoch: float) -> str:
