@@ -13,9 +13,8 @@ from textwrap import dedent
 import pytest
 
 import keepwarm
-from keepwarm.env import Env
+from keepwarm.env import Env, venv_dir
 from keepwarm.errors import AppError
-from keepwarm.runmode.installer import venv_dir
 
 from .conftest import Services, write_app
 from .test_cli import assert_clean_failure, keepwarm_cli

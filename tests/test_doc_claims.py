@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 import keepwarm
-from keepwarm.env import Env
+from keepwarm.env import Env, venv_dir
 from keepwarm.errors import ServiceStartError
-from keepwarm.runmode.installer import venv_dir
 from keepwarm.service.report import HealthReport
 
 from .conftest import Services, write_app
