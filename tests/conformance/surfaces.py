@@ -145,6 +145,16 @@ class PythonSurface:
 
         return _caught(lambda: {"services": Fleet(fleet).down()})
 
+    def fleet_up_with_workflow(self, fleet: Path) -> Outcome:
+        from keepwarm.groups.fleet import Fleet
+
+        return _caught(lambda: Fleet(fleet).up(workflow=True).model_dump(mode="json"))
+
+    def stop_namespace(self, namespace: str) -> Outcome:
+        from keepwarm.groups.namespace import stop_all
+
+        return _caught(lambda: {"services": stop_all(namespace)})
+
 
 class CliSurface:
     name = "cli"
@@ -247,6 +257,12 @@ class CliSurface:
 
     def fleet_down(self, fleet: Path) -> Outcome:
         return self.run("down", str(fleet))
+
+    def fleet_up_with_workflow(self, fleet: Path) -> Outcome:
+        return self.run("up", str(fleet), "--workflow")
+
+    def stop_namespace(self, namespace: str) -> Outcome:
+        return self.run("down", "--all", "--namespace", namespace)
 
 
 class McpSurface:

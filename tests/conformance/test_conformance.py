@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import signal
-import textwrap
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,6 +55,18 @@ TABLE: dict[str, dict[str, str]] = {
     "scale": {"python": Y, "cli": Y, "mcp": NO_MCP_QUEUE, "agi": NO_AGI},
     "workflow start, status, stop": {"python": Y, "cli": Y, "mcp": Y, "agi": NO_AGI},
     "fleet up, status, down": {"python": Y, "cli": Y, "mcp": Y, "agi": NO_AGI},
+    "fleet up with its workflow": {
+        "python": Y,
+        "cli": Y,
+        "mcp": "not offered: fleet_up starts the services, start_workflow the run",
+        "agi": NO_AGI,
+    },
+    "stop every service of a namespace": {
+        "python": Y,
+        "cli": Y,
+        "mcp": "not offered: fleet_down stops a fleet; an agent stops services one by one",
+        "agi": NO_AGI,
+    },
 }
 
 # The surface method each action calls.
@@ -76,6 +88,8 @@ METHODS: dict[str, tuple[str, ...]] = {
     "scale": ("scale",),
     "workflow start, status, stop": ("workflow_start", "workflow_status", "workflow_stop"),
     "fleet up, status, down": ("fleet_up", "fleet_status", "fleet_down"),
+    "fleet up with its workflow": ("fleet_up_with_workflow",),
+    "stop every service of a namespace": ("stop_namespace",),
 }
 
 # Every CLI verb and MCP tool: the table's action it is, or why it is outside the table.
@@ -105,7 +119,7 @@ OUTSIDE: dict[str, str] = {
     "drain": "CLI and Service.drain only",
     "restart": "CLI and Service.restart only (tests/test_service.py)",
     "snapshot": "CLI and Service.snapshot only",
-    "logs": "CLI only: the log files' paths",
+    "logs": "CLI and Service.logs only",
     "demo": "CLI only",
     "mcp": "the MCP surface itself",
     "ui": "the page itself (tests/test_ui.py)",
@@ -461,24 +475,18 @@ def test_every_gate_code_reads_alike(world: World, surfaces: dict[str, Any]) -> 
 # ---------------------------------------------------------------------- fleets
 
 
+def fleet_file(world: World, name: str, extra: str = "") -> Path:
+    """A one-service fleet of the conformance app in the namespace ``name``, plus ``extra`` tables."""
+    path = world.root / f"{name}.toml"
+    path.write_text(
+        f'[fleet]\nnamespace = "{name}"\napps_path = "{world.apps}"\n\n[services.{APP}]\nworkers = 1\n{extra}'
+    )
+    return path
+
+
 def test_fleets_answer_alike(world: World, surfaces: dict[str, Any]) -> None:
     action = "fleet up, status, down"
-    files = {}
-    for name in offering(action):
-        path = world.root / f"fleet-{name}.toml"
-        path.write_text(
-            textwrap.dedent(
-                f"""
-                [fleet]
-                namespace = "fleet-{name}"
-                apps_path = "{world.apps}"
-
-                [services.{APP}]
-                workers = 1
-                """
-            )
-        )
-        files[name] = path
+    files = {name: fleet_file(world, f"fleet-{name}") for name in offering(action)}
 
     def each(method: str) -> dict[str, Outcome]:
         return {name: getattr(surfaces[name], method)(files[name]) for name in files}
@@ -499,3 +507,41 @@ def test_fleets_answer_alike(world: World, surfaces: dict[str, Any]) -> None:
     ]
     for name in files:
         assert surfaces["python"].status(APP, f"fleet-{name}").doc["status"] == "stopped"
+
+
+def test_fleet_up_with_its_workflow_answers_alike(world: World, surfaces: dict[str, Any]) -> None:
+    action = "fleet up with its workflow"
+    files = {
+        name: fleet_file(world, f"wf-{name}", '\n[workflow]\ncount = 2\nargs = { value = "fleet" }\n')
+        for name in offering(action)
+    }
+    up = {name: surfaces[name].fleet_up_with_workflow(path) for name, path in files.items()}
+
+    def facts(outcome: Outcome) -> tuple[Any, ...]:
+        run = outcome.doc["workflow"]
+        return (outcome.ok, outcome.doc["ready"], run["app"], run["total"])
+
+    assert same(up, facts, "up with its workflow") == (True, True, APP, 2)
+    for name, outcome in up.items():
+        execution_id = outcome.doc["workflow"]["execution_id"]
+        wait_until(
+            lambda n=name, e=execution_id: (
+                surfaces["python"].workflow_status(f"wf-{n}", e).doc["state"] == "completed"
+            ),
+            60,
+            f"the workflow {name}'s up started",
+        )
+        assert surfaces["python"].fleet_down(files[name]).ok
+
+
+def test_stopping_every_service_of_a_namespace_answers_alike(world: World, surfaces: dict[str, Any]) -> None:
+    action = "stop every service of a namespace"
+    for name in offering(action):
+        assert surfaces["python"].start(APP, f"every-{name}", workers=1).ok
+    stopped = {name: surfaces[name].stop_namespace(f"every-{name}") for name in offering(action)}
+    assert same(stopped, lambda o: (o.ok, [s["service"] for s in o.doc["services"]]), "down --all") == (
+        True,
+        [APP],
+    )
+    again = {name: surfaces[name].stop_namespace(f"every-{name}") for name in offering(action)}
+    assert same(again, lambda o: (o.ok, o.doc["services"]), "down --all, nothing running") == (True, [])
