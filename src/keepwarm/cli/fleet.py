@@ -117,7 +117,8 @@ def down(
     as_json: bool,
 ) -> None:
     """Stop every service of a fleet, or with --all of the namespace; returns once each has stopped."""
-    from keepwarm.groups.fleet import namespace_root, stop_all
+    from keepwarm.env import namespace_root
+    from keepwarm.groups.namespace import stop_all
 
     if every:
         if fleet is not None:
@@ -146,7 +147,8 @@ def down(
 @json_option
 def ps(namespace: str | None, share_dir: Path | None, fleet: str | None, as_json: bool) -> None:
     """List every service of the namespace: status, readiness, loops, queue and SLA gate verdict."""
-    from keepwarm.groups.fleet import list_services, namespace_root
+    from keepwarm.env import namespace_root
+    from keepwarm.groups.namespace import list_services
 
     if fleet is not None:
         if namespace is not None:

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from keepwarm.api import Service
-from keepwarm.env import Env, namespace_root
+from keepwarm.env import Env
 from keepwarm.errors import (
     FleetAlreadyRunning,
     FleetError,
@@ -56,7 +56,6 @@ __all__ = [
     "WorkflowDefaults",
     "list_services",
     "load_fleet_file",
-    "namespace_root",
     "resolve_fleet_path",
     "start_member",
     "stop_all",

@@ -85,7 +85,7 @@ def stop_all(
     running = {
         service.env.app_target: service
         for service in namespace_services(namespace, share_dir)
-        if service.status().status != "stopped"
+        if service.status().status != ServiceStatus.STOPPED
     }
     return stop_services(running, f"namespace {namespace_root(namespace, share_dir)[1]}", timeout=timeout)
 

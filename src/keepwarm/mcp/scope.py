@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keepwarm.api import Service
-from keepwarm.env import Env
+from keepwarm.env import Env, namespace_root
 from keepwarm.errors import (
     KeepwarmError,
     SettingsError,
@@ -15,7 +15,6 @@ from keepwarm.groups.fleet import (
     Fleet,
     Member,
     ServiceSummary,
-    namespace_root,
     resolve_fleet_path,
     start_member,
     summarize,
