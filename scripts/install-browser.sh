@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Headless Chromium and its WebDriver (Debian's chromium and chromium-driver) for tests/test_ui_browser.py.
+# Headless Chromium and its WebDriver (Debian's chromium and chromium-driver) for tests/browser/.
 # Idempotent and instant when both are there; installs them only as root (as CI runs), otherwise says why
 # not and leaves it to that test to skip with the same reason.
 set -euo pipefail

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-bash scripts/install-browser.sh  # headless Chromium for tests/test_ui_browser.py; instant once installed
+bash scripts/install-browser.sh  # headless Chromium for tests/browser/; instant once installed
 .venv/bin/ruff check src tests bench examples
 .venv/bin/ruff format --check src tests bench examples
 .venv/bin/mypy

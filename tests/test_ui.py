@@ -24,7 +24,7 @@ from keepwarm.env import Env
 from keepwarm.runmode.plan import load_plan
 from keepwarm.service.liveness import pid_alive
 from keepwarm.settings import load_settings
-from keepwarm.ui import server, snippets
+from keepwarm.ui import server, snippets, state
 
 from .conftest import Services, copy_app, write_app
 
@@ -67,8 +67,13 @@ def open_page() -> AppTest:
     return page
 
 
-def click(page: AppTest, key: str) -> AppTest:
-    page.button(key=key).click().run()
+def k(page: AppTest, name: str) -> str:
+    """The key of widget ``name`` for the app the page shows (``keepwarm.ui.state``)."""
+    return f"{name}.{page.session_state[state.TOKEN_KEY]}"
+
+
+def click(page: AppTest, name: str) -> AppTest:
+    page.button(key=k(page, name)).click().run()
     assert not page.exception, page.exception
     return page
 
@@ -112,12 +117,12 @@ def test_system_settings_are_written_back_with_comments_kept(app_dir: Path, tmp_
     assert page.title[0].value == "ORCHESTRATE"
     assert metric(page, "Calculated mode") == "0"
 
-    page.toggle(key="settings.pool").set_value(True)
-    page.toggle(key="settings.cython").set_value(True).run()
+    page.toggle(key=k(page, "settings.pool")).set_value(True)
+    page.toggle(key=k(page, "settings.cython")).set_value(True).run()
     assert metric(page, "Calculated mode") == "3"
-    page.number_input(key="settings.slots").set_value(3)
-    page.text_area(key="settings.hosts").set_value("gpu-a = 2\n10.0.0.7 = 1  # the small one")
-    page.text_input(key="settings.namespace").set_value("team-a")
+    page.number_input(key=k(page, "settings.slots")).set_value(3)
+    page.text_area(key=k(page, "settings.hosts")).set_value("gpu-a = 2\n10.0.0.7 = 1  # the small one")
+    page.text_input(key=k(page, "settings.namespace")).set_value("team-a")
     click(page, "settings.save")
 
     assert any("saved to" in m and "[cluster] slots" in m for m in messages(page)), messages(page)
@@ -147,11 +152,11 @@ def test_a_bad_setting_is_a_message_and_the_file_is_untouched(app_dir: Path) -> 
     settings = app_dir / "app_settings.toml"
     before = settings.read_text()
     page = open_page()
-    page.text_area(key="settings.hosts").set_value("gpu-a two")
+    page.text_area(key=k(page, "settings.hosts")).set_value("gpu-a two")
     click(page, "settings.save")
     assert messages(page) == ["SSH hosts line 1: write host = number of loops (got 'gpu-a two')"]
-    page.text_area(key="settings.hosts").set_value("")
-    page.text_input(key="settings.namespace").set_value("../escape")
+    page.text_area(key=k(page, "settings.hosts")).set_value("")
+    page.text_input(key=k(page, "settings.namespace")).set_value("../escape")
     click(page, "settings.save")
     assert "namespace" in messages(page)[0] and "SettingsError" in messages(page)[0]
     assert settings.read_text() == before
@@ -159,9 +164,9 @@ def test_a_bad_setting_is_a_message_and_the_file_is_untouched(app_dir: Path) -> 
 
 def test_dask_backend_counts_in_the_mode(app_dir: Path) -> None:
     page = open_page()
-    page.radio(key="settings.backend").set_value("dask").run()
+    page.radio(key=k(page, "settings.backend")).set_value("dask").run()
     assert int(metric(page, "Calculated mode")) & 4
-    page.text_input(key="settings.scheduler").set_value("tcp://127.0.0.1:8786")
+    page.text_input(key=k(page, "settings.scheduler")).set_value("tcp://127.0.0.1:8786")
     click(page, "settings.save")
     saved = load_settings(app_dir / "app_settings.toml").cluster
     assert (saved.backend, saved.scheduler) == ("dask", "tcp://127.0.0.1:8786")
@@ -186,9 +191,9 @@ def test_service_and_sla_settings_are_persisted(app_dir: Path) -> None:
         "service.max_pending_age_sec": 120.0,
     }
     for key, value in values.items():
-        page.number_input(key=key).set_value(value)
-    page.toggle(key="service.shutdown_on_stop").set_value(False)
-    page.toggle(key="service.allow_idle").set_value(True)
+        page.number_input(key=k(page, key)).set_value(value)
+    page.toggle(key=k(page, "service.shutdown_on_stop")).set_value(False)
+    page.toggle(key=k(page, "service.allow_idle")).set_value(True)
     click(page, "service.save_settings")
     assert any("saved to" in m for m in messages(page)), messages(page)
 
@@ -223,12 +228,12 @@ def test_start_submit_status_gate_snapshot_stop(started: Env) -> None:
     assert "report = service.start(slots=2)" in python
     assert shell == f"keepwarm start mycode_project --apps-path {started.app_dir.parent} --workers 2"
 
-    page.text_area(key="service.args").set_value('{"x": 27}')
+    page.text_area(key=k(page, "service.args")).set_value('{"x": 27}')
     click(page, "service.submit")
     assert any(m.startswith("task ") and " done in " in m for m in messages(page)), messages(page)
     assert page.json[0].value and json.loads(page.json[0].value)["collatz_steps"] == 111
     assert any("keepwarm submit mycode_project" in code and "--wait" in code for code in codes(page))
-    page.text_area(key="service.args").set_value('{"x": "five"}')
+    page.text_area(key=k(page, "service.args")).set_value('{"x": "five"}')
     click(page, "service.submit")
     assert any(m.startswith("InvalidTaskError: invalid args: x:") for m in messages(page)), messages(page)
 
@@ -257,10 +262,10 @@ def test_start_submit_status_gate_snapshot_stop(started: Env) -> None:
 
 def test_bad_task_args_and_a_stopped_service_are_messages(started: Env) -> None:
     page = open_page()
-    page.text_area(key="service.args").set_value("{x: 27")
+    page.text_area(key=k(page, "service.args")).set_value("{x: 27")
     click(page, "service.submit")
     assert messages(page)[0].startswith("task args: not JSON")
-    page.text_area(key="service.args").set_value('{"x": 27}')
+    page.text_area(key=k(page, "service.args")).set_value('{"x": 27}')
     click(page, "service.submit")  # the rule of every submit: refused when no service is running
     assert messages(page)[0].startswith(
         "ServiceNotRunning: service 'mycode_project' is not running; queue the tasks for its next start"
@@ -299,19 +304,19 @@ def test_the_live_view_counts_and_charts_over_refreshes(started: Env) -> None:
 
 def install_and_run(page: AppTest, mode: str = "python") -> None:
     click(page, "install.run")
-    page.selectbox(key="run.mode").set_value(mode)
+    page.selectbox(key=k(page, "run.mode")).set_value(mode)
     click(page, "run.run")
 
 
 def test_install_streams_its_log_and_enables_run(app_dir: Path) -> None:
     page = open_page()
-    assert page.button(key="run.run").disabled
+    assert page.button(key=k(page, "run.run")).disabled
     click(page, "install.run")
     assert any(m.startswith("installed mycode_project in ") for m in messages(page)), messages(page)
     log = code_with(page, "step check")
     assert "step environment: start" in log and "step check: done" in log
     assert [e.label for e in page.expander].count("Install logs") == 1  # the live panel gave way
-    assert not page.button(key="run.run").disabled  # a successful install enables RUN
+    assert not page.button(key=k(page, "run.run")).disabled  # a successful install enables RUN
     completed = run(keepwarm_line(code_with(page, "keepwarm install")))
     assert completed.returncode == 0, completed.stderr
     assert "keepwarm.install(env, on_output=print)" in code_with(page, "keepwarm.install(")
@@ -328,16 +333,16 @@ def test_a_failed_install_says_which_step_and_keeps_its_log(app_dir: Path, tmp_p
     assert "no_such_module_anywhere" in page.error[0].value
     log = code_with(page, "step check: failed")  # the streamed log is kept, open, after the failure
     assert "step environment: done" in log
-    assert page.button(key="run.run").disabled
+    assert page.button(key=k(page, "run.run")).disabled
 
 
 def test_the_args_form_follows_the_args_model_and_saves_to_args(app_dir: Path) -> None:
     settings = app_dir / "app_settings.toml"
     page = open_page()
-    x = page.number_input(key="args.x")
+    x = page.number_input(key=k(page, "args.x"))
     assert (x.value, x.min, x.max) == (27, 1, 10**15)  # the model's default and bounds
-    assert page.number_input(key="args.items").help == "run mode: numbers to process"
-    page.number_input(key="args.partitions").set_value(4)
+    assert page.number_input(key=k(page, "args.items")).help == "run mode: numbers to process"
+    page.number_input(key=k(page, "args.partitions")).set_value(4)
     click(page, "args.save")
     assert any(m.endswith("[args] partitions") for m in messages(page)), messages(page)
     assert load_settings(settings).args == {"x": 27, "items": 2000, "partitions": 4}
@@ -350,7 +355,7 @@ def test_args_the_model_refuses_are_shown_and_refused_with_the_reason(
     app = copy_app(tmp_path, "mycode_project", **{"x = 27 ": "x = 0  "})
     monkeypatch.setenv("KEEPWARM_APPS_PATH", str(app.parent))
     page = open_page()
-    assert page.number_input(key="args.x").value == 0  # shown as the file has it, not hidden
+    assert page.number_input(key=k(page, "args.x")).value == 0  # shown as the file has it, not hidden
     click(page, "args.save")
     assert messages(page)[-1].startswith(f"[args] of {app / 'app_settings.toml'}: invalid args: x:")
     assert "x = 0" in (app / "app_settings.toml").read_text()
@@ -360,11 +365,11 @@ def test_an_app_without_args_model_edits_args_as_json(app_dir: Path, tmp_path: P
     plain = write_app(tmp_path, "plain", WORKER, settings="[args]\nlimit = 3  # kept\n")
     page = open_page()
     page.selectbox(key="app").set_value("plain").run()
-    page.text_area(key="args.json").set_value('{"limit": 5, "label": "b"}')
+    page.text_area(key=k(page, "args.json")).set_value('{"limit": 5, "label": "b"}')
     click(page, "args.save")
     assert load_settings(plain / "app_settings.toml").args == {"limit": 5, "label": "b"}
     assert "limit = 5  # kept" in (plain / "app_settings.toml").read_text()
-    page.text_area(key="args.json").set_value("{oops")
+    page.text_area(key=k(page, "args.json")).set_value("{oops")
     click(page, "args.save")
     assert messages(page)[-1].startswith("[args]: not JSON")
 
@@ -377,8 +382,8 @@ def test_check_distribute_draws_the_plan_and_a_moved_partition_is_saved(app_dir:
     (graph,) = page.get("graphviz_chart")
     assert '"worker-0" -> "worker-0/p0"' in graph.proto.spec and "numbers=250" in graph.proto.spec
 
-    page.selectbox(key="run.move_partition").set_value("p1")
-    page.selectbox(key="run.move_to").set_value("worker-0")
+    page.selectbox(key=k(page, "run.move_partition")).set_value("p1")
+    page.selectbox(key=k(page, "run.move_to")).set_value("worker-0")
     click(page, "run.move")
     assert any(m.startswith("p1 moved from worker-1 to worker-0 and the plan saved") for m in messages(page))
     assert load_plan(Env(app_dir)).worker_of("p1") == "worker-0"  # type: ignore[union-attr]
@@ -396,8 +401,8 @@ def test_run_streams_its_log_and_the_benchmark_ranks_the_modes(app_dir: Path) ->
     assert "[8/8]" in code_with(page, "[8/8]")
     assert code_with(page, "keepwarm run").endswith("--mode python")
 
-    page.toggle(key="run.benchmark").set_value(True).run()
-    page.multiselect(key="run.bench_modes").set_value(["python", "pool"]).run()
+    page.toggle(key=k(page, "run.benchmark")).set_value(True).run()
+    page.multiselect(key=k(page, "run.bench_modes")).set_value(["python", "pool"]).run()
     assert code_with(page, "keepwarm run").endswith("--benchmark --mode python,pool")
     click(page, "run.run")
     assert any(m.startswith("benchmarked 2 modes; fastest: ") for m in messages(page)), messages(page)
@@ -416,15 +421,15 @@ def test_load_data_previews_and_exports_the_chosen_columns(app_dir: Path, tmp_pa
     assert len(preview) == 200 and {"x", "collatz_steps"} <= set(preview.columns)
     export = tmp_path / "export" / "mycode_project" / "export.csv"
 
-    page.toggle(key="data.select_all").set_value(False).run()
-    page.multiselect(key="data.columns").set_value(["x", "collatz_steps"]).run()
+    page.toggle(key=k(page, "data.select_all")).set_value(False).run()
+    page.multiselect(key=k(page, "data.columns")).set_value(["x", "collatz_steps"]).run()
     click(page, "data.export")
     assert messages(page)[-1] == f"2000 rows of x, collatz_steps written to {export}"
     lines = export.read_text().splitlines()
     assert lines[0] == "x,collatz_steps" and len(lines) == 2001
     assert code_with(page, "keepwarm export").endswith("--columns x,collatz_steps")
 
-    page.toggle(key="data.select_all").set_value(True).run()
+    page.toggle(key=k(page, "data.select_all")).set_value(True).run()
     click(page, "data.export")
     assert export.read_text().splitlines()[0] == ",".join(map(str, preview.columns))
     assert run(keepwarm_line(code_with(page, "keepwarm export"))).returncode == 0

@@ -19,7 +19,7 @@ from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
 from keepwarm.runmode.modes import settings_mode
 from keepwarm.settings import SETTINGS_FILE, update_settings
-from keepwarm.ui import snippets
+from keepwarm.ui import snippets, state
 from keepwarm.ui.snippets import AppRef, Snippet
 
 T = TypeVar("T")
@@ -42,12 +42,11 @@ class Outcome:
 
 
 def remember(section: str, outcome: Outcome) -> Outcome:
-    st.session_state[f"outcome.{section}"] = outcome
-    return outcome
+    return state.put(f"outcome.{section}", outcome)  # type: ignore[no-any-return]
 
 
 def recalled(section: str) -> Outcome | None:
-    outcome = st.session_state.get(f"outcome.{section}")
+    outcome = state.get(f"outcome.{section}")
     return outcome if isinstance(outcome, Outcome) else None
 
 
@@ -137,7 +136,7 @@ def defaults_from_settings(env: Env) -> dict[str, Any]:
 
 def initial_from_settings(env: Env, key: str) -> None:
     """Set such a widget's value through session state, once: the browser then shows later changes."""
-    st.session_state.setdefault(key, defaults_from_settings(env)[key])
+    st.session_state.setdefault(state.key(key), defaults_from_settings(env)[key])
 
 
 def field_help(model: Any, name: str) -> str:
@@ -151,7 +150,7 @@ def field_widget(
     """``widget(label, ...)`` for one settings field of ``section``: its current value (unless
     ``value`` is given), the key ``<page>.<name>`` and the field's description as help."""
     options.setdefault("value", getattr(section, name))
-    return widget(label, key=f"{page}.{name}", help=field_help(type(section), name), **options)
+    return widget(label, key=state.key(f"{page}.{name}"), help=field_help(type(section), name), **options)
 
 
 def changed(current: Any, values: dict[str, Any]) -> dict[str, Any]:

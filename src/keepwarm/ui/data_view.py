@@ -10,7 +10,7 @@ import streamlit as st
 
 from keepwarm.env import Env
 from keepwarm.runmode.data import export_columns, head
-from keepwarm.ui import snippets
+from keepwarm.ui import snippets, state
 from keepwarm.ui.actions import Outcome, attempt, remember, show_outcome
 from keepwarm.ui.snippets import AppRef
 
@@ -20,7 +20,7 @@ PREVIEW_ROWS = 200
 def data_section(env: Env) -> None:
     st.header("Data")
     ref = AppRef.of(env)
-    if st.button("LOAD DATA", key="data.load", type="primary"):
+    if st.button("LOAD DATA", key=state.key("data.load"), type="primary"):
         snippet = snippets.load_data(ref, PREVIEW_ROWS)
 
         def load() -> Outcome:
@@ -32,7 +32,7 @@ def data_section(env: Env) -> None:
             return Outcome(True, message, snippet, table)
 
         remember("data", attempt(snippet, load))
-        st.session_state.pop("data.columns", None)  # a new table: its own columns to choose from
+        state.drop("data.columns")  # a new table: its own columns to choose from
     loaded = show_outcome("data")
     if loaded is None or not loaded.ok:
         return
@@ -41,13 +41,18 @@ def data_section(env: Env) -> None:
 
     st.subheader("Prepare data for export")
     columns = [str(column) for column in table.columns]
-    every = st.toggle("Select all", value=True, key="data.select_all")
+    every = st.toggle("Select all", value=True, key=state.key("data.select_all"))
     chosen = st.multiselect(
-        "Columns", columns, default=columns, key="data.columns", disabled=every, placeholder="choose columns"
+        "Columns",
+        columns,
+        default=columns,
+        key=state.key("data.columns"),
+        disabled=every,
+        placeholder="choose columns",
     )
     wanted = None if every else [str(column) for column in chosen]
     target = env.export_dir / "export.csv"
-    if st.button(f"EXPORT to {target}", key="data.export"):
+    if st.button(f"EXPORT to {target}", key=state.key("data.export")):
         snippet = snippets.export(ref, wanted)
 
         def write() -> Outcome:

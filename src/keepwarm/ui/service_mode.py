@@ -20,7 +20,7 @@ from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.service.gate import GateResult
 from keepwarm.service.report import HealthReport, WorkerHealth
-from keepwarm.ui import snippets
+from keepwarm.ui import snippets, state
 from keepwarm.ui.actions import (
     Outcome,
     attempt,
@@ -140,7 +140,7 @@ def service_settings(env: Env) -> None:
                 min_value=0.1,
                 placeholder="not checked",
             )
-        if st.button("SAVE SERVICE SETTINGS", key="service.save_settings"):
+        if st.button("SAVE SERVICE SETTINGS", key=state.key("service.save_settings")):
             cluster_values = {
                 "heartbeat_timeout_sec": float(heartbeat),
                 "stop_timeout_sec": float(stop_timeout),
@@ -171,7 +171,7 @@ def service_actions(env: Env) -> None:
     initial_from_settings(env, "service.workers")
     workers = int(
         workers_column.number_input(
-            "Workers to start", min_value=1, max_value=1024, step=1, key="service.workers"
+            "Workers to start", min_value=1, max_value=1024, step=1, key=state.key("service.workers")
         )
     )
     labels = {
@@ -182,7 +182,7 @@ def service_actions(env: Env) -> None:
         "stop": "STOP",
     }
     clicked = {
-        key: column.button(label, key=f"service.{key}", width="stretch")
+        key: column.button(label, key=state.key(f"service.{key}"), width="stretch")
         for column, (key, label) in zip(buttons, labels.items(), strict=True)
     }
     if clicked["start"]:
@@ -200,10 +200,13 @@ def service_actions(env: Env) -> None:
         st.markdown("**SUBMIT** a task")
         args_column, options_column = st.columns([3, 1])
         args_text = args_column.text_area(
-            "Task args (a JSON object)", value=json.dumps(env.settings.args), key="service.args", height=80
+            "Task args (a JSON object)",
+            value=json.dumps(env.settings.args),
+            key=state.key("service.args"),
+            height=80,
         )
-        wait = options_column.toggle("Wait for the result", value=True, key="service.wait")
-        if options_column.button("SUBMIT", key="service.submit", width="stretch"):
+        wait = options_column.toggle("Wait for the result", value=True, key=state.key("service.wait"))
+        if options_column.button("SUBMIT", key=state.key("service.submit"), width="stretch"):
             remember("submit", submit_task(service, ref, args_text, SUBMIT_WAIT_SEC if wait else None))
         submitted = show_outcome("submit")
         if submitted is not None and submitted.value is not None:
@@ -348,9 +351,9 @@ def line_chart(frame: pd.DataFrame) -> alt.Chart:
 def live_view(env: Env) -> None:
     st.subheader("Live view")
     toggle_column, every_column = st.columns(2)
-    live = toggle_column.toggle("Auto-refresh", value=True, key="service.live")
+    live = toggle_column.toggle("Auto-refresh", value=True, key=state.key("service.live"))
     every = every_column.select_slider(
-        "every (s)", options=REFRESH_CHOICES, value=2, key="service.refresh_sec"
+        "every (s)", options=REFRESH_CHOICES, value=2, key=state.key("service.refresh_sec")
     )
     st.fragment(run_every=float(every) if live else None)(live_panel)(env)
 

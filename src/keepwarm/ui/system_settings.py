@@ -14,6 +14,7 @@ import streamlit as st
 from keepwarm.env import Env
 from keepwarm.runmode.modes import settings_mode
 from keepwarm.settings import ClusterSettings
+from keepwarm.ui import state
 from keepwarm.ui.actions import (
     Outcome,
     changed,
@@ -57,7 +58,7 @@ def system_settings(env: Env) -> None:
             BACKENDS,
             index=BACKENDS.index(cluster.backend),
             horizontal=True,
-            key="settings.backend",
+            key=state.key("settings.backend"),
             help=field_help(ClusterSettings, "backend"),
         )
         scheduler = field_widget(
@@ -126,7 +127,7 @@ def system_settings(env: Env) -> None:
             value=cluster.share_dir or "",
             placeholder=str(env.share_root),
         )
-    if st.button("SAVE SETTINGS", key="settings.save", type="primary"):
+    if st.button("SAVE SETTINGS", key=state.key("settings.save"), type="primary"):
         values = {
             "backend": backend,
             "scheduler": scheduler,
@@ -136,7 +137,9 @@ def system_settings(env: Env) -> None:
             "share_dir": share_dir,
         }
         if remember("settings", save_system_settings(env, values, hosts)).ok:
-            st.session_state.update(defaults_from_settings(env))  # drawn below: they follow the settings
+            st.session_state.update(
+                {state.key(k): v for k, v in defaults_from_settings(env).items()}
+            )  # drawn below: they follow the settings
     show_outcome("settings")
 
 

@@ -1,0 +1,70 @@
+"""The page's Install section: INSTALL streams ``installer.install``'s output into *Install logs*;
+a successful install (this session's, or the one ``install.json`` records) enables RUN."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from keepwarm.env import Env
+from keepwarm.runmode.installer import InstallReport, install
+from keepwarm.ui import snippets, state
+from keepwarm.ui.actions import (
+    Outcome,
+    attempt,
+    recalled,
+    remember,
+    show_log,
+    show_outcome,
+    show_snippet,
+    stream,
+)
+from keepwarm.ui.snippets import AppRef
+
+INSTALL_RECORD = "install.json"
+
+
+def installed(env: Env) -> bool:
+    """Installed in this session, or an install of this app recorded in its log folder."""
+    outcome = recalled("install")
+    if outcome is not None and outcome.ok and isinstance(outcome.value, InstallReport):
+        return outcome.value.app == env.app_target
+    try:
+        InstallReport.model_validate_json((env.log_dir / INSTALL_RECORD).read_bytes())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def install_section(env: Env) -> None:
+    st.header("Install")
+    st.caption(
+        "Provisions the app for run mode: its interpreter (its own virtual environment when isolated), "
+        "its declared dependencies, an import check, and the Cython build or the Dask shipping it needs."
+    )
+    ref = AppRef.of(env)
+    snippet = snippets.install(ref)
+    with st.expander("Python and CLI", expanded=False):
+        show_snippet(snippet)
+    if st.button("INSTALL", key=state.key("install.run"), type="primary"):
+        log: list[str] = []
+
+        def provision(say: Any) -> InstallReport:
+            def step(name: str, state: str, detail: str) -> None:
+                say(f"step {name}: {state}{f' - {detail}' if detail else ''}")
+
+            return install(env, on_step=step, on_output=say)
+
+        def act() -> Outcome:
+            report = stream(provision, "Install logs", log)
+            steps = ", ".join(f"{s.name} {s.status}" for s in report.steps)
+            return Outcome(
+                True, f"installed {report.app} in {report.seconds:.2f}s: {steps}", snippet, report, log
+            )
+
+        remember("install", attempt(snippet, act, log))  # RUN, drawn below, reads it
+    outcome = show_outcome("install", with_snippet=False)
+    show_log("Install logs", outcome)
+    if outcome is None and installed(env):
+        st.caption(f"installed earlier: {env.log_dir / INSTALL_RECORD}")
