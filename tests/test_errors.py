@@ -29,6 +29,7 @@ PART_BASES = (
     errors.RunModeError,
     errors.GroupError,
     errors.SurfaceError,
+    errors.PipelineError,
 )
 
 

@@ -3,7 +3,8 @@
 The bases say which part failed; each raised class says what happened::
 
     KeepwarmError
-      ConfigError      the app and its settings: SettingsError, AppError (AppNotInstalled)
+      ConfigError      the app and its settings: SettingsError (SettingsConflict), AppError
+                       (AppNotInstalled)
       QueueError       tasks and results: InvalidTaskError, QueueFull, StorageError (an OSError),
                        TaskNotFound, ResultTimeout (a TimeoutError), TaskFailed, ServiceCannotDeliver
       ServiceError     a service and its supervisor: ServiceAlreadyRunning, ServiceStartError,
@@ -15,6 +16,7 @@ The bases say which part failed; each raised class says what happened::
       GroupError       fleets and workflow runs: FleetError (FleetAlreadyRunning, FleetStartError),
                        WorkflowNotFound
       SurfaceError     the page and the MCP server: PageNotServing, McpOptionError, PortUnavailable
+      PipelineError    a pipeline and its snippet files: PipelineFileError, StepNotFound, SnippetFileError
 
 This module imports nothing of keepwarm, so catching an error never loads the code that raises it.
 """
@@ -70,6 +72,17 @@ class ConfigError(KeepwarmError):
 
 class SettingsError(ConfigError):
     """An ``app_settings.toml`` (or another config file) is malformed."""
+
+
+class SettingsConflict(SettingsError):
+    """A save was refused: a key it changes also changed in the file since the values were loaded.
+
+    ``conflicts`` holds one ``(section, key, loaded, in_file, saving)`` per such key; nothing was written.
+    """
+
+    def __init__(self, message: str, conflicts: list[tuple[str, str, Any, Any, Any]]) -> None:
+        super().__init__(message)
+        self.conflicts = conflicts
 
 
 class AppError(ConfigError):
@@ -258,6 +271,25 @@ class McpOptionError(SurfaceError):
 
 class PortUnavailable(SurfaceError):
     """The port asked for cannot be listened on."""
+
+
+# ------------------------------------------------------------------ pipelines and saved snippets
+
+
+class PipelineError(KeepwarmError):
+    """A pipeline, one of its steps, or a saved snippet file cannot be used as asked."""
+
+
+class PipelineFileError(PipelineError):
+    """``pipeline.toml`` is malformed or cannot be read; the file is left as it is."""
+
+
+class StepNotFound(PipelineError):
+    """No step of that number (or of that file) in the pipeline."""
+
+
+class SnippetFileError(PipelineError):
+    """A snippet file to add, run or save is missing, outside the app folder, or cannot be written."""
 
 
 def storage_error(exc: OSError, where: Path, consequence: str) -> StorageError:

@@ -52,6 +52,7 @@ VERBS: dict[str, str] = {
     "workflow": "fleet:workflow",
     "mcp": "mcp:mcp",
     "ui": "ui:ui",
+    "pipeline": "pipeline:pipeline",
 }
 
 

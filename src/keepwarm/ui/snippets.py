@@ -3,15 +3,19 @@
 Each function returns a :class:`Snippet` for one action with the values the operator chose, so what
 was clicked can be scripted. The Python calls the same core function the page called; the shell line
 is the ``keepwarm`` verb that calls it too (or, for settings, which have no verb, the same Python
-through ``python -c``). Pure text: nothing here runs anything or imports Streamlit.
+through ``python -c``). Where the reference's ``AGI`` façade offers the action (install, get_distrib,
+run, serve, submit), the snippet also holds it as the reference writes it: ``asyncio.run(main())``
+around ``AgiEnv(apps_path=..., app=...)`` and the ``AGI`` call, with the app's ``[args]`` as keywords.
+Pure text: nothing here runs anything or imports Streamlit.
 """
 
 from __future__ import annotations
 
 import json
+import keyword
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +25,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Snippet:
-    """What one action did, as Python and as a shell command."""
+    """What one action did, as Python, as a shell command and (where the façade offers it) as the
+    reference's ``AGI`` call; ``action`` names the file it is saved as (``keepwarm_<action>.py``,
+    ``AGI_run.py``, ...), ``args`` are the app's ``[args]`` it was generated from."""
 
     python: str
     shell: str
+    agi: str | None = None
+    action: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
+    app_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -34,10 +44,42 @@ class AppRef:
     app: str
     apps_path: str
     settings_path: str
+    args: dict[str, Any] = field(default_factory=dict)  # the app's [args] as the page read them
 
     @classmethod
     def of(cls, env: Env) -> AppRef:
-        return cls(env.app_target, str(env.app_dir.parent), str(env.settings_path))
+        return cls(env.app_target, str(env.app_dir.parent), str(env.settings_path), dict(env.settings.args))
+
+    def snippet(self, action: str, python: str, shell: str, agi: str | None = None) -> Snippet:
+        """The snippet of ``action`` for this app, with the ``[args]`` it is generated from."""
+        app_dir = str(Path(self.apps_path) / self.app)
+        return Snippet(python, shell, agi, action, dict(self.args), app_dir)
+
+    def agi_script(self, body: str) -> str:
+        """A script as the reference writes one: ``main()`` builds the ``AgiEnv`` and awaits ``body``."""
+        lines = "\n".join(f"    {line}" if line else "" for line in body.strip("\n").splitlines())
+        return (
+            "import asyncio\n\n"
+            "from keepwarm import AGI, AgiEnv\n\n"
+            f"APPS_PATH = {literal(self.apps_path)}\n"
+            f"APP = {literal(self.app)}\n\n\n"
+            "async def main():\n"
+            "    env = AgiEnv(apps_path=APPS_PATH, app=APP, verbose=1)\n"
+            f"{lines}\n\n\n"
+            'if __name__ == "__main__":\n'
+            "    asyncio.run(main())\n"
+        )
+
+    def args_keywords(self, reserved: Sequence[str] = ()) -> str:
+        """The ``[args]`` as keyword arguments (``, items=2000, x=27``), as the reference passes them;
+        ``**{...}`` when a key is no Python name or is one of the call's own parameters."""
+        if not self.args:
+            return ""
+        if all(
+            key.isidentifier() and not keyword.iskeyword(key) and key not in reserved for key in self.args
+        ):
+            return "".join(f", {key}={literal(value)}" for key, value in self.args.items())
+        return f", **{literal(self.args)}"
 
     def env_preamble(self, *imports: str) -> str:
         """``import keepwarm`` (and ``imports``) and the app's ``env``."""
@@ -64,6 +106,34 @@ def literal(value: Any) -> str:
     return repr(value)
 
 
+# ---------------------------------------------------------------------- the reference's AGI calls
+
+LOCALHOST = "127.0.0.1"
+# AGI.get_distrib's and AGI.run's own parameters: an [args] key of one of these names goes in **{...}.
+DISTRIB_PARAMETERS = ("env", "scheduler", "workers", "verbose")
+RUN_PARAMETERS = ("env", "scheduler", "workers", "verbose", "mode", "rapids_enabled")
+
+
+def mode_bits(mode: str) -> int | str:
+    """A mode as the reference's bits (``pool+cython`` -> 3), or as given when it is no mode."""
+    from keepwarm.errors import ModeError
+    from keepwarm.runmode.modes import RunMode
+
+    try:
+        return RunMode.parse(mode).bits
+    except ModeError:
+        return mode
+
+
+def serve_script(ref: AppRef, action: str, call: str, result: str) -> str:
+    """``AGI.serve(env, action=...)``, printing what the reference's example prints."""
+    extra = {
+        "status": f', {result}.get("workers_running_count", 0)',
+        "health": f', {result}.get("workers_unhealthy_count", 0)',
+    }.get(action, "")
+    return ref.agi_script(f'{call}\nprint("{action.upper()}:", {result}["status"]{extra})\n')
+
+
 # ---------------------------------------------------------------------- settings
 
 
@@ -85,7 +155,7 @@ def save_settings(ref: AppRef, updates: Sequence[tuple[str, dict[str, Any]]]) ->
             *calls,
         ]
     )
-    return Snippet(python, shlex.join(["python", "-c", one_line]))
+    return ref.snippet("settings", python, shlex.join(["python", "-c", one_line]))
 
 
 # ---------------------------------------------------------------------- service mode
@@ -98,7 +168,9 @@ def start(ref: AppRef, slots: int | None = None) -> Snippet:
         "print(report.status, report.workers_healthy_count)\n"
     )
     options = ["--workers", str(slots)] if slots is not None else []
-    return Snippet(python, ref.verb("start", *options))
+    workers = f", workers={slots}" if slots is not None else ""
+    agi = serve_script(ref, "start", f'started = await AGI.serve(env, action="start"{workers})', "started")
+    return ref.snippet("start", python, ref.verb("start", *options), agi)
 
 
 def status(ref: AppRef) -> Snippet:
@@ -108,7 +180,8 @@ def status(ref: AppRef) -> Snippet:
         "for row in report.worker_health:\n"
         "    print(row.worker, row.healthy, row.reason, row.heartbeat_age_sec)\n"
     )
-    return Snippet(python, ref.verb("status"))
+    agi = serve_script(ref, "status", 'status = await AGI.serve(env, action="status")', "status")
+    return ref.snippet("status", python, ref.verb("status"), agi)
 
 
 def health_gate(ref: AppRef) -> Snippet:
@@ -116,19 +189,22 @@ def health_gate(ref: AppRef) -> Snippet:
         ref.service_preamble() + "report, gate = service.health()  # thresholds: [cluster.service_health]\n"
         "print(gate.code, gate.passed, gate.reasons)\n"
     )
-    return Snippet(python, ref.verb("health", "--gate"))
+    agi = serve_script(ref, "health", 'health = await AGI.serve(env, action="health")', "health")
+    return ref.snippet("health", python, ref.verb("health", "--gate"), agi)
 
 
 def snapshot(ref: AppRef) -> Snippet:
     python = ref.service_preamble() + "print(service.snapshot())  # service_operator_snapshot.json\n"
-    return Snippet(python, ref.verb("snapshot"))
+    return ref.snippet("snapshot", python, ref.verb("snapshot"))
 
 
 def stop(ref: AppRef, timeout: float | None = None) -> Snippet:
     argument = f"timeout={timeout:g}" if timeout is not None else ""
     python = ref.service_preamble() + f'print(service.stop({argument})["message"])\n'
     options = ["--timeout", f"{timeout:g}"] if timeout is not None else []
-    return Snippet(python, ref.verb("stop", *options))
+    wait = f", timeout={timeout:g}" if timeout is not None else ""
+    agi = serve_script(ref, "stop", f'stopped = await AGI.serve(env, action="stop"{wait})', "stopped")
+    return ref.snippet("stop", python, ref.verb("stop", *options), agi)
 
 
 def submit(ref: AppRef, args: dict[str, Any], wait_timeout: float | None = None) -> Snippet:
@@ -140,7 +216,11 @@ def submit(ref: AppRef, args: dict[str, Any], wait_timeout: float | None = None)
     else:
         python += f"print(handle.result(timeout={wait_timeout:g}))\n"
         options += ["--wait", "--timeout", f"{wait_timeout:g}"]
-    return Snippet(python, ref.verb("submit", *options))
+    agi = ref.agi_script(
+        f"queued = await AGI.submit(env, args={literal(args)})\n"
+        'print("SUBMIT:", queued["status"], queued["task_ids"])\n'
+    )
+    return ref.snippet("submit", python, ref.verb("submit", *options), agi)
 
 
 # ---------------------------------------------------------------------- run mode
@@ -152,7 +232,11 @@ def install(ref: AppRef) -> Snippet:
         + "report = keepwarm.install(env, on_output=print)  # InstallError names the step that failed\n"
         "print([(step.name, step.status) for step in report.steps])\n"
     )
-    return Snippet(python, ref.verb("install"))
+    agi = ref.agi_script(
+        "report = await AGI.install(env)\n"
+        'print("INSTALL:", [(step["name"], step["status"]) for step in report["steps"]])\n'
+    )
+    return ref.snippet("install", python, ref.verb("install"), agi)
 
 
 def distribute(ref: AppRef, workers: int) -> Snippet:
@@ -161,7 +245,12 @@ def distribute(ref: AppRef, workers: int) -> Snippet:
         + f"plan = keepwarm.distribute(env, workers={workers})  # saved; run executes it\n"
         "print(render_tree(plan))\n"
     )
-    return Snippet(python, ref.verb("distribute", "--workers", str(workers), "--tree"))
+    agi = ref.agi_script(
+        f"plan = await AGI.get_distrib(env, workers={{{literal(LOCALHOST)}: {workers}}}"
+        f"{ref.args_keywords(DISTRIB_PARAMETERS)})\n"
+        'print("DISTRIBUTE:", plan["loads"], plan["imbalance"])\n'
+    )
+    return ref.snippet("distribute", python, ref.verb("distribute", "--workers", str(workers), "--tree"), agi)
 
 
 def move_partition(ref: AppRef, partition: str, worker: str) -> Snippet:
@@ -170,7 +259,7 @@ def move_partition(ref: AppRef, partition: str, worker: str) -> Snippet:
         + f"plan = move_partition(env, {literal(partition)}, {literal(worker)})  # and saved\n"
         "print(render_tree(plan))\n"
     )
-    return Snippet(python, ref.verb("distribute", "--move", partition, "--to", worker))
+    return ref.snippet("move", python, ref.verb("distribute", "--move", partition, "--to", worker))
 
 
 def run(ref: AppRef, mode: str) -> Snippet:
@@ -179,7 +268,11 @@ def run(ref: AppRef, mode: str) -> Snippet:
         + f"report = keepwarm.run(env, {literal(mode)}, on_event=lambda event: print(event.message))\n"
         "print(report.status, report.seconds, report.rows, report.output_dir)\n"
     )
-    return Snippet(python, ref.verb("run", "--mode", mode))
+    agi = ref.agi_script(
+        f"run = await AGI.run(env, mode={mode_bits(mode)}{ref.args_keywords(RUN_PARAMETERS)})  # {mode}\n"
+        'print("RUN:", run["status"], run["seconds"], run["rows"], run["output_dir"])\n'
+    )
+    return ref.snippet("run", python, ref.verb("run", "--mode", mode), agi)
 
 
 def benchmark(ref: AppRef, modes: list[str] | None = None) -> Snippet:
@@ -192,7 +285,13 @@ def benchmark(ref: AppRef, modes: list[str] | None = None) -> Snippet:
         "    print(entry.order, entry.mode, entry.timing)\n"
     )
     options = [] if modes is None else ["--mode", ",".join(modes)]
-    return Snippet(python, ref.verb("run", "--benchmark", *options))
+    chosen_bits = "None" if modes is None else literal([mode_bits(mode) for mode in modes])
+    agi = ref.agi_script(
+        f"ranking = await AGI.run(env, mode={chosen_bits}{ref.args_keywords(RUN_PARAMETERS)})  # benchmark\n"
+        'for name, entry in sorted(ranking.items(), key=lambda item: item[1]["order"]):\n'
+        '    print("BENCHMARK:", entry["order"], name, entry["timing"])\n'
+    )
+    return ref.snippet("benchmark", python, ref.verb("run", "--benchmark", *options), agi)
 
 
 def load_data(ref: AppRef, rows: int) -> Snippet:
@@ -202,7 +301,7 @@ def load_data(ref: AppRef, rows: int) -> Snippet:
         "print(run.run_id)\n"
         "print(table)\n"
     )
-    return Snippet(python, ref.verb("data", "--head", str(rows)))
+    return ref.snippet("data", python, ref.verb("data", "--head", str(rows)))
 
 
 def export(ref: AppRef, columns: list[str] | None) -> Snippet:
@@ -212,4 +311,28 @@ def export(ref: AppRef, columns: list[str] | None) -> Snippet:
         + f"print(export_columns(env, {literal(columns) if columns is not None else 'None'}).path)\n"
     )
     options = ["--all"] if columns is None else ["--columns", ",".join(columns)]
-    return Snippet(python, ref.verb("export", *options))
+    return ref.snippet("export", python, ref.verb("export", *options))
+
+
+# ---------------------------------------------------------------------- generated for the PIPELINE
+
+# The actions the PIPELINE page generates a step from, as the page lists them.
+GENERATED_ACTIONS = ("install", "distribute", "run", "start", "status", "health", "stop")
+
+
+def generate(ref: AppRef, action: str, *, mode: str, workers: int) -> Snippet:
+    """The snippet of one of :data:`GENERATED_ACTIONS`, with the settings' ``mode`` and ``workers``."""
+    builders = {
+        "install": lambda: install(ref),
+        "distribute": lambda: distribute(ref, workers),
+        "run": lambda: run(ref, mode),
+        "start": lambda: start(ref, workers),
+        "status": lambda: status(ref),
+        "health": lambda: health_gate(ref),
+        "stop": lambda: stop(ref),
+    }
+    if action not in builders:
+        raise ValueError(
+            f"no snippet of {action!r} to generate: choose one of {', '.join(GENERATED_ACTIONS)}"
+        )
+    return builders[action]()
