@@ -155,6 +155,16 @@ class PythonSurface:
 
         return _caught(lambda: {"services": stop_all(namespace)})
 
+    def pipeline_run(self, app: str, step: int | None = None) -> Outcome:
+        from keepwarm.pipeline.runner import run_pipeline
+
+        outcome = _caught(
+            lambda: run_pipeline(keepwarm.Env(app, self.apps_path), step).model_dump(mode="json")
+        )
+        if outcome.ok and not outcome.doc["ok"]:  # a step failed: the run's answer, not an exception
+            return Outcome(False, outcome.doc, outcome.doc["message"])
+        return outcome
+
 
 class CliSurface:
     name = "cli"
@@ -263,6 +273,10 @@ class CliSurface:
 
     def stop_namespace(self, namespace: str) -> Outcome:
         return self.run("down", "--all", "--namespace", namespace)
+
+    def pipeline_run(self, app: str, step: int | None = None) -> Outcome:
+        chosen = ["--step", str(step)] if step is not None else []
+        return self.run("pipeline", "run", app, "--apps-path", str(self.apps_path), *chosen)
 
 
 class McpSurface:

@@ -67,6 +67,12 @@ TABLE: dict[str, dict[str, str]] = {
         "mcp": "not offered: fleet_down stops a fleet; an agent stops services one by one",
         "agi": NO_AGI,
     },
+    "pipeline run": {
+        "python": Y,
+        "cli": Y,
+        "mcp": "not offered: a pipeline runs the app folder's Python files; MCP tools run no files",
+        "agi": "not offered: the reference runs its pipeline from the PIPELINE page, not from AGI",
+    },
 }
 
 # The surface method each action calls.
@@ -90,6 +96,7 @@ METHODS: dict[str, tuple[str, ...]] = {
     "fleet up, status, down": ("fleet_up", "fleet_status", "fleet_down"),
     "fleet up with its workflow": ("fleet_up_with_workflow",),
     "stop every service of a namespace": ("stop_namespace",),
+    "pipeline run": ("pipeline_run",),
 }
 
 # Every CLI verb and MCP tool: the table's action it is, or why it is outside the table.
@@ -107,6 +114,7 @@ CLI_VERBS: dict[str, str] = {
     "up": "fleet up, status, down",
     "down": "fleet up, status, down",
     "ps": "fleet up, status, down",
+    "pipeline": "pipeline run",
 }
 OUTSIDE: dict[str, str] = {
     "init": "run mode: CLI and Python only (tests/test_run_mode.py)",
@@ -545,3 +553,32 @@ def test_stopping_every_service_of_a_namespace_answers_alike(world: World, surfa
     )
     again = {name: surfaces[name].stop_namespace(f"every-{name}") for name in offering(action)}
     assert same(again, lambda o: (o.ok, o.doc["services"]), "down --all, nothing running") == (True, [])
+
+
+# ---------------------------------------------------------------------- pipelines
+
+
+def test_a_pipeline_run_answers_alike(world: World, surfaces: dict[str, Any]) -> None:
+    action = "pipeline run"
+    folder = world.apps / APP
+    (folder / "step_ok.py").write_text("print('step one ran')\n")
+    (folder / "step_fails.py").write_text("raise SystemExit('step two: no input')\n")
+    (folder / "pipeline.toml").write_text(
+        '[[steps]]\nfile = "step_ok.py"\n\n[[steps]]\nfile = "step_fails.py"\n'
+    )
+
+    def facts(outcome: Outcome) -> tuple[Any, ...]:
+        steps = [(s["number"], s["file"], s["status"], s["exit_code"]) for s in outcome.doc["steps"]]
+        return (outcome.ok, outcome.doc["app"], steps, gist(outcome.error).split(" after ")[0])
+
+    every = {name: surfaces[name].pipeline_run(APP) for name in offering(action)}
+    assert same(every, facts, "pipeline run") == (
+        False,
+        APP,
+        [(1, "step_ok.py", "ok", 0), (2, "step_fails.py", "failed", 1)],
+        "step 2 (step_fails.py) failed with exit code 1",
+    )
+    one = {name: surfaces[name].pipeline_run(APP, step=1) for name in offering(action)}
+    assert same(one, facts, "pipeline run --step 1")[:3] == (True, APP, [(1, "step_ok.py", "ok", 0)])
+    missing = {name: surfaces[name].pipeline_run(APP, step=3) for name in offering(action)}
+    assert same_error(missing, "pipeline run --step 3") == f"{APP}'s pipeline has no step 3: it has steps 1 to 2"

@@ -1,0 +1,300 @@
+"""Pipelines: snippets saved next to their app, run as steps in order (issue 15 §3.2, §3.3).
+
+Real files and real child processes: every step is ``python <file>`` in the app folder; the saved AGI
+snippets run keepwarm's façade for real on a copy of the bundled example app.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from keepwarm.env import Env
+from keepwarm.errors import PipelineFileError, SnippetFileError, StepNotFound
+from keepwarm.pipeline.runner import last_outcome, run_pipeline, step_log
+from keepwarm.pipeline.snippet_file import args_digest, read_snippet, save_snippet, snippet_file_name
+from keepwarm.pipeline.steps import (
+    add_step,
+    load_pipeline,
+    move_step,
+    pipeline_path,
+    remove_step,
+    save_as_step,
+    stale,
+)
+from keepwarm.settings import update_settings
+from keepwarm.ui import snippets
+
+from .conftest import copy_app
+
+KEEPWARM = str(Path(sys.executable).parent / "keepwarm")
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    return copy_app(tmp_path, "mycode_project")
+
+
+def script(app_dir: Path, name: str, code: str) -> str:
+    (app_dir / name).write_text(code)
+    return name
+
+
+def keepwarm(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([KEEPWARM, *argv], capture_output=True, text=True, timeout=300, check=False)
+
+
+# ---------------------------------------------------------------------- saved snippets
+
+
+def test_a_saved_agi_run_snippet_runs_as_it_is_with_the_args_it_was_generated_from(app_dir: Path) -> None:
+    update_settings(app_dir / "app_settings.toml", "args", {"items": 300, "partitions": 3})
+    ref = snippets.AppRef.of(Env(app_dir))
+    snippet = snippets.run(ref, "python")
+    assert snippet.agi is not None and "AGI.run(env, mode=0, x=27, items=300, partitions=3)" in snippet.agi
+    saved = save_snippet(
+        app_dir, snippet_file_name("run", agi=True), snippet.agi, args=snippet.args, title="AGI.run"
+    )
+    assert saved.path == app_dir / "AGI_run.py"
+
+    ran = subprocess.run(
+        [sys.executable, "AGI_run.py"], cwd=app_dir, capture_output=True, text=True, timeout=300, check=False
+    )
+
+    assert ran.returncode == 0, ran.stderr
+    line = next(line for line in ran.stdout.splitlines() if line.startswith("RUN: "))
+    status, _seconds, rows, output_dir = line.removeprefix("RUN: ").split(" ")
+    assert (status, rows) == ("done", "300")
+    record = json.loads((Path(output_dir) / "run.json").read_text())
+    assert record["args"]["items"] == 300 and record["mode"] == "python"
+
+
+def test_a_saved_file_records_the_args_it_was_generated_from_in_its_header(app_dir: Path) -> None:
+    args = {"x": 27, "items": 2000, "partitions": 8}
+    saved = save_snippet(app_dir, "keepwarm_run.py", "print('hello')\n", args=args, title="keepwarm run")
+    again = read_snippet(saved.path)
+    assert again.args == args and again.digest == args_digest(args) == saved.digest
+    assert args_digest({"partitions": 8, "items": 2000, "x": 27}) == saved.digest  # key order does not matter
+    lines = saved.path.read_text().splitlines()
+    assert lines[0].startswith("# keepwarm snippet: keepwarm run of") and lines[-1] == "print('hello')"
+    assert read_snippet(app_dir / script(app_dir, "plain.py", "print(1)\n")).args is None
+
+
+def test_snippet_file_names_follow_the_reference() -> None:
+    names = {
+        action: snippet_file_name(action, agi=True) for action in ("run", "start", "install", "distribute")
+    }
+    assert names == {
+        "run": "AGI_run.py",
+        "start": "AGI_serve.py",
+        "install": "AGI_install.py",
+        "distribute": "AGI_get_distrib.py",
+    }
+    assert snippet_file_name("export", agi=False) == "keepwarm_export.py"
+    with pytest.raises(SnippetFileError, match="the AGI façade has no 'export' action"):
+        snippet_file_name("export", agi=True)
+
+
+def test_every_agi_snippet_is_valid_python_and_says_its_call() -> None:
+    ref = snippets.AppRef("demo", "/apps", "/apps/demo/app_settings.toml", {"items": 10, "workers": 2})
+    calls = {
+        snippets.install(ref).agi: "await AGI.install(env)",
+        snippets.distribute(
+            ref, 2
+        ).agi: 'AGI.get_distrib(env, workers={"127.0.0.1": 2}, **{"items": 10, "workers": 2})',
+        snippets.run(ref, "pool+cython").agi: "AGI.run(env, mode=3, **{",
+        snippets.benchmark(ref, ["python", "pool"]).agi: "AGI.run(env, mode=[0, 1], **{",
+        snippets.start(ref, 2).agi: 'AGI.serve(env, action="start", workers=2)',
+        snippets.status(ref).agi: 'AGI.serve(env, action="status")',
+        snippets.health_gate(ref).agi: 'AGI.serve(env, action="health")',
+        snippets.stop(ref).agi: 'AGI.serve(env, action="stop")',
+        snippets.submit(ref, {"x": 1}).agi: 'AGI.submit(env, args={"x": 1})',
+    }
+    for code, call in calls.items():
+        assert code is not None and call in code, (call, code)
+        compile(code, "<agi snippet>", "exec")
+        assert "AgiEnv(apps_path=APPS_PATH, app=APP, verbose=1)" in code and "asyncio.run(main())" in code
+    assert snippets.export(ref, None).agi is None  # the façade has no export
+
+
+# ---------------------------------------------------------------------- the pipeline file
+
+
+def test_steps_are_added_moved_and_removed_in_the_pipeline_file(app_dir: Path) -> None:
+    env = Env(app_dir)
+    for name in ("a.py", "b.py", "c.py"):
+        script(app_dir, name, "print(1)\n")
+        add_step(env, name)
+    assert [s.file for s in load_pipeline(env).steps] == ["a.py", "b.py", "c.py"]
+    move_step(env, 3, -1)
+    assert [s.file for s in load_pipeline(env).steps] == ["a.py", "c.py", "b.py"]
+    move_step(env, 1, -1)  # already first: stays
+    move_step(env, 1, 5)  # to the end, no further
+    assert [s.file for s in load_pipeline(env).steps] == ["c.py", "b.py", "a.py"]
+    remove_step(env, 2)
+    assert [s.file for s in load_pipeline(env).steps] == ["c.py", "a.py"]
+    assert (app_dir / "b.py").exists()
+    text = pipeline_path(env).read_text()
+    assert text.startswith("# keepwarm pipeline") and 'file = "c.py"' in text
+    assert load_pipeline(env).steps[0].args == {"x": 27, "items": 2000, "partitions": 8}
+
+
+def test_bad_input_gets_a_clear_error_and_leaves_the_file_as_it_was(app_dir: Path, tmp_path: Path) -> None:
+    env = Env(app_dir)
+    with pytest.raises(SnippetFileError, match=r"snippet file .*missing\.py does not exist"):
+        add_step(env, "missing.py")
+    outside = tmp_path / "elsewhere.py"
+    outside.write_text("print(1)\n")
+    with pytest.raises(SnippetFileError, match=r"is outside the app folder .*: copy it there"):
+        add_step(env, outside)
+    script(app_dir, "a.py", "print(1)\n")
+    add_step(env, "a.py")
+    with pytest.raises(SnippetFileError, match=r"a\.py is already step 1"):
+        add_step(env, "a.py")
+    with pytest.raises(StepNotFound, match="has no step 4: it has steps 1 to 1"):
+        remove_step(env, 4)
+    with pytest.raises(StepNotFound, match="has no step 2"):
+        run_pipeline(env, 2)
+    with pytest.raises(SnippetFileError, match="not a snippet file name"):
+        save_snippet(app_dir, "../evil.py", "print(1)\n", args={}, title="x")
+
+    broken = '[[steps]]\nfile = "a.py"\ncolour = "red"\n'
+    pipeline_path(env).write_text(broken)
+    with pytest.raises(PipelineFileError, match=r"colour: unknown key.*fix it"):
+        load_pipeline(env)
+    with pytest.raises(PipelineFileError):
+        add_step(env, "a.py")
+    assert pipeline_path(env).read_text() == broken
+    pipeline_path(env).write_text("[[steps]\n")
+    with pytest.raises(PipelineFileError, match="is not valid TOML"):
+        load_pipeline(env)
+
+
+# ---------------------------------------------------------------------- running
+
+
+def test_steps_run_in_order_with_their_logs_and_stop_at_the_first_failure(app_dir: Path) -> None:
+    env = Env(app_dir)
+    trail = app_dir / "trail.txt"
+    script(app_dir, "one.py", "open('trail.txt', 'a').write('one\\n'); print('one says hi')\n")
+    script(
+        app_dir,
+        "two.py",
+        "import sys\nopen('trail.txt', 'a').write('two\\n')\nprint('two starts')\n"
+        "sys.stderr.write('two: the input is wrong\\n')\nsys.exit(3)\n",
+    )
+    script(app_dir, "three.py", "open('trail.txt', 'a').write('three\\n')\n")
+    for name in ("one.py", "two.py", "three.py"):
+        add_step(env, name)
+    said: list[str] = []
+
+    ran = run_pipeline(env, on_output=said.append)
+
+    assert not ran.ok
+    assert [(o.file, o.status, o.exit_code) for o in ran.steps] == [
+        ("one.py", "ok", 0),
+        ("two.py", "failed", 3),
+        ("three.py", "not run", None),
+    ]
+    assert trail.read_text() == "one\ntwo\n"  # in order, and nothing after the failure
+    assert ran.message.startswith("step 2 (two.py) failed with exit code 3 after ")
+    assert "the run stopped there; not run: step 3" in ran.message
+    steps = load_pipeline(env).steps
+    assert step_log(env, steps[1]).read_text() == "two starts\ntwo: the input is wrong\n"
+    assert "one says hi" in said and "two: the input is wrong" in said
+    kept = last_outcome(env, steps[1])
+    assert kept is not None and kept.status == "failed" and kept.exit_code == 3
+    assert last_outcome(env, steps[2]) is None
+
+    only = run_pipeline(env, 3)  # one step on its own
+    assert only.ok and [o.file for o in only.steps] == ["three.py"] and only.message.startswith("1 step ok")
+    assert trail.read_text() == "one\ntwo\nthree\n"
+
+
+def test_a_step_whose_file_is_gone_fails_and_says_so(app_dir: Path) -> None:
+    env = Env(app_dir)
+    add_step(env, script(app_dir, "gone.py", "print(1)\n"))
+    (app_dir / "gone.py").unlink()
+    ran = run_pipeline(env)
+    assert not ran.ok and ran.steps[0].exit_code == 127
+    assert (
+        "does not exist: save it again, or remove the step"
+        in step_log(env, load_pipeline(env).steps[0]).read_text()
+    )
+
+
+def test_a_pipeline_without_steps_says_how_to_add_one(app_dir: Path) -> None:
+    with pytest.raises(StepNotFound, match=r"has no steps .*keepwarm pipeline add"):
+        run_pipeline(Env(app_dir))
+
+
+# ---------------------------------------------------------------------- staleness
+
+
+def test_a_step_is_stale_when_its_args_changed_and_says_which(app_dir: Path) -> None:
+    env = Env(app_dir)
+    ref = snippets.AppRef.of(env)
+    snippet = snippets.run(ref, "python")
+    assert snippet.agi is not None
+    save_as_step(env, "AGI_run.py", snippet.agi, args=snippet.args, title="AGI.run")
+    step = load_pipeline(env).steps[0]
+    assert not stale(env, step).stale
+
+    update_settings(app_dir / "app_settings.toml", "args", {"items": 500, "seed": 3})
+
+    staleness = stale(env, step)
+    assert staleness.stale and set(staleness.changed) == {"items", "seed"}
+    assert staleness.describe() == "items 2000 -> 500, seed (unset) -> 3"
+
+    fresh = snippets.run(snippets.AppRef.of(Env(app_dir)), "python")  # generated again: no longer stale
+    assert fresh.agi is not None
+    _, number = save_as_step(env, "AGI_run.py", fresh.agi, args=fresh.args, title="AGI.run")
+    assert number == 1 and len(load_pipeline(env).steps) == 1
+    assert not stale(env, load_pipeline(env).steps[0]).stale
+
+
+def test_an_added_file_without_header_is_stale_from_the_args_when_it_was_added(app_dir: Path) -> None:
+    env = Env(app_dir)
+    add_step(env, script(app_dir, "lab_snippet.py", "print(1)\n"))
+    update_settings(app_dir / "app_settings.toml", "args", {"x": 28})
+    assert stale(env, load_pipeline(env).steps[0]).describe() == "x 27 -> 28"
+
+
+# ---------------------------------------------------------------------- the CLI
+
+
+def test_the_cli_runs_shows_and_fails_like_the_core(app_dir: Path) -> None:
+    where = ["--apps-path", str(app_dir.parent)]
+    app = app_dir.name
+    script(app_dir, "ok.py", "print('fine')\n")
+    script(app_dir, "bad.py", "raise SystemExit('bad: no such input')\n")
+    assert keepwarm("pipeline", "add", app, "ok.py", *where).returncode == 0
+    added = keepwarm("pipeline", "add", app, "bad.py", *where, "--json")
+    assert [s["file"] for s in json.loads(added.stdout)["steps"]] == ["ok.py", "bad.py"]
+
+    first = keepwarm("pipeline", "run", app, *where, "--step", "1")
+    assert first.returncode == 0, first.stderr
+    assert "1 step ok in" in first.stderr and "fine" in first.stderr
+
+    failed = keepwarm("pipeline", "run", app, *where, "--json")
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    document = json.loads(failed.stdout)
+    assert [s["status"] for s in document["steps"]] == ["ok", "failed"] and document["ok"] is False
+    assert document["error"].startswith("step 2 (bad.py) failed with exit code 1")
+
+    missing = keepwarm("pipeline", "run", app, *where, "--step", "9", "--json")
+    assert missing.returncode == 1 and json.loads(missing.stdout)["kind"] == "StepNotFound"
+    assert "error: " in missing.stderr and "Traceback" not in missing.stderr
+
+    update_settings(app_dir / "app_settings.toml", "args", {"items": 10})
+    shown = json.loads(keepwarm("pipeline", "show", app, *where, "--json").stdout)
+    assert [(s["file"], s["stale"], s["last_run"]["status"]) for s in shown["steps"]] == [
+        ("ok.py", "items 2000 -> 10", "ok"),
+        ("bad.py", "items 2000 -> 10", "failed"),
+    ]
+    text = keepwarm("pipeline", "show", app, *where)
+    assert text.returncode == 0 and "bad.py" in text.stdout and "failed" in text.stdout
