@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, Field
 
 from keepwarm.app import load_app
 from keepwarm.env import Env
-from keepwarm.errors import AppError, SettingsError
-from keepwarm.settings import AppSettings, load_settings, update_settings
+from keepwarm.errors import AppError, ConfigError, SettingsConflict, SettingsError
+from keepwarm.settings import AppSettings, load_settings, update_sections, update_settings
+from keepwarm.settings_form import FormBaseline, check_form_args, form_edits, load_args_form, refresh_form
 
 from .conftest import EXAMPLE_APPS, copy_app, write_app
 
@@ -399,3 +403,151 @@ def test_entry_point_module_that_fails_to_import_reports_its_error(
     message = one_line(caught.value)
     assert "[app] worker" in message
     assert "kw_missing_dependency_xyz" in message
+
+
+# ---------------------------------------------------------------- saving against what was loaded
+
+
+def test_a_save_against_what_was_loaded_keeps_a_key_changed_elsewhere(tmp_path: Path) -> None:
+    path = copy_app(tmp_path, "mycode_project") / "app_settings.toml"
+    update_settings(path, "args", {"items": 500})  # a shell changes another key meanwhile
+
+    update_settings(path, "args", {"partitions": 4}, expected={"partitions": 8})
+
+    assert load_settings(path).args == {"x": 27, "items": 500, "partitions": 4}
+
+
+def test_a_key_changed_on_disk_since_it_was_loaded_refuses_the_save_and_names_both_values(
+    tmp_path: Path,
+) -> None:
+    path = copy_app(tmp_path, "mycode_project") / "app_settings.toml"
+    update_settings(path, "args", {"x": 50})
+    before = path.read_bytes()
+
+    with pytest.raises(SettingsConflict) as caught:
+        update_settings(path, "args", {"x": 60, "items": 10}, expected={"x": 27, "items": 2000})
+
+    assert isinstance(caught.value, ConfigError)
+    assert caught.value.conflicts == [("args", "x", 27, 50, 60)]
+    assert one_line(caught.value).startswith(
+        "app_settings.toml changed on disk since it was loaded: [args] x is 50 in the file (it was 27 "
+        "when loaded; this save sets 60). Nothing was saved"
+    )
+    assert path.read_bytes() == before
+
+
+def test_a_key_set_on_disk_to_the_value_being_saved_is_no_conflict(tmp_path: Path) -> None:
+    path = copy_app(tmp_path, "mycode_project") / "app_settings.toml"
+    update_settings(path, "cluster", {"pool": True})
+
+    update_settings(path, "cluster", {"pool": True, "slots": 3}, expected={"pool": None, "slots": 2})
+
+    assert (load_settings(path).cluster.pool, load_settings(path).cluster.slots) == (True, 3)
+
+
+def test_several_sections_are_saved_all_or_none(tmp_path: Path) -> None:
+    path = copy_app(tmp_path, "mycode_project") / "app_settings.toml"
+    update_settings(path, "cluster.service_health", {"max_unhealthy": 2})
+    before = path.read_bytes()
+
+    with pytest.raises(SettingsConflict):
+        update_sections(
+            path,
+            [
+                ("cluster", {"stop_timeout_sec": 5.0}, {"stop_timeout_sec": None}),
+                ("cluster.service_health", {"max_unhealthy": 1}, {"max_unhealthy": 0}),
+            ],
+        )
+    assert path.read_bytes() == before
+
+
+def _add_keys(path: str, writer: int, count: int) -> None:
+    for number in range(count):
+        update_settings(Path(path), "args", {f"w{writer}_{number}": number})
+
+
+def test_writers_in_several_processes_never_lose_each_others_keys(tmp_path: Path) -> None:
+    """Each update reads, changes and replaces the file under a lock: no write is lost."""
+    path = write_settings(tmp_path, MINIMAL)
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_add_keys, args=(str(path), w, 15)) for w in range(4)]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(120)
+        assert process.exitcode == 0
+    assert len(load_settings(path).args) == 4 * 15
+
+
+def baseline(shown: dict[str, object], digest: str, mtime: float = 0.0) -> FormBaseline:
+    return FormBaseline(shown, dict(shown), digest, mtime)
+
+
+def test_a_refreshed_form_keeps_the_users_edits_and_shows_the_files_other_values() -> None:
+    loaded = baseline({"x": 27, "items": 2000, "partitions": 8}, "a")
+    on_disk = baseline({"x": 27, "items": 500, "partitions": 8}, "b", mtime=1_700_000_000.0)
+
+    values, kept = refresh_form(loaded, {"x": 27, "items": 2000, "partitions": 4}, on_disk)
+
+    assert values == {"x": 27, "items": 500, "partitions": 4}
+    assert kept.shown == {"x": 27, "items": 500, "partitions": 8}  # partitions: edited from 8
+    assert form_edits(kept, values) == {"partitions": 4}
+    assert kept.expected({"partitions": 4}) == {"partitions": 8}
+    assert kept.notice is not None and kept.notice.startswith("app_settings.toml changed on disk at ")
+    assert kept.notice.endswith("; the form shows its values")
+
+
+def test_a_key_edited_in_the_form_and_on_disk_stays_the_forms_and_is_checked_against_the_load() -> None:
+    loaded = baseline({"x": 27}, "a")
+    values, kept = refresh_form(loaded, {"x": 60}, baseline({"x": 50}, "b"))
+    assert values == {"x": 60}
+    assert kept.expected(form_edits(kept, values)) == {"x": 27}  # the save is refused: the file says 50
+
+
+def test_an_unchanged_file_leaves_the_form_as_the_user_has_it() -> None:
+    loaded = baseline({"x": 27, "items": 2000}, "a")
+    values, kept = refresh_form(loaded, {"x": 30}, baseline({"x": 27, "items": 2000}, "a"))
+    assert values == {"x": 30, "items": 2000}  # items was not drawn: not edited
+    assert kept.notice is None
+
+
+class Ranged(BaseModel):
+    x: int = Field(default=5, ge=1, le=100)
+    rate: float = Field(default=0.5, gt=0)
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"x": 500}, "x = 500 is out of range: at most 100"),
+        ({"x": 0}, "x = 0 is out of range: at least 1"),
+        ({"rate": 0}, "rate = 0 is out of range: more than 0"),
+        ({"x": "five"}, "x: input should be a valid integer"),
+    ],
+)
+def test_args_out_of_range_say_the_bound_and_that_nothing_was_saved(
+    tmp_path: Path, values: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        check_form_args(Ranged, values, tmp_path / "app_settings.toml")
+    message = str(caught.value)
+    assert message.startswith(f"[args] of {tmp_path / 'app_settings.toml'}: invalid args: {problem}")
+    assert message.endswith("; nothing was saved")
+
+
+def test_an_apps_args_form_is_its_render_function(tmp_path: Path) -> None:
+    assert load_args_form(tmp_path) is None
+    form = tmp_path / "app_args_form.py"
+    form.write_text("def render(args, model, key):\n    return {'x': args['x'] + 1}\n")
+    render = load_args_form(tmp_path)
+    assert render is not None and render({"x": 1}, None, str) == {"x": 2}
+
+    form.write_text("def draw(args):\n    return args\n")
+    os.utime(form, ns=(1, 1))  # another mtime: imported again
+    with pytest.raises(AppError, match=r"app_args_form.py: defines no render\(args, model, key\) function"):
+        load_args_form(tmp_path)
+
+    form.write_text("import no_such_module_here\n")
+    os.utime(form, ns=(2, 2))
+    with pytest.raises(AppError, match="importing the app's args form failed: ModuleNotFoundError"):
+        load_args_form(tmp_path)

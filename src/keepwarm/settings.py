@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import fcntl
+import hashlib
 import json
+import os
 import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,7 +20,7 @@ import tomlkit.items
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keepwarm._sys.atomic import write_atomic
-from keepwarm.errors import SettingsError
+from keepwarm.errors import SettingsConflict, SettingsError
 
 SETTINGS_FILE = "app_settings.toml"
 MiB = 1024 * 1024
@@ -231,12 +237,76 @@ def _shown(value: Any) -> str:
     return "unset" if value is _UNSET else json.dumps(value)
 
 
-def update_settings(path: Path, section: str, values: dict[str, Any]) -> AppSettings:
+def update_settings(
+    path: Path, section: str, values: dict[str, Any], *, expected: dict[str, Any] | None = None
+) -> AppSettings:
     """Set ``values`` in ``[section]`` (dotted, e.g. ``cluster.service_health``), keeping comments.
 
-    The result is validated before anything is written, so a bad value leaves the file as it was.
+    ``expected`` makes it a compare-and-set: each key's value in the file when the caller read it
+    (``None``: not in the file). A key whose value in the file is now another one, and not the one
+    being saved, refuses the whole update with :class:`SettingsConflict`. The result is validated
+    before anything is written, so a bad value, or a conflict, leaves the file as it was.
     """
-    document = _parse(path)
+    return update_sections(path, [(section, values, expected or {})])
+
+
+SectionUpdate = tuple[str, dict[str, Any], dict[str, Any]]  # (section, values, expected)
+
+
+def update_sections(path: Path, updates: Sequence[SectionUpdate]) -> AppSettings:
+    """:func:`update_settings` of several sections at once: all of them are written, or none.
+
+    The file is locked while it is read, checked and replaced, so two writers using this function
+    cannot interleave (a writer that does not lock, such as an editor, is caught by ``expected``).
+    """
+    with _locked(path):
+        document = _parse(path)
+        current = document.unwrap()
+        conflicts = [
+            (section, key, loaded, now, values[key])
+            for section, values, expected in updates
+            for key, loaded in expected.items()
+            if key in values
+            and (now := section_values(current, section).get(key)) != loaded
+            and now != values[key]
+        ]
+        if conflicts:
+            raise SettingsConflict(_conflict_message(path, conflicts), conflicts)
+        for section, values, _ in updates:
+            _set_values(document, section, values)
+        settings = _validate(path, document.unwrap())
+        write_atomic(path, tomlkit.dumps(document).encode())
+    return settings
+
+
+@dataclass(frozen=True)
+class SettingsSnapshot:
+    """The file as read once: its settings, its raw tables (no defaults), when it was last changed,
+    and a digest of its text (a form compares it to notice a change made elsewhere)."""
+
+    settings: AppSettings
+    table: dict[str, Any]
+    digest: str
+    mtime: float
+
+
+def read_snapshot(path: Path) -> SettingsSnapshot:
+    """Read and validate ``path`` once, with its digest and mtime (errors as :func:`load_settings`)."""
+    text = _read(path)
+    table = _parse_text(path, text).unwrap()
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return SettingsSnapshot(_validate(path, table), table, digest, path.stat().st_mtime)
+
+
+def section_values(table: dict[str, Any], section: str) -> dict[str, Any]:
+    """The keys ``[section]`` (dotted) of a file's raw ``table`` sets, as written there."""
+    found: Any = table
+    for part in section.split("."):
+        found = found.get(part) if isinstance(found, dict) else None
+    return dict(found) if isinstance(found, dict) else {}
+
+
+def _set_values(document: tomlkit.TOMLDocument, section: str, values: dict[str, Any]) -> None:
     table: Any = document
     for part in section.split("."):
         if part not in table:
@@ -249,9 +319,45 @@ def update_settings(path: Path, section: str, values: dict[str, Any]) -> AppSett
             table[key] = value
         else:
             _add_after_last_value(table, key, value)
-    settings = _validate(path, document.unwrap())
-    write_atomic(path, tomlkit.dumps(document).encode())
-    return settings
+
+
+def _conflict_message(path: Path, conflicts: list[tuple[str, str, Any, Any, Any]]) -> str:
+    keys = "; ".join(
+        f"[{section}] {key} is {_shown_raw(now)} in the file (it was {_shown_raw(loaded)} when "
+        f"loaded; this save sets {_shown_raw(saving)})"
+        for section, key, loaded, now, saving in conflicts
+    )
+    return (
+        f"{path.name} changed on disk since it was loaded: {keys}. Nothing was saved: reload to see "
+        f"the file's values, then make the change again ({path})"
+    )
+
+
+def _shown_raw(value: Any) -> str:
+    return "unset" if value is None else json.dumps(value, default=str)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on the file at ``path``: the inode it names once the lock is ours
+    (a writer that held it before may have replaced the file meanwhile: then lock the new one)."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            _read(path)  # raises SettingsError, saying what is wrong
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                yield
+                return
+        finally:
+            os.close(fd)  # releases the lock
 
 
 def _add_after_last_value(table: Any, key: str, value: Any) -> None:
@@ -269,8 +375,12 @@ def _add_after_last_value(table: Any, key: str, value: Any) -> None:
 
 
 def _parse(path: Path) -> tomlkit.TOMLDocument:
+    return _parse_text(path, _read(path))
+
+
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SettingsError(
             f"{path}: not found; an app folder needs an {SETTINGS_FILE} with at least "
@@ -278,6 +388,9 @@ def _parse(path: Path) -> tomlkit.TOMLDocument:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path}: cannot be read: {exc}") from None
+
+
+def _parse_text(path: Path, text: str) -> tomlkit.TOMLDocument:
     try:
         return tomlkit.parse(text)
     except tomlkit.exceptions.TOMLKitError as exc:  # a syntax error, or a key or table given twice

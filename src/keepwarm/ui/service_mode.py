@@ -18,16 +18,23 @@ import streamlit as st
 
 from keepwarm.api import Service
 from keepwarm.env import Env
+from keepwarm.errors import KeepwarmError
 from keepwarm.service.gate import GateResult
 from keepwarm.service.report import HealthReport, WorkerHealth
+from keepwarm.settings import read_snapshot
+from keepwarm.settings_form import FormBaseline, form_edits
 from keepwarm.ui import snippets, state
 from keepwarm.ui.actions import (
     Outcome,
     attempt,
-    changed,
+    bind_form,
     field_widget,
+    form_baseline,
     initial_from_settings,
+    loaded,
+    rebase_form,
     recalled,
+    reload_button,
     remember,
     show_outcome,
     write_settings,
@@ -73,92 +80,99 @@ def service_mode(env: Env) -> None:
 # ---------------------------------------------------------------------- settings
 
 
+SERVICE_FIELDS = {
+    "heartbeat_timeout_sec": "cluster",
+    "stop_timeout_sec": "cluster",
+    "shutdown_on_stop": "cluster",
+    **dict.fromkeys(RETENTION_FIELDS, "cluster"),
+    "allow_idle": "cluster.service_health",
+    "max_unhealthy": "cluster.service_health",
+    "max_restart_rate": "cluster.service_health",
+    "max_pending_age_sec": "cluster.service_health",
+}
+
+
+def service_settings_baseline(env: Env) -> FormBaseline:
+    """The Service and SLA settings form of the file as it is now (floats as floats for their widgets)."""
+    snapshot = read_snapshot(env.settings_path)
+    cluster = snapshot.settings.cluster
+    shown = {
+        name: getattr(cluster if section == "cluster" else cluster.service_health, name)
+        for name, section in SERVICE_FIELDS.items()
+    }
+    floats = [name for name, value in shown.items() if isinstance(value, float) or name.endswith("_sec")]
+    shown |= {name: None if shown[name] is None else float(shown[name]) for name in floats}
+    return form_baseline(snapshot, shown, SERVICE_FIELDS)
+
+
 def service_settings(env: Env) -> None:
     cluster = env.settings.cluster
     sla = cluster.service_health
     with st.expander("Service and SLA settings", expanded=False):
+        try:
+            bind_form("service", service_settings_baseline(env))
+        except KeepwarmError as exc:
+            st.error(str(exc))
+            return
         timing, retention, gate = st.columns(3)
+        form: dict[str, Any] = {}
         with timing:
             st.caption("Loops: [cluster]")
-            heartbeat = field_widget(
+            form["heartbeat_timeout_sec"] = field_widget(
                 st.number_input,
                 "Heartbeat timeout (s)",
                 cluster,
                 "heartbeat_timeout_sec",
                 "service",
-                min_value=0.1,
-                value=float(cluster.heartbeat_timeout_sec),
+                step=1.0,
             )
-            stop_timeout = field_widget(
-                st.number_input,
-                "Stop timeout (s)",
-                cluster,
-                "stop_timeout_sec",
-                "service",
-                min_value=0.1,
-                value=float(cluster.stop_timeout_sec),
+            form["stop_timeout_sec"] = field_widget(
+                st.number_input, "Stop timeout (s)", cluster, "stop_timeout_sec", "service", step=1.0
             )
-            shutdown = field_widget(st.toggle, "Shutdown on stop", cluster, "shutdown_on_stop", "service")
+            form["shutdown_on_stop"] = field_widget(
+                st.toggle, "Shutdown on stop", cluster, "shutdown_on_stop", "service"
+            )
         with retention:
             st.caption("Retention: [cluster]")
-            kept: dict[str, Any] = {}
             for name in RETENTION_FIELDS:
-                current = getattr(cluster, name)
-                is_count = name.endswith("_files")
-                kept[name] = field_widget(
+                form[name] = field_widget(
                     st.number_input,
                     name.replace("_", " ").replace("ttl", "TTL"),
                     cluster,
                     name,
                     "service",
-                    min_value=1 if is_count else 0.01,
-                    value=current if is_count else float(current),
-                    step=1 if is_count else 1.0,
+                    step=1 if name.endswith("_files") else 1.0,
                 )
         with gate:
             st.caption("SLA gate: [cluster.service_health]")
-            allow_idle = field_widget(st.toggle, "allow idle", sla, "allow_idle", "service")
-            max_unhealthy = field_widget(
-                st.number_input, "max unhealthy", sla, "max_unhealthy", "service", min_value=0, step=1
+            form["allow_idle"] = field_widget(st.toggle, "allow idle", sla, "allow_idle", "service")
+            form["max_unhealthy"] = field_widget(
+                st.number_input, "max unhealthy", sla, "max_unhealthy", "service", step=1
             )
-            max_restart_rate = field_widget(
-                st.number_input,
-                "max restart rate",
-                sla,
-                "max_restart_rate",
-                "service",
-                min_value=0.0,
-                value=float(sla.max_restart_rate),
-                step=0.05,
+            form["max_restart_rate"] = field_widget(
+                st.number_input, "max restart rate", sla, "max_restart_rate", "service", step=0.05
             )
-            max_pending_age = field_widget(
+            form["max_pending_age_sec"] = field_widget(
                 st.number_input,
                 "max pending age (s)",
                 sla,
                 "max_pending_age_sec",
                 "service",
-                min_value=0.1,
+                step=1.0,
                 placeholder="not checked",
             )
         if st.button("SAVE SERVICE SETTINGS", key=state.key("service.save_settings")):
-            cluster_values = {
-                "heartbeat_timeout_sec": float(heartbeat),
-                "stop_timeout_sec": float(stop_timeout),
-                "shutdown_on_stop": shutdown,
-                **kept,
-            }
-            sla_values = {
-                "allow_idle": allow_idle,
-                "max_unhealthy": int(max_unhealthy),
-                "max_restart_rate": float(max_restart_rate),
-                "max_pending_age_sec": None if max_pending_age is None else float(max_pending_age),
-            }
+            baseline = loaded("service")
+            edits = form_edits(baseline, form)
             updates = [
-                ("cluster", changed(cluster, cluster_values)),
-                ("cluster.service_health", changed(sla, sla_values)),
+                (section, values, baseline.expected(values))
+                for section in ("cluster", "cluster.service_health")
+                for values in [{k: v for k, v in edits.items() if SERVICE_FIELDS[k] == section}]
             ]
-            remember("service_settings", write_settings(env, updates))
+            if remember("service_settings", write_settings(env, updates)).ok:
+                rebase_form("service", service_settings_baseline(env))
         show_outcome("service_settings")
+        reload_button("service_settings", "service")
 
 
 # ---------------------------------------------------------------------- actions
