@@ -433,6 +433,7 @@ def test_load_data_previews_and_exports_the_chosen_columns(app_dir: Path, tmp_pa
     lines = export.read_text().splitlines()
     assert lines[0] == "x,collatz_steps" and len(lines) == 2001
     assert code_with(page, "keepwarm export").endswith("--columns x,collatz_steps")
+    assert any("on the **ANALYSIS** page" in caption.value for caption in page.caption)
 
     page.toggle(key=k(page, "data.select_all")).set_value(True).run()
     click(page, "data.export")

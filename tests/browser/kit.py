@@ -209,3 +209,13 @@ class Page:
         summary = self.wait_for(f"the {title} expander", lambda d: d.find_element(By.XPATH, xpath))
         if summary.find_element(By.XPATH, "..").get_attribute("open") is None:
             summary.click()
+
+    def choose(self, name: str, option: str) -> None:
+        """Pick the option whose label starts with ``option`` in selectbox ``name``."""
+        box = self.find(name, "input")
+        box.send_keys(option, Keys.ENTER)
+        self.wait_for(
+            f"{name} to show {option!r}",
+            lambda d: option in self.find(name).text or option in self.value(name),
+        )
+        self.wait_idle()

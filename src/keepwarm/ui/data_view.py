@@ -61,4 +61,9 @@ def data_section(env: Env) -> None:
             return Outcome(True, message, snippet, report)
 
         remember("export", attempt(snippet, write))
-    show_outcome("export")
+    exported = show_outcome("export")
+    if exported is not None and exported.ok:
+        st.caption(
+            "Look at it as a chart with its summary statistics on the **ANALYSIS** page (at the top): "
+            "it opens export.csv first."
+        )
