@@ -248,7 +248,7 @@ def test_a_step_is_stale_when_its_args_changed_and_says_which(app_dir: Path) -> 
 
     staleness = stale(env, step)
     assert staleness.stale and set(staleness.changed) == {"items", "seed"}
-    assert staleness.describe() == "items 2000 -> 500, seed (unset) -> 3"
+    assert staleness.describe() == "items 2000 → 500, seed (unset) → 3"
 
     fresh = snippets.run(snippets.AppRef.of(Env(app_dir)), "python")  # generated again: no longer stale
     assert fresh.agi is not None
@@ -261,7 +261,7 @@ def test_an_added_file_without_header_is_stale_from_the_args_when_it_was_added(a
     env = Env(app_dir)
     add_step(env, script(app_dir, "lab_snippet.py", "print(1)\n"))
     update_settings(app_dir / "app_settings.toml", "args", {"x": 28})
-    assert stale(env, load_pipeline(env).steps[0]).describe() == "x 27 -> 28"
+    assert stale(env, load_pipeline(env).steps[0]).describe() == "x 27 → 28"
 
 
 # ---------------------------------------------------------------------- the CLI
@@ -293,8 +293,8 @@ def test_the_cli_runs_shows_and_fails_like_the_core(app_dir: Path) -> None:
     update_settings(app_dir / "app_settings.toml", "args", {"items": 10})
     shown = json.loads(keepwarm("pipeline", "show", app, *where, "--json").stdout)
     assert [(s["file"], s["stale"], s["last_run"]["status"]) for s in shown["steps"]] == [
-        ("ok.py", "items 2000 -> 10", "ok"),
-        ("bad.py", "items 2000 -> 10", "failed"),
+        ("ok.py", "items 2000 → 10", "ok"),
+        ("bad.py", "items 2000 → 10", "failed"),
     ]
     text = keepwarm("pipeline", "show", app, *where)
     assert text.returncode == 0 and "bad.py" in text.stdout and "failed" in text.stdout

@@ -68,12 +68,12 @@ class Staleness:
         return bool(self.changed)
 
     def describe(self) -> str:
-        """``items 2000 -> 500, seed (unset) -> 3``: what changed since the step was generated."""
+        """``items 2000 → 500, seed (unset) → 3``: what changed since the step was generated."""
 
         def shown(value: Any) -> str:
             return "(unset)" if value is _UNSET else repr(value)
 
-        return ", ".join(f"{key} {shown(then)} -> {shown(now)}" for key, (then, now) in self.changed.items())
+        return ", ".join(f"{key} {shown(then)} → {shown(now)}" for key, (then, now) in self.changed.items())
 
 
 _UNSET: Any = type("Unset", (), {"__repr__": lambda self: "(unset)"})()

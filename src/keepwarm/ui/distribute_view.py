@@ -23,9 +23,9 @@ from keepwarm.ui.actions import (
     initial_from_settings,
     remember,
     show_outcome,
-    show_snippet,
 )
 from keepwarm.ui.args_form import args_form
+from keepwarm.ui.snippet_view import show_snippet
 from keepwarm.ui.snippets import AppRef
 
 

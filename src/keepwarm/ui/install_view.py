@@ -17,9 +17,9 @@ from keepwarm.ui.actions import (
     remember,
     show_log,
     show_outcome,
-    show_snippet,
     stream,
 )
+from keepwarm.ui.snippet_view import show_snippet
 from keepwarm.ui.snippets import AppRef
 
 INSTALL_RECORD = "install.json"

@@ -28,10 +28,10 @@ from keepwarm.ui.actions import (
     remember,
     show_log,
     show_outcome,
-    show_snippet,
     stream,
 )
 from keepwarm.ui.install_view import installed
+from keepwarm.ui.snippet_view import show_snippet
 from keepwarm.ui.snippets import AppRef
 
 
