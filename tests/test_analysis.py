@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,7 @@ from keepwarm.runmode.analysis import (
 )
 from keepwarm.runmode.data import export_columns, read_table
 from keepwarm.runmode.scaffold import init_app
+from keepwarm.ui import snippets
 
 pd = pytest.importorskip("pandas")
 
@@ -288,3 +291,18 @@ def test_lines_and_scatters_of_a_large_table_draw_evenly_spaced_rows() -> None:
 def test_a_first_chart_puts_the_first_column_on_x_and_a_number_on_y() -> None:
     assert suggest_axes(table_of_mixed_columns()) == ("n", "value")
     assert suggest_axes(pd.DataFrame({"word": ["a"], "flag": [True]})) == ("word", None)
+
+
+def test_the_pages_python_snippet_prints_the_same_statistics_and_chart_rows(squares: Env) -> None:
+    keepwarm.run(squares, "python", args={"items": 40})
+    export_columns(squares)
+    code = snippets.analysis(snippets.AppRef.of(squares), "export", "histogram", "square", None, "even")
+
+    ran = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+
+    assert ran.returncode == 0, ran.stderr
+    table = load_source(squares, find_source(squares, "export"))
+    assert str(summarize(table).numeric_table()) in ran.stdout
+    assert str(chart_data(table, "histogram", "square", None, "even").frame) in ran.stdout

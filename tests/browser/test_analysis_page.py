@@ -55,7 +55,7 @@ def test_an_exported_csv_is_plotted_with_its_summary_statistics(
 ) -> None:
     app_dir = app_copy(tmp_path)
     env = Env(app_dir)
-    keepwarm.run(env, "python")
+    run = keepwarm.run(env, "python")
     exported = export_columns(env)
     with open(exported.path, newline="") as file:
         rows = list(csv.DictReader(file))
@@ -77,7 +77,10 @@ def test_an_exported_csv_is_plotted_with_its_summary_statistics(
     assert table_row(page, "analysis.stats", "collatz_peak") == expected_numbers(peaks)
     primes = sum(row["is_prime"] == "True" for row in rows)
     assert table_row(page, "analysis.stats", "is_prime") == ["2000", "2", "False", str(len(rows) - primes)]
+    page.driver.execute_script("document.activeElement.blur()")  # no caret in the screenshot
     shots.take("analysis-page", section="section-analysis")
+    page.expand("section-analysis", "Python: the same source")
+    page.wait_for_text('chart_data(table, "scatter", "x", "collatz_steps", "is_prime")')
 
     # A histogram of a text column is refused in words, and nothing is drawn.
     page.choose("analysis.kind", "histogram")
@@ -85,11 +88,17 @@ def test_an_exported_csv_is_plotted_with_its_summary_statistics(
     page.wait_for_text("a histogram needs a numeric column: 'prime_factors' holds text")
     assert "Traceback" not in page.text()
     assert not page.driver.find_elements(By.CSS_SELECTOR, page.css("analysis.chart"))
+    assert "Python: the same source" not in page.section_text("analysis")  # no snippet of a refusal
     shots.take("analysis-refused", section="section-analysis")
 
     # A numeric column's histogram is drawn.
     page.choose("analysis.x", "collatz_steps")
     page.wait_for("a histogram drawn", lambda d: chart_drawn(page))
+
+    # The run's own output is a source too: the same columns, dated by the run.
+    page.choose("analysis.source", run.run_id)
+    page.wait_for_text(f"{len(rows)} rows × 6 columns · {run.output_dir} · run finished")
+    page.wait_for("the run's histogram drawn", lambda d: chart_drawn(page))
 
 
 def test_an_app_without_output_is_told_how_to_get_some(page: Page, tmp_path: Path) -> None:

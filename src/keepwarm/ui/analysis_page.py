@@ -26,7 +26,7 @@ from keepwarm.runmode.analysis import (
     suggest_axes,
     summarize,
 )
-from keepwarm.ui import state
+from keepwarm.ui import snippets, state
 
 INTRO = (
     "Look at results instead of reading a table: pick a run's output or the `export.csv` the Data "
@@ -56,7 +56,7 @@ def analysis_page(env: Env) -> None:
         if not len(table.columns):
             st.warning(f"{source.label} has no column to plot")
             return
-        chart_section(table)
+        chart_section(env, source, table)
         with st.container(key=state.key("analysis.stats")):
             summary_section(table)
 
@@ -90,7 +90,7 @@ def picker(label: str, name: str, options: list[Any], default: Any, **extra: Any
     return st.selectbox(label, options, key=state.key(name), **extra)
 
 
-def chart_section(table: Any) -> None:
+def chart_section(env: Env, source: Source, table: Any) -> None:
     columns = [str(column) for column in table.columns]
     x_default, y_default = suggest_axes(table)
     kind_col, x_col, y_col, color_col = st.columns(4)
@@ -116,8 +116,9 @@ def chart_section(table: Any) -> None:
             None,
             format_func=lambda c: "none" if c is None else c,
         )
+    wanted_y = None if kind == "histogram" else y  # a histogram counts rows
     try:
-        data = chart_data(table, str(kind), str(x), None if kind == "histogram" else y, color)
+        data = chart_data(table, str(kind), str(x), wanted_y, color)
     except DataError as exc:
         st.error(f"cannot draw this chart: {exc}")
         return
@@ -125,6 +126,9 @@ def chart_section(table: Any) -> None:
         draw_chart(data)
         if data.note:
             st.caption(data.note)
+    with st.expander("Python: the same source, statistics and chart rows"):
+        ref = snippets.AppRef.of(env)
+        st.code(snippets.analysis(ref, source.key, data.kind, str(x), wanted_y, color), language="python")
 
 
 def _field(name: str) -> str:

@@ -314,6 +314,23 @@ def export(ref: AppRef, columns: list[str] | None) -> Snippet:
     return ref.snippet("export", python, ref.verb("export", *options))
 
 
+def analysis(ref: AppRef, source: str, kind: str, x: str, y: str | None, color: str | None) -> str:
+    """The ANALYSIS page's source, statistics and chart rows, as Python (no CLI verb draws charts)."""
+    return (
+        ref.env_preamble(
+            "from keepwarm.runmode.analysis import chart_data, find_source, load_source, summarize"
+        )
+        + f"source = find_source(env, {literal(source)})\n"
+        "table = load_source(env, source)\n"
+        "print(source.label, source.path)\n"
+        "summary = summarize(table)\n"
+        "print(summary.numeric_table())\n"
+        "print(summary.other_table())\n"
+        f"chart = chart_data(table, {literal(kind)}, {literal(x)}, {literal(y)}, {literal(color)})\n"
+        "print(chart.frame)  # the rows the chart draws\n"
+    )
+
+
 # ---------------------------------------------------------------------- generated for the PIPELINE
 
 # The actions the PIPELINE page generates a step from, as the page lists them.
