@@ -39,10 +39,7 @@ def pipeline() -> None:
 @app_verb
 @click.option("--step", "number", type=click.IntRange(min=1), help="Run only step N (1 is the first).")
 def pipeline_run(app: str, apps_path: Path | None, as_json: bool, number: int | None) -> None:
-    """Run the steps in order, each `python <file>` in the app folder; stop at the first that fails.
-
-    Exits 1 when a step fails (its log is named); each step's log is kept under the app's log dir.
-    """
+    """Run the steps in order, each `python <file>` in the app folder; exit 1 at the first that fails."""
     from keepwarm.pipeline.runner import run_pipeline
 
     env = _env(app, apps_path)
