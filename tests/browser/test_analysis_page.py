@@ -95,6 +95,13 @@ def test_an_exported_csv_is_plotted_with_its_summary_statistics(
     page.choose("analysis.x", "collatz_steps")
     page.wait_for("a histogram drawn", lambda d: chart_drawn(page))
 
+    # Exported again, with two columns: the page reads the new file at its next rerun.
+    export_columns(env, ["x", "collatz_steps"])
+    page.choose("analysis.kind", "line")
+    page.wait_for_text(f"{len(rows)} rows × 2 columns")
+    page.wait_for("a line drawn", lambda d: chart_drawn(page))
+    assert "collatz_peak" not in page.section_text("analysis")
+
     # The run's own output is a source too: the same columns, dated by the run.
     page.choose("analysis.source", run.run_id)
     page.wait_for_text(f"{len(rows)} rows × 6 columns · {run.output_dir} · run finished")

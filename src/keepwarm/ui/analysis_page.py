@@ -18,6 +18,7 @@ from keepwarm.runmode.analysis import (
     CHART_KINDS,
     ChartData,
     Source,
+    Summary,
     chart_data,
     list_sources,
     load_source,
@@ -45,7 +46,7 @@ def analysis_page(env: Env) -> None:
             return
         source = pick_source(sources)
         try:
-            table, read_at = source_table(env, source)
+            table, summary, read_at = source_table(env, source)
         except DataError as exc:
             st.error(f"{source.label}: {exc}")
             return
@@ -58,7 +59,7 @@ def analysis_page(env: Env) -> None:
             return
         chart_section(env, source, table)
         with st.container(key=state.key("analysis.stats")):
-            summary_section(table)
+            summary_section(summary)
 
 
 def pick_source(sources: list[Source]) -> Source:
@@ -72,15 +73,15 @@ def pick_source(sources: list[Source]) -> Source:
     return by_key[str(chosen)]
 
 
-def source_table(env: Env, source: Source) -> tuple[Any, str]:
-    """The source's table and when it was read: read again only when the source changed."""
+def source_table(env: Env, source: Source) -> tuple[Any, Summary, str]:
+    """The source's table, its statistics and when it was read: read again when the source changed."""
     kept = state.get("analysis.table")
     if kept is not None and kept[0] == (source.key, source.stamp):
-        return kept[1], kept[2]
+        return kept[1], kept[2], kept[3]
     table = load_source(env, source)
-    read_at = loaded_at()
-    state.put("analysis.table", ((source.key, source.stamp), table, read_at))
-    return table, read_at
+    summary, read_at = summarize(table), loaded_at()
+    state.put("analysis.table", ((source.key, source.stamp), table, summary, read_at))
+    return table, summary, read_at
 
 
 def picker(label: str, name: str, options: list[Any], default: Any, **extra: Any) -> Any:
@@ -161,8 +162,7 @@ def draw_chart(data: ChartData) -> None:
     st.altair_chart(marked.encode(**encoding), width="stretch")
 
 
-def summary_section(table: Any) -> None:
-    summary = summarize(table)
+def summary_section(summary: Summary) -> None:
     st.subheader("Summary statistics")
     st.caption(f"{summary.rows} rows; missing values are not counted")
     if summary.numeric:
