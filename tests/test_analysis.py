@@ -306,3 +306,12 @@ def test_the_pages_python_snippet_prints_the_same_statistics_and_chart_rows(squa
     table = load_source(squares, find_source(squares, "export"))
     assert str(summarize(table).numeric_table()) in ran.stdout
     assert str(chart_data(table, "histogram", "square", None, "even").frame) in ran.stdout
+
+
+def test_rows_without_a_finite_value_are_left_out_and_none_left_is_refused() -> None:
+    table = pd.DataFrame({"n": [1.0, 2.0, math.inf, 4.0, None], "v": [None, 1.0, 2.0, -math.inf, None]})
+
+    assert chart_data(table, "histogram", "n").frame["count"].sum() == 3
+    assert chart_data(table, "scatter", "n", "v").frame.to_dict("records") == [{"n": 2.0, "v": 1.0}]
+    with pytest.raises(DataError, match="nothing to plot: no row has a finite value in each of v"):
+        chart_data(table.iloc[[0, 4]], "histogram", "v")

@@ -337,10 +337,16 @@ def check_chart(table: Any, kind: str, x: str, y: str | None = None, color: str 
 
 def chart_data(table: Any, kind: str, x: str, y: str | None = None, color: str | None = None) -> ChartData:
     """The rows to draw for a chart request, checked by :func:`check_chart` (``DataError`` when it
-    cannot be drawn). Rows missing a chosen value are left out."""
+    cannot be drawn). Rows missing a chosen value, or holding an infinite one, are left out."""
     chart_kind = check_chart(table, kind, x, y, color)
     used = list(dict.fromkeys(c for c in (x, y, color) if c is not None))
-    rows = table[used].dropna()
+    rows = table[used]
+    numbers = [c for c in used if is_numeric(rows[c])]
+    rows = rows.dropna()
+    if numbers:
+        rows = rows[rows[numbers].apply(lambda column: column.abs() != math.inf).all(axis=1)]
+    if not len(rows):
+        raise DataError(f"nothing to plot: no row has a finite value in each of {', '.join(used)}")
     color_type = (
         None
         if color is None
