@@ -8,6 +8,7 @@ chart that cannot be drawn, in words shown here). The page only maps those rows 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
@@ -46,20 +47,22 @@ def analysis_page(env: Env) -> None:
             return
         source = pick_source(sources)
         try:
-            table, summary, read_at = source_table(env, source)
+            loaded = source_table(env, source)
         except DataError as exc:
             st.error(f"{source.label}: {exc}")
             return
+        table = loaded.table
+        dated = "written" if source.kind == "export" else "run finished"
         st.caption(
             f"{len(table)} rows × {len(table.columns)} columns · `{source.path}` · "
-            f"{'written' if source.kind == 'export' else 'run finished'} {source.when} · read {read_at}"
+            f"{dated} {source.when} · read {loaded.read_at}"
         )
         if not len(table.columns):
             st.warning(f"{source.label} has no column to plot")
             return
         chart_section(env, source, table)
         with st.container(key=state.key("analysis.stats")):
-            summary_section(summary)
+            summary_section(loaded.summary)
 
 
 def pick_source(sources: list[Source]) -> Source:
@@ -73,15 +76,24 @@ def pick_source(sources: list[Source]) -> Source:
     return by_key[str(chosen)]
 
 
-def source_table(env: Env, source: Source) -> tuple[Any, Summary, str]:
+@dataclass(frozen=True)
+class Loaded:
+    """A source as the page read it: its table and statistics, and when."""
+
+    stamp: tuple[str, str]  # the source's key and stamp: another one is read again
+    table: Any
+    summary: Summary
+    read_at: str
+
+
+def source_table(env: Env, source: Source) -> Loaded:
     """The source's table, its statistics and when it was read: read again when the source changed."""
     kept = state.get("analysis.table")
-    if kept is not None and kept[0] == (source.key, source.stamp):
-        return kept[1], kept[2], kept[3]
+    if isinstance(kept, Loaded) and kept.stamp == (source.key, source.stamp):
+        return kept
     table = load_source(env, source)
-    summary, read_at = summarize(table), loaded_at()
-    state.put("analysis.table", ((source.key, source.stamp), table, summary, read_at))
-    return table, summary, read_at
+    loaded = Loaded((source.key, source.stamp), table, summarize(table), loaded_at())
+    return state.put("analysis.table", loaded)  # type: ignore[no-any-return]
 
 
 def picker(label: str, name: str, options: list[Any], default: Any, **extra: Any) -> Any:
