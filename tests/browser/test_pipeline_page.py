@@ -7,7 +7,10 @@ processes; their outcomes and logs show on the page; an ``[args]`` change in the
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -23,7 +26,11 @@ from .kit import Page, Screenshots
 def click_tab(page: Page, section: str, label: str) -> None:
     """Show tab ``label`` of the first snippet in ``section``."""
     xpath = f"//*[contains(@class, 'st-key-{section}')]//*[@data-testid='stTab'][contains(., '{label}')]"
-    page.wait_for(f"the {label} tab", lambda d: d.find_element(By.XPATH, xpath)).click()
+
+    def shown_tab(driver: Any) -> Any:
+        return next((tab for tab in driver.find_elements(By.XPATH, xpath) if tab.is_displayed()), None)
+
+    page.wait_for(f"the {label} tab", shown_tab).click()
     page.wait_idle()
 
 
@@ -46,6 +53,15 @@ def test_an_operator_builds_runs_and_sees_a_stale_two_step_pipeline(
     page.click("snippet.install.agi.step", then="as step 1 of the PIPELINE")
     assert (app_dir / "AGI_install.py").read_text().startswith("# keepwarm snippet: AGI.install of")
     shots.take("orchestrate-agi-snippet", section="section-install")
+
+    # Any snippet saved as a file runs as it is: the Run section's AGI.run.
+    page.expand("section-run", "Python and CLI")
+    click_tab(page, "section-run", "AGI")
+    page.click("snippet.run.agi.save", then="run it with python AGI_run.py")
+    ran = subprocess.run(
+        [sys.executable, "AGI_run.py"], cwd=app_dir, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert ran.returncode == 0 and "RUN: done" in ran.stdout, ran.stderr
 
     # Step 2: an AGI.run snippet generated on the PIPELINE page.
     page.open(app_dir, "pipeline")
