@@ -37,6 +37,8 @@ FAILING = [
     (["distribute", *APP, "--move", "p0"], "UserError"),
     (["workflow", "status", "not-an-id"], "WorkflowNotFound"),
     (["up", "/no/such/fleet.toml"], "SettingsError"),
+    (["pipeline", "run", *APP], "StepNotFound"),  # the bundled example has no pipeline
+    (["pipeline", "add", *APP, "no_such_snippet.py"], "SnippetFileError"),
 ]
 
 
