@@ -91,4 +91,20 @@ def test_an_operator_builds_runs_and_sees_a_stale_two_step_pipeline(
 
     # One step on its own.
     page.click("pipeline.run.1", then="1 step ok in")
+
+    # Reorder, remove, and add back from the file the app folder keeps.
+    def order() -> list[str]:
+        return [step.file for step in load_pipeline(Env(app_dir)).steps]
+
+    page.click("pipeline.down.1", then="moved AGI_install.py down")
+    assert order() == ["AGI_run.py", "AGI_install.py"]
+    page.click("pipeline.remove.2", then="removed step 2 (AGI_install.py); the file stays")
+    assert order() == ["AGI_run.py"] and (app_dir / "AGI_install.py").exists()
+    source = page.find("pipeline.source")
+    next(
+        label for label in source.find_elements(By.TAG_NAME, "label") if "snippet file" in label.text
+    ).click()
+    page.wait_idle()
+    page.click("pipeline.add_file", then="added AGI_install.py as step 2")
+    assert order() == ["AGI_run.py", "AGI_install.py"]
     assert all(path.stat().st_size > 10_000 for path in shots.taken)
