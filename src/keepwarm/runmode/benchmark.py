@@ -4,7 +4,8 @@ Each mode is a complete cold run (cluster start, process spawns, the app's ``sta
 reference system's benchmark measures it: modes python and cython too run in a fresh process of
 keepwarm's own (``run(contained=True)``), so that none of them finds the app's libraries already
 imported by another, and an app that ends its interpreter fails its mode instead of the benchmark's
-caller. A Cython build is made once before the timed runs, so mode cython measures running compiled
+caller; the plan, when it must be built, is built in such a process too (``distribute_in_child``).
+A Cython build is made once before the timed runs, so mode cython measures running compiled
 code, not compiling it. The timings go to ``<log_dir>/benchmark.json`` (``timings.py``): the entries
 of the modes run replace theirs, the other modes' entries of the same work plan are kept, each dated,
 and every entry carries the digest of its output table, which must be equal in every mode.
@@ -16,8 +17,9 @@ from typing import Any
 
 from keepwarm.env import Env
 from keepwarm.errors import ModeError
+from keepwarm.runmode.contained import distribute_in_child
 from keepwarm.runmode.modes import RunMode, available_benchmark_modes, unavailable_reason
-from keepwarm.runmode.plan import distribute, load_plan
+from keepwarm.runmode.plan import load_plan
 from keepwarm.runmode.record import EventCallback, RunEvent, RunReport
 from keepwarm.runmode.runner import run
 from keepwarm.runmode.timings import BENCHMARK_FILE, BenchmarkEntry, BenchmarkReport, record_timings
@@ -55,7 +57,7 @@ def benchmark(
         say(RunEvent("warning", f"benchmark: skipping {name}: {reason}"))
     saved = load_plan(env)
     if saved is None or args is not None or (workers is not None and workers != len(saved.workers)):
-        distribute(env, workers=workers, args=args)
+        distribute_in_child(env, workers=workers, args=args)
     if any(mode.cython for mode in chosen):
         from keepwarm.runmode.cython_build import compiled_copy
 

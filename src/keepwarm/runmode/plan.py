@@ -266,7 +266,8 @@ def plan_from_json(document: Any) -> SavedPlan:
 
 
 def distribute(env: Env, *, workers: int | None = None, args: dict[str, Any] | None = None) -> SavedPlan:
-    """Build the work plan with the app's manager and save it; ``run`` executes the saved plan."""
+    """Build the work plan with the app's manager and save it; ``run`` executes the saved plan.
+    ``contained.distribute_in_child`` does the same in a child process, the caller untouched."""
     plan = build_plan(env, workers=workers, args=args)
     save_plan(env, plan)
     return plan
@@ -312,6 +313,7 @@ def move(env: Env, partition: str, to_worker: str) -> MoveOutcome:
         )
         plan.moves.append(Move(partition=partition, from_worker=source, to_worker=to_worker, at=utc_now()))
         save_plan(env, plan)
+        plan = load_plan(env) or plan  # what the message says is what the file says
     return MoveOutcome(plan, partition, source, to_worker)
 
 

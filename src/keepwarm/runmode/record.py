@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from keepwarm._sys.atomic import write_atomic
 from keepwarm._sys.dirs import ensure_private_dir
+from keepwarm.errors import RunError
 from keepwarm.queue.task import utc_now
 from keepwarm.runmode.batch import PartitionOutcome
 from keepwarm.runmode.modes import RunMode
@@ -116,6 +117,22 @@ class RunReport(BaseModel):
     def to_json_dict(self) -> dict[str, Any]:
         """The report as ``run.json`` holds it."""
         return self.model_dump(mode="json", by_alias=True)
+
+    def tracebacks(self) -> list[str]:
+        """The tracebacks of the partitions that failed, each headed by the partition and its worker."""
+        return [
+            f"{p.name} on {p.worker} (pid {p.pid}) failed:\n{p.traceback.rstrip()}"
+            for p in self.partitions
+            if p.status == "failed" and p.traceback
+        ]
+
+
+class RunFailed(RunError):
+    """A run that failed after it started: its message, and its ``report`` (as ``run.json`` keeps it)."""
+
+    def __init__(self, message: str, report: RunReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass(frozen=True)

@@ -49,9 +49,10 @@ def run(
     """Run the app's work plan once in ``mode`` (default: what ``[cluster]`` asks for) and return
     the run's report; raises ``RunError`` (or ``ModeError`` before anything starts).
 
-    ``contained``: the modes that work partitions in this process (python, cython) run them in a
-    child process of keepwarm's own instead, so that an app that ends its interpreter (``os._exit``,
-    a crash) fails the run, recorded as such, instead of ending the caller (the CLI does this).
+    ``contained``: the whole run, whatever its mode, happens in a child process of keepwarm's own, so
+    that no app code runs in the caller (the manager building the plan, the partitions of python and
+    cython, a pool's or a cluster's client): an app that ends its interpreter (``os._exit``, a crash)
+    fails the run, recorded as such, instead of ending the caller (the CLI and the web page do this).
     A run on a Dask cluster that keepwarm starts here always runs in such a process, so that the
     cluster's worker processes start from keepwarm, never from the caller's script.
     """
@@ -63,7 +64,7 @@ def run(
         return run_in_child(job, app_python(env))
     cluster = env.settings.cluster
     local_cluster = chosen.dask and not (scheduler or cluster.scheduler or cluster.hosts)
-    if local_cluster or (contained and chosen.executor == "python"):
+    if local_cluster or contained:
         return run_in_child(job, Path(sys.executable))
     return job.execute()
 

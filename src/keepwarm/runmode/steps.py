@@ -21,6 +21,7 @@ from keepwarm.runmode.plan import SavedPlan, build_plan, load_plan, plan_path, s
 from keepwarm.runmode.record import (
     EventCallback,
     RunFacts,
+    RunFailed,
     RunLog,
     RunReport,
     build_report,
@@ -101,13 +102,13 @@ class RunJob:
         )
 
     def conclude(self, report: RunReport) -> RunReport:
-        """Write the run's record; raise ``RunError`` for a failed run, record the timing of a done one."""
+        """Write the run's record; raise ``RunFailed`` for a failed run, record the timing of a done one."""
         error = report.error
         save_report(self.output_dir, report)
         if error:
             self.log.emit("warning", f"run {self.run_id} failed: {error}")
-            raise RunError(
-                f"run {self.run_id} of {self.env.app_target} failed: {error}; log: {self.log.path}"
+            raise RunFailed(
+                f"run {self.run_id} of {self.env.app_target} failed: {error}; log: {self.log.path}", report
             )
         self.log.emit(
             "info",

@@ -112,6 +112,17 @@ def record_timings(env: Env, entries: list[BenchmarkEntry]) -> BenchmarkReport:
     return BenchmarkReport(path=str(path), entries={e.mode: e for e in ranked}, kept=kept, dropped=dropped)
 
 
+def saved_timings(env: Env) -> BenchmarkReport | None:
+    """``benchmark.json`` as the last recording left it, ranked (None when there is none, or it
+    cannot be read: the next recording replaces it)."""
+    path = env.log_dir / BENCHMARK_FILE
+    try:
+        entries = _read_entries(path)
+    except (OSError, ValueError):
+        return None
+    return BenchmarkReport(path=str(path), entries={e.mode: e for e in _ranked(entries)})
+
+
 def _ranked(entries: dict[str, BenchmarkEntry]) -> list[BenchmarkEntry]:
     ordered = sorted(entries.values(), key=lambda entry: entry.seconds)
     fastest = ordered[0].seconds if ordered else 0.0

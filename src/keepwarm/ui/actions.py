@@ -34,13 +34,19 @@ LOG_LINES_SHOWN = 400
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a section's last action did: a message, what it returned, and its snippet."""
+    """What a section's last action did: a message, what it returned, and its snippet.
+
+    ``refused``: the action raised instead of doing its work (bad input, a stopped service, ...); the
+    page then shows the error alone, never a snippet offering to do the same again. A check that ran
+    and said no (a failed health gate) is not refused: its snippet repeats the check.
+    """
 
     ok: bool
     message: str
     snippet: Snippet | None = None
     value: Any = None
     log: list[str] = field(default_factory=list)
+    refused: bool = False
 
 
 def remember(section: str, outcome: Outcome) -> Outcome:
@@ -60,7 +66,7 @@ def attempt(snippet: Snippet | None, action: Callable[[], Outcome], log: list[st
     try:
         return action()
     except ACTION_ERRORS as exc:
-        return Outcome(False, f"{type(exc).__name__}: {exc}", snippet, log=list(log or []))
+        return Outcome(False, f"{type(exc).__name__}: {exc}", snippet, log=list(log or []), refused=True)
 
 
 def stream(action: Callable[[Callable[[str], None]], T], title: str, log: list[str], slot: Any = None) -> T:
@@ -110,7 +116,7 @@ def show_outcome(section: str, *, with_snippet: bool = True) -> Outcome | None:
     if outcome is None:
         return None
     (st.success if outcome.ok else st.error)(outcome.message)
-    if with_snippet and outcome.snippet is not None:
+    if with_snippet and outcome.snippet is not None and not outcome.refused:
         show_snippet(outcome.snippet, where=f"outcome-{section}")
     return outcome
 

@@ -1,21 +1,20 @@
-"""The page's Distribute section: the args form, CHECK DISTRIBUTE (``plan.distribute``), the plan
-drawn as a tree with each worker's load, and a partition moved with ``plan.move_partition``."""
+"""The page's Distribute section: the args form, CHECK DISTRIBUTE (``contained.distribute_in_child``:
+the app's manager runs in a child process, never in the page's server), the plan drawn so that it fits one
+screen (``plan_graph``), when it was computed and whether ``[args]`` changed since (``freshness``),
+and a partition moved with ``plan.move``."""
 
 from __future__ import annotations
 
-import pandas as pd  # type: ignore[import-untyped, unused-ignore]  # stubs are not a dependency
+from typing import Any
+
 import streamlit as st
 
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
-from keepwarm.runmode.plan import (
-    IMBALANCE_LIMIT,
-    SavedPlan,
-    distribute,
-    load_plan,
-    move_partition,
-    render_tree,
-)
+from keepwarm.runmode.contained import distribute_in_child
+from keepwarm.runmode.freshness import freshness
+from keepwarm.runmode.plan import IMBALANCE_LIMIT, SavedPlan, load_plan, move, render_tree
+from keepwarm.runmode.plan_graph import PARTITIONS_DRAWN, collapsed, plan_graph
 from keepwarm.ui import snippets, state
 from keepwarm.ui.actions import (
     Outcome,
@@ -27,6 +26,8 @@ from keepwarm.ui.actions import (
 from keepwarm.ui.args_form import args_form
 from keepwarm.ui.snippet_view import show_snippet
 from keepwarm.ui.snippets import AppRef
+
+WORKER_EXPANDERS = 16  # past this many workers, the partitions are one table instead of an expander each
 
 
 def distribute_section(env: Env) -> None:
@@ -51,7 +52,7 @@ def plan_view(env: Env) -> None:
     if button_column.button("CHECK DISTRIBUTE", key=state.key("run.distribute"), type="primary"):
 
         def check() -> Outcome:
-            plan = distribute(env, workers=workers)
+            plan = distribute_in_child(env, workers=workers, args=None)
             message = (
                 f"work plan of {plan.partition_count} partitions over {len(plan.workers)} workers, "
                 f"imbalance {plan.imbalance():.2f}"
@@ -68,31 +69,17 @@ def plan_view(env: Env) -> None:
     if plan is None:
         st.caption("no work plan yet: CHECK DISTRIBUTE builds one with the app's manager")
         return
+    fresh = freshness(env, plan.created_at, plan.args)
+    moved = f"; {len(plan.moves)} moves since" if plan.moves else ""
+    with st.container(key=state.key("plan.freshness")):
+        st.caption(f"work plan {fresh.computed()}{moved}")
+        stale = fresh.out_of_date()
+        if stale:
+            st.warning(f"{stale}: CHECK DISTRIBUTE builds it again (RUN rebuilds it too, without its moves)")
     with st.expander("Distribution tree", expanded=True):
         show_plan(plan)
     with st.expander("Workplan: reassign partitions", expanded=False):
         move_form(env, plan)
-
-
-def plan_graph(plan: SavedPlan) -> str:
-    """The plan as a Graphviz tree: app, workers with their load, partitions with their weight."""
-    total = sum(plan.loads().values()) or 1.0
-    lines = [
-        "digraph plan {",
-        "rankdir=LR;",
-        'node [shape=box, style="rounded,filled", fillcolor="#f0f2f6"];',
-    ]
-    lines.append(f'"{plan.app}" [fillcolor="#ffd8d8"];')
-    for worker, partitions in plan.workers.items():
-        load = sum(p.weight for p in partitions)
-        lines.append(f'"{worker}" [label="{worker}\\n{load:g} {plan.unit} ({100 * load / total:.0f}%)"];')
-        lines.append(f'"{plan.app}" -> "{worker}";')
-        for partition in partitions:
-            node = f"{worker}/{partition.name}"
-            lines.append(f'"{node}" [label="{partition.name}\\n{plan.weights_key}={partition.weight:g}"];')
-            lines.append(f'"{worker}" -> "{node}";')
-    lines.append("}")
-    return "\n".join(lines)
 
 
 def show_plan(plan: SavedPlan) -> None:
@@ -109,48 +96,124 @@ def show_plan(plan: SavedPlan) -> None:
     if not plan.balanced:
         st.warning(f"unbalanced: imbalance {imbalance:.2f} is over {IMBALANCE_LIMIT}; move partitions below")
     tree, loads = st.columns(2)
-    with tree:
+    with tree, st.container(key=state.key("plan.tree")):
         st.graphviz_chart(plan_graph(plan))
-    with loads:
-        st.caption(f"Load per worker ({plan.unit}), one block per partition")
-        weights = pd.DataFrame(
-            [
-                {"worker": worker, "partition": p.name, "weight": p.weight}
-                for worker, partitions in plan.workers.items()
-                for p in partitions
-            ]
-        )
-        if not weights.empty:
-            table = weights.pivot_table(index="worker", columns="partition", values="weight", fill_value=0)
-            st.bar_chart(
-                table[[name for name in plan.order if name in table.columns]], horizontal=True, height=260
+        if collapsed(plan):
+            st.caption(
+                f"over {PARTITIONS_DRAWN} partitions: each worker's partitions are listed below, "
+                "and named in its node's tooltip"
             )
+    with loads, st.container(key=state.key("plan.loads")):
+        load_chart(plan)
+    if collapsed(plan):
+        partitions_by_worker(plan)
     with st.expander("as text", expanded=False):
         st.code(render_tree(plan), language="text")
+
+
+def load_chart(plan: SavedPlan) -> None:
+    """Each worker's load: one block per partition (with a legend) up to a dozen partitions, else one
+    bar per worker whose tooltip says how many partitions it holds."""
+    import altair as alt
+    import pandas as pd  # type: ignore[import-untyped, unused-ignore]  # stubs are not a dependency
+
+    workers = list(plan.workers)
+    tooltip: list[Any]
+    if collapsed(plan):
+        st.caption(f"Load per worker ({plan.unit})")
+        data = pd.DataFrame(
+            [
+                {"worker": worker, "load": sum(p.weight for p in ps), "partitions": len(ps)}
+                for worker, ps in plan.workers.items()
+            ]
+        )
+        color: Any = alt.value("#4c78a8")
+        tooltip = ["worker", "load", "partitions"]
+    else:
+        st.caption(f"Load per worker ({plan.unit}), one block per partition")
+        data = pd.DataFrame(
+            [
+                {"worker": worker, "load": p.weight, "partition": p.name}
+                for worker, ps in plan.workers.items()
+                for p in ps
+            ]
+        )
+        order = [name for name in plan.order]
+        color = alt.Color(
+            "partition:N",
+            sort=order,
+            legend=alt.Legend(orient="bottom", columns=6, symbolLimit=0, labelLimit=120),
+        )
+        tooltip = ["worker", "partition", "load"]
+    # the legend sits under the bars, six entries a row, inside the chart's height: never cut
+    legend_rows = 0 if collapsed(plan) else -(-plan.partition_count // 6)
+    height = min(600, 50 + 26 * len(workers)) + (24 + 20 * legend_rows if legend_rows else 0)
+    chart = (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            x=alt.X("sum(load):Q", title=plan.unit),
+            y=alt.Y("worker:N", sort=workers, title=None),
+            color=color,
+            tooltip=tooltip,
+        )
+        .properties(height=height)
+    )
+    st.altair_chart(chart, width="stretch")
+
+
+def partitions_by_worker(plan: SavedPlan) -> None:
+    """The partitions the collapsed graph does not draw: an expander per worker (a table past
+    ``WORKER_EXPANDERS`` workers), in a box of fixed height."""
+    import pandas as pd  # type: ignore[import-untyped, unused-ignore]
+
+    st.caption(f"Partitions by worker ({plan.weights_key})")
+    if len(plan.workers) > WORKER_EXPANDERS:
+        rows = [
+            {"worker": worker, "partition": p.name, plan.weights_key: p.weight}
+            for worker, ps in plan.workers.items()
+            for p in ps
+        ]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, height=300)
+        return
+    loads = plan.loads()
+    with st.container(height=300, key=state.key("plan.partitions")):
+        for worker, partitions in plan.workers.items():
+            title = f"{worker}: {len(partitions)} partitions, {loads[worker]:g} {plan.unit}"
+            with st.expander(title, expanded=False):
+                st.text(", ".join(f"{p.name} ({p.weight:g})" for p in partitions) or "no partition")
 
 
 def move_form(env: Env, plan: SavedPlan) -> None:
     ref = AppRef.of(env)
     where = {name: plan.worker_of(name) for name in plan.order}
+    picker = state.key("run.move_partition")
+    moved = state.get("move.moved")
+    if moved in where:  # set before the picker is drawn: the browser then shows its new worker
+        st.session_state[picker] = moved
+    state.drop("move.moved")
     left, middle, right = st.columns([2, 2, 1])
     partition = left.selectbox(
         "Partition",
         plan.order,
         format_func=lambda name: f"{name} (on {where[name]})",
-        key=state.key("run.move_partition"),
+        key=picker,
     )
     worker = middle.selectbox("To worker", list(plan.workers), key=state.key("run.move_to"))
     if right.button("MOVE AND SAVE", key=state.key("run.move"), width="stretch"):
         snippet = snippets.move_partition(ref, str(partition), str(worker))
 
-        def move() -> Outcome:
-            moved = move_partition(env, str(partition), str(worker))
+        def act() -> Outcome:
+            done = move(env, str(partition), str(worker))  # its plan is the one saved
+            if not done.moved:
+                return Outcome(True, done.message, snippet, done.plan)
             message = (
-                f"{partition} moved from {where[str(partition)]} to {worker} and the plan saved; "
-                f"imbalance {moved.imbalance():.2f}"
+                f"{partition} moved from {done.from_worker} to {done.to_worker} and the plan saved; "
+                f"imbalance {done.plan.imbalance():.2f}"
             )
-            return Outcome(True, message, snippet, moved)
+            return Outcome(True, message, snippet, done.plan)
 
-        remember("move", attempt(snippet, move))
-        st.rerun()  # the tree above shows the saved plan
+        remember("move", attempt(snippet, act))
+        state.put("move.moved", str(partition))
+        st.rerun()  # the tree above, and the picker, show the saved plan
     show_outcome("move")

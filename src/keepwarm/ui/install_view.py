@@ -47,7 +47,10 @@ def install_section(env: Env) -> None:
     snippet = snippets.install(ref)
     with st.expander("Python and CLI", expanded=False):
         show_snippet(snippet)
-    if st.button("INSTALL", key=state.key("install.run"), type="primary"):
+    clicked = st.button("INSTALL", key=state.key("install.run"), type="primary")
+    message_slot, log_slot = st.empty(), st.empty()  # this install's message and log replace the last one's
+    if clicked:
+        message_slot.info("installing: the log streams below")
         log: list[str] = []
 
         def provision(say: Any) -> InstallReport:
@@ -57,14 +60,15 @@ def install_section(env: Env) -> None:
             return install(env, on_step=step, on_output=say)
 
         def act() -> Outcome:
-            report = stream(provision, "Install logs", log)
+            report = stream(provision, "Install logs", log, log_slot)
             steps = ", ".join(f"{s.name} {s.status}" for s in report.steps)
             return Outcome(
                 True, f"installed {report.app} in {report.seconds:.2f}s: {steps}", snippet, report, log
             )
 
         remember("install", attempt(snippet, act, log))  # RUN, drawn below, reads it
-    outcome = show_outcome("install", with_snippet=False)
-    show_log("Install logs", outcome)
+    with message_slot.container():
+        outcome = show_outcome("install", with_snippet=False)
+    show_log("Install logs", outcome, slot=log_slot)
     if outcome is None and installed(env):
         st.caption(f"installed earlier: {env.log_dir / INSTALL_RECORD}")
