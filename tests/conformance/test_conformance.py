@@ -581,4 +581,5 @@ def test_a_pipeline_run_answers_alike(world: World, surfaces: dict[str, Any]) ->
     one = {name: surfaces[name].pipeline_run(APP, step=1) for name in offering(action)}
     assert same(one, facts, "pipeline run --step 1")[:3] == (True, APP, [(1, "step_ok.py", "ok", 0)])
     missing = {name: surfaces[name].pipeline_run(APP, step=3) for name in offering(action)}
-    assert same_error(missing, "pipeline run --step 3") == f"{APP}'s pipeline has no step 3: it has steps 1 to 2"
+    refused = same_error(missing, "pipeline run --step 3")
+    assert refused == f"{APP}'s pipeline has no step 3: it has steps 1 to 2"
