@@ -169,6 +169,9 @@ def test_bad_input_gets_a_clear_error_and_leaves_the_file_as_it_was(app_dir: Pat
     with pytest.raises(PipelineFileError):
         add_step(env, "a.py")
     assert pipeline_path(env).read_text() == broken
+    with pytest.raises(PipelineFileError):
+        save_as_step(env, "AGI_run.py", "print(1)\n", args={}, title="AGI.run")
+    assert not (app_dir / "AGI_run.py").exists()  # refused before anything was written
     pipeline_path(env).write_text("[[steps]\n")
     with pytest.raises(PipelineFileError, match="is not valid TOML"):
         load_pipeline(env)

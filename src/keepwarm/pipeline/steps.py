@@ -160,8 +160,8 @@ def save_as_step(
 ) -> tuple[SavedSnippet, int]:
     """Save a snippet from the page as ``<app>/<name>`` and make it a step: the last one, or, when the
     file is a step already, the same step with its ``[args]`` renewed. The file, and its step number."""
+    pipeline = load_pipeline(env)  # a broken pipeline.toml refuses before the file is written
     saved = save_snippet(env.app_dir, name, code, args=args, title=title)
-    pipeline = load_pipeline(env)
     step = Step(file=name, source="orchestrate", args_digest=args_digest(args), args=args)
     files = [existing.file for existing in pipeline.steps]
     index = files.index(name) if name in files else len(files)
