@@ -67,12 +67,17 @@ def _print_above(progress: Progress, message: str, style: str | None = None) -> 
 @click.command()
 @click.argument("name", metavar="NAME", help="The new app's name: a lowercase Python identifier.")
 @apps_path_option
+@click.option(
+    "--args-form",
+    is_flag=True,
+    help="Also write app_args_form.py: the app's own form for [args] on the page (keepwarm ui).",
+)
 @json_option
-def init(name: str, apps_path: Path | None, as_json: bool) -> None:
+def init(name: str, apps_path: Path | None, args_form: bool, as_json: bool) -> None:
     """Create a new app: commented settings, worker, manager, args model, requirements.txt, a test."""
     from keepwarm.runmode.scaffold import init_app
 
-    files = init_app(name, apps_path)
+    files = init_app(name, apps_path, args_form=args_form)
     folder = files[0].parent
     if as_json:
         emit_json({"app": name, "app_dir": str(folder), "files": [str(f) for f in files]})

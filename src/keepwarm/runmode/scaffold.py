@@ -3,7 +3,8 @@
 The app squares numbers, the smallest real workload that has both halves: in service mode a task's
 ``args.value`` gives one row; in run mode the manager splits the numbers ``1..items`` into weighted
 partitions and each partition gives a table. It comes with commented settings, an args model, an
-empty ``requirements.txt`` (where the app's dependencies go) and a test of its own.
+empty ``requirements.txt`` (where the app's dependencies go) and a test of its own; with
+``args_form``, its own form for ``[args]`` on the page (``app_args_form.py``).
 """
 
 from __future__ import annotations
@@ -155,6 +156,34 @@ def test_a_task_squares_its_value() -> None:
 '''
 
 
+ARGS_FORM = '''\
+"""{name}'s own form for [args]: the page (keepwarm ui) shows it instead of the generated one.
+
+The contract (docs/ui.md, "An app's own args form"): the page calls render(args, model, key), which
+draws Streamlit widgets and returns the args to save.
+  args   the values to show: the file's [args], the model's default for a key it leaves out, and
+         what the user changed and has not saved yet
+  model  the app's args model (Args), or None
+  key    key("items") is the widget key of the widget that edits args["items"]: give it to that
+         widget, and the page fills it with the file's value (also when the file changes on disk)
+         and keeps it apart from other apps' widgets
+SAVE ARGS checks what render returns with the args model, then writes the keys that changed.
+"""
+
+import streamlit as st
+
+
+def render(args, model, key):
+    st.caption("{name}'s own form (app_args_form.py)")
+    value = st.number_input("value: the number a task squares", step=1, key=key("value"))
+    items = st.number_input("items: run mode tabulates 1..items", step=100, key=key("items"))
+    partitions = st.number_input("partitions: run mode splits them in", step=1, key=key("partitions"))
+    if partitions > 0:
+        st.caption(f"about {items // partitions} numbers per partition")
+    return {"value": value, "items": items, "partitions": partitions}
+'''
+
+
 def check_name(name: str) -> None:
     """Refuse (``AppError``) a name that cannot be the app's package name."""
     if not _NAME.match(name) or keyword.iskeyword(name):
@@ -169,8 +198,10 @@ def check_name(name: str) -> None:
         )
 
 
-def init_app(name: str, apps_path: str | Path | None = None) -> list[Path]:
-    """Create the app ``name`` under ``apps_path`` (default ``.``); returns the files written."""
+def init_app(name: str, apps_path: str | Path | None = None, *, args_form: bool = False) -> list[Path]:
+    """Create the app ``name`` under ``apps_path`` (default ``.``); returns the files written.
+
+    ``args_form`` adds ``app_args_form.py``, the app's own form for ``[args]`` on the page."""
     check_name(name)
     folder = Path(apps_path or ".").expanduser() / name
     if folder.exists():
@@ -184,6 +215,8 @@ def init_app(name: str, apps_path: str | Path | None = None) -> list[Path]:
         f"{name}/worker.py": WORKER,
         f"tests/test_{name}.py": TEST,
     }
+    if args_form:
+        files["app_args_form.py"] = ARGS_FORM
     written = []
     for relative, template in files.items():
         path = folder / relative
