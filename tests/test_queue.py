@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -368,9 +369,8 @@ def test_task_rows_are_typed_and_print_each_state_with_its_own_fields(mycode_env
     owner = _claim_all(queue, "loop-0")
     for name in sorted(os.listdir(owner))[2:]:  # the last two go back: one to cancel, one to wait
         os.rename(owner / name, queue.pending / name)
-    queue.finish(
-        owner / sorted(os.listdir(owner))[0], terminal_record(done, "done", result=0, runtime_sec=1.0)
-    )
+    finished = terminal_record(done, "done", result=0, runtime_sec=1.0)
+    queue.finish(owner / sorted(os.listdir(owner))[0], finished)
     assert queue.cancel([cancelled.task_id]) == [cancelled.task_id]
     rows = {row.task_id: row for row in queue.list_tasks()}
     assert {task_id: row.state for task_id, row in rows.items()} == {
@@ -385,11 +385,12 @@ def test_task_rows_are_typed_and_print_each_state_with_its_own_fields(mycode_env
         "task_id": done.task_id,
         "task_name": "task",
         "state": "done",
-        "at": rows[done.task_id].at,
+        "at": finished.finished_at,  # the record's own ISO-8601 text
         "runtime_sec": 1.0,
         "error": None,
     }
     assert rows[cancelled.task_id].to_json_dict()["error"] == "cancelled"
+    assert all(row.at is not None and row.at.utcoffset() == timedelta(0) for row in rows.values())
     assert [row.task_id for row in queue.list_tasks("cancelled")] == [cancelled.task_id]
     assert queue.list_tasks("failed") == []
 

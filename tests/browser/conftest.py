@@ -63,12 +63,18 @@ def isolated_dirs(session_dirs: dict[str, str], monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.fixture(scope="session")
-def page_url(session_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the session's ``keepwarm ui`` writes its stderr (the page server's log, tracebacks too)."""
+    return tmp_path_factory.mktemp("ui-server") / "keepwarm-ui.log"
+
+
+@pytest.fixture(scope="session")
+def page_url(session_dirs: dict[str, str], server_log: Path) -> Iterator[str]:
     """``keepwarm ui`` as a real subprocess; the URL it prints once the page answers. Stopped by pid."""
-    folder = tmp_path_factory.mktemp("ui-server")
+    folder = server_log.parent
     apps = folder / "apps"
     shutil.copytree(EXAMPLE_APPS / "mycode_project", apps / "mycode_project")
-    log = folder / "keepwarm-ui.log"
+    log = server_log
     environment = {**os.environ, **session_dirs}
     with (
         log.open("w") as stderr,

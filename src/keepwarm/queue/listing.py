@@ -10,13 +10,14 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from keepwarm.errors import Remedy, TaskNotFound
-from keepwarm.queue.task import TaskRecord, TaskState, iso_of
+from keepwarm.queue.task import TaskRecord, TaskState, epoch_of, iso_of
 from keepwarm.queue.taskfiles import (
     count_terminal,
     newest_terminal,
@@ -53,13 +54,13 @@ class TaskLocation:
 
 @dataclass(frozen=True)
 class TaskRow:
-    """One task of a listing; ``at`` is ISO-8601 UTC: when it was submitted (pending, running) or
-    finished (done, failed, cancelled)."""
+    """One task of a listing; ``at`` (a UTC ``datetime``, one type for every state) is when it was
+    submitted (pending, running) or finished (done, failed, cancelled). JSON gives it as ISO-8601."""
 
     task_id: str | None
     task_name: str | None
     state: TaskState
-    at: str | None
+    at: datetime | None
     owner: str | None = None  # running tasks only: running/<owner>/
     runtime_sec: float | None = None  # finished tasks only
     error: str | None = None  # finished tasks only
@@ -70,13 +71,18 @@ class TaskRow:
             "task_id": self.task_id,
             "task_name": self.task_name,
             "state": self.state.value,
-            "at": self.at,
+            "at": None if self.at is None else iso_of(self.at.timestamp()),
         }
         if self.state is TaskState.RUNNING:
             row["owner"] = self.owner
         elif self.state.finished:
             row |= {"runtime_sec": self.runtime_sec, "error": self.error}
         return row
+
+
+def utc_datetime(epoch: float | None) -> datetime | None:
+    """A row's time: epoch seconds as an aware UTC ``datetime`` (None stays None)."""
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
 
 
 def scan_pending_unsorted(queue: TaskQueue) -> list[str]:
@@ -185,7 +191,7 @@ def _finished_rows(queue: TaskQueue, folder: Path, state: str | None, limit: int
                     task_id=record.task_id,
                     task_name=record.task_name,
                     state=record.state,
-                    at=record.finished_at,
+                    at=utc_datetime(epoch_of(record.finished_at)),
                     runtime_sec=record.runtime_sec,
                     error=record.error,
                 )
@@ -202,6 +208,6 @@ def _queued_row(queue: TaskQueue, path: Path, owner: str | None) -> TaskRow:
         task_id=task_id_from_name(path.name),
         task_name=name if isinstance(name, str) else None,
         state=TaskState.PENDING if owner is None else TaskState.RUNNING,
-        at=iso_of(seq / 1e9) if seq is not None else None,
+        at=utc_datetime(seq / 1e9 if seq is not None else None),
         owner=owner,
     )

@@ -6,6 +6,7 @@ derives throughput (terminal files per second between two samples). No I/O, no S
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -14,6 +15,11 @@ if TYPE_CHECKING:
     from keepwarm.service.report import HealthReport
 
 MAX_SAMPLES = 300  # ten minutes at the default two-second refresh
+
+
+def clock(at: float) -> str:
+    """``HH:MM:SS`` of epoch seconds ``at``, the server's local time: "as of" on what the page read."""
+    return time.strftime("%H:%M:%S", time.localtime(at))
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from keepwarm.ui.distribute_view import distribute_section
 from keepwarm.ui.install_view import install_section
 from keepwarm.ui.pipeline_page import pipeline_page
 from keepwarm.ui.run_view import run_section
+from keepwarm.ui.server import prefetch_heavy_modules
 from keepwarm.ui.service_mode import service_mode
 from keepwarm.ui.system_settings import system_settings
 
@@ -63,6 +64,8 @@ def choose_app() -> Env | None:
         if wanted:
             st.sidebar.info(f"no app {wanted!r} under {apps_path}: showing {apps[0]!r}")
         st.session_state["app"] = apps[0]
+    else:
+        st.session_state["app"] = wanted  # the URL's app, not the selectbox's first option
     app = str(st.sidebar.selectbox("App", apps, key="app"))
     st.query_params.update({"apps_path": str(apps_path), "app": app})
     try:
@@ -107,6 +110,7 @@ def main() -> None:
         st.Page(lambda: analysis_page(env), title="ANALYSIS", url_path="analysis"),
     ]
     st.navigation(pages, position="top").run()
+    prefetch_heavy_modules()  # drawn: now pandas and altair, in the background, for later views
 
 
 if __name__ == "__main__":

@@ -3,15 +3,22 @@
 ``keepwarm ui`` prints the page's URL once the server answers, then waits; SIGTERM, SIGINT or
 SIGHUP stop the server gracefully, and the server dies with ``keepwarm ui`` even when that one is
 killed (Linux's parent-death signal).
+
+The child is ``python -m keepwarm.ui.server run page.py ...``: it imports the page's modules before
+Streamlit serves (so the first visitor does not wait for them), then hands over to Streamlit's own
+command line. The heavy libraries only some views need (pandas, altair, pyarrow) are imported in a
+background thread once the first page is drawn (:func:`prefetch_heavy_modules`), not on the way to it.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +33,9 @@ ADDRESS = "127.0.0.1"
 PAGE = Path(__file__).with_name("page.py")
 READY_TIMEOUT_SEC = 60.0
 STOP_TIMEOUT_SEC = 10.0
+PRELOADED = ("keepwarm.ui.page",)  # what every first page load needs: imported before serving
+PREFETCHED = ("pandas", "pyarrow", "altair")  # what charts and tables need: after the first draw
+_prefetch_started = threading.Event()
 
 
 def free_port(address: str = ADDRESS) -> int:
@@ -44,7 +54,7 @@ def streamlit_command(port: int, address: str = ADDRESS) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "streamlit",
+        "keepwarm.ui.server",
         "run",
         str(PAGE),
         "--server.address",
@@ -140,3 +150,34 @@ def serve(apps_path: Path | None, port: int | None, announce: Callable[[str], No
     except BaseException:
         stop_server(process)
         raise
+
+
+def prefetch_heavy_modules() -> None:
+    """Import pandas, pyarrow and altair in a daemon thread, once per server process: the page calls
+    this after drawing, so the first chart or table does not pay for the imports on a click."""
+    if _prefetch_started.is_set():
+        return
+    _prefetch_started.set()
+
+    def load() -> None:
+        for name in PREFETCHED:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # an optional one missing: the view that needs it says so
+                continue
+
+    threading.Thread(target=load, name="keepwarm-ui-prefetch", daemon=True).start()
+
+
+def run_streamlit(argv: list[str]) -> int:
+    """The server process: import the page's modules, then Streamlit's command line with ``argv``."""
+    for name in PRELOADED:
+        importlib.import_module(name)
+    from streamlit.web import cli
+
+    sys.argv = ["streamlit", *argv]
+    return int(cli.main() or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(run_streamlit(sys.argv[1:]))

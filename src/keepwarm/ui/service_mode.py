@@ -1,5 +1,5 @@
 """The page's Service mode: its settings and SLA, START / SUBMIT / STATUS / HEALTH gate / EXPORT
-snapshot / STOP, the worker-health table, and a live view that refreshes itself.
+snapshot / STOP, what each read (with when), and the live view (``live_view``) that refreshes itself.
 
 Every button calls one method of :class:`keepwarm.Service`; status and health are read from the
 service's files, so the page may start a service and another process stop it, or the reverse.
@@ -12,15 +12,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import altair as alt
-import pandas as pd  # type: ignore[import-untyped, unused-ignore]  # stubs are not a dependency
 import streamlit as st
 
 from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
 from keepwarm.service.gate import GateResult
-from keepwarm.service.report import HealthReport, WorkerHealth
+from keepwarm.service.report import HealthReport
 from keepwarm.settings import read_snapshot
 from keepwarm.settings_form import FormBaseline, form_edits
 from keepwarm.ui import snippets, state
@@ -39,12 +37,10 @@ from keepwarm.ui.actions import (
     show_outcome,
     write_settings,
 )
-from keepwarm.ui.live import LiveHistory, Sample
+from keepwarm.ui.live import clock
+from keepwarm.ui.live_view import live_view, show_health_table
 from keepwarm.ui.snippets import AppRef
 
-HEALTH_COLUMNS = ["worker", "healthy", "reason", "future_state", "heartbeat_state", "heartbeat_age_sec"]
-DETAIL_COLUMNS = ["incarnation", "pid", "restarts", "task_id", "task_age_sec"]
-ROW_COLOURS = {"healthy": "#d4edda", "unhealthy": "#f8d7da", "pending": "#fff3cd"}
 RETENTION_FIELDS = (
     "done_ttl_hours",
     "failed_ttl_hours",
@@ -54,16 +50,18 @@ RETENTION_FIELDS = (
     "heartbeat_max_files",
 )
 SUBMIT_WAIT_SEC = 30.0
-REFRESH_CHOICES = [1, 2, 5, 10, 30]
 
 
 @dataclass(frozen=True)
 class ServiceView:
-    """What a service button returned, for the page to draw."""
+    """What a service button returned, for the page to draw; ``read_at`` (epoch seconds) is when the
+    report was read: the page says so, since the live view below moves on and this does not."""
 
     report: HealthReport | None = None
     gate: GateResult | None = None
     document: Any = None
+    read_at: float | None = None
+    action: str = ""
 
 
 def service_mode(env: Env) -> None:
@@ -210,15 +208,24 @@ def service_actions(env: Env) -> None:
     if clicked["stop"]:
         remember("service", stop_service(service, ref))
 
+    submit_box(env, service, ref)
+    with st.container(key=state.key("service.panel")):
+        show_outcome("service")
+        outcome = recalled("service")
+        if outcome is not None and isinstance(outcome.value, ServiceView):
+            show_service_view(outcome.value)
+
+
+def submit_box(env: Env, service: Service, ref: AppRef) -> None:
+    """SUBMIT: the box starts with what a task of this app gets by default (the file's ``[args]``
+    through its args model, defaults filled in), read once per app and session."""
     with st.container(border=True):
         st.markdown("**SUBMIT** a task")
         args_column, options_column = st.columns([3, 1])
-        args_text = args_column.text_area(
-            "Task args (a JSON object)",
-            value=json.dumps(env.settings.args),
-            key=state.key("service.args"),
-            height=80,
-        )
+        box = state.key("service.args")
+        if box not in st.session_state:
+            st.session_state[box] = json.dumps(default_task_args(env))
+        args_text = args_column.text_area("Task args (a JSON object)", key=box, height=80)
         wait = options_column.toggle("Wait for the result", value=True, key=state.key("service.wait"))
         if options_column.button("SUBMIT", key=state.key("service.submit"), width="stretch"):
             remember("submit", submit_task(service, ref, args_text, SUBMIT_WAIT_SEC if wait else None))
@@ -226,17 +233,34 @@ def service_actions(env: Env) -> None:
         if submitted is not None and submitted.value is not None:
             st.json(submitted.value)
 
-    show_outcome("service")
-    outcome = recalled("service")
-    view = outcome.value if outcome is not None else None
-    if isinstance(view, ServiceView):
-        if view.report is not None:
-            show_health_table(view.report)
-        if view.gate is not None:
-            for reason in view.gate.reasons:
-                st.warning(reason)
-        if view.document is not None:
-            st.json(view.document, expanded=False)
+
+def default_task_args(env: Env) -> dict[str, Any]:
+    """The args a task of ``env``'s app gets by default (``file_args``: the app's model loaded for a
+    moment, its modules dropped afterwards)."""
+    from keepwarm.runmode.freshness import file_args
+
+    return file_args(env)
+
+
+def show_service_view(view: ServiceView) -> None:
+    """What a button read, with when: a health table is a reading of that moment (the live view
+    below is the current one), so it says when and which button read it, collapsed under that line."""
+    if view.report is not None:
+        when = f" as of {clock(view.read_at)}, read by {view.action}" if view.read_at is not None else ""
+        report = view.report
+        st.markdown(
+            f"**{report.workers_healthy_count} of {len(report.worker_health)} loops healthy** "
+            f"(status `{report.status}`){when}; the live view below is current"
+        )
+        if report.worker_health:
+            with st.expander(f"Loops{when}", expanded=False):
+                show_health_table(report, headline=False)
+    if view.gate is not None:
+        for reason in view.gate.reasons:
+            st.warning(reason)
+    if view.document is not None:
+        st.caption("snapshot (JSON)")
+        st.json(view.document, expanded=False)
 
 
 def start_service(service: Service, ref: AppRef, workers: int) -> Outcome:
@@ -247,7 +271,7 @@ def start_service(service: Service, ref: AppRef, workers: int) -> Outcome:
         report = service.start(slots=workers)
         took = time.perf_counter() - began
         message = f"started {ref.app}: {report.workers_healthy_count} loops ready in {took:.2f}s"
-        return Outcome(True, message, snippet, ServiceView(report))
+        return Outcome(True, message, snippet, ServiceView(report, read_at=time.time(), action="START"))
 
     return attempt(snippet, start)
 
@@ -259,7 +283,8 @@ def read_status(service: Service, ref: AppRef) -> Outcome:
         report = service.status()
         queue = report.queue
         counts = f"{queue.pending} pending, {queue.running} running, {queue.done} done, {queue.failed} failed"
-        return Outcome(True, f"status {report.status}: {counts}", snippet, ServiceView(report))
+        view = ServiceView(report, read_at=time.time(), action="STATUS")
+        return Outcome(True, f"status {report.status}: {counts}", snippet, view)
 
     return attempt(snippet, status)
 
@@ -271,7 +296,8 @@ def check_gate(service: Service, ref: AppRef) -> Outcome:
         report, verdict = service.health()
         word = "passed" if verdict.passed else "failed"
         message = f"health gate {word} (exit code {verdict.code}), status {report.status}"
-        return Outcome(verdict.passed, message, snippet, ServiceView(report, verdict))
+        view = ServiceView(report, verdict, read_at=time.time(), action="HEALTH gate")
+        return Outcome(verdict.passed, message, snippet, view)
 
     return attempt(snippet, gate)
 
@@ -292,7 +318,8 @@ def stop_service(service: Service, ref: AppRef) -> Outcome:
 
     def stop() -> Outcome:
         outcome = service.stop()
-        return Outcome(True, str(outcome["message"]), snippet, ServiceView(service.status()))
+        view = ServiceView(service.status(), read_at=time.time(), action="STOP")
+        return Outcome(True, str(outcome["message"]), snippet, view)
 
     return attempt(snippet, stop)
 
@@ -301,9 +328,9 @@ def submit_task(service: Service, ref: AppRef, args_text: str, wait: float | Non
     try:
         args = json.loads(args_text)
     except json.JSONDecodeError as exc:
-        return Outcome(False, f"task args: not JSON: {exc}")
+        return Outcome(False, f"task args: not JSON: {exc}", refused=True)
     if not isinstance(args, dict):
-        return Outcome(False, 'task args: write a JSON object, e.g. {"x": 27}')
+        return Outcome(False, 'task args: write a JSON object, e.g. {"x": 27}', refused=True)
     snippet = snippets.submit(ref, args, wait)
 
     def submit() -> Outcome:
@@ -316,102 +343,3 @@ def submit_task(service: Service, ref: AppRef, args_text: str, wait: float | Non
         return Outcome(record.status == "done", message, snippet, value)
 
     return attempt(snippet, submit)
-
-
-# ---------------------------------------------------------------------- health table and live view
-
-
-def health_frame(rows: list[WorkerHealth]) -> pd.DataFrame:
-    """The worker-health table: the reference's six columns first, then the loop's details."""
-    records = [row.model_dump(include=set(HEALTH_COLUMNS + DETAIL_COLUMNS)) for row in rows]
-    return pd.DataFrame.from_records(records, columns=HEALTH_COLUMNS + DETAIL_COLUMNS)
-
-
-def row_state(row: WorkerHealth) -> str:
-    return "healthy" if row.healthy else ("pending" if row.pending else "unhealthy")
-
-
-def show_health_table(report: HealthReport) -> None:
-    """The loops' health, each row coloured: green healthy, red unhealthy, yellow starting."""
-    if not report.worker_health:
-        st.caption(f"no loops: the service is {report.status}")
-        return
-    colours = [ROW_COLOURS[row_state(row)] for row in report.worker_health]
-
-    def paint(row: pd.Series) -> list[str]:
-        return [f"background-color: {colours[int(str(row.name))]}"] * len(row)
-
-    healthy = report.workers_healthy_count
-    st.markdown(f"**{healthy} of {len(report.worker_health)} loops healthy** (status `{report.status}`)")
-    styled = health_frame(report.worker_health).style.apply(paint, axis=1).format(precision=3, na_rep="")
-    st.table(styled, border="horizontal", hide_index=True)
-
-
-def line_chart(frame: pd.DataFrame) -> alt.Chart:
-    """One line per column over time, with plain numbers on the axis (an all-zero series too)."""
-    long = frame.rename_axis("time").reset_index().melt("time", var_name="series", value_name="value")
-    chart: alt.Chart = (
-        alt.Chart(long, height=170)
-        .mark_line()
-        .encode(
-            x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S")),
-            y=alt.Y("value:Q", title=None, axis=alt.Axis(format="~g")),
-            color=alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom")),
-        )
-    )
-    return chart
-
-
-def live_view(env: Env) -> None:
-    st.subheader("Live view")
-    toggle_column, every_column = st.columns(2)
-    live = toggle_column.toggle("Auto-refresh", value=True, key=state.key("service.live"))
-    every = every_column.select_slider(
-        "every (s)", options=REFRESH_CHOICES, value=2, key=state.key("service.refresh_sec")
-    )
-    st.fragment(run_every=float(every) if live else None)(live_panel)(env)
-
-
-def live_panel(env: Env) -> None:
-    """Re-run alone every few seconds: status, queue counts, heartbeat ages and throughput."""
-    service = Service(env)
-    report = service.status()
-    histories: dict[str, LiveHistory] = st.session_state.setdefault("live.histories", {})
-    history = histories.setdefault(str(env.service_dir), LiveHistory())
-    history.add(Sample.of(report, time.time()))
-
-    queue = report.queue
-    columns = st.columns(6)
-    columns[0].metric("Status", report.status)
-    columns[1].metric("Pending", queue.pending)
-    columns[2].metric("Running", queue.running)
-    columns[3].metric("Done", queue.done)
-    columns[4].metric("Failed", queue.failed)
-    rate = history.recent_throughput()
-    columns[5].metric("Tasks/s (last 10 s)", "—" if rate is None else f"{rate:.1f}")
-    show_health_table(report)
-
-    samples = list(history.samples)
-    if len(samples) >= 2:
-        times = pd.to_datetime([s.at for s in samples], unit="s")
-        series = history.throughput()
-        charts = {
-            "Queue": pd.DataFrame(
-                {"pending": [s.pending for s in samples], "running": [s.running for s in samples]},
-                index=times,
-            ),
-            "Heartbeat age (s)": pd.DataFrame([s.heartbeat_ages for s in samples], index=times),
-            "Throughput (tasks/s)": pd.DataFrame(
-                {"tasks/s": [rate for _, rate in series]},
-                index=pd.to_datetime([at for at, _ in series], unit="s"),
-            ),
-        }
-        for column, (title, frame) in zip(st.columns(3), charts.items(), strict=True):
-            with column:
-                st.caption(title)
-                if not frame.empty:
-                    st.altair_chart(line_chart(frame), width="stretch")
-    recent = [row.to_json_dict() for row in service.tasks(limit=5)]
-    if recent:
-        st.caption("Recent tasks")
-        st.table(pd.DataFrame.from_records(recent), hide_index=True)
