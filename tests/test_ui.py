@@ -148,6 +148,43 @@ def test_system_settings_are_written_back_with_comments_kept(app_dir: Path, tmp_
     assert (again / "app_settings.toml").read_text() == text
 
 
+def test_system_settings_take_in_a_change_on_disk_and_refuse_a_conflict_until_reloaded(
+    app_dir: Path,
+) -> None:
+    settings = app_dir / "app_settings.toml"
+    page = open_page()
+    settings.write_text(settings.read_text().replace("slots = 2", "slots = 5"))  # from a shell
+    page.toggle(key=k(page, "settings.pool")).set_value(True).run()
+    assert page.number_input(key=k(page, "settings.slots")).value == 5
+    assert any(i.value.startswith("app_settings.toml changed on disk at ") for i in page.info)
+    click(page, "settings.save")
+    assert messages(page)[-1].endswith("app_settings.toml: [cluster] pool"), messages(page)
+    assert (load_settings(settings).cluster.slots, load_settings(settings).cluster.pool) == (5, True)
+
+    settings.write_text(settings.read_text().replace("slots = 5", "slots = 6"))
+    page.number_input(key=k(page, "settings.slots")).set_value(7)
+    click(page, "settings.save")
+    assert "[cluster] slots is 6 in the file (it was 5 when loaded; this save sets 7)" in messages(page)[-1]
+    assert load_settings(settings).cluster.slots == 6
+    click(page, "settings.reload")
+    assert page.number_input(key=k(page, "settings.slots")).value == 6
+    assert messages(page)[-1] == "reloaded from app_settings.toml: the form shows the file's values"
+
+
+def test_an_apps_own_args_form_that_fails_is_a_message_and_the_generated_form_stays(
+    app_dir: Path,
+) -> None:
+    (app_dir / "app_args_form.py").write_text(
+        "def render(args, model, key):\n    raise RuntimeError('oops')\n"
+    )
+    page = open_page()
+    assert any("app_args_form.py: render() failed: RuntimeError('oops')" in e.value for e in page.error)
+    page.toggle(key=k(page, "args.use_custom")).set_value(False).run()
+    page.number_input(key=k(page, "args.partitions")).set_value(3)
+    click(page, "args.save")
+    assert load_settings(app_dir / "app_settings.toml").args["partitions"] == 3
+
+
 def test_a_bad_setting_is_a_message_and_the_file_is_untouched(app_dir: Path) -> None:
     settings = app_dir / "app_settings.toml"
     before = settings.read_text()
