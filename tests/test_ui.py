@@ -196,6 +196,7 @@ def test_a_bad_setting_is_a_message_and_the_file_is_untouched(app_dir: Path) -> 
     page.text_input(key=k(page, "settings.namespace")).set_value("../escape")
     click(page, "settings.save")
     assert "namespace" in messages(page)[0] and "SettingsError" in messages(page)[0]
+    assert not any("update_settings" in code for code in codes(page))  # no snippet for a refused save
     assert settings.read_text() == before
 
 

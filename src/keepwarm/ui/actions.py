@@ -222,8 +222,8 @@ def write_settings(env: Env, updates: list[SectionUpdate]) -> Outcome:
         update_sections(env.settings_path, updates)
     except SettingsConflict as conflict:
         return Outcome(False, f"SettingsConflict: {conflict}", value=conflict)
-    except ACTION_ERRORS as exc:
-        return Outcome(False, f"{type(exc).__name__}: {exc}", snippet)
+    except ACTION_ERRORS as exc:  # refused: no snippet, since running it would be refused too
+        return Outcome(False, f"{type(exc).__name__}: {exc}")
     env.reload_settings()
     keys = ", ".join(f"[{section}] {key}" for section, values, _ in updates for key in values)
     return Outcome(True, f"saved to {env.settings_path}: {keys}", snippet)
