@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from keepwarm.app import load_app
 from keepwarm.env import Env
 from keepwarm.errors import AppError, ConfigError, SettingsConflict, SettingsError
+from keepwarm.runmode.scaffold import init_app
 from keepwarm.settings import AppSettings, load_settings, update_sections, update_settings
 from keepwarm.settings_form import FormBaseline, check_form_args, form_edits, load_args_form, refresh_form
 
@@ -551,3 +552,12 @@ def test_an_apps_args_form_is_its_render_function(tmp_path: Path) -> None:
     os.utime(form, ns=(2, 2))
     with pytest.raises(AppError, match="importing the app's args form failed: ModuleNotFoundError"):
         load_args_form(tmp_path)
+
+
+def test_init_with_args_form_scaffolds_a_form_the_page_accepts(tmp_path: Path) -> None:
+    plain = init_app("plain_squares", tmp_path)
+    assert not any(path.name == "app_args_form.py" for path in plain)
+    files = init_app("formed_squares", tmp_path, args_form=True)
+    assert tmp_path / "formed_squares" / "app_args_form.py" in files
+    render = load_args_form(tmp_path / "formed_squares")
+    assert render is not None and render.__name__ == "render"
