@@ -50,6 +50,16 @@ class LiveHistory:
             return  # two renders of the same instant add nothing
         self.samples.append(sample)
 
+    @property
+    def eventful(self) -> bool:
+        """Something to chart: a loop was up, or the queue moved, in the samples kept. A stopped,
+        idle service's flat lines are not redrawn at every refresh (the browser's cost, not ours)."""
+        if not self.samples:
+            return False
+        first = self.samples[0]
+        counts = (first.pending, first.running, first.finished)
+        return any(s.heartbeat_ages or (s.pending, s.running, s.finished) != counts for s in self.samples)
+
     def throughput(self) -> list[tuple[float, float]]:
         """``(at, tasks finished per second since the previous sample)``, never negative."""
         pairs = zip(self.samples, list(self.samples)[1:], strict=False)

@@ -117,6 +117,11 @@ def live_charts(history: LiveHistory) -> None:
     samples = list(history.samples)
     if len(samples) < 2:
         return
+    if not history.eventful:
+        st.caption(
+            "Charts of the queue, heartbeats and throughput appear once a loop is up or the queue moves."
+        )
+        return
     import pandas as pd
 
     times = pd.to_datetime([s.at for s in samples], unit="s")
