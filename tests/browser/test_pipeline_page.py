@@ -31,7 +31,16 @@ def click_tab(page: Page, section: str, label: str) -> None:
         return next((tab for tab in driver.find_elements(By.XPATH, xpath) if tab.is_displayed()), None)
 
     page.wait_for(f"the {label} tab", shown_tab).click()
+    page.wait_for(f"the {label} tab chosen", lambda d: shown_tab(d).get_attribute("aria-selected") == "true")
     page.wait_idle()
+
+
+def click_shown(page: Page, name: str, then: str) -> None:
+    """Click button ``name`` once it is on screen (a tab's content shows after the tab is chosen)."""
+    page.wait_for(
+        f"{name} shown", lambda d: d.find_element(By.CSS_SELECTOR, page.css(name, "button")).is_displayed()
+    )
+    page.click(name, then=then)
 
 
 def choose(page: Page, name: str, option: str) -> None:
@@ -50,14 +59,14 @@ def test_an_operator_builds_runs_and_sees_a_stale_two_step_pipeline(
     page.expand("section-install", "Python and CLI")
     click_tab(page, "section-install", "AGI")
     page.wait_for_text("await AGI.install(env)")
-    page.click("snippet.install.agi.step", then="as step 1 of the PIPELINE")
+    click_shown(page, "snippet.install.agi.step", then="as step 1 of the PIPELINE")
     assert (app_dir / "AGI_install.py").read_text().startswith("# keepwarm snippet: AGI.install of")
     shots.take("orchestrate-agi-snippet", section="section-install")
 
     # Any snippet saved as a file runs as it is: the Run section's AGI.run.
     page.expand("section-run", "Python and CLI")
     click_tab(page, "section-run", "AGI")
-    page.click("snippet.run.agi.save", then="run it with python AGI_run.py")
+    click_shown(page, "snippet.run.agi.save", then="run it with python AGI_run.py")
     ran = subprocess.run(
         [sys.executable, "AGI_run.py"], cwd=app_dir, capture_output=True, text=True, timeout=300, check=False
     )
