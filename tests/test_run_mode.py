@@ -22,13 +22,18 @@ import pytest
 import keepwarm
 from keepwarm.app import Partition
 from keepwarm.env import Env
-from keepwarm.errors import AppError, ModeError, RunError
+from keepwarm.errors import AppError, ModeError, PlanError, RunError, SettingsError
 from keepwarm.runmode.benchmark import benchmark
+from keepwarm.runmode.contained import distribute_in_child
 from keepwarm.runmode.data import export_columns, find_run, read_table
+from keepwarm.runmode.freshness import freshness
 from keepwarm.runmode.modes import RunMode, available_benchmark_modes
-from keepwarm.runmode.plan import IMBALANCE_LIMIT, load_plan, move_partition, plan_path, render_tree
-from keepwarm.runmode.record import RunEvent
+from keepwarm.runmode.plan import IMBALANCE_LIMIT, load_plan, move, move_partition, plan_path, render_tree
+from keepwarm.runmode.plan_graph import PARTITIONS_DRAWN, WORKERS_IN_A_COLUMN, collapsed, plan_graph
+from keepwarm.runmode.record import RunEvent, RunFailed
 from keepwarm.runmode.scaffold import init_app
+from keepwarm.runmode.timings import saved_timings
+from keepwarm.settings import update_settings
 
 from .conftest import copy_app
 from .test_cli import assert_clean_failure, keepwarm_cli
@@ -958,3 +963,152 @@ def test_run_json_stays_one_document_when_the_app_writes_to_stdout_itself(tmp_pa
     document = json.loads(result.stdout)
     assert document["status"] == "done" and document["rows"] == 4
     assert "a C library says hello on fd 1" in Path(document["log_path"]).read_text()
+
+
+# ---------------------------------------------------------------- contained: no app code in the caller
+
+MYCODE_LIKE_WORKER = dedent(
+    """
+    class Worker:
+        def __init__(self, args) -> None:
+            self.args = args
+
+        def start(self) -> None:
+            pass
+
+        def work(self, item):
+            first, last = item.data
+            return [{"n": n} for n in range(first, last + 1)]
+
+        def stop(self) -> None:
+            pass
+    """
+)
+
+ENDS_ITS_INTERPRETER = "        import os\n\n        os._exit(4)\n        size = "
+
+
+def test_a_plan_built_in_a_child_process_is_the_managers_and_a_manager_that_dies_is_a_plan_error(
+    tmp_path: Path,
+) -> None:
+    env = Env(write_app(tmp_path / "apps", "planner", MYCODE_LIKE_WORKER))
+
+    plan = distribute_in_child(env, workers=3, args={"items": 90})
+
+    assert plan == load_plan(env) and list(plan.workers) == ["worker-0", "worker-1", "worker-2"]
+    assert plan.args["items"] == 90
+    manager = env.app_dir / "planner" / "manager.py"
+    manager.write_text(manager.read_text().replace("        size = ", ENDS_ITS_INTERPRETER))
+    with pytest.raises(PlanError) as caught:  # and this process, the caller, is still here
+        distribute_in_child(env, workers=2, args=None)
+    message = str(caught.value)
+    assert "(planner.manager:Manager, pid " in message and "exited with code 4" in message
+    assert "no plan was saved" in message
+    assert load_plan(env) == plan
+    (env.app_dir / "app_settings.toml").write_text(
+        (env.app_dir / "app_settings.toml").read_text().replace("items = 1000", "items = 0")
+    )
+    with pytest.raises(SettingsError, match=r"\[args\] items"):  # the child's error, as the child raised it
+        distribute_in_child(env, workers=2, args=None)
+
+
+@pytest.mark.parametrize("mode", ["python", "pool"])
+def test_a_contained_run_of_any_mode_builds_its_plan_in_a_child_process(tmp_path: Path, mode: str) -> None:
+    env = Env(write_app(tmp_path / "apps", f"contained_{mode}", MYCODE_LIKE_WORKER))
+    manager = env.app_dir / env.app_target / "manager.py"
+    manager.write_text(manager.read_text().replace("        size = ", ENDS_ITS_INTERPRETER))
+
+    with pytest.raises(RunError) as caught:  # not contained, the manager would end this process
+        keepwarm.run(env, mode, contained=True)
+
+    assert "exited with code 4 before the run had a plan" in str(caught.value)
+
+
+def test_a_failed_run_carries_its_report_and_the_failed_partitions_traceback(tmp_path: Path) -> None:
+    worker = MYCODE_LIKE_WORKER.replace(
+        "        first, last = item.data\n",
+        '        if item.name == "part2":\n            raise ValueError("number 501 is cursed")\n'
+        "        first, last = item.data\n",
+    )
+    env = Env(write_app(tmp_path / "apps", "cursed_again", worker))
+
+    with pytest.raises(RunFailed) as caught:
+        keepwarm.run(env, "python", contained=True)
+
+    report = caught.value.report
+    assert report.status == "failed" and report.run_id in str(caught.value)
+    (traceback,) = report.tracebacks()
+    assert traceback.startswith("part2 on worker-0 (pid ")
+    assert "Traceback (most recent call last)" in traceback
+    assert "ValueError: number 501 is cursed" in traceback
+
+
+# ---------------------------------------------------------------- what the page shows: fresh or out of date
+
+
+def test_a_plan_is_out_of_date_when_args_change_and_says_which_keys(mycode: Env) -> None:
+    plan = keepwarm.distribute(mycode)
+
+    fresh = freshness(mycode, plan.created_at, plan.args)  # [args] names x, items, partitions; all equal
+    assert not fresh.stale and fresh.out_of_date() is None
+    assert fresh.computed().startswith(f"computed {plan.created_at[:10]} ")
+    assert '"items": 600' in fresh.computed()
+
+    update_settings(mycode.settings_path, "args", {"items": 60, "x": 5})
+    mycode.reload_settings()
+    stale = freshness(mycode, plan.created_at, plan.args)
+    assert stale.changed == ["items", "x"]
+    assert stale.out_of_date() == "out of date: made with other [args] (keys items, x)"
+    assert freshness(mycode, None, None).computed() == "computed at an unknown time with unrecorded args"
+
+
+def test_a_default_left_out_of_the_file_is_not_a_change(tmp_path: Path) -> None:
+    env = Env(write_app(tmp_path / "apps", "defaults", MYCODE_LIKE_WORKER))
+    plan = keepwarm.distribute(env)
+    assert plan.args == {"value": 7, "items": 1000, "partitions": 4}
+
+    update_settings(env.settings_path, "args", {"value": None})  # removed: its default, 7, applies
+    env.reload_settings()
+
+    assert "value" not in env.settings.args
+    assert not freshness(env, plan.created_at, plan.args).stale
+
+
+def test_the_tree_collapses_partitions_per_worker_past_a_dozen(tmp_path: Path) -> None:
+    env = Env(write_app(tmp_path / "apps", "many", MYCODE_LIKE_WORKER))
+    few = keepwarm.distribute(env, workers=2, args={"partitions": PARTITIONS_DRAWN})
+    many = keepwarm.distribute(env, workers=4, args={"partitions": 100})
+
+    assert not collapsed(few) and collapsed(many)
+    drawn = plan_graph(few)
+    assert '"worker-0/part0"' in drawn and "rankdir=LR" in drawn
+    folded = plan_graph(many)
+    assert '"worker-0/part0"' not in folded
+    assert folded.count("25 partitions, 250 numbers (25%)") == 4
+    assert 'tooltip="worker-3: part3, part7, ' in folded
+    wide = plan_graph(keepwarm.distribute(env, workers=WORKERS_IN_A_COLUMN + 1, args={"partitions": 100}))
+    assert "rankdir=TB" in wide
+
+
+def test_the_move_message_and_the_saved_plan_agree(mycode: Env) -> None:
+    keepwarm.distribute(mycode)
+
+    outcome = move(mycode, "p1", "worker-0")
+
+    saved = load_plan(mycode)
+    assert outcome.plan == saved and saved is not None
+    assert outcome.message.endswith(f"imbalance {saved.imbalance():.2f}")
+    assert saved.worker_of("p1") == "worker-0"
+
+
+def test_saved_timings_are_ranked_and_none_without_a_file(mycode: Env) -> None:
+    assert saved_timings(mycode) is None
+    keepwarm.run(mycode, "python")
+    keepwarm.run(mycode, "pool")
+
+    timings = saved_timings(mycode)
+
+    assert timings is not None
+    assert [e.order for e in timings.ranked] == [1, 2]
+    assert {e.mode for e in timings.ranked} == {"python", "pool"}
+    assert all(e.date and e.args == {"x": 27, "items": 600, "partitions": 6} for e in timings.ranked)

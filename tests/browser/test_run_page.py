@@ -205,6 +205,7 @@ def test_a_failed_runs_log_stays_open_with_its_traceback_and_a_new_run_replaces_
     inside = report.find_elements(By.CSS_SELECTOR, "[data-testid='stJson']")
     assert len(json_blocks) == len(inside) == 1
     page.expand("section-run", "Run logs")
+    page.wait_for("the timings chart", lambda d: page.find("run.bench_chart", "svg .role-axis-label"))
     shots.take("orchestrate-run", section="section-run")
 
 

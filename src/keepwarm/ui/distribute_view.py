@@ -147,7 +147,7 @@ def load_chart(plan: SavedPlan) -> None:
         tooltip = ["worker", "partition", "load"]
     # the legend sits under the bars, six entries a row, inside the chart's height: never cut
     legend_rows = 0 if collapsed(plan) else -(-plan.partition_count // 6)
-    height = min(600, 50 + 26 * len(workers)) + (24 + 20 * legend_rows if legend_rows else 0)
+    height = min(600, 60 + 30 * len(workers)) + (24 + 20 * legend_rows if legend_rows else 0)
     chart = (
         alt.Chart(data)
         .mark_bar()

@@ -196,7 +196,7 @@ def timings_chart(ranked: list[Any]) -> None:
             y=alt.Y("mode:N", sort=[e.mode for e in ranked], title=None),
             tooltip=["order", "mode", "timing"],
         )
-        .properties(height=40 + 28 * len(ranked))
+        .properties(height=60 + 34 * len(ranked))
     )
     with st.container(key=state.key("run.bench_chart")):
         st.altair_chart(chart, width="stretch")
