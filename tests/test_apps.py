@@ -130,3 +130,36 @@ def test_a_service_only_app_installs_and_run_mode_names_the_missing_manager(tmp_
     assert "manager none (service mode only)" in installed.stderr + installed.stdout
     message = assert_clean_failure(run)
     assert "[app] manager is not set" in message and 'manager = "<package>.manager:Manager"' in message
+
+
+def test_two_apps_with_one_package_name_each_get_their_own_args_model(tmp_path: Path) -> None:
+    """The page's process loads one app's args model, then another's that ships a package of the same
+    name: each gets its own, whatever was imported before (``borrowed_imports``)."""
+    from keepwarm.app import load_args_model
+    from keepwarm.runmode.appcode import borrowed_imports
+
+    folders = []
+    for app, bound in (("first", 10), ("second", 20)):
+        folder = write_app(tmp_path, app, "class Worker:\n    def work(self, item):\n        return item\n")
+        package = folder / "shared_pkg"
+        package.mkdir()
+        (package / "__init__.py").write_text(
+            "from pydantic import BaseModel, Field\n\n"
+            f"class Args(BaseModel):\n    x: int = Field({bound}, le={bound})\n"
+        )
+        settings = folder / "app_settings.toml"
+        settings.write_text(
+            settings.read_text().replace("[app]\n", '[app]\nargs_model = "shared_pkg:Args"\n')
+        )
+        folders.append(folder)
+    first, second = (Env(folder) for folder in folders)
+    load_args_model(first)  # imported for good, as a check of args outside borrowed_imports does
+    try:
+        with borrowed_imports(second.app_dir):
+            model = load_args_model(second)
+            assert model is not None and model().x == 20
+        assert sys.modules["shared_pkg"].Args().x == 10  # the first app's package is back
+    finally:
+        for name in [m for m in sys.modules if m.partition(".")[0] == "shared_pkg"]:
+            del sys.modules[name]
+        sys.path[:] = [p for p in sys.path if not p.startswith(str(tmp_path))]

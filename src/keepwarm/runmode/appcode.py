@@ -72,11 +72,14 @@ def use_app_code(app_dir: Path) -> None:
 
 @contextlib.contextmanager
 def borrowed_imports(app_dir: Path) -> Iterator[None]:
-    """Load the app in this process for a while: afterwards ``sys.path`` and the app's modules are
-    as they were (mode python, and the manager's work plan, run in the caller's process)."""
+    """Load the app in this process for a while: its modules are imported from ``app_dir`` even when
+    modules of the same names (another app's package) were imported before, and afterwards
+    ``sys.path`` and those modules are as they were."""
     names = app_top_names(app_dir)
     saved_path = list(sys.path)
     saved = {m: module for m, module in sys.modules.items() if m.partition(".")[0] in names}
+    for module_name in saved:  # another app's package of the same name must not answer the imports
+        del sys.modules[module_name]
     try:
         yield
     finally:
