@@ -319,6 +319,10 @@ def test_benchmark_results_are_ranked_dated_and_out_of_date_once_args_change(
     picker = page.find("run.bench_modes")
     section = page.driver.find_element(By.CSS_SELECTOR, ".st-key-section-run")
     assert picker.rect["x"] + picker.rect["width"] <= section.rect["x"] + section.rect["width"] + 1
+    box = page.find("run.bench_modes", "[role='group']")
+    inside = box.rect["x"] + box.rect["width"] + 1
+    for tag in page.driver.find_elements(By.CSS_SELECTOR, f"{page.css('run.bench_modes')} [data-tag]"):
+        assert tag.rect["x"] + tag.rect["width"] <= inside, f"{tag.text} spills out of the picker"
     choose_modes(page, ["python", "pool"])
     page.click("run.run", then="benchmarked 2 modes")
 
