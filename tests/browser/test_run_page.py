@@ -208,6 +208,10 @@ def test_a_failed_runs_log_stays_open_with_its_traceback_and_a_new_run_replaces_
     page.wait_for("the timings chart", lambda d: page.find("run.bench_chart", "svg .role-axis-label"))
     shots.take("orchestrate-run", section="section-run")
 
+    # A new session on the page says when the app was installed, not only that it was.
+    page.open(app_dir)
+    assert "installed earlier, at 20" in page.section_text("install")
+
 
 def pick(page: Page, name: str, typed: str) -> None:
     """Choose in selectbox ``name`` the first option that ``typed`` matches."""

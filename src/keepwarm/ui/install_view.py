@@ -30,11 +30,15 @@ def installed(env: Env) -> bool:
     outcome = recalled("install")
     if outcome is not None and outcome.ok and isinstance(outcome.value, InstallReport):
         return outcome.value.app == env.app_target
+    return recorded_install(env) is not None
+
+
+def recorded_install(env: Env) -> InstallReport | None:
+    """The install ``install.json`` records in the app's log folder (None when there is none)."""
     try:
-        InstallReport.model_validate_json((env.log_dir / INSTALL_RECORD).read_bytes())
+        return InstallReport.model_validate_json((env.log_dir / INSTALL_RECORD).read_bytes())
     except (OSError, ValueError):
-        return False
-    return True
+        return None
 
 
 def install_section(env: Env) -> None:
@@ -70,5 +74,7 @@ def install_section(env: Env) -> None:
     with message_slot.container():
         outcome = show_outcome("install", with_snippet=False)
     show_log("Install logs", outcome, slot=log_slot)
-    if outcome is None and installed(env):
-        st.caption(f"installed earlier: {env.log_dir / INSTALL_RECORD}")
+    earlier = recorded_install(env) if outcome is None else None
+    if earlier is not None:
+        when = earlier.finished_at[:19].replace("T", " ")
+        st.caption(f"installed earlier, at {when} UTC, for {earlier.python}: {env.log_dir / INSTALL_RECORD}")
