@@ -177,6 +177,42 @@ def test_bad_input_gets_a_clear_error_and_leaves_the_file_as_it_was(app_dir: Pat
         load_pipeline(env)
 
 
+ADDER = """
+import sys, time
+from pathlib import Path
+from keepwarm.env import Env
+from keepwarm.pipeline.steps import add_step
+
+app_dir, go, first, count = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+env = Env(app_dir)
+deadline = time.monotonic() + 60
+while not go.exists():  # every adder starts at the same moment
+    if time.monotonic() > deadline:
+        sys.exit("no go")
+    time.sleep(0.001)
+for number in range(first, first + count):
+    add_step(env, f"step_{number}.py")
+"""
+
+
+def test_steps_added_by_several_processes_at_once_are_all_kept(app_dir: Path, tmp_path: Path) -> None:
+    adders, each = 6, 8
+    names = [script(app_dir, f"step_{n}.py", "print('hi')\n") for n in range(adders * each)]
+    go = tmp_path / "go"
+    children = [
+        subprocess.Popen([sys.executable, "-c", ADDER, str(app_dir), str(go), str(i * each), str(each)])
+        for i in range(adders)
+    ]
+    go.touch()
+    assert [child.wait(timeout=120) for child in children] == [0] * adders
+
+    kept = [step.file for step in load_pipeline(Env(app_dir)).steps]
+    assert sorted(kept) == sorted(names)  # none lost, none twice
+    for i in range(adders):  # each adder's steps in the order it added them
+        mine = [name for name in kept if int(name[5:-3]) // each == i]
+        assert mine == [f"step_{n}.py" for n in range(i * each, (i + 1) * each)]
+
+
 # ---------------------------------------------------------------------- running
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import fcntl
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ import tomlkit.items
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keepwarm._sys.atomic import write_atomic
+from keepwarm._sys.locks import locked_file
 from keepwarm.errors import SettingsConflict, SettingsError
 
 SETTINGS_FILE = "app_settings.toml"
@@ -339,25 +338,17 @@ def _shown_raw(value: Any) -> str:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive flock on the file at ``path``: the inode it names once the lock is ours
-    (a writer that held it before may have replaced the file meanwhile: then lock the new one)."""
-    while True:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+    """Hold an exclusive flock on the file at ``path`` (``_sys.locks.locked_file``), a missing or
+    unreadable file said as a :class:`SettingsError`."""
+    entered = False
+    try:
+        with locked_file(path):
+            entered = True
+            yield
+    except OSError:
+        if not entered:
             _read(path)  # raises SettingsError, saying what is wrong
-            raise
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                same = os.stat(path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                yield
-                return
-        finally:
-            os.close(fd)  # releases the lock
+        raise
 
 
 def _add_after_last_value(table: Any, key: str, value: Any) -> None:

@@ -10,11 +10,13 @@ app folder with the ``[args]`` it was generated from; and whether a step has gon
     args = { x = 27, items = 2000, partitions = 8 }
 
 Steps are numbered from 1, in the file's order. Every change is written in one step (temp file and
-rename): a reader never sees half a pipeline.
+rename): a reader never sees half a pipeline. Each change is one read-modify-write under an ``flock``
+of the file (``_sys.locks``): two changes made at the same moment both land, one after the other.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keepwarm._sys.atomic import write_atomic
+from keepwarm._sys.locks import locked_file
 from keepwarm.env import Env
 from keepwarm.errors import PipelineFileError, SettingsError, SnippetFileError, StepNotFound
 from keepwarm.pipeline.snippet_file import SavedSnippet, args_digest, read_snippet, save_snippet
@@ -145,14 +148,19 @@ def add_step(env: Env, file: str | Path, *, source: Literal["orchestrate", "file
     """Append the snippet file ``file`` as the last step. The ``[args]`` it was generated from are
     those its header records, else the app's ``[args]`` now."""
     name = relative_file(env, file)
-    pipeline = load_pipeline(env)
-    if any(step.file == name for step in pipeline.steps):
-        number = next(i for i, step in enumerate(pipeline.steps, 1) if step.file == name)
-        raise SnippetFileError(f"{name} is already step {number} of {env.app_target}'s pipeline")
     recorded = read_snippet(env.app_dir / name).args
     args = recorded if recorded is not None else current_args(env)
     step = Step(file=name, source=source, args_digest=args_digest(args), args=args)
-    return _changed(env, pipeline, lambda steps: [*steps, step])
+
+    def appended(steps: list[Step]) -> list[Step]:
+        files = [existing.file for existing in steps]
+        if name in files:
+            raise SnippetFileError(
+                f"{name} is already step {files.index(name) + 1} of {env.app_target}'s pipeline"
+            )
+        return [*steps, step]
+
+    return _changed(env, appended)
 
 
 def save_as_step(
@@ -160,13 +168,18 @@ def save_as_step(
 ) -> tuple[SavedSnippet, int]:
     """Save a snippet from the page as ``<app>/<name>`` and make it a step: the last one, or, when the
     file is a step already, the same step with its ``[args]`` renewed. The file, and its step number."""
-    pipeline = load_pipeline(env)  # a broken pipeline.toml refuses before the file is written
-    saved = save_snippet(env.app_dir, name, code, args=args, title=title)
+    saved: list[SavedSnippet] = []
     step = Step(file=name, source="orchestrate", args_digest=args_digest(args), args=args)
-    files = [existing.file for existing in pipeline.steps]
-    index = files.index(name) if name in files else len(files)
-    _changed(env, pipeline, lambda steps: [*steps[:index], step, *steps[index + 1 :]])
-    return saved, index + 1
+
+    def renewed(steps: list[Step]) -> list[Step]:
+        # called once the pipeline was read: a broken pipeline.toml refuses before the file is written
+        saved.append(save_snippet(env.app_dir, name, code, args=args, title=title))
+        files = [existing.file for existing in steps]
+        index = files.index(name) if name in files else len(files)
+        return [*steps[:index], step, *steps[index + 1 :]]
+
+    updated = _changed(env, renewed)
+    return saved[0], [existing.file for existing in updated.steps].index(name) + 1
 
 
 def step_number(pipeline: Pipeline, env: Env, number: int) -> int:
@@ -180,28 +193,43 @@ def step_number(pipeline: Pipeline, env: Env, number: int) -> int:
 
 def remove_step(env: Env, number: int) -> Pipeline:
     """Remove step ``number`` (its file stays in the app folder)."""
-    pipeline = load_pipeline(env)
-    index = step_number(pipeline, env, number)
-    return _changed(env, pipeline, lambda steps: steps[:index] + steps[index + 1 :])
+
+    def removed(steps: list[Step]) -> list[Step]:
+        index = step_number(Pipeline(steps=steps), env, number)
+        return steps[:index] + steps[index + 1 :]
+
+    return _changed(env, removed, create=False)
 
 
 def move_step(env: Env, number: int, offset: int) -> Pipeline:
     """Move step ``number`` up (``offset < 0``) or down, within the first and last places."""
-    pipeline = load_pipeline(env)
-    index = step_number(pipeline, env, number)
-    target = min(max(index + offset, 0), len(pipeline.steps) - 1)
 
     def moved(steps: list[Step]) -> list[Step]:
-        step = steps.pop(index)
-        steps.insert(target, step)
+        index = step_number(Pipeline(steps=steps), env, number)
+        target = min(max(index + offset, 0), len(steps) - 1)
+        steps.insert(target, steps.pop(index))
         return steps
 
-    return _changed(env, pipeline, moved)
+    return _changed(env, moved, create=False)
 
 
-def _changed(env: Env, pipeline: Pipeline, change: Callable[[list[Step]], list[Step]]) -> Pipeline:
-    updated = Pipeline(steps=change(list(pipeline.steps)))
-    save_pipeline(env, updated)
+def _changed(env: Env, change: Callable[[list[Step]], list[Step]], *, create: bool = True) -> Pipeline:
+    """One locked read-modify-write of ``pipeline.toml``: the file is read, ``change`` makes the new
+    steps from its steps (or refuses, raising), and the result is written, while the file is locked,
+    so that a change made at the same moment by the page, the CLI or a script is never lost.
+
+    ``create``: a change that needs no file to refuse (remove, move) does not make an empty one.
+    """
+    path = pipeline_path(env)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locked_file(path, create=create))
+        except FileNotFoundError:
+            pass  # no pipeline yet (and not to be made): no steps, the change refuses
+        except OSError as exc:
+            raise PipelineFileError(f"cannot lock {path}: {exc.strerror or exc}") from None
+        updated = Pipeline(steps=change(list(load_pipeline(env).steps)))
+        save_pipeline(env, updated)
     return updated
 
 
