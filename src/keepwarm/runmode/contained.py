@@ -78,7 +78,9 @@ def run_in_child(job: RunJob, python: Path) -> RunReport:
         return job.conclude(job.report(plan, job.env.app_dir, started_at, time.perf_counter() - began, error))
 
 
-def distribute_in_child(env: Env, *, workers: int | None, args: dict[str, Any] | None) -> SavedPlan:
+def distribute_in_child(
+    env: Env, *, workers: int | None = None, args: dict[str, Any] | None = None
+) -> SavedPlan:
     """``distribute`` in a child process of the app's interpreter: the plan built by the app's
     manager there and saved; an error of the app is raised here as there, and a child that dies (the
     manager ended its interpreter) is a ``PlanError`` that says so, with nothing saved."""
