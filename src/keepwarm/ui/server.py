@@ -7,7 +7,7 @@ killed (Linux's parent-death signal).
 The child is ``python -m keepwarm.ui.server run page.py ...``: it imports the page's modules before
 Streamlit serves (so the first visitor does not wait for them), then hands over to Streamlit's own
 command line. The heavy libraries only some views need (pandas, altair, pyarrow) are imported in a
-background thread once the first page is drawn (:func:`prefetch_heavy_modules`), not on the way to it.
+background thread from then on (:func:`prefetch_heavy_modules`), not on the way to the first page.
 """
 
 from __future__ import annotations
@@ -153,8 +153,8 @@ def serve(apps_path: Path | None, port: int | None, announce: Callable[[str], No
 
 
 def prefetch_heavy_modules() -> None:
-    """Import pandas, pyarrow and altair in a daemon thread, once per server process: the page calls
-    this after drawing, so the first chart or table does not pay for the imports on a click."""
+    """Import pandas, pyarrow and altair in a daemon thread, once per process (the server at its start;
+    the page after drawing, for a server started otherwise), so that no click pays for them."""
     if _prefetch_started.is_set():
         return
     _prefetch_started.set()
@@ -170,9 +170,12 @@ def prefetch_heavy_modules() -> None:
 
 
 def run_streamlit(argv: list[str]) -> int:
-    """The server process: import the page's modules, then Streamlit's command line with ``argv``."""
+    """The server process: import the page's modules, start prefetching the heavy ones (while
+    Streamlit starts and until a visitor comes), then Streamlit's command line with ``argv``."""
     for name in PRELOADED:
         importlib.import_module(name)
+    # This file runs as __main__ here: the flag the page checks is in the imported module's namespace.
+    importlib.import_module("keepwarm.ui.server").prefetch_heavy_modules()
     from streamlit.web import cli
 
     sys.argv = ["streamlit", *argv]
