@@ -7,14 +7,19 @@ snippets run keepwarm's façade for real on a copy of the bundled example app.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tomlkit
 
+from keepwarm._sys.procs import process_alive, signal_quietly
 from keepwarm.env import Env
-from keepwarm.errors import PipelineFileError, SnippetFileError, StepNotFound
+from keepwarm.errors import PipelineError, PipelineFileError, SnippetFileError, StepNotFound
 from keepwarm.pipeline.runner import last_outcome, run_pipeline, step_log
 from keepwarm.pipeline.snippet_file import args_digest, read_snippet, save_snippet, snippet_file_name
 from keepwarm.pipeline.steps import (
@@ -269,6 +274,183 @@ def test_a_step_whose_file_is_gone_fails_and_says_so(app_dir: Path) -> None:
 def test_a_pipeline_without_steps_says_how_to_add_one(app_dir: Path) -> None:
     with pytest.raises(StepNotFound, match=r"has no steps .*keepwarm pipeline add"):
         run_pipeline(Env(app_dir))
+
+
+# ---------------------------------------------------------------------- steps that hang, runs that stop
+
+# A step that starts a process of its own (in its group) and then hangs; it says both pids once they run.
+HANGS = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+with open("pids.tmp", "w") as pids:
+    pids.write(f"{os.getpid()} {child.pid}")
+os.replace("pids.tmp", "pids.txt")
+print("hanging now", flush=True)
+time.sleep(300)
+"""
+
+
+def hanging_step(app_dir: Path, *, timeout_sec: float | None = None) -> Env:
+    env = Env(app_dir)
+    add_step(env, script(app_dir, "hangs.py", HANGS))
+    add_step(env, script(app_dir, "after.py", "open('after.txt', 'w').write('ran')\n"))
+    if timeout_sec is not None:
+        document = tomlkit.parse(pipeline_path(env).read_text())
+        document["steps"][0]["timeout_sec"] = timeout_sec  # as a user writes it in pipeline.toml
+        pipeline_path(env).write_text(tomlkit.dumps(document))
+    return env
+
+
+def step_pids(app_dir: Path, within: float = 60) -> tuple[int, int]:
+    """The hanging step's pid and its own child's, once it has written them."""
+    deadline = time.monotonic() + within
+    while not (app_dir / "pids.txt").exists():
+        assert time.monotonic() < deadline, "the step never started"
+        time.sleep(0.02)
+    step, child = (app_dir / "pids.txt").read_text().split()
+    return int(step), int(child)
+
+
+def gone(pid: int, within: float = 30) -> bool:
+    """Whether ``pid`` has ended (a zombie counts as ended) within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while process_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def leftovers() -> Iterator[list[int]]:
+    """Pids a test expects to be gone: killed by pid at the end, whatever the test found."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        signal_quietly(pid, signal.SIGKILL)
+
+
+def test_a_step_past_its_timeout_is_killed_with_its_children_and_the_run_stops_there(
+    app_dir: Path, leftovers: list[int]
+) -> None:
+    env = hanging_step(app_dir, timeout_sec=1)
+    assert load_pipeline(env).steps[0].timeout_sec == 1
+
+    ran = run_pipeline(env)
+
+    leftovers.extend(step_pids(app_dir))
+    hung, after = ran.steps
+    assert (hung.status, after.status) == ("timed out", "not run") and not ran.ok
+    assert hung.timeout_sec == 1 and hung.seconds is not None and hung.seconds < 300
+    assert hung.describe().startswith("timed out after 1 s (killed)")
+    assert "step 1 (hangs.py) timed out after 1 s and was killed; the run stopped there" in ran.message
+    assert "hanging now" in step_log(env, load_pipeline(env).steps[0]).read_text()
+    assert last_outcome(env, load_pipeline(env).steps[0]) == hung
+    assert all(gone(pid) for pid in leftovers)  # the step and the process it started
+    assert not (app_dir / "after.txt").exists()
+
+
+def test_the_run_timeout_applies_to_every_step_and_the_tighter_limit_wins(app_dir: Path) -> None:
+    env = Env(app_dir)
+    add_step(env, script(app_dir, "quick.py", "print('quick')\n"))
+    ran = run_pipeline(env, timeout=120)
+    assert ran.ok and ran.steps[0].timeout_sec == 120  # a step that ends in time: as without a limit
+    document = tomlkit.parse(pipeline_path(env).read_text())
+    document["steps"][0]["timeout_sec"] = 30
+    pipeline_path(env).write_text(tomlkit.dumps(document))
+    assert run_pipeline(env, timeout=120).steps[0].timeout_sec == 30
+    assert run_pipeline(env).steps[0].timeout_sec == 30
+    # renewing the step from the page keeps its timeout
+    save_as_step(env, "quick.py", "print('quick again')\n", args={}, title="x")
+    assert load_pipeline(env).steps[0].timeout_sec == 30
+    with pytest.raises(PipelineError, match="more than 0 seconds"):
+        run_pipeline(env, timeout=0)
+    pipeline_path(env).write_text('[[steps]]\nfile = "quick.py"\ntimeout_sec = -5\n')
+    with pytest.raises(PipelineFileError, match=r"timeout_sec.*fix it"):
+        load_pipeline(env)
+
+
+def test_the_cli_kills_a_step_past_timeout_and_refuses_a_bad_one(app_dir: Path, leftovers: list[int]) -> None:
+    hanging_step(app_dir)
+
+    ran = keepwarm("pipeline", "run", str(app_dir), "--timeout", "1")
+
+    leftovers.extend(step_pids(app_dir))
+    assert ran.returncode == 1
+    assert "step 1 (hangs.py) timed out after 1 s and was killed" in ran.stdout + ran.stderr
+    assert all(gone(pid) for pid in leftovers)
+    refused = keepwarm("pipeline", "run", str(app_dir), "--timeout", "0")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "Invalid value for '--timeout': 0.0 is not in the range x>0" in refused.stderr
+
+
+def test_a_step_does_not_outlive_a_cli_run_stopped_by_sigterm(app_dir: Path, leftovers: list[int]) -> None:
+    hanging_step(app_dir)
+    runner = subprocess.Popen(
+        [KEEPWARM, "pipeline", "run", str(app_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    leftovers.extend(step_pids(app_dir))
+
+    runner.terminate()
+
+    _, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == 128 + signal.SIGTERM, stderr
+    assert all(gone(pid) for pid in leftovers)
+    assert not (app_dir / "after.txt").exists()
+
+
+# The page's server runs a pipeline in a thread of its own; here the process exits while it runs.
+SERVER_EXITS = """
+import sys, threading, time
+from pathlib import Path
+from keepwarm.env import Env
+from keepwarm.pipeline.runner import run_pipeline
+
+app_dir = Path(sys.argv[1])
+threading.Thread(target=run_pipeline, args=(Env(app_dir),), daemon=True).start()
+deadline = time.monotonic() + 60
+while not (app_dir / "pids.txt").exists() and time.monotonic() < deadline:
+    time.sleep(0.02)
+print("exiting with the step running", flush=True)
+"""
+
+
+def test_a_step_does_not_outlive_the_process_that_runs_it_in_a_thread(
+    app_dir: Path, leftovers: list[int]
+) -> None:
+    hanging_step(app_dir)
+
+    server = subprocess.run(
+        [sys.executable, "-c", SERVER_EXITS, str(app_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    leftovers.extend(step_pids(app_dir))
+    assert server.returncode == 0 and "exiting with the step running" in server.stdout, server.stderr
+    assert all(gone(pid) for pid in leftovers)
+
+
+def test_a_killed_runner_takes_the_step_but_not_what_the_step_started(
+    app_dir: Path, leftovers: list[int]
+) -> None:
+    hanging_step(app_dir)
+    runner = subprocess.Popen(
+        [KEEPWARM, "pipeline", "run", str(app_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    step, started = step_pids(app_dir)
+    leftovers.extend((step, started))
+
+    runner.kill()  # SIGKILL: nothing runs in the runner any more
+
+    runner.wait(timeout=60)
+    assert gone(step)  # Linux's parent-death signal
+    assert process_alive(started)  # as docs/pipeline.md says: left running (killed by the fixture)
 
 
 # ---------------------------------------------------------------------- staleness

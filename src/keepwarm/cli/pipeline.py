@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
     from keepwarm.env import Env
     from keepwarm.pipeline.steps import Pipeline
 
-STATUS_COLOURS = {"ok": "green", "failed": "red", "not run": "yellow"}
+STATUS_COLOURS = {"ok": "green", "failed": "red", "timed out": "red", "not run": "yellow"}
 
 
 class _InOrder(click.Group):
@@ -38,12 +40,27 @@ def pipeline() -> None:
 @pipeline.command("run")
 @app_verb
 @click.option("--step", "number", type=click.IntRange(min=1), help="Run only step N (1 is the first).")
-def pipeline_run(app: str, apps_path: Path | None, as_json: bool, number: int | None) -> None:
-    """Run the steps in order, each `python <file>` in the app folder; exit 1 at the first that fails."""
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SEC",
+    help="Kill any step still running after SEC seconds (a step's own timeout_sec may be tighter). "
+    "Default: no limit.",
+)
+def pipeline_run(
+    app: str, apps_path: Path | None, as_json: bool, number: int | None, timeout: float | None
+) -> None:
+    """Run the steps in order, each `python <file>` in the app folder; exit 1 at the first that fails
+    or times out."""
     from keepwarm.pipeline.runner import run_pipeline
 
     env = _env(app, apps_path)
-    ran = run_pipeline(env, number, on_output=None if as_json else lambda line: say(line, dim=True))
+    # SIGTERM as an exception: the running step's process group is killed on the way out
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    ran = run_pipeline(
+        env, number, on_output=None if as_json else lambda line: say(line, dim=True), timeout=timeout
+    )
     document = ran.model_dump(mode="json")
     if as_json:
         emit_json(document if ran.ok else document | {"error": ran.message})

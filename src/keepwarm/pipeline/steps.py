@@ -8,6 +8,7 @@ app folder with the ``[args]`` it was generated from; and whether a step has gon
     source = "orchestrate"          # saved from the page; "file": a file added as it was
     args_digest = "3f0c9a1b2d4e5f60"
     args = { x = 27, items = 2000, partitions = 8 }
+    timeout_sec = 600                # optional: killed past 10 minutes (no limit when left out)
 
 Steps are numbered from 1, in the file's order. Every change is written in one step (temp file and
 rename): a reader never sees half a pipeline. Each change is one read-modify-write under an ``flock``
@@ -50,6 +51,9 @@ class Step(BaseModel):
     )
     args_digest: str = Field("", description="the digest of args")
     args: dict[str, Any] = Field(default_factory=dict, description="[args] when the step was added")
+    timeout_sec: float | None = Field(
+        None, gt=0, description="seconds the step may run before it is killed (none: no limit)"
+    )
 
 
 class Pipeline(BaseModel):
@@ -109,7 +113,7 @@ def save_pipeline(env: Env, pipeline: Pipeline) -> Path:
     steps = tomlkit.aot()
     for step in pipeline.steps:
         table = tomlkit.table()
-        table.update(step.model_dump(mode="json"))
+        table.update(step.model_dump(mode="json", exclude_none=True))
         table["args"] = tomlkit.inline_table()
         table["args"].update(step.args)
         steps.append(table)
@@ -175,8 +179,11 @@ def save_as_step(
         # called once the pipeline was read: a broken pipeline.toml refuses before the file is written
         saved.append(save_snippet(env.app_dir, name, code, args=args, title=title))
         files = [existing.file for existing in steps]
-        index = files.index(name) if name in files else len(files)
-        return [*steps[:index], step, *steps[index + 1 :]]
+        if name not in files:
+            return [*steps, step]
+        index = files.index(name)  # the same step, its [args] renewed (its timeout kept)
+        renewed = steps[index].model_copy(update=step.model_dump(exclude={"timeout_sec"}))
+        return [*steps[:index], renewed, *steps[index + 1 :]]
 
     updated = _changed(env, renewed)
     return saved[0], [existing.file for existing in updated.steps].index(name) + 1

@@ -118,10 +118,7 @@ def step_view(env: Env, number: int, step: Step, args: dict[str, Any], *, last: 
     if outcome is None:
         st.caption("not run yet")
         return
-    said = (
-        f"{outcome.status}: exit code {outcome.exit_code} in {outcome.seconds:.2f}s, at {outcome.started_at}"
-    )
-    (st.success if outcome.status == "ok" else st.error)(f"step {number} {said}")
+    (st.success if outcome.status == "ok" else st.error)(f"step {number} {outcome.describe()}")
     with st.expander(f"Log of step {number}", expanded=outcome.status != "ok"):
         st.code(log_tail(step_log(env, step)), language="text")
 
