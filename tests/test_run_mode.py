@@ -22,7 +22,7 @@ import pytest
 import keepwarm
 from keepwarm.app import Partition
 from keepwarm.env import Env
-from keepwarm.errors import AppError, ModeError, PlanError, RunError, SettingsError
+from keepwarm.errors import AppError, ModeError, PlanError, RunError, RunFailed, SettingsError
 from keepwarm.runmode.benchmark import benchmark
 from keepwarm.runmode.contained import distribute_in_child
 from keepwarm.runmode.data import export_columns, find_run, read_table
@@ -30,7 +30,7 @@ from keepwarm.runmode.freshness import freshness
 from keepwarm.runmode.modes import RunMode, available_benchmark_modes
 from keepwarm.runmode.plan import IMBALANCE_LIMIT, load_plan, move, move_partition, plan_path, render_tree
 from keepwarm.runmode.plan_graph import PARTITIONS_DRAWN, WORKERS_IN_A_COLUMN, collapsed, plan_graph
-from keepwarm.runmode.record import RunEvent, RunFailed
+from keepwarm.runmode.record import RunEvent
 from keepwarm.runmode.scaffold import init_app
 from keepwarm.runmode.timings import saved_timings
 from keepwarm.settings import update_settings

@@ -211,6 +211,15 @@ class RunError(RunModeError):
     """A run failed: the message names the partition, its worker and the error; the log has more."""
 
 
+class RunFailed(RunError):
+    """A run that failed after it started: its message, and its ``report`` (the run's
+    ``keepwarm.runmode.record.RunReport``, as ``run.json`` keeps it)."""
+
+    def __init__(self, message: str, report: Any) -> None:
+        super().__init__(message)
+        self.report = report
+
+
 class PoolProcessDied(RunModeError):
     """A plan worker's pool process exited before it finished its partitions and its ``stop()``."""
 

@@ -29,11 +29,11 @@ from keepwarm._sys.child import (
     report,
 )
 from keepwarm.env import Env, app_python
-from keepwarm.errors import KeepwarmError, PlanError, RunError
+from keepwarm.errors import KeepwarmError, PlanError, RunError, RunFailed
 from keepwarm.queue.task import utc_now
 from keepwarm.runmode.modes import RunMode
 from keepwarm.runmode.plan import SavedPlan, distribute, plan_from_json
-from keepwarm.runmode.record import RUN_RECORD, RunEvent, RunFailed, RunReport, plan_of_run
+from keepwarm.runmode.record import RUN_RECORD, RunEvent, RunReport, plan_of_run
 from keepwarm.runmode.steps import RunJob
 
 CHILD_MODULE = "keepwarm.runmode.runner"

@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from keepwarm._sys.atomic import write_atomic
 from keepwarm._sys.dirs import ensure_private_dir
-from keepwarm.errors import RunError
 from keepwarm.queue.task import utc_now
 from keepwarm.runmode.batch import PartitionOutcome
 from keepwarm.runmode.modes import RunMode
@@ -125,14 +124,6 @@ class RunReport(BaseModel):
             for p in self.partitions
             if p.status == "failed" and p.traceback
         ]
-
-
-class RunFailed(RunError):
-    """A run that failed after it started: its message, and its ``report`` (as ``run.json`` keeps it)."""
-
-    def __init__(self, message: str, report: RunReport) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm.env import Env
-from keepwarm.errors import KeepwarmError, RunError
+from keepwarm.errors import KeepwarmError, RunError, RunFailed
 from keepwarm.queue.task import utc_now
 from keepwarm.runmode.batch import PartitionJob, PartitionOutcome, WorkerLog
 from keepwarm.runmode.executors import partition_results
@@ -21,7 +21,6 @@ from keepwarm.runmode.plan import SavedPlan, build_plan, load_plan, plan_path, s
 from keepwarm.runmode.record import (
     EventCallback,
     RunFacts,
-    RunFailed,
     RunLog,
     RunReport,
     build_report,

@@ -13,6 +13,7 @@ from typing import Any
 import streamlit as st
 
 from keepwarm.env import Env
+from keepwarm.errors import RunFailed
 from keepwarm.runmode.benchmark import BenchmarkReport, benchmark
 from keepwarm.runmode.freshness import freshness
 from keepwarm.runmode.modes import (
@@ -23,7 +24,6 @@ from keepwarm.runmode.modes import (
     settings_mode,
     unavailable_reason,
 )
-from keepwarm.runmode.record import RunFailed
 from keepwarm.runmode.runner import RunEvent, RunReport, run
 from keepwarm.runmode.timings import saved_timings
 from keepwarm.ui import snippets, state
