@@ -56,7 +56,7 @@ def test_an_operator_builds_runs_and_sees_a_stale_two_step_pipeline(
 
     # Step 1: ORCHESTRATE's install snippet, as the reference writes it, saved and added to the pipeline.
     page.open(app_dir)
-    page.expand("section-install", "Python and CLI")
+    page.expand("section-install", "Python, CLI and AGI")
     click_tab(page, "section-install", "AGI")
     page.wait_for_text("await AGI.install(env)")
     click_shown(page, "snippet.install.agi.step", then="as step 1 of the PIPELINE")
@@ -64,7 +64,7 @@ def test_an_operator_builds_runs_and_sees_a_stale_two_step_pipeline(
     shots.take("orchestrate-agi-snippet", section="section-install")
 
     # Any snippet saved as a file runs as it is: the Run section's AGI.run.
-    page.expand("section-run", "Python and CLI")
+    page.expand("section-run", "Python, CLI and AGI")
     click_tab(page, "section-run", "AGI")
     click_shown(page, "snippet.run.agi.save", then="run it with python AGI_run.py")
     ran = subprocess.run(

@@ -47,7 +47,7 @@ def plan_view(env: Env) -> None:
         )
     )
     snippet = snippets.distribute(ref, workers)
-    with st.expander("Python and CLI", expanded=False):
+    with st.expander("Python, CLI and AGI", expanded=False):
         show_snippet(snippet)
     if button_column.button("CHECK DISTRIBUTE", key=state.key("run.distribute"), type="primary"):
 

@@ -49,7 +49,7 @@ def install_section(env: Env) -> None:
     )
     ref = AppRef.of(env)
     snippet = snippets.install(ref)
-    with st.expander("Python and CLI", expanded=False):
+    with st.expander("Python, CLI and AGI", expanded=False):
         show_snippet(snippet)
     clicked = st.button("INSTALL", key=state.key("install.run"), type="primary")
     message_slot, log_slot = st.empty(), st.empty()  # this install's message and log replace the last one's

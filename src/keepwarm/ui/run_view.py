@@ -80,7 +80,7 @@ def run_section(env: Env) -> None:
     if reason:
         st.warning(reason)
     snippet = snippets.benchmark(ref, modes) if every else snippets.run(ref, mode)
-    with st.expander("Python and CLI", expanded=False):
+    with st.expander("Python, CLI and AGI", expanded=False):
         show_snippet(snippet)
     ready = installed(env)
     if not ready:
