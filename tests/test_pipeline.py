@@ -397,8 +397,8 @@ def test_a_step_does_not_outlive_a_cli_run_stopped_by_sigterm(app_dir: Path, lef
     runner.terminate()
 
     _, stderr = runner.communicate(timeout=60)
-    assert runner.returncode == 128 + signal.SIGTERM, stderr
     assert all(gone(pid) for pid in leftovers)
+    assert runner.returncode == 128 + signal.SIGTERM, stderr
     assert not (app_dir / "after.txt").exists()
 
 
