@@ -50,8 +50,7 @@ def pipeline() -> None:
 def pipeline_run(
     app: str, apps_path: Path | None, as_json: bool, number: int | None, timeout: float | None
 ) -> None:
-    """Run the steps in order, each `python <file>` in the app folder; exit 1 at the first that fails
-    or times out."""
+    """Run the steps in order, each `python <file>` in the app folder; exit 1 at the first that fails."""
     from keepwarm.pipeline.runner import run_pipeline
 
     env = _env(app, apps_path)
