@@ -371,7 +371,10 @@ def test_the_run_timeout_applies_to_every_step_and_the_tighter_limit_wins(app_di
 
 
 def test_the_cli_kills_a_step_past_timeout_and_refuses_a_bad_one(app_dir: Path, leftovers: list[int]) -> None:
-    hanging_step(app_dir)
+    hanging_step(app_dir, timeout_sec=30)
+    shown = json.loads(keepwarm("pipeline", "show", str(app_dir), "--json").stdout)
+    assert [s["timeout_sec"] for s in shown["steps"]] == [30, None]
+    assert "30 s" in keepwarm("pipeline", "show", str(app_dir)).stdout
 
     ran = keepwarm("pipeline", "run", str(app_dir), "--timeout", "1")
 

@@ -92,6 +92,7 @@ def pipeline_show(app: str, apps_path: Path | None, as_json: bool) -> None:
                 "number": number,
                 "file": step.file,
                 "source": step.source,
+                "timeout_sec": step.timeout_sec,
                 "stale": changed,
                 "last_run": None if outcome is None else outcome.model_dump(mode="json"),
             }
@@ -103,9 +104,16 @@ def pipeline_show(app: str, apps_path: Path | None, as_json: bool) -> None:
         say(f"{env.app_target}'s pipeline has no steps ({pipeline_path(env)})")
         return
     table(
-        ("step", "file", "source", "last run", "stale args"),
+        ("step", "file", "source", "timeout", "last run", "stale args"),
         [
-            (number, step.file, step.source, "not run" if outcome is None else outcome.status, changed)
+            (
+                number,
+                step.file,
+                step.source,
+                "none" if step.timeout_sec is None else f"{step.timeout_sec:g} s",
+                "not run" if outcome is None else outcome.status,
+                changed,
+            )
             for number, step, outcome, changed in shown
         ],
         title=f"pipeline of {env.app_target} ({pipeline_path(env)})",

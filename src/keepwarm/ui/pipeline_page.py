@@ -97,7 +97,8 @@ def steps_view(env: Env) -> None:
 def step_view(env: Env, number: int, step: Step, args: dict[str, Any], *, last: bool) -> None:
     name, up, down, run, remove = st.columns([6, 1, 1, 2, 2])
     source = "saved from ORCHESTRATE" if step.source == "orchestrate" else "added from a file"
-    name.markdown(f"**{number}. `{step.file}`** ({source})")
+    limit = "" if step.timeout_sec is None else f", killed past {step.timeout_sec:g} s"
+    name.markdown(f"**{number}. `{step.file}`** ({source}{limit})")
     if up.button("↑", key=state.key(f"pipeline.up.{number}"), disabled=number == 1, help="move up"):
         act(lambda: move_step(env, number, -1), lambda _: f"moved {step.file} up")
     if down.button("↓", key=state.key(f"pipeline.down.{number}"), disabled=last, help="move down"):
