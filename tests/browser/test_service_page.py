@@ -50,6 +50,20 @@ def column_cells(page: Page, table_css: str, column: str) -> list[str]:
     return [row.find_elements(By.CSS_SELECTOR, "th, td")[index].text.strip() for row in rows]
 
 
+def healthy_pid(env: Env, worker: str) -> int | None:
+    """The pid of ``worker``'s loop while it is healthy (None otherwise)."""
+    row = next(row for row in Service(env).status().worker_health if row.worker == worker)
+    return row.pid if row.healthy else None
+
+
+def kill_loop(env: Env, worker: str) -> int:
+    """SIGKILL ``worker``'s loop, by the pid the service's status gives; that pid."""
+    pid = healthy_pid(env, worker)
+    assert pid is not None, f"{worker} is not healthy"
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
 def test_the_submit_box_shows_each_apps_default_args_and_a_refused_submit_shows_no_snippet(
     page: Page, shots: Screenshots, tmp_path: Path
 ) -> None:
@@ -109,7 +123,8 @@ def test_the_start_panel_says_when_it_read_the_loops_and_the_live_view_shows_a_k
 ) -> None:
     app_dir = app_copy(tmp_path, "mycode_project", folder="mycode_killed")
     settings = app_dir / "app_settings.toml"
-    # A killed loop stays down for a minute (the first restart waits the back-off): time to look.
+    # A loop killed twice stays down for a minute (the first crash restarts at once, the second
+    # waits the back-off): time to look.
     settings.write_text(
         settings.read_text().replace(
             "heartbeat_timeout_sec = 10", "heartbeat_timeout_sec = 10\nrestart_backoff_sec = 60"
@@ -122,9 +137,9 @@ def test_the_start_panel_says_when_it_read_the_loops_and_the_live_view_shows_a_k
     page.wait_for("the live view's healthy loops", lambda d: "2 of 2 loops healthy" in live_text(page))
     assert re.search(r"as of \d\d:\d\d:\d\d, read by START", panel_text(page)), panel_text(page)
 
-    victim = next(row for row in Service(env).status().worker_health if row.worker == "loop-0")
-    assert victim.pid is not None
-    os.kill(victim.pid, signal.SIGKILL)
+    first = kill_loop(env, "loop-0")
+    page.wait_for("loop-0's restart", lambda d: healthy_pid(env, "loop-0") not in (None, first))
+    kill_loop(env, "loop-0")
     page.wait_for("the live view to see the killed loop", lambda d: "1 of 2 loops healthy" in live_text(page))
     assert re.search(r"as of \d\d:\d\d:\d\d", live_text(page))
     panel = panel_text(page)
