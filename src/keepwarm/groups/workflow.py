@@ -14,11 +14,9 @@ cancelled); ``stop_workflow`` cancels the run's pending tasks, and only those, a
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keepwarm._sys.atomic import publish_new, write_atomic
 from keepwarm._sys.dirs import ensure_private_dir
+from keepwarm._sys.locks import locked_file
 from keepwarm.api import Service
 from keepwarm.env import Env, login_name, namespace_root
 from keepwarm.errors import InvalidTaskError, KeepwarmError, Remedy, WorkflowNotFound
@@ -163,7 +162,7 @@ def start_workflow(
         service.queue.cancel(record.task_ids)  # whatever was queued before the failure
         path.unlink(missing_ok=True)
         raise
-    with _locked(folder):
+    with locked_file(folder / ".lock", create=True):
         record = _read(path, record.execution_id)
         record = record.model_copy(update={"queued_at": utc_now()})
         write_atomic(path, _encode(record))
@@ -233,7 +232,7 @@ def stop_workflow(
     status = _current(folder, path, record)  # a run whose tasks have all finished is recorded as ended
     if status.finished:
         return status.model_copy(update={"already_ended": True})
-    with _locked(folder):
+    with locked_file(folder / ".lock", create=True):
         record = _read(path, execution_id)
         if record.state != "running":  # it ended between the look above and the lock
             return _current(folder, path, record).model_copy(update={"already_ended": True})
@@ -295,7 +294,7 @@ def _current(folder: Path, path: Path, record: WorkflowRecord) -> WorkflowStatus
         return _status_of(record, record.progress)
     progress = _progress(_queue_of(record), record.task_ids)
     if record.state == "running" and record.queued_at and progress.pending == progress.running == 0:
-        with _locked(folder):
+        with locked_file(folder / ".lock", create=True):
             record = _read(path, record.execution_id)
             if record.state == "running":
                 # A missing task's file was pruned by retention after it ended: it is not a failure.
@@ -389,17 +388,6 @@ def _status_of(record: WorkflowRecord, progress: WorkflowProgress) -> WorkflowSt
     """The run's fields of the status's names, with its total and its ``progress`` now."""
     fields = {**dict(record), "total": len(record.task_ids), "progress": progress}
     return WorkflowStatus.model_validate(fields)
-
-
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Serialize the changes of runs' states (stop against the first status that sees the end)."""
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _encode(record: WorkflowRecord) -> bytes:

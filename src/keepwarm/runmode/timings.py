@@ -13,11 +13,7 @@ output table: a benchmark's runs have one, a single run none).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from keepwarm._sys.atomic import write_atomic
 from keepwarm._sys.dirs import ensure_private_dir
+from keepwarm._sys.locks import locked_file
 from keepwarm.env import Env
 
 BENCHMARK_FILE = "benchmark.json"
@@ -85,7 +82,7 @@ def record_timings(env: Env, entries: list[BenchmarkEntry]) -> BenchmarkReport:
     plan = {(entry.nodes, json.dumps(entry.args, sort_keys=True)) for entry in entries}
     kept: list[str] = []
     dropped: dict[str, str] = {}
-    with _locked(path):
+    with locked_file(path.with_name(f".{path.name}.lock"), create=True):  # one recording at a time
         try:
             earlier = _read_entries(path)
         except FileNotFoundError:
@@ -143,14 +140,3 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return f"an entry is not a benchmark entry: {exc.errors()[0]['msg']}"
     return str(exc)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One recording at a time: runs that finish together all keep their entries."""
-    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
