@@ -10,6 +10,7 @@ Debian's ``chromium`` through ``chromedriver``; without them the tests skip and 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -74,27 +75,8 @@ def page_url(session_dirs: dict[str, str], server_log: Path) -> Iterator[str]:
     folder = server_log.parent
     apps = folder / "apps"
     shutil.copytree(EXAMPLE_APPS / "mycode_project", apps / "mycode_project")
-    log = server_log
-    environment = {**os.environ, **session_dirs}
-    with (
-        log.open("w") as stderr,
-        subprocess.Popen(
-            [str(BIN / "keepwarm"), "ui", "--apps-path", str(apps)],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            stdin=subprocess.DEVNULL,
-            env=environment,
-            text=True,
-        ) as server,
-    ):
-        try:
-            assert server.stdout is not None
-            url = server.stdout.readline().strip()  # keepwarm ui gives up by itself after 60 s
-            assert url.startswith("http://127.0.0.1:"), log.read_text()
-            yield url
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+    with serving(server_log, "--apps-path", str(apps), env={**os.environ, **session_dirs}) as (_, url):
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -119,6 +101,35 @@ def page(driver: WebDriver, page_url: str) -> Page:
 @pytest.fixture
 def shots(driver: WebDriver, tmp_path: Path) -> Screenshots:
     return Screenshots(tmp_path / "screenshots", driver)
+
+
+@contextlib.contextmanager
+def serving(
+    log: Path, *options: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``keepwarm ui *options`` as a real subprocess, its stderr in ``log``: the process and the URL it
+    prints once the page answers (it gives up by itself after 60 s). Stopped by its pid at the end,
+    unless it has already ended."""
+    with (
+        log.open("w") as stderr,
+        subprocess.Popen(
+            [str(BIN / "keepwarm"), "ui", *options],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            text=True,
+        ) as server,
+    ):
+        try:
+            assert server.stdout is not None
+            url = server.stdout.readline().strip()
+            assert url.startswith("http://127.0.0.1:"), log.read_text()
+            yield server, url
+        finally:
+            if server.poll() is None:
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=60)
 
 
 def app_copy(tmp_path: Path, name: str = "mycode_project", *, folder: str | None = None) -> Path:

@@ -10,9 +10,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,10 +25,9 @@ from keepwarm.errors import KeepwarmError
 from keepwarm.runmode.data import head
 from keepwarm.settings import read_snapshot
 
-from .conftest import app_copy
+from .conftest import app_copy, serving
 from .kit import TIMINGS, Page
 
-BIN = Path(sys.executable).parent
 REPEATS = 3
 
 
@@ -39,27 +35,10 @@ REPEATS = 3
 def fresh_server(tmp_path: Path) -> Iterator[str]:
     """A ``keepwarm ui`` of this test alone (nothing imported yet), stopped by its pid at the end."""
     apps = app_copy(tmp_path, "mycode_project", folder="speed_server_app").parent
-    log = tmp_path / "keepwarm-ui.log"
     began = time.perf_counter()
-    with (
-        log.open("w") as stderr,
-        subprocess.Popen(
-            [str(BIN / "keepwarm"), "ui", "--apps-path", str(apps)],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        ) as server,
-    ):
-        try:
-            assert server.stdout is not None
-            url = server.stdout.readline().strip()
-            assert url.startswith("http://127.0.0.1:"), log.read_text()
-            TIMINGS.click("speed: keepwarm ui until it prints its URL", time.perf_counter() - began)
-            yield url
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+    with serving(tmp_path / "keepwarm-ui.log", "--apps-path", str(apps)) as (_, url):
+        TIMINGS.click("speed: keepwarm ui until it prints its URL", time.perf_counter() - began)
+        yield url
 
 
 @pytest.mark.parametrize("attempt", range(REPEATS))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,35 +21,15 @@ from keepwarm.env import Env
 from keepwarm.pipeline.steps import add_step
 
 from ..test_pipeline import HANGS, gone, step_pids
-from .conftest import app_copy
+from .conftest import app_copy, serving
 from .kit import Page
-
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """A ``keepwarm ui`` of this test alone, stopped by its pid at the end if the test has not."""
-    log = tmp_path / "keepwarm-ui.log"
-    with (
-        log.open("w") as stderr,
-        subprocess.Popen(
-            [str(BIN / "keepwarm"), "ui"],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        ) as server,
-    ):
-        try:
-            assert server.stdout is not None
-            url = server.stdout.readline().strip()
-            assert url.startswith("http://127.0.0.1:"), log.read_text()
-            yield server, url
-        finally:
-            if server.poll() is None:
-                server.send_signal(signal.SIGTERM)
-                server.wait(timeout=60)
+    with serving(tmp_path / "keepwarm-ui.log") as (server, url):
+        yield server, url
 
 
 def test_stopping_the_page_server_mid_run_kills_the_running_step(
