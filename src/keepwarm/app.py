@@ -1,7 +1,8 @@
 """The app contract: loading an app's worker, manager and args model from ``app_settings.toml``.
 
-A worker has ``work(item)``, and optionally ``start()`` and ``stop()`` (a worker with nothing to
-open or close leaves them out), each plain or ``async def``; a manager has
+A worker has ``work(item)`` or ``work_batch(items) -> list`` (or both), and optionally ``start()``
+and ``stop()`` (a worker with nothing to open or close leaves them out), each plain or ``async def``;
+a manager has
 ``build_distribution(workers) -> WorkPlan``. Entry points are ``module:attribute`` strings resolved
 against the app folder (and its ``src/`` when there is one).
 """
@@ -22,7 +23,7 @@ from keepwarm.env import Env
 from keepwarm.errors import AppError, SettingsError
 from keepwarm.settings import describe_error
 
-WORKER_METHODS = ("start", "work", "stop")
+WORKER_METHODS = ("start", "work", "work_batch", "stop")
 OPTIONAL_METHODS = ("start", "stop")
 
 
@@ -57,6 +58,11 @@ class App:
     args_model: type[BaseModel] | None
 
     @property
+    def batching(self) -> bool:
+        """Whether the worker defines ``work_batch(items)`` (dynamic batching in service mode)."""
+        return callable(getattr(self.worker_class, "work_batch", None))
+
+    @property
     def async_methods(self) -> set[str]:
         return {
             name
@@ -89,9 +95,36 @@ class App:
 
 
 def worker_method(worker: Any, name: str) -> Callable[..., Any]:
-    """The worker's ``start``, ``work`` or ``stop``; a ``start`` or ``stop`` it leaves out does nothing."""
-    method: Callable[..., Any] = getattr(worker, name, _nothing)
-    return method
+    """The worker's ``start``, ``work`` or ``stop``; a ``start`` or ``stop`` it leaves out does nothing,
+    and the ``work`` of a worker that has only ``work_batch`` is a batch of one."""
+    method: Callable[..., Any] | None = getattr(worker, name, None)
+    if method is None and name == "work" and callable(getattr(worker, "work_batch", None)):
+        return _one_of_batch(worker.work_batch)
+    return method or _nothing
+
+
+def _one_of_batch(work_batch: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(work_batch):
+
+        async def work_async(item: Any) -> Any:
+            return only_result(await work_batch([item]))
+
+        return work_async
+    return lambda item: only_result(work_batch([item]))
+
+
+def only_result(results: Any) -> Any:
+    """The one result of a batch of one, raised when it is an exception object."""
+    if not isinstance(results, list) or len(results) != 1:
+        raise AppError(f"work_batch() returned {describe_results(results)} for 1 item: expected a list of 1")
+    if isinstance(results[0], BaseException):
+        raise results[0]
+    return results[0]
+
+
+def describe_results(results: Any) -> str:
+    """What ``work_batch`` returned, for an error: a list of how many, or which type."""
+    return f"a list of {len(results)}" if isinstance(results, list) else f"a {type(results).__name__}"
 
 
 def _nothing() -> None:
@@ -111,10 +144,10 @@ def load_app(env: Env) -> App:
     section = env.settings.app
     _add_to_path(env.app_dir)
     worker_class = _resolve(env, "worker", section.worker)
-    if not callable(getattr(worker_class, "work", None)):
+    if not any(callable(getattr(worker_class, name, None)) for name in ("work", "work_batch")):
         raise AppError(
             f"{env.settings_path}: [app] worker = {section.worker!r} has no work method; "
-            "a worker defines work(item), and optionally start() and stop()"
+            "a worker defines work(item) or work_batch(items), and optionally start() and stop()"
         )
     for name in OPTIONAL_METHODS:
         if not callable(getattr(worker_class, name, _nothing)):

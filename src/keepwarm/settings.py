@@ -120,6 +120,22 @@ class ClusterSettings(_Section):
     concurrency: int = Field(
         default=1, ge=1, le=10_000, description="tasks one loop runs at once (async work() only)"
     )
+    claim_batch: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description="most tasks a loop claims in one go; never more than it starts at once (one for a "
+        "work() loop, max_batch_size for work_batch(), its free concurrency for an async work())",
+    )
+    max_batch_size: int = Field(
+        default=32, ge=1, le=4096, description="work_batch(): most tasks one call receives"
+    )
+    batch_wait_ms: float = Field(
+        default=5.0,
+        ge=0,
+        le=60_000,
+        description="work_batch(): how long a loop waits after a batch's first task for more to join it",
+    )
     max_task_bytes: int = Field(default=16 * MiB, gt=0, description="a larger task file is rejected")
     max_result_bytes: int = Field(default=16 * MiB, gt=0, description="a larger result fails its task")
     max_pending: int | None = Field(

@@ -1,19 +1,32 @@
 """Publishing files so that readers never see half of one.
 
-Every file is written to a temp name in the same folder (``.<name>.<random>.tmp``) and then renamed
-(replace) or hard-linked (no clobber) to its final name.
+Every file is written to a temp name (``.<name>.<random>.tmp``, in the same folder unless the caller
+names another folder of the same filesystem) and then renamed (replace) or renamed without clobber
+(``renameat2(RENAME_NOREPLACE)``; a hard link where the filesystem lacks it) to its final name.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import os
-import secrets
+import random
+from collections.abc import Callable
 from pathlib import Path
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_NO_RENAMEAT2 = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
 
 
 def temp_name(folder: Path, final_name: str) -> Path:
-    """A temp path beside ``final_name``: starts with ``.`` and ends with ``.tmp`` so scanners skip it."""
-    return folder / f".{final_name}.{secrets.token_hex(4)}.tmp"
+    """A temp path beside ``final_name``: starts with ``.`` and ends with ``.tmp`` so scanners skip it.
+
+    The suffix only has to differ between this process's writers of one name (``O_EXCL`` refuses a
+    clash): a pseudo-random number costs no system call, unlike ``secrets``.
+    """
+    return folder / f".{final_name}.{random.getrandbits(32):08x}.tmp"
 
 
 def write_temp(folder: Path, final_name: str, data: bytes, durable: bool = False) -> Path:
@@ -59,12 +72,35 @@ def write_atomic(path: Path, data: bytes, durable: bool = False) -> None:
         fsync_dir(path.parent)
 
 
-def publish_new(path: Path, data: bytes, durable: bool = False) -> bool:
+def publish_new(path: Path, data: bytes, durable: bool = False, temp_dir: Path | None = None) -> bool:
     """Publish ``data`` at ``path`` unless a file is already there; True when this call won.
 
-    Uses ``os.link`` so that two publishers racing for one name cannot overwrite each other.
+    The temp file is written in ``temp_dir`` (default: ``path``'s folder; it must be on the same
+    filesystem), then moved without clobber, so that two publishers racing for one name cannot
+    overwrite each other: one ``renameat2(RENAME_NOREPLACE)`` where the filesystem has it, else
+    ``os.link`` and an unlink.
     """
-    tmp = _write_temp(path.parent, path.name, data, durable)
+    tmp = _write_temp(temp_dir or path.parent, path.name, data, durable)
+    try:
+        won = _move_no_clobber(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    if durable and won:
+        fsync_dir(path.parent)
+    return won
+
+
+def _move_no_clobber(tmp: Path, path: Path) -> bool:
+    source, target = os.fsencode(tmp), os.fsencode(path)
+    if _renameat2(_AT_FDCWD, source, _AT_FDCWD, target, _RENAME_NOREPLACE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        _unlink_quietly(tmp)
+        return False
+    if err not in _NO_RENAMEAT2:
+        raise OSError(err, os.strerror(err), str(path))
     try:
         os.link(tmp, path)
     except FileExistsError:
@@ -73,9 +109,25 @@ def publish_new(path: Path, data: bytes, durable: bool = False) -> bool:
             _unlink_quietly(tmp)
             return False
     _unlink_quietly(tmp)
-    if durable:
-        fsync_dir(path.parent)
     return True
+
+
+def _load_renameat2() -> Callable[[int, bytes, int, bytes, int], int]:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    function = getattr(libc, "renameat2", None)
+    if function is None:  # a libc older than glibc 2.28: the link fallback for every publish
+
+        def unavailable(*_: object) -> int:
+            ctypes.set_errno(errno.ENOSYS)
+            return -1
+
+        return unavailable
+    function.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
+_renameat2 = _load_renameat2()
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -119,7 +119,13 @@ def count_tasks(queue: TaskQueue, now: float | None = None) -> QueueCounts:
     seq = seq_from_name(oldest) if oldest else None
     clock_ns = time.time_ns() if now is None else now * 1e9
     age = max(0.0, (clock_ns - seq) / 1e9) if seq is not None else None
-    running = sum(len(names) for _, names in running_listing(queue))
+    # A claim outlives its terminal record by one unlink: such a task is done, not running.
+    running = sum(
+        1
+        for _, names in running_listing(queue)
+        for name in names
+        if not queue.has_terminal(task_id_from_name(name) or name)
+    )
     return QueueCounts(
         pending=len(pending),
         running=running,

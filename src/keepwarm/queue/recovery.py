@@ -95,6 +95,12 @@ def requeue_owner(
     return outcomes
 
 
+def requeue_claimed(queue: TaskQueue, path: Path, slot: str, reason: str) -> RequeueOutcome | None:
+    """Send one task its live owner gives up on back to ``pending/``, its attempt counted (past
+    ``max_attempts`` it fails with reason ``max-attempts``)."""
+    return _requeue_one(queue, path, slot, reason, count_attempt=True)
+
+
 def _requeue_one(
     queue: TaskQueue, path: Path, slot: str, reason: str, count_attempt: bool
 ) -> RequeueOutcome | None:

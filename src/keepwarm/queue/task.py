@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,8 +54,16 @@ def _check_id(value: str | None, what: str) -> str | None:
     return value
 
 
+_second: list[Any] = [None, ""]  # the last whole second utc_now formatted, and its text
+
+
 def utc_now() -> str:
-    return iso_of(datetime.now(UTC).timestamp())
+    """Now, as ``iso_of`` formats it; the date and time of day are formatted once a second."""
+    micros = time.time_ns() // 1000
+    second, fraction = divmod(micros, 1_000_000)
+    if _second[0] != second:
+        _second[0], _second[1] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_second[1]}.{fraction:06d}Z"
 
 
 def iso_of(epoch: float) -> str:
@@ -174,21 +183,51 @@ def terminal_record(
     runtime_sec: float | None = None,
 ) -> TaskRecord:
     """The terminal record of ``task``: the task, its outcome, and the history of its attempts."""
-    finished_at = utc_now()
-    this_attempt = {"attempt": task.attempt, "slot": slot, "outcome": status, "at": finished_at}
     return TaskRecord.model_validate(
-        task.to_json_dict()
-        | {
-            "status": status,
-            "result": result,
-            "error": error,
-            "traceback": traceback,
-            "claim": {"slot": slot, "incarnation": incarnation, "claimed_at": claimed_at},
-            "finished_at": finished_at,
-            "runtime_sec": runtime_sec,
-            "attempts": [*task.attempts, this_attempt],
-        }
+        terminal_fields(
+            task.to_json_dict(),
+            status,
+            result=result,
+            error=error,
+            traceback=traceback,
+            slot=slot,
+            incarnation=incarnation,
+            claimed_at=claimed_at,
+            runtime_sec=runtime_sec,
+        )
     )
+
+
+def terminal_fields(
+    task: dict[str, Any],
+    status: TaskStatus,
+    *,
+    result: Any = None,
+    error: str | None = None,
+    traceback: str | None = None,
+    slot: str | None = None,
+    incarnation: str | None = None,
+    claimed_at: str | None = None,
+    runtime_sec: float | None = None,
+    batch_size: int | None = None,
+) -> dict[str, Any]:
+    """A terminal file's content from a task file's (``Task.to_json_dict()``): ``terminal_record``
+    without building a model, for a loop that encodes it straight away."""
+    finished_at = utc_now()
+    this_attempt = {"attempt": task["attempt"], "slot": slot, "outcome": status, "at": finished_at}
+    record = task | {
+        "status": status,
+        "result": result,
+        "error": error,
+        "traceback": traceback,
+        "claim": {"slot": slot, "incarnation": incarnation, "claimed_at": claimed_at},
+        "finished_at": finished_at,
+        "runtime_sec": runtime_sec,
+        "attempts": [*task["attempts"], this_attempt],
+    }
+    if batch_size is not None:
+        record["batch_size"] = batch_size  # the task ran in one work_batch() call with this many
+    return record
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,10 @@ terminal records are ``<task_id>.task.json``. Nothing here knows folders of a qu
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import stat
 import threading
 import time
@@ -104,18 +106,79 @@ def json_problem(value: Any, what: str) -> str | None:
 
 def check_regular_file(path: Path, max_bytes: int) -> str | None:
     """Why ``path`` cannot be a task file without opening it, or None if it may be read."""
-    name = path.name
+    return name_kind_problem(path.name) or stat_problem(os.lstat(path), max_bytes)
+
+
+def name_kind_problem(name: str) -> str | None:
+    """Why a file named ``name`` cannot be a task file, or None."""
     if name.endswith(".task.pkl"):
         return "pickle task files are never deserialized; submit JSON (*.task.json) instead"
     if not name.endswith(TASK_SUFFIX):
         return f"not a task file: expected a name ending in {TASK_SUFFIX}"
-    info = os.lstat(path)
+    return None
+
+
+def stat_problem(info: os.stat_result, max_bytes: int) -> str | None:
+    """Why a file with this ``lstat`` (or ``fstat``) cannot be a task file, or None."""
     if not stat.S_ISREG(info.st_mode):
         kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a regular file"
         return f"{kind}: task files must be regular files"
     if info.st_size > max_bytes:
         return f"oversized: {info.st_size} bytes, over max_task_bytes ({max_bytes})"
     return None
+
+
+# What could make a parsed JSON text fail ``json_problem``: NaN and infinities (spelled out, or a
+# float past 1.8e308: an exponent of three digits or an integer part of 200), surrogate escapes.
+_MAYBE_NOT_JSON = re.compile(rb"NaN|Infinity|\\u[dD][89a-fA-F]|[eE][+-]?[0-9]{3}|[0-9]{200}")
+
+
+def parsed_json_problem(raw: bytes, values: tuple[tuple[Any, str], ...]) -> str | None:
+    """``json_problem`` of values parsed from ``raw``, answered from the text when it cannot fail.
+
+    A text with no token that parses to NaN, an infinity or a lone surrogate, and fewer opening
+    brackets than ``MAX_JSON_DEPTH``, holds nothing ``json_problem`` refuses: the walk and the second
+    encoding are skipped. Any other text gets the full check.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH and _MAYBE_NOT_JSON.search(raw) is None:
+        return None
+    for value, what in values:
+        problem = json_problem(value, what)
+        if problem is not None:
+            return problem
+    return None
+
+
+def read_claimed(path: Path, max_bytes: int) -> bytes | str:
+    """A claimed task file's bytes, or why it cannot be one (the messages of ``check_regular_file``).
+
+    One ``open`` that follows no link and waits on no FIFO, one ``fstat``, the reads: no ``lstat``.
+    """
+    problem = name_kind_problem(path.name)
+    if problem is not None:
+        return problem
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symlink: task files must be regular files"
+        try:
+            return check_regular_file(path, max_bytes) or f"unreadable: {exc}"
+        except OSError:
+            return f"unreadable: {exc}"
+    try:
+        info = os.fstat(fd)
+        problem = stat_problem(info, max_bytes)
+        if problem is not None:
+            return problem
+        parts = []
+        while chunk := os.read(fd, info.st_size + 1):
+            parts.append(chunk)
+        return b"".join(parts)
+    except OSError as exc:
+        return f"unreadable: {exc}"
+    finally:
+        os.close(fd)
 
 
 def describe_task_error(exc: ValidationError) -> str:

@@ -40,11 +40,13 @@ from keepwarm.queue.recovery import (
     RequeueResult,
     Retried,
     cancel_pending,
+    requeue_claimed,
     requeue_owner,
     retry_failed,
 )
 from keepwarm.queue.task import (
     TASK_SCHEMA,
+    TASK_SUFFIX,
     PartialTask,
     Task,
     TaskRecord,
@@ -61,8 +63,9 @@ from keepwarm.queue.taskfiles import (
     list_visible,
     name_problem,
     next_seq,
-    open_no_follow,
+    parsed_json_problem,
     pending_name,
+    read_claimed,
     read_regular,
     require_safe_id,
     seq_from_name,
@@ -117,6 +120,8 @@ class TaskQueue:
         self.done = self.layout.done
         self.failed = self.layout.failed
         self.heartbeats = self.layout.heartbeats
+        self._done_prefix = f"{self.done}{os.sep}"
+        self._failed_prefix = f"{self.failed}{os.sep}"
 
     @classmethod
     def for_env(cls, env: Env) -> TaskQueue:
@@ -300,19 +305,33 @@ class TaskQueue:
         The link into the record's own folder refuses a second file there; the other folder is
         checked first, so a task never ends both done and failed.
         """
-        name = self.layout.terminal_name(record.task_id)
-        folder, other = (self.done, self.failed) if record.status == "done" else (self.failed, self.done)
+        return self._publish_terminal_bytes(record.task_id, record.status, encode(record.to_json_dict()))
+
+    def _publish_terminal_bytes(
+        self, task_id: str, status: str, data: bytes, temp_dir: Path | None = None
+    ) -> bool:
+        name = self.layout.terminal_name(task_id)
+        folder, other = (self.done, self.failed) if status == "done" else (self.failed, self.done)
         if os.path.lexists(other / name):
             return False
-        return publish_new(folder / name, encode(record.to_json_dict()), self.durable)
+        return publish_new(folder / name, data, self.durable, temp_dir)
 
     def finish(self, claimed: Path, record: TaskRecord) -> bool:
         """Publish the terminal record of a claimed task, then release the claim."""
-        won = self.publish_terminal(record)
+        return self.finish_encoded(claimed, record.task_id, record.status, encode(record.to_json_dict()))
+
+    def finish_encoded(self, claimed: Path, task_id: str, status: str, data: bytes) -> bool:
+        """``finish`` with the record already encoded; its temp file is written beside the claim."""
+        won = self._publish_terminal_bytes(task_id, status, data, claimed.parent)
         if not won:
-            self.events.append("duplicate", task_id=record.task_id, status=record.status)
+            self.events.append("duplicate", task_id=task_id, status=status)
         os.unlink(claimed)
         return won
+
+    def has_terminal(self, task_id: str) -> bool:
+        """Whether a (safe, already checked) task id has a terminal file: two ``lstat`` and no more."""
+        name = task_id + TASK_SUFFIX
+        return os.path.lexists(self._done_prefix + name) or os.path.lexists(self._failed_prefix + name)
 
     def read_record(self, task_id: str) -> TaskRecord | None:
         path = self.terminal_path(task_id)
@@ -322,26 +341,28 @@ class TaskQueue:
 
     def load_claimed(self, path: Path) -> Task | None:
         """Parse a claimed file; an invalid one is rejected to ``failed/`` and None returned."""
-        problem = check_regular_file(path, self.settings.max_task_bytes)
-        if problem is None:
-            try:
-                with open(path, "rb", opener=open_no_follow) as handle:
-                    task = Task.model_validate_json(handle.read())
-            except ValidationError as exc:
-                problem = describe_task_error(exc)
-            except (OSError, RecursionError) as exc:
-                problem = f"unreadable: {exc}"
-            else:
-                expected = task_id_from_name(path.name)
-                if expected is not None and expected != task.task_id:
-                    problem = name_problem(expected, task.task_id)
-                else:
-                    problem = json_problem(task.args, "args") or json_problem(task.plan, "plan")
-                    if problem is None:
-                        return self._with_defaults(task)
+        problem = self._parse_claimed(path)
+        if isinstance(problem, Task):
+            return problem
         self.reject(path, problem)
         self._fail_rejected(path.name, problem)
         return None
+
+    def _parse_claimed(self, path: Path) -> Task | str:
+        raw = read_claimed(path, self.settings.max_task_bytes)
+        if isinstance(raw, str):
+            return raw
+        try:
+            task = Task.model_validate_json(raw)
+        except ValidationError as exc:
+            return describe_task_error(exc)
+        except RecursionError as exc:
+            return f"unreadable: {exc}"
+        expected = task_id_from_name(path.name)
+        if expected is not None and expected != task.task_id:
+            return name_problem(expected, task.task_id)
+        problem = parsed_json_problem(raw, ((task.args, "args"), (task.plan, "plan")))
+        return problem if problem is not None else self._with_defaults(task)
 
     def _fail_rejected(self, name: str, problem: str) -> None:
         """Give a rejected task whose file name carries a safe id a failed terminal record, so that
@@ -366,6 +387,10 @@ class TaskQueue:
     def requeue(self, owner: Path, reason: str, *, count_attempt: bool = True) -> list[RequeueOutcome]:
         """Send the tasks a dead (or stopped) owner held back to ``pending/``: see ``requeue_owner``."""
         return requeue_owner(self, owner, reason, count_attempt=count_attempt)
+
+    def requeue_claimed(self, path: Path, slot: str, reason: str) -> RequeueOutcome | None:
+        """Send one claimed task back to ``pending/`` for another attempt: see ``requeue_claimed``."""
+        return requeue_claimed(self, path, slot, reason)
 
     def cancel(self, task_ids: Iterable[str] = (), execution_id: str | None = None) -> list[str]:
         """Cancel pending tasks by id or by execution id; the ids cancelled: see ``cancel_pending``."""

@@ -41,6 +41,7 @@ class Heartbeat(BaseModel):
     storage_error: str | None = None
     stop_reason: str | None = None
     cancels_in_loop: bool = False  # an async loop cancels a running task itself
+    batch: list[str] = []  # the tasks of the work_batch() call running now (empty when none is)
 
 
 class HeartbeatWriter:
@@ -60,6 +61,7 @@ class HeartbeatWriter:
         self.storage_error: str | None = None
         self.stop_reason: str | None = None
         self.cancels_in_loop = False
+        self.batch: list[str] = []
         self._running: dict[str, tuple[str, float | None]] = {}  # task_id -> (started_at, timeout)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -69,17 +71,18 @@ class HeartbeatWriter:
         self.beat()
         self._thread.start()
 
-    def task_started(self, task_id: str, timeout_sec: float | None) -> None:
+    def task_started(self, task_id: str, timeout_sec: float | None, started_at: str | None = None) -> None:
         with self._lock:
-            self._running[task_id] = (utc_now(), timeout_sec)
+            self._running[task_id] = (started_at or utc_now(), timeout_sec)
             self.state = "processing"
 
-    def task_finished(self, task_id: str, ok: bool) -> None:
+    def task_finished(self, task_id: str, ok: bool, *, counted: bool = True) -> None:
+        """``task_id`` left the loop: finished (``counted``), or sent back for another attempt."""
         with self._lock:
             self._running.pop(task_id, None)
-            if ok:
+            if counted and ok:
                 self.tasks_done += 1
-            else:
+            elif counted:
                 self.tasks_failed += 1
             if not self._running and self.state == "processing":
                 self.state = "ready"
@@ -114,6 +117,7 @@ class HeartbeatWriter:
                 storage_error=self.storage_error,
                 stop_reason=self.stop_reason,
                 cancels_in_loop=self.cancels_in_loop,
+                batch=self.batch,
             )
 
     def beat(self) -> None:

@@ -1,0 +1,71 @@
+"""A loop's claims: the names it may try next, learnt from wake-ups, and the renames that take them.
+
+The loop learns new pending names from inotify events (or a poll with back-off on shared storage)
+and from a periodic relisting, keeps them in a heap (oldest first), and claims by renaming them into
+its own folder, never parsing a file it has not claimed. A claim takes at most what the loop will
+start at once, so that no task waits behind a busy loop while another loop is idle.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import time
+from pathlib import Path
+
+from keepwarm._sys.watch import Watcher
+from keepwarm.queue.taskqueue import TaskQueue
+
+
+class Claims:
+    """The candidates one loop incarnation may claim, and the waits for more."""
+
+    def __init__(
+        self, queue: TaskQueue, owner: Path, watcher: Watcher, rescan_sec: float, interrupt_fd: int
+    ) -> None:
+        self.queue = queue
+        self.owner = owner
+        self.watcher = watcher
+        self.rescan_sec = rescan_sec
+        self.interrupt_fd = interrupt_fd
+        self._candidates: list[str] = []
+        self._next_rescan = 0.0
+
+    def take(self, limit: int) -> list[Path]:
+        """Claim up to ``limit`` tasks, oldest first, among the names known; [] if none was won."""
+        claimed: list[Path] = []
+        candidates = self._candidates
+        while candidates and len(claimed) < limit:
+            path = self.queue.claim(heapq.heappop(candidates), self.owner)
+            if path is not None:
+                claimed.append(path)
+        if claimed:
+            self.watcher.found_work()
+        return claimed
+
+    def wait(self, at_most: float | None = None) -> bool:
+        """Block until new names, the next relisting, ``at_most`` seconds, or an interrupt.
+
+        True when interrupted (a stop request); the names learnt are kept for ``take``.
+        """
+        timeout = max(0.0, self._next_rescan - time.monotonic())
+        if at_most is not None:
+            timeout = min(timeout, at_most)
+        wakeup = self.watcher.wait(timeout, interrupt_fd=self.interrupt_fd)
+        if wakeup.interrupted:
+            _drain(self.interrupt_fd)
+        for name in wakeup.names:
+            if name[0] != ".":
+                heapq.heappush(self._candidates, name)
+        if wakeup.rescan or time.monotonic() >= self._next_rescan:
+            self._candidates = self.queue.scan_pending()  # sorted, so already a heap
+            self._next_rescan = time.monotonic() + self.rescan_sec
+        return wakeup.interrupted
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
