@@ -20,21 +20,21 @@ _RENAME_NOREPLACE = 1
 _NO_RENAMEAT2 = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
 
 
-def temp_name(folder: Path, final_name: str) -> Path:
+def temp_name(folder: str | Path, final_name: str) -> str:
     """A temp path beside ``final_name``: starts with ``.`` and ends with ``.tmp`` so scanners skip it.
 
     The suffix only has to differ between this process's writers of one name (``O_EXCL`` refuses a
     clash): a pseudo-random number costs no system call, unlike ``secrets``.
     """
-    return folder / f".{final_name}.{random.getrandbits(32):08x}.tmp"
+    return f"{folder}{os.sep}.{final_name}.{random.getrandbits(32):08x}.tmp"
 
 
-def write_temp(folder: Path, final_name: str, data: bytes, durable: bool = False) -> Path:
+def write_temp(folder: str | Path, final_name: str, data: bytes, durable: bool = False) -> str:
     """Write ``data`` to a temp file beside ``final_name`` (removed again if the write fails)."""
     return _write_temp(folder, final_name, data, durable)
 
 
-def _write_temp(folder: Path, final_name: str, data: bytes, durable: bool) -> Path:
+def _write_temp(folder: str | Path, final_name: str, data: bytes, durable: bool) -> str:
     tmp = temp_name(folder, final_name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
@@ -51,7 +51,7 @@ def _write_temp(folder: Path, final_name: str, data: bytes, durable: bool) -> Pa
     return tmp
 
 
-def fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: str | Path) -> None:
     """Make a rename or link in ``folder`` survive a machine crash."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -72,7 +72,9 @@ def write_atomic(path: Path, data: bytes, durable: bool = False) -> None:
         fsync_dir(path.parent)
 
 
-def publish_new(path: Path, data: bytes, durable: bool = False, temp_dir: Path | None = None) -> bool:
+def publish_new(
+    path: str | Path, data: bytes, durable: bool = False, temp_dir: str | Path | None = None
+) -> bool:
     """Publish ``data`` at ``path`` unless a file is already there; True when this call won.
 
     The temp file is written in ``temp_dir`` (default: ``path``'s folder; it must be on the same
@@ -80,18 +82,19 @@ def publish_new(path: Path, data: bytes, durable: bool = False, temp_dir: Path |
     overwrite each other: one ``renameat2(RENAME_NOREPLACE)`` where the filesystem has it, else
     ``os.link`` and an unlink.
     """
-    tmp = _write_temp(temp_dir or path.parent, path.name, data, durable)
+    folder, name = os.path.split(path)
+    tmp = _write_temp(temp_dir or folder, name, data, durable)
     try:
-        won = _move_no_clobber(tmp, path)
+        won = _move_no_clobber(tmp, os.fspath(path))
     except BaseException:
         _unlink_quietly(tmp)
         raise
     if durable and won:
-        fsync_dir(path.parent)
+        fsync_dir(folder)
     return won
 
 
-def _move_no_clobber(tmp: Path, path: Path) -> bool:
+def _move_no_clobber(tmp: str, path: str) -> bool:
     source, target = os.fsencode(tmp), os.fsencode(path)
     if _renameat2(_AT_FDCWD, source, _AT_FDCWD, target, _RENAME_NOREPLACE) == 0:
         return True
@@ -100,7 +103,7 @@ def _move_no_clobber(tmp: Path, path: Path) -> bool:
         _unlink_quietly(tmp)
         return False
     if err not in _NO_RENAMEAT2:
-        raise OSError(err, os.strerror(err), str(path))
+        raise OSError(err, os.strerror(err), path)
     try:
         os.link(tmp, path)
     except FileExistsError:
@@ -130,14 +133,14 @@ def _load_renameat2() -> Callable[[int, bytes, int, bytes, int], int]:
 _renameat2 = _load_renameat2()
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _same_file(a: str, b: str) -> bool:
     try:
         return os.path.samefile(a, b)
     except OSError:
         return False
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:

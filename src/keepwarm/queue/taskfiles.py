@@ -149,12 +149,13 @@ def parsed_json_problem(raw: bytes, values: tuple[tuple[Any, str], ...]) -> str 
     return None
 
 
-def read_claimed(path: Path, max_bytes: int) -> bytes | str:
+def read_claimed(path: str | Path, max_bytes: int) -> bytes | str:
     """A claimed task file's bytes, or why it cannot be one (the messages of ``check_regular_file``).
 
-    One ``open`` that follows no link and waits on no FIFO, one ``fstat``, the reads: no ``lstat``.
+    One ``open`` that follows no link and waits on no FIFO, one ``fstat``, one ``read`` for a file
+    read whole at once: no ``lstat``.
     """
-    problem = name_kind_problem(path.name)
+    problem = name_kind_problem(os.path.basename(path))
     if problem is not None:
         return problem
     try:
@@ -163,7 +164,7 @@ def read_claimed(path: Path, max_bytes: int) -> bytes | str:
         if exc.errno == errno.ELOOP:
             return "a symlink: task files must be regular files"
         try:
-            return check_regular_file(path, max_bytes) or f"unreadable: {exc}"
+            return check_regular_file(Path(path), max_bytes) or f"unreadable: {exc}"
         except OSError:
             return f"unreadable: {exc}"
     try:
@@ -171,8 +172,11 @@ def read_claimed(path: Path, max_bytes: int) -> bytes | str:
         problem = stat_problem(info, max_bytes)
         if problem is not None:
             return problem
-        parts = []
-        while chunk := os.read(fd, info.st_size + 1):
+        data = os.read(fd, info.st_size + 1)
+        if len(data) >= info.st_size:
+            return data  # whole: a claimed file does not grow (more would show as oversized next)
+        parts = [data]
+        while chunk := os.read(fd, 1 << 20):
             parts.append(chunk)
         return b"".join(parts)
     except OSError as exc:

@@ -120,6 +120,7 @@ class TaskQueue:
         self.done = self.layout.done
         self.failed = self.layout.failed
         self.heartbeats = self.layout.heartbeats
+        self._pending_prefix = f"{self.pending}{os.sep}"
         self._done_prefix = f"{self.done}{os.sep}"
         self._failed_prefix = f"{self.failed}{os.sep}"
 
@@ -181,13 +182,13 @@ class TaskQueue:
             self.ensure()
         # All or nothing: every task is written to a temp file first (where a full or read-only share
         # fails), and only then renamed into pending/ (a rename needs no space).
-        staged: list[tuple[Task, Path]] = []
+        staged: list[tuple[Task, str]] = []
         try:
             for task, data in zip(batch, encoded, strict=True):
                 staged.append((task, write_temp(self.pending, task.task_id, data, self.durable)))
         except OSError as exc:
             for _, temp in staged:
-                temp.unlink(missing_ok=True)
+                _unlink_if_there(temp)
             raise storage_error(exc, self.pending, "nothing was queued") from None
         published = []
         for task, temp in staged:
@@ -266,9 +267,14 @@ class TaskQueue:
 
     def claim(self, name: str, owner: Path) -> Path | None:
         """Move ``pending/name`` into ``owner``; the path if this caller won, None if another did."""
-        target = owner / name
+        claimed = self.claim_into(name, f"{owner}{os.sep}")
+        return None if claimed is None else Path(claimed)
+
+    def claim_into(self, name: str, owner_prefix: str) -> str | None:
+        """``claim`` with paths as strings (``owner_prefix`` ends with a separator): a loop's hot path."""
+        target = owner_prefix + name
         try:
-            os.rename(self.pending / name, target)
+            os.rename(self._pending_prefix + name, target)
         except FileNotFoundError:
             # A retried rename on a network filesystem can report ENOENT to the winner.
             return target if os.path.lexists(target) else None
@@ -308,21 +314,23 @@ class TaskQueue:
         return self._publish_terminal_bytes(record.task_id, record.status, encode(record.to_json_dict()))
 
     def _publish_terminal_bytes(
-        self, task_id: str, status: str, data: bytes, temp_dir: Path | None = None
+        self, task_id: str, status: str, data: bytes, temp_dir: str | None = None
     ) -> bool:
-        name = self.layout.terminal_name(task_id)
-        folder, other = (self.done, self.failed) if status == "done" else (self.failed, self.done)
-        if os.path.lexists(other / name):
+        name = task_id + TASK_SUFFIX
+        folder, other = self._done_prefix, self._failed_prefix
+        if status != "done":
+            folder, other = other, folder
+        if os.path.lexists(other + name):
             return False
-        return publish_new(folder / name, data, self.durable, temp_dir)
+        return publish_new(folder + name, data, self.durable, temp_dir)
 
     def finish(self, claimed: Path, record: TaskRecord) -> bool:
         """Publish the terminal record of a claimed task, then release the claim."""
         return self.finish_encoded(claimed, record.task_id, record.status, encode(record.to_json_dict()))
 
-    def finish_encoded(self, claimed: Path, task_id: str, status: str, data: bytes) -> bool:
+    def finish_encoded(self, claimed: str | Path, task_id: str, status: str, data: bytes) -> bool:
         """``finish`` with the record already encoded; its temp file is written beside the claim."""
-        won = self._publish_terminal_bytes(task_id, status, data, claimed.parent)
+        won = self._publish_terminal_bytes(task_id, status, data, os.path.dirname(claimed))
         if not won:
             self.events.append("duplicate", task_id=task_id, status=status)
         os.unlink(claimed)
@@ -339,16 +347,17 @@ class TaskQueue:
             return None
         return TaskRecord.model_validate_json(read_regular(path, self.settings.max_result_bytes * 2))
 
-    def load_claimed(self, path: Path) -> Task | None:
+    def load_claimed(self, path: str | Path) -> Task | None:
         """Parse a claimed file; an invalid one is rejected to ``failed/`` and None returned."""
         problem = self._parse_claimed(path)
         if isinstance(problem, Task):
             return problem
-        self.reject(path, problem)
-        self._fail_rejected(path.name, problem)
+        rejected = Path(path)
+        self.reject(rejected, problem)
+        self._fail_rejected(rejected.name, problem)
         return None
 
-    def _parse_claimed(self, path: Path) -> Task | str:
+    def _parse_claimed(self, path: str | Path) -> Task | str:
         raw = read_claimed(path, self.settings.max_task_bytes)
         if isinstance(raw, str):
             return raw
@@ -358,7 +367,7 @@ class TaskQueue:
             return describe_task_error(exc)
         except RecursionError as exc:
             return f"unreadable: {exc}"
-        expected = task_id_from_name(path.name)
+        expected = task_id_from_name(os.path.basename(path))
         if expected is not None and expected != task.task_id:
             return name_problem(expected, task.task_id)
         problem = parsed_json_problem(raw, ((task.args, "args"), (task.plan, "plan")))
@@ -421,3 +430,10 @@ class TaskQueue:
     def list_tasks(self, state: str | None = None, limit: int = 100) -> list[TaskRow]:
         """Rows of tasks, at most ``limit`` per state, newest terminal records first (``list_task_rows``)."""
         return list_task_rows(self, state, limit)
+
+
+def _unlink_if_there(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -24,19 +24,19 @@ class Claims:
         self, queue: TaskQueue, owner: Path, watcher: Watcher, rescan_sec: float, interrupt_fd: int
     ) -> None:
         self.queue = queue
-        self.owner = owner
+        self._owner_prefix = f"{owner}{os.sep}"
         self.watcher = watcher
         self.rescan_sec = rescan_sec
         self.interrupt_fd = interrupt_fd
         self._candidates: list[str] = []
         self._next_rescan = 0.0
 
-    def take(self, limit: int) -> list[Path]:
+    def take(self, limit: int) -> list[str]:
         """Claim up to ``limit`` tasks, oldest first, among the names known; [] if none was won."""
-        claimed: list[Path] = []
+        claimed: list[str] = []
         candidates = self._candidates
         while candidates and len(claimed) < limit:
-            path = self.queue.claim(heapq.heappop(candidates), self.owner)
+            path = self.queue.claim_into(heapq.heappop(candidates), self._owner_prefix)
             if path is not None:
                 claimed.append(path)
         if claimed:

@@ -152,7 +152,7 @@ def serve_batches(loop: WorkerLoop) -> None:
         run_batch(loop, batch)
 
 
-def _begin_all(loop: WorkerLoop, claimed: list[Any]) -> list[Started]:
+def _begin_all(loop: WorkerLoop, claimed: list[str]) -> list[Started]:
     return [started for path in claimed if (started := loop.steps.begin(path)) is not None]
 
 

@@ -35,7 +35,7 @@ STORAGE_RETRY_MAX_SEC = 2.0
 class Started:
     """A claimed task, parsed and checked, ready for ``work``: its file, the task, what work gets."""
 
-    claimed: Path
+    claimed: str
     task: Task
     item: TaskItem
     claimed_at: str
@@ -83,7 +83,7 @@ class TaskSteps:
         self.app: App | None = None
         self.handled = 0
 
-    def begin(self, claimed: Path) -> Started | None:
+    def begin(self, claimed: str) -> Started | None:
         """Parse a claimed file and hand back what ``work`` needs, or None if it was dealt with."""
         claimed_at = utc_now()
         task = self.queue.load_claimed(claimed)
@@ -160,7 +160,7 @@ class TaskSteps:
                 problem = f"result is {size} bytes, over max_result_bytes ({self.max_result_bytes})"
         return data if problem is None and data is not None else problem or "result is not JSON"
 
-    def _publish(self, claimed: Path, task_id: str, status: TaskStatus, data: bytes) -> None:
+    def _publish(self, claimed: str, task_id: str, status: TaskStatus, data: bytes) -> None:
         """Publish a terminal record; while storage refuses, keep the task and retry."""
         delay = 0.05
         while True:
@@ -179,7 +179,7 @@ class TaskSteps:
 
     def requeue(self, started: Started, reason: str) -> None:
         """Send a started task back to ``pending/`` for another attempt (counted), as after a crash."""
-        self.queue.requeue_claimed(started.claimed, self.slot, reason)
+        self.queue.requeue_claimed(Path(started.claimed), self.slot, reason)
         self.heartbeat.task_finished(started.task.task_id, ok=False, counted=False)
         self.handled += 1
 
