@@ -94,6 +94,8 @@ def _restart_later(supervisor: Supervisor, slot: Slot, reason: str, incarnation:
 
 def settle_claims(queue: TaskQueue, slot: Slot, owner: Path, reason: str, *, count_attempt: bool) -> None:
     """The slot's loop is confirmed dead: publish what keepwarm decided for its tasks, requeue the rest."""
+    timed_out = sum(status is EndedTask.TASK_TIMEOUT for status in slot.fail_tasks.values())
+    batch_note = f" (its work_batch() call held a batch of {timed_out})" if timed_out > 1 else ""
     for name in list_visible(owner):
         task_id = task_id_from_name(name)
         status = slot.fail_tasks.get(task_id or "")
@@ -103,11 +105,9 @@ def settle_claims(queue: TaskQueue, slot: Slot, owner: Path, reason: str, *, cou
         if task is None:
             continue
         timed_out = status is EndedTask.TASK_TIMEOUT
-        error = (
-            f"task-timeout: ran past its timeout of {task.timeout_sec}s"
-            if timed_out
-            else "cancelled while running"
-        )
+        error = "cancelled while running"
+        if timed_out:
+            error = f"task-timeout: ran past its timeout of {task.timeout_sec}s{batch_note}"
         record = terminal_record(task, "failed" if timed_out else "cancelled", error=error, slot=slot.name)
         queue.finish(owner / name, record)
         queue.events.append(str(status), task_id=task.task_id, slot=slot.name)

@@ -79,7 +79,8 @@ def _judge_beat(supervisor: Supervisor, slot: Slot, beat: Heartbeat, now_wall: f
             task_timeout_sec=beat.task_timeout_sec,
             heartbeat_interval_sec=supervisor.settings.heartbeat_interval_sec,
         ):
-            slot.fail_tasks[beat.task_id] = EndedTask.TASK_TIMEOUT
+            for task_id in beat.batch or [beat.task_id]:  # a work_batch() call ends for all its tasks
+                slot.fail_tasks[task_id] = EndedTask.TASK_TIMEOUT
             supervisor.kill(slot, RestartReason.TASK_TIMEOUT)
             return
     if policy.over_memory_limit(beat.rss_bytes, supervisor.settings.max_memory_mb):
