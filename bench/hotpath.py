@@ -35,7 +35,6 @@ from queue_roundtrip import (
     ROOT,
     ROUNDTRIP_TIMEOUT_SEC,
     TMPFS_DIR,
-    Children,
     FileQueueBackend,
     KeepwarmBackend,
     compute,
@@ -112,7 +111,9 @@ def measure_naive(workdir: Path, tasks: int, warmup: int) -> dict[str, float]:
         for x in task_inputs(tasks, offset=warmup):
             backend.seq += 1
             name = f"{backend.seq:012d}.json"
-            timed.phase(timed.submit, lambda n=name, x=x: publish(backend.requests, n, json.dumps({"x": x}).encode()))
+            timed.phase(
+                timed.submit, lambda n=name, x=x: publish(backend.requests, n, json.dumps({"x": x}).encode())
+            )
             backend.wait_for({name}, ROUNDTRIP_TIMEOUT_SEC)  # waiting: not the read's CPU
             value = timed.phase(timed.read, lambda n=name: json.loads((backend.responses / n).read_bytes()))
             if value != compute(x):
@@ -139,7 +140,9 @@ def print_profile(path: Path, tasks: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tmpfs", action="store_true", help=f"run under {TMPFS_DIR} (default: .bench/)")
     parser.add_argument("--tasks", type=int, default=5000, help="timed round trips (default 5000)")
     parser.add_argument("--warmup", type=int, default=300)

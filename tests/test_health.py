@@ -38,7 +38,7 @@ from keepwarm.queue.state import (
     stale_heartbeat,
     write_state,
 )
-from keepwarm.queue.taskqueue import pending_name
+from keepwarm.queue.taskfiles import pending_name
 from keepwarm.runtime.heartbeat import Heartbeat, HeartbeatState
 from keepwarm.service.exports import SNAPSHOT_FILE, operator_snapshot, to_prometheus, write_snapshot
 from keepwarm.service.gate import GateCode, GateResult, GateThresholds, evaluate_gate

@@ -15,8 +15,9 @@ import pytest
 from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.errors import InvalidTaskError, ResultTimeout, TaskFailed
+from keepwarm.queue.layout import REJECTION_SUFFIX
 from keepwarm.queue.results import wait_for_records
-from keepwarm.queue.taskqueue import REJECTION_SUFFIX, pending_name
+from keepwarm.queue.taskfiles import pending_name
 from keepwarm.runtime.heartbeat import read_heartbeat
 
 from .conftest import Loops, copy_app, queue_of, wait_until, write_app

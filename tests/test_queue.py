@@ -16,8 +16,10 @@ from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.errors import InvalidTaskError, QueueFull, TaskNotFound
 from keepwarm.queue.layout import ServiceLayout
-from keepwarm.queue.task import TaskRecord, TaskState
-from keepwarm.queue.taskqueue import RequeueResult, TaskQueue, seq_from_name, terminal_record
+from keepwarm.queue.recovery import RequeueResult
+from keepwarm.queue.task import TaskRecord, TaskState, terminal_record
+from keepwarm.queue.taskfiles import seq_from_name
+from keepwarm.queue.taskqueue import TaskQueue
 from keepwarm.settings import ClusterSettings
 
 from .conftest import Loops, copy_app, queue_of
@@ -401,3 +403,29 @@ def test_requeue_outcomes_are_a_vocabulary(mycode_env: Env) -> None:
     outcomes = queue.requeue(_claim_all(queue, "loop-0"), "loop-error")
     assert [o.outcome for o in outcomes] == [RequeueResult.MAX_ATTEMPTS]
     assert {r.value for r in RequeueResult} == {"requeued", "max-attempts", "already-terminal", "rejected"}
+
+
+def test_task_ids_and_temp_names_do_not_repeat_when_an_app_seeds_random(tmp_path: Path) -> None:
+    """ML apps call random.seed(); ids drawn from the shared generator would then repeat."""
+    import random
+
+    from keepwarm._sys.atomic import temp_name
+    from keepwarm.queue.task import new_task_id
+
+    random.seed(42)
+    first = (new_task_id(), temp_name(tmp_path, "x"))
+    random.seed(42)
+    second = (new_task_id(), temp_name(tmp_path, "x"))
+    assert first[0] != second[0] and first[1] != second[1]
+    assert len(first[0]) == 32 and int(first[0], 16) >= 0
+
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # a forked child draws its own ids, not its parent's next ones
+        os.write(write, new_task_id().encode())
+        os._exit(0)
+    os.close(write)
+    in_child = os.read(read, 64).decode()
+    os.waitpid(child, 0)
+    os.close(read)
+    assert in_child != new_task_id()

@@ -18,10 +18,12 @@ from keepwarm.errors import (
     ResultTimeout,
     ServiceNotRunning,
 )
+from keepwarm.queue.listing import QueueCounts, TaskRow
 from keepwarm.queue.outcomes import Cancelled, TaskOutcome
+from keepwarm.queue.recovery import Retried
 from keepwarm.queue.results import TaskHandle, value_of, wait_for_records
 from keepwarm.queue.task import Task, TaskRecord, parse_task_lines
-from keepwarm.queue.taskqueue import QueueCounts, Retried, TaskQueue, TaskRow
+from keepwarm.queue.taskqueue import TaskQueue
 from keepwarm.service.control import CancelArgs, DrainArgs, RestartArgs, RollingRestartArgs, ScaleArgs
 from keepwarm.service.delivery import DeliveryWatch
 from keepwarm.service.exports import write_report, write_snapshot

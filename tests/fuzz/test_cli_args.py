@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.queue.task import Task, is_safe_id
-from keepwarm.queue.taskqueue import MAX_JSON_DEPTH, TaskQueue
+from keepwarm.queue.taskfiles import MAX_JSON_DEPTH
+from keepwarm.queue.taskqueue import TaskQueue
 
 from ..conftest import write_app
 from ..test_cli import keepwarm_cli

@@ -32,9 +32,11 @@ from keepwarm.api import Service
 from keepwarm.backends.local import LoopProcess
 from keepwarm.env import Env
 from keepwarm.errors import InvalidTaskError
+from keepwarm.queue.layout import REJECTION_SUFFIX
 from keepwarm.queue.results import wait_for_records
 from keepwarm.queue.task import TASK_SUFFIX
-from keepwarm.queue.taskqueue import MAX_JSON_DEPTH, REJECTION_SUFFIX, TaskQueue, list_visible, next_seq
+from keepwarm.queue.taskfiles import MAX_JSON_DEPTH, list_visible, next_seq
+from keepwarm.queue.taskqueue import TaskQueue
 
 from ..conftest import Loops, wait_until, write_app
 from .strategies import (

@@ -11,9 +11,10 @@ import ctypes
 import ctypes.util
 import errno
 import os
-import random
 from collections.abc import Callable
 from pathlib import Path
+
+from keepwarm._sys.entropy import random_hex
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -24,9 +25,9 @@ def temp_name(folder: str | Path, final_name: str) -> str:
     """A temp path beside ``final_name``: starts with ``.`` and ends with ``.tmp`` so scanners skip it.
 
     The suffix only has to differ between this process's writers of one name (``O_EXCL`` refuses a
-    clash): a pseudo-random number costs no system call, unlike ``secrets``.
+    clash): ``random_hex`` costs no system call, unlike ``secrets``.
     """
-    return f"{folder}{os.sep}.{final_name}.{random.getrandbits(32):08x}.tmp"
+    return f"{folder}{os.sep}.{final_name}.{random_hex(32)}.tmp"
 
 
 def write_temp(folder: str | Path, final_name: str, data: bytes, durable: bool = False) -> str:

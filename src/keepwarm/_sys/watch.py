@@ -27,6 +27,8 @@ IN_CLOEXEC = 0o2000000
 NEW_FILE_EVENTS = IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE
 
 _EVENT_HEADER = struct.Struct("iIII")
+_READ_SIZE = 65536
+_LARGEST_EVENT = _EVENT_HEADER.size + 256  # a header and NAME_MAX + 1 bytes of name
 POLL_MIN_SEC = 0.002
 POLL_MAX_SEC = 0.25
 
@@ -118,6 +120,7 @@ class Watcher:
         self._fd = -1
         self._wds: dict[int, Path] = {}
         self._poll_delay = POLL_MIN_SEC
+        self._poller: tuple[int | None, select.poll] | None = None  # (interrupt fd, poll object)
         if self.mode == "inotify":
             libc = _inotify_libc()
             self._fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
@@ -160,14 +163,24 @@ class Watcher:
         wakeup = self._drain()
         if wakeup.names or wakeup.rescan:
             return wakeup
-        fds = [self._fd] + ([interrupt_fd] if interrupt_fd is not None else [])
-        ready = _wait_readable(fds, timeout)
+        ready = self._wait_readable(interrupt_fd, timeout)
         if interrupt_fd is not None and interrupt_fd in ready:
             wakeup.interrupted = True
         if self._fd in ready:
             drained = self._drain()
             wakeup.names, wakeup.rescan = drained.names, drained.rescan
         return wakeup
+
+    def _wait_readable(self, interrupt_fd: int | None, timeout: float | None) -> list[int]:
+        """``_wait_readable`` on the inotify fd (and ``interrupt_fd``), with one poll object kept."""
+        if self._poller is None or self._poller[0] != interrupt_fd:
+            poller = select.poll()
+            for fd in (self._fd, interrupt_fd):
+                if fd is not None:
+                    poller.register(fd, select.POLLIN)
+            self._poller = (interrupt_fd, poller)
+        millis = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
+        return [fd for fd, _ in self._poller[1].poll(millis)]
 
     def discard_pending(self) -> None:
         """Forget events queued so far (a reused watcher's old news); the caller checks afresh."""
@@ -178,7 +191,7 @@ class Watcher:
         wakeup = Wakeup()
         while True:
             try:
-                data = os.read(self._fd, 65536)
+                data = os.read(self._fd, _READ_SIZE)
             except BlockingIOError:
                 return wakeup
             offset = 0
@@ -191,6 +204,8 @@ class Watcher:
                     wakeup.rescan = True
                 elif name:
                     wakeup.names.append(os.fsdecode(name))
+            if len(data) < _READ_SIZE - _LARGEST_EVENT:
+                return wakeup  # room was left for another event: the queue is empty (no read for EAGAIN)
 
 
 _thread_watchers = threading.local()

@@ -29,7 +29,8 @@ from keepwarm.api import Service
 from keepwarm.env import Env, login_name, namespace_root
 from keepwarm.errors import InvalidTaskError, KeepwarmError, Remedy, WorkflowNotFound
 from keepwarm.queue.task import TASK_SUFFIX, PartialTask, Task, TaskRecord, is_safe_id, utc_now
-from keepwarm.queue.taskqueue import TaskQueue, list_visible, task_id_from_name
+from keepwarm.queue.taskfiles import list_visible, task_id_from_name
+from keepwarm.queue.taskqueue import TaskQueue
 from keepwarm.settings import ClusterSettings, describe_error, is_safe_name
 
 WORKFLOW_SCHEMA = "keepwarm.workflow.v1"

@@ -20,7 +20,7 @@ from keepwarm._sys.atomic import write_atomic
 from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm.errors import TaskNotFound
 from keepwarm.queue.layout import REJECTION_SUFFIX
-from keepwarm.queue.task import TASK_SUFFIX, Task, terminal_record, utc_now
+from keepwarm.queue.task import TASK_SCHEMA, TASK_SUFFIX, Task, is_safe_id, terminal_record, utc_now
 from keepwarm.queue.taskfiles import (
     encode,
     list_visible,
@@ -93,6 +93,35 @@ def requeue_owner(
             outcomes.append(outcome)
     remove_if_empty(owner)
     return outcomes
+
+
+def reject_task_file(queue: TaskQueue, path: Path, reason: str) -> Path:
+    """``reject_file``, and a failed record for the task id the file's name carries, so that whoever
+    waits for it learns why instead of waiting forever."""
+    target = reject_file(queue, path, reason)
+    task_id = task_id_from_name(path.name)
+    if task_id is not None and is_safe_id(task_id) and path.name != queue.layout.terminal_name(task_id):
+        # (no id, or the rejected file itself now sits where the record would go: no record)
+        task = Task.model_validate({"schema": TASK_SCHEMA, "task_id": task_id})
+        error = f"rejected: {reason} (the file is kept as failed/{path.name}, its reason beside it)"
+        queue.publish_terminal(terminal_record(task, "failed", error=error))
+    return target
+
+
+def reject_file(queue: TaskQueue, path: Path, reason: str) -> Path:
+    """Move an invalid file to ``failed/`` under its own name, unopened, with its reason beside it."""
+    target = queue.failed / path.name
+    try:
+        os.link(path, target, follow_symlinks=False)  # never clobbers an earlier rejection
+        os.unlink(path)
+    except FileExistsError:
+        target = queue.failed / f"{path.name}.{next_seq()}"
+        os.rename(path, target)
+    except OSError:  # a directory cannot be hard-linked
+        os.rename(path, target)
+    write_atomic(target.with_name(target.name + REJECTION_SUFFIX), (reason + "\n").encode())
+    queue.events.append("rejected", file=path.name, reason=reason)
+    return target
 
 
 def requeue_claimed(queue: TaskQueue, path: Path, slot: str, reason: str) -> RequeueOutcome | None:

@@ -10,11 +10,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pydantic import ValidationError
-
-from keepwarm._sys.watch import IN_CREATE, IN_MOVED_TO, thread_watcher
+from keepwarm._sys.watch import IN_CREATE, IN_MOVED_TO, Watcher, thread_watcher
 from keepwarm.errors import KeepwarmError, ResultTimeout, TaskFailed
 from keepwarm.queue.task import TASK_SUFFIX, TaskRecord
+from keepwarm.queue.taskfiles import require_safe_id
 from keepwarm.queue.taskqueue import TaskQueue
 
 WATCH_INTERVAL_SEC = 0.25  # how often a waiter checks that the service can still deliver
@@ -34,16 +33,14 @@ def wait_for_records(
     what it raises ends the wait, unless every record has arrived meanwhile.
     """
     remaining = set(task_ids)
+    for task_id in remaining:
+        require_safe_id(task_id)
     records: dict[str, TaskRecord] = {}
     deadline = None if timeout is None else time.monotonic() + timeout
+    # Watch first, then look: a record published in between is seen by one or the other. The watcher
+    # is this thread's, kept between waits; events left from an earlier wait only cost a lookup.
+    watcher = _watcher(queue)
     _collect(queue, remaining, records, remaining)
-    if not remaining:
-        return records
-    if not queue.done.is_dir():
-        queue.ensure()
-    watcher = thread_watcher((queue.done, queue.failed), IN_CREATE | IN_MOVED_TO)
-    watcher.discard_pending()
-    _collect(queue, remaining, records, remaining)  # what finished before the watch was current
     next_watch = time.monotonic()
     while remaining:
         now = time.monotonic()
@@ -66,20 +63,28 @@ def wait_for_records(
             _collect(queue, remaining, records, remaining)
             continue
         seen = {name[: -len(TASK_SUFFIX)] for name in wakeup.names if name.endswith(TASK_SUFFIX)}
-        _collect(queue, seen & remaining, records, remaining)
-        if progress is not None:
-            progress(len(records))
+        if seen & remaining:
+            _collect(queue, seen & remaining, records, remaining)
+            if progress is not None:
+                progress(len(records))
     return records
+
+
+def _watcher(queue: TaskQueue) -> Watcher:
+    try:
+        return thread_watcher((queue.done, queue.failed), IN_CREATE | IN_MOVED_TO)
+    except OSError:
+        if queue.done.is_dir() and queue.failed.is_dir():
+            raise
+        queue.ensure()  # the queue's folders are not made yet
+        return thread_watcher((queue.done, queue.failed), IN_CREATE | IN_MOVED_TO)
 
 
 def _collect(
     queue: TaskQueue, candidates: set[str], records: dict[str, TaskRecord], remaining: set[str]
 ) -> None:
     for task_id in list(candidates):
-        try:
-            record = queue.read_record(task_id)
-        except (OSError, ValidationError):
-            record = None  # removed by retention between the event and the read, or not a record
+        record = queue.read_terminal(task_id)
         if record is not None:
             records[task_id] = record
             remaining.discard(task_id)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from keepwarm._sys.entropy import random_hex
 
 TASK_SCHEMA = "agi.service.task.v1"
 TASK_SUFFIX = ".task.json"
@@ -89,7 +90,8 @@ def epoch_of(value: str | None) -> float | None:
 
 
 def new_task_id() -> str:
-    return uuid.uuid4().hex
+    """32 random hex digits (128 bits, as a uuid4's hex), drawn without a system call."""
+    return random_hex(128)
 
 
 class Task(BaseModel):

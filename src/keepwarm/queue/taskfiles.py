@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
-import re
 import stat
 import threading
 import time
@@ -128,25 +128,34 @@ def stat_problem(info: os.stat_result, max_bytes: int) -> str | None:
     return None
 
 
-# What could make a parsed JSON text fail ``json_problem``: NaN and infinities (spelled out, or a
-# float past 1.8e308: an exponent of three digits or an integer part of 200), surrogate escapes.
-_MAYBE_NOT_JSON = re.compile(rb"NaN|Infinity|\\u[dD][89a-fA-F]|[eE][+-]?[0-9]{3}|[0-9]{200}")
+class _NotPlain(ValueError):
+    """A JSON text holds NaN, an infinity, or a number too large for a float."""
 
 
-def parsed_json_problem(raw: bytes, values: tuple[tuple[Any, str], ...]) -> str | None:
-    """``json_problem`` of values parsed from ``raw``, answered from the text when it cannot fail.
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise _NotPlain(text)
+    return value
 
-    A text with no token that parses to NaN, an infinity or a lone surrogate, and fewer opening
-    brackets than ``MAX_JSON_DEPTH``, holds nothing ``json_problem`` refuses: the walk and the second
-    encoding are skipped. Any other text gets the full check.
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotPlain(name)
+
+
+def loads_plain(raw: bytes) -> Any | None:
+    """``raw`` parsed, when it is UTF-8 JSON holding nothing ``json_problem`` would refuse; else None.
+
+    Refused on the way (so that no walk is needed after): NaN and infinities, spelled out or a float
+    past 1.8e308; escapes that could hide a lone surrogate; more opening brackets than
+    ``MAX_JSON_DEPTH``. None sends the caller to the full check, never to a different verdict.
     """
-    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH and _MAYBE_NOT_JSON.search(raw) is None:
+    if b"\\u" in raw or raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:
         return None
-    for value, what in values:
-        problem = json_problem(value, what)
-        if problem is not None:
-            return problem
-    return None
+    try:
+        return json.loads(raw.decode(), parse_float=_finite_float, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):  # UnicodeDecodeError, JSONDecodeError and _NotPlain too
+        return None
 
 
 def read_claimed(path: str | Path, max_bytes: int) -> bytes | str:
@@ -172,13 +181,7 @@ def read_claimed(path: str | Path, max_bytes: int) -> bytes | str:
         problem = stat_problem(info, max_bytes)
         if problem is not None:
             return problem
-        data = os.read(fd, info.st_size + 1)
-        if len(data) >= info.st_size:
-            return data  # whole: a claimed file does not grow (more would show as oversized next)
-        parts = [data]
-        while chunk := os.read(fd, 1 << 20):
-            parts.append(chunk)
-        return b"".join(parts)
+        return _read_whole(fd, info.st_size)
     except OSError as exc:
         return f"unreadable: {exc}"
     finally:
@@ -195,15 +198,31 @@ def describe_task_error(exc: ValidationError) -> str:
     return "invalid task: " + "; ".join(describe_error(e) for e in errors)
 
 
-def read_regular(path: Path, max_bytes: int) -> bytes:
-    """A regular file's bytes, never following a symlink nor blocking on a FIFO (OSError otherwise)."""
-    with open(path, "rb", opener=open_no_follow) as handle:
-        info = os.fstat(handle.fileno())
+def read_regular(path: str | Path, max_bytes: int) -> bytes:
+    """A regular file's bytes, never following a symlink nor blocking on a FIFO (OSError otherwise).
+
+    One ``open``, one ``fstat``, and one ``read`` for a file read whole at once.
+    """
+    fd = open_no_follow(os.fspath(path), os.O_RDONLY)
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise OSError(f"{path.name} is not a regular file")
+            raise OSError(f"{os.path.basename(path)} is not a regular file")
         if info.st_size > max_bytes:
-            raise OSError(f"{path.name} is {info.st_size} bytes, over the limit of {max_bytes}")
-        return handle.read()
+            raise OSError(f"{os.path.basename(path)} is {info.st_size} bytes, over the limit of {max_bytes}")
+        return _read_whole(fd, info.st_size)
+    finally:
+        os.close(fd)
+
+
+def _read_whole(fd: int, size: int) -> bytes:
+    data = os.read(fd, size + 1)
+    if len(data) >= size:
+        return data  # whole (a file that grew meanwhile is read as far as size + 1)
+    parts = [data]
+    while chunk := os.read(fd, 1 << 20):
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def peek_object(path: Path, max_bytes: int) -> dict[str, Any] | None:

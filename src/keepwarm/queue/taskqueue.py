@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from keepwarm._sys.atomic import fsync_dir, publish_new, write_atomic, write_temp
+from keepwarm._sys.atomic import fsync_dir, publish_new, write_temp
 from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm.errors import InvalidTaskError, QueueFull, storage_error
 from keepwarm.queue.events import EventLog
-from keepwarm.queue.layout import REJECTION_SUFFIX, QueueLayout, events_path_of_queue
+from keepwarm.queue.layout import QueueLayout, events_path_of_queue
 from keepwarm.queue.listing import (
     QueueCounts,
     TaskLocation,
@@ -34,12 +34,11 @@ from keepwarm.queue.listing import (
     scan_pending_unsorted,
 )
 from keepwarm.queue.recovery import (
-    CANCEL_SLOT,
-    RETRY_SLOT,
     RequeueOutcome,
-    RequeueResult,
     Retried,
     cancel_pending,
+    reject_file,
+    reject_task_file,
     requeue_claimed,
     requeue_owner,
     retry_failed,
@@ -50,55 +49,27 @@ from keepwarm.queue.task import (
     PartialTask,
     Task,
     TaskRecord,
-    is_safe_id,
     new_task_id,
-    terminal_record,
 )
 from keepwarm.queue.taskfiles import (
     MAX_JSON_DEPTH,
-    check_regular_file,
     describe_task_error,
     encode,
     json_problem,
     list_visible,
+    loads_plain,
     name_problem,
     next_seq,
-    parsed_json_problem,
     pending_name,
     read_claimed,
     read_regular,
     require_safe_id,
-    seq_from_name,
     task_id_from_name,
 )
 from keepwarm.settings import ClusterSettings, describe_error
 
 if TYPE_CHECKING:
     from keepwarm.env import Env
-
-__all__ = [
-    "CANCEL_SLOT",
-    "MAX_JSON_DEPTH",
-    "REJECTION_SUFFIX",
-    "RETRY_SLOT",
-    "QueueCounts",
-    "RequeueOutcome",
-    "RequeueResult",
-    "Retried",
-    "TaskLocation",
-    "TaskQueue",
-    "TaskRow",
-    "check_regular_file",
-    "encode",
-    "json_problem",
-    "list_visible",
-    "next_seq",
-    "pending_name",
-    "read_regular",
-    "seq_from_name",
-    "task_id_from_name",
-    "terminal_record",
-]
 
 
 class TaskQueue:
@@ -178,14 +149,12 @@ class TaskQueue:
         batch = list(tasks)
         encoded = self._encode_batch(batch)
         self._refuse_past_max_pending(len(batch))
-        if not self.pending.is_dir():
-            self.ensure()
         # All or nothing: every task is written to a temp file first (where a full or read-only share
         # fails), and only then renamed into pending/ (a rename needs no space).
         staged: list[tuple[Task, str]] = []
         try:
             for task, data in zip(batch, encoded, strict=True):
-                staged.append((task, write_temp(self.pending, task.task_id, data, self.durable)))
+                staged.append((task, self._write_pending_temp(task.task_id, data)))
         except OSError as exc:
             for _, temp in staged:
                 _unlink_if_there(temp)
@@ -199,15 +168,20 @@ class TaskQueue:
             fsync_dir(self.pending)
         return published
 
+    def _write_pending_temp(self, task_id: str, data: bytes) -> str:
+        try:
+            return write_temp(self.pending, task_id, data, self.durable)
+        except FileNotFoundError:  # the queue's folders are not made yet (or were removed)
+            self.ensure()
+            return write_temp(self.pending, task_id, data, self.durable)
+
     def _encode_batch(self, batch: list[Task]) -> list[bytes]:
-        """Each task's file content; InvalidTaskError for the first one that cannot be queued."""
-        for task in batch:
-            problem = json_problem(task.args, f"task {task.task_id}: args") or json_problem(
-                task.plan, f"task {task.task_id}: plan"
-            )
-            if problem:
-                raise InvalidTaskError(f"{problem}; nothing was queued")
-        encoded = [encode(task.to_json_dict()) for task in batch]
+        """Each task's file content; InvalidTaskError for the first one that cannot be queued.
+
+        Each task is encoded once; ``json_problem`` runs only for a task whose encoding failed or
+        holds enough brackets that its args or plan might be nested too deep.
+        """
+        encoded = [self._encode_task(task) for task in batch]
         for task, data in zip(batch, encoded, strict=True):
             if len(data) > self.settings.max_task_bytes:
                 raise InvalidTaskError(
@@ -215,6 +189,21 @@ class TaskQueue:
                     f"({self.settings.max_task_bytes}); pass large inputs by reference (a path)"
                 )
         return encoded
+
+    @staticmethod
+    def _encode_task(task: Task) -> bytes:
+        try:
+            data: bytes | None = encode(task.to_json_dict())
+        except (ValueError, TypeError, RecursionError):
+            data = None
+        if data is not None and data.count(b"[") + data.count(b"{") <= MAX_JSON_DEPTH:
+            return data
+        problem = json_problem(task.args, f"task {task.task_id}: args") or json_problem(
+            task.plan, f"task {task.task_id}: plan"
+        )
+        if problem or data is None:
+            raise InvalidTaskError(f"{problem or f'task {task.task_id} is not JSON'}; nothing was queued")
+        return data
 
     def _refuse_past_max_pending(self, adding: int) -> None:
         """QueueFull if ``adding`` more tasks would pass ``[cluster] max_pending``."""
@@ -280,20 +269,9 @@ class TaskQueue:
             return target if os.path.lexists(target) else None
         return target
 
-    def reject(self, path: Path, reason: str, **fields: Any) -> Path:
-        """Move an invalid file to ``failed/`` under its own name, unopened, with its reason beside it."""
-        target = self.failed / path.name
-        try:
-            os.link(path, target, follow_symlinks=False)  # never clobbers an earlier rejection
-            os.unlink(path)
-        except FileExistsError:
-            target = self.failed / f"{path.name}.{next_seq()}"
-            os.rename(path, target)
-        except OSError:  # a directory cannot be hard-linked
-            os.rename(path, target)
-        write_atomic(target.with_name(target.name + REJECTION_SUFFIX), (reason + "\n").encode())
-        self.events.append("rejected", file=path.name, reason=reason, **fields)
-        return target
+    def reject(self, path: Path, reason: str) -> Path:
+        """Move an invalid file to ``failed/``, unopened, with its reason beside it: see ``reject_file``."""
+        return reject_file(self, path, reason)
 
     # ------------------------------------------------------------------ terminal files
 
@@ -341,6 +319,23 @@ class TaskQueue:
         name = task_id + TASK_SUFFIX
         return os.path.lexists(self._done_prefix + name) or os.path.lexists(self._failed_prefix + name)
 
+    def read_terminal(self, task_id: str) -> TaskRecord | None:
+        """A (safe, already checked) task's terminal record, or None when it has none yet (or it is
+        unreadable: removed by retention between a look and the read, or not a record).
+
+        Opens the record in ``done/``, then in ``failed/``: no ``lstat`` before the reads.
+        """
+        name = task_id + TASK_SUFFIX
+        limit = self.settings.max_result_bytes * 2
+        for prefix in (self._done_prefix, self._failed_prefix):
+            try:
+                return TaskRecord.model_validate_json(read_regular(prefix + name, limit))
+            except FileNotFoundError:
+                continue
+            except (OSError, ValidationError):
+                return None
+        return None
+
     def read_record(self, task_id: str) -> TaskRecord | None:
         path = self.terminal_path(task_id)
         if path is None:
@@ -352,36 +347,38 @@ class TaskQueue:
         problem = self._parse_claimed(path)
         if isinstance(problem, Task):
             return problem
-        rejected = Path(path)
-        self.reject(rejected, problem)
-        self._fail_rejected(rejected.name, problem)
+        reject_task_file(self, Path(path), problem)
         return None
 
     def _parse_claimed(self, path: str | Path) -> Task | str:
         raw = read_claimed(path, self.settings.max_task_bytes)
         if isinstance(raw, str):
             return raw
-        try:
-            task = Task.model_validate_json(raw)
-        except ValidationError as exc:
-            return describe_task_error(exc)
-        except RecursionError as exc:
-            return f"unreadable: {exc}"
+        task = self._parse_plain(raw)
+        plain = task is not None
+        if task is None:  # the JSON parser's verdict and messages, and the full JSON check below
+            try:
+                task = Task.model_validate_json(raw)
+            except ValidationError as exc:
+                return describe_task_error(exc)
+            except RecursionError as exc:
+                return f"unreadable: {exc}"
         expected = task_id_from_name(os.path.basename(path))
         if expected is not None and expected != task.task_id:
             return name_problem(expected, task.task_id)
-        problem = parsed_json_problem(raw, ((task.args, "args"), (task.plan, "plan")))
+        problem = None if plain else json_problem(task.args, "args") or json_problem(task.plan, "plan")
         return problem if problem is not None else self._with_defaults(task)
 
-    def _fail_rejected(self, name: str, problem: str) -> None:
-        """Give a rejected task whose file name carries a safe id a failed terminal record, so that
-        whoever waits for it learns why instead of waiting forever."""
-        task_id = task_id_from_name(name)
-        if task_id is None or not is_safe_id(task_id) or name == self.layout.terminal_name(task_id):
-            return  # no id, or the rejected file itself now sits where the record would go
-        task = Task.model_validate({"schema": TASK_SCHEMA, "task_id": task_id})
-        error = f"rejected: {problem} (the file is kept as failed/{name}, its reason beside it)"
-        self.publish_terminal(terminal_record(task, "failed", error=error))
+    @staticmethod
+    def _parse_plain(raw: bytes) -> Task | None:
+        """The task, when its text is plain JSON (``loads_plain``) and valid; else None."""
+        value = loads_plain(raw)
+        if not isinstance(value, dict):
+            return None
+        try:
+            return Task.model_validate(value)
+        except ValidationError:
+            return None
 
     def _with_defaults(self, task: Task) -> Task:
         """A file written by another tool gets ``[cluster]``'s defaults for what it left out."""

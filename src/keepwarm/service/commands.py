@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from keepwarm.errors import KeepwarmError
 from keepwarm.queue.state import RestartReason
-from keepwarm.queue.taskqueue import list_visible, task_id_from_name
+from keepwarm.queue.taskfiles import list_visible, task_id_from_name
 from keepwarm.runtime.serving import CANCEL_MARKER
 from keepwarm.service.control import (
     Ack,

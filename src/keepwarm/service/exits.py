@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keepwarm.queue.state import RestartEntry, is_planned
-from keepwarm.queue.taskqueue import TaskQueue, list_visible, task_id_from_name, terminal_record
+from keepwarm.queue.task import terminal_record
+from keepwarm.queue.taskfiles import list_visible, task_id_from_name
+from keepwarm.queue.taskqueue import TaskQueue
 from keepwarm.service import policy
 from keepwarm.service.slots import EndedTask
 

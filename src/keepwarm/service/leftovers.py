@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from keepwarm._sys.procs import process_alive
 from keepwarm.queue.state import LoopRow, SupervisorState
-from keepwarm.queue.taskqueue import TaskQueue, list_visible
+from keepwarm.queue.taskfiles import list_visible
+from keepwarm.queue.taskqueue import TaskQueue
 
 if TYPE_CHECKING:
     from keepwarm.backends.base import LoopBackend

@@ -45,7 +45,8 @@ from keepwarm.queue.state import (
     settings_in_force,
     write_state,
 )
-from keepwarm.queue.taskqueue import TaskQueue, list_visible
+from keepwarm.queue.taskfiles import list_visible
+from keepwarm.queue.taskqueue import TaskQueue
 from keepwarm.runtime.heartbeat import read_heartbeat
 from keepwarm.service.control import Ack, AckOutcome, CommandArgs, StopArgs, send_command
 from keepwarm.service.leftovers import Leftovers
