@@ -2,7 +2,8 @@
 
 One worker (keepwarm: ``python -m keepwarm.runtime.loop``; naive: ``queue_roundtrip.py``'s naive
 worker), sequential round trips. For each task this measures the client's CPU time submitting and
-reading the result (``time.process_time`` around each call: waiting costs no CPU) and the worker
+waiting for and reading the result (``time.process_time`` around each call: the wait's system calls
+count, the time asleep does not) and the worker
 process's CPU time over the whole run (``/proc/<pid>/stat``, utime + stime, every thread) divided by
 the number of tasks.
 
@@ -114,12 +115,19 @@ def measure_naive(workdir: Path, tasks: int, warmup: int) -> dict[str, float]:
             timed.phase(
                 timed.submit, lambda n=name, x=x: publish(backend.requests, n, json.dumps({"x": x}).encode())
             )
-            backend.wait_for({name}, ROUNDTRIP_TIMEOUT_SEC)  # waiting: not the read's CPU
-            value = timed.phase(timed.read, lambda n=name: json.loads((backend.responses / n).read_bytes()))
+            value = timed.phase(timed.read, lambda n=name: read_naive(backend, n))
             if value != compute(x):
                 raise SystemExit(f"naive returned {value!r} for {x}")
         worker_cpu = process_cpu(pid) - cpu_before
     return _per_task(timed, worker_cpu, tasks)
+
+
+def read_naive(backend: FileQueueBackend, name: str) -> Any:
+    """Wait for the answer (its CPU counts: keepwarm's ``result()`` waits too), then decode it."""
+    import json
+
+    backend.wait_for({name}, ROUNDTRIP_TIMEOUT_SEC)
+    return json.loads((backend.responses / name).read_bytes())
 
 
 def _per_task(timed: Timed, worker_cpu: float, tasks: int) -> dict[str, float]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from keepwarm._sys.child import child_parser
 from keepwarm._sys.procs import set_parent_death_signal
-from keepwarm._sys.watch import IN_CLOSE_WRITE, IN_MOVED_TO, Watcher
+from keepwarm._sys.watch import IN_MOVED_TO, Watcher
 from keepwarm.app import App, load_app, worker_method
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError
@@ -118,7 +118,7 @@ class WorkerLoop:
             self.incarnation,
             self.heartbeat.start_sec or 0,
         )
-        with Watcher([self.queue.pending], mask=IN_MOVED_TO | IN_CLOSE_WRITE) as watcher:
+        with Watcher([self.queue.pending], mask=IN_MOVED_TO) as watcher:
             log.info("slot %s: waking by %s on %s", self.slot, watcher.mode, self.queue.pending)
             self.claims = Claims(
                 self.queue, self.owner, watcher, self.settings.rescan_interval_sec, self._wake_r
