@@ -72,12 +72,18 @@ def _print_above(progress: Progress, message: str, style: str | None = None) -> 
     is_flag=True,
     help="Also write app_args_form.py: the app's own form for [args] on the page (keepwarm ui).",
 )
+@click.option(
+    "--batching",
+    is_flag=True,
+    help="The worker also defines work_batch(items), so service mode serves tasks in batches "
+    "([cluster] max_batch_size, batch_wait_ms); its test covers work_batch.",
+)
 @json_option
-def init(name: str, apps_path: Path | None, args_form: bool, as_json: bool) -> None:
+def init(name: str, apps_path: Path | None, args_form: bool, batching: bool, as_json: bool) -> None:
     """Create a new app: commented settings, worker, manager, args model, requirements.txt, a test."""
     from keepwarm.runmode.scaffold import init_app
 
-    files = init_app(name, apps_path, args_form=args_form)
+    files = init_app(name, apps_path, args_form=args_form, batching=batching)
     folder = files[0].parent
     if as_json:
         emit_json({"app": name, "app_dir": str(folder), "files": [str(f) for f in files]})

@@ -4,7 +4,8 @@ The app squares numbers, the smallest real workload that has both halves: in ser
 ``args.value`` gives one row; in run mode the manager splits the numbers ``1..items`` into weighted
 partitions and each partition gives a table. It comes with commented settings, an args model, an
 empty ``requirements.txt`` (where the app's dependencies go) and a test of its own; with
-``args_form``, its own form for ``[args]`` on the page (``app_args_form.py``).
+``args_form``, its own form for ``[args]`` on the page (``app_args_form.py``); with ``batching``, a
+worker that also defines ``work_batch(items)``, so that service mode serves it in batches.
 """
 
 from __future__ import annotations
@@ -156,6 +157,76 @@ def test_a_task_squares_its_value() -> None:
 '''
 
 
+BATCHING_SETTINGS = """\
+# Service mode calls work_batch(items) with the tasks a loop gathers (work(item) when max_batch_size = 1):
+# max_batch_size = 32   # most tasks one work_batch() call receives
+# batch_wait_ms = 5     # how long a loop waits after a batch's first task for more to join it
+"""
+
+BATCHING_WORKER = '''\
+"""The worker: start() once per worker, then work(item) or work_batch(items) many times, stop() once.
+
+Service mode gives work_batch() the tasks a loop gathered (up to [cluster] max_batch_size, waiting
+at most batch_wait_ms after the first), each with its args in item.args; run mode gives work() one
+partition of the manager's plan (its data in item.data) and keeps the table it returns.
+"""
+
+from keepwarm import Partition
+
+
+class Worker:
+    def __init__(self, args) -> None:
+        self.args = args  # [args] of app_settings.toml, validated by Args
+
+    def start(self) -> None:
+        # The expensive part of a real app goes here (load a model, open a pool): it runs once.
+        self.started = True
+
+    def work(self, item):
+        if isinstance(item, Partition):
+            first, last = item.data
+            return self.rows(list(range(first, last + 1)))
+        return self.rows([item.args.value])[0]
+
+    def work_batch(self, items):
+        # One result per item, in the items' order. An exception object in an item's place fails
+        # that task alone; raising fails the whole batch (each task is retried while it has attempts).
+        results = [None] * len(items)
+        numbers, places = [], []
+        for place, item in enumerate(items):
+            if item.args.value < 0:
+                results[place] = ValueError(f"value {item.args.value} is negative: give a number >= 0")
+            else:
+                numbers.append(item.args.value)
+                places.append(place)
+        for place, row in zip(places, self.rows(numbers)):
+            results[place] = row
+        return results
+
+    def rows(self, numbers: list[int]) -> list[dict]:
+        # The one call for many inputs: where a real app runs its model once over the stacked batch.
+        squares = [n * n for n in numbers]
+        return [
+            {"n": n, "square": square, "digits": len(str(square)), "even": n % 2 == 0}
+            for n, square in zip(numbers, squares)
+        ]
+
+    def stop(self) -> None:
+        self.started = False
+'''
+
+BATCHING_TEST = """
+
+def test_a_batch_gives_each_task_its_own_row_and_fails_only_a_bad_one() -> None:
+    worker = Worker(Args())
+    worker.start()
+    items = [SimpleNamespace(args=Args(value=v)) for v in (2, -1, 12)]
+    results = worker.work_batch(items)
+    assert [row["square"] for row in (results[0], results[2])] == [4, 144]
+    assert isinstance(results[1], ValueError)
+    assert results[2] == worker.work(items[2])  # the same answer one by one
+"""
+
 ARGS_FORM = '''\
 """{name}'s own form for [args]: the page (keepwarm ui) shows it instead of the generated one.
 
@@ -198,10 +269,14 @@ def check_name(name: str) -> None:
         )
 
 
-def init_app(name: str, apps_path: str | Path | None = None, *, args_form: bool = False) -> list[Path]:
+def init_app(
+    name: str, apps_path: str | Path | None = None, *, args_form: bool = False, batching: bool = False
+) -> list[Path]:
     """Create the app ``name`` under ``apps_path`` (default ``.``); returns the files written.
 
-    ``args_form`` adds ``app_args_form.py``, the app's own form for ``[args]`` on the page."""
+    ``args_form`` adds ``app_args_form.py``, the app's own form for ``[args]`` on the page;
+    ``batching`` writes a worker with ``work_batch(items)`` beside ``work(item)``, its settings and a
+    test of it."""
     check_name(name)
     folder = Path(apps_path or ".").expanduser() / name
     if folder.exists():
@@ -215,6 +290,15 @@ def init_app(name: str, apps_path: str | Path | None = None, *, args_form: bool 
         f"{name}/worker.py": WORKER,
         f"tests/test_{name}.py": TEST,
     }
+    if batching:
+        files["app_settings.toml"] = (
+            SETTINGS.replace(
+                "start(), work(item), stop()", "start(), work(item), work_batch(items), stop()"
+            ).replace("a task squares one,", "tasks square one each, in batches;")
+            + BATCHING_SETTINGS
+        )
+        files[f"{name}/worker.py"] = BATCHING_WORKER
+        files[f"tests/test_{name}.py"] = TEST + BATCHING_TEST
     if args_form:
         files["app_args_form.py"] = ARGS_FORM
     written = []
