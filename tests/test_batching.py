@@ -155,32 +155,46 @@ def test_items_returned_as_exceptions_fail_alone_and_the_others_get_their_own_re
     assert [batch_size(r) for r in records] == [4, 4, 4, 4]
 
 
-def test_a_raising_work_batch_retries_its_tasks_until_the_poison_has_failed_alone(
+def test_a_raising_work_batch_retries_each_of_its_tasks_alone_so_only_the_poison_fails(
     service: Shared,
 ) -> None:
-    poison = service.service.submit_many([{"args": {"action": "poison"}, "max_attempts": 2}])[0].task_id
+    # Every task has the same attempts: regathered as the same batch, all four would fail together.
+    poison = service.service.submit_many([{"args": {"action": "poison"}, "max_attempts": 3}])[0].task_id
     others = service.submit({"value": 1}, {"value": 2}, {"value": 3}, max_attempts=3)
 
     sunk, *saved = service.wait([poison, *others])
 
-    # Two batches of four raised: the poison failed after its 2nd (its last), with the batch's error.
+    first_outcome = "batch-failed: work_batch() raised ValueError for a batch of 4"
+    # The batch of four raised; each task was retried alone: the poison failed at once, by itself.
     assert sunk.status == "failed" and sunk.attempt == 2
-    assert sunk.error == (
-        f"ValueError: flaky_batch: task {poison} sank its batch of 4 "
-        "(work_batch() raised it for the batch of 4 this task was in)"
-    )
+    assert sunk.error == f"ValueError: flaky_batch: task {poison} sank its batch of 1"
     assert sunk.traceback is not None and "in finish_batch" in sunk.traceback
-    assert sunk.attempts[0]["outcome"] == "batch-failed: work_batch() raised ValueError for a batch of 4"
-    assert batch_size(sunk) == 4
-    # The others were sent back twice, then done in a batch without the poison.
+    assert [a["outcome"] for a in sunk.attempts] == [first_outcome, "failed"]
+    assert batch_size(sunk) == 1
+    # The others were sent back once, then done, each alone.
     for record, value in zip(saved, (1, 2, 3), strict=True):
         assert record.status == "done" and record.result["value"] == value
-        assert record.attempt == record.result["attempt"] == 3
-        assert [a["outcome"] for a in record.attempts[:2]] == [
-            "batch-failed: work_batch() raised ValueError for a batch of 4"
-        ] * 2
-        assert batch_size(record) == record.result["batch_of"] == 3
+        assert record.attempt == record.result["attempt"] == 2
+        assert [a["outcome"] for a in record.attempts] == [first_outcome, "done"]
+        assert batch_size(record) == record.result["batch_of"] == 1
     assert service.service.queue.counts().pending == 0
+
+
+def test_a_task_of_a_raising_batch_fails_with_the_batchs_error_after_its_last_attempt(
+    service: Shared,
+) -> None:
+    poison = service.service.submit_many([{"args": {"action": "poison"}, "max_attempts": 3}])[0].task_id
+    (last,) = service.submit({"value": 1}, max_attempts=1)
+
+    sunk, spent = service.wait([poison, last])
+
+    assert spent.status == "failed" and spent.attempt == 1
+    assert spent.error == (
+        f"ValueError: flaky_batch: task {poison} sank its batch of 2 "
+        "(work_batch() raised it for the batch of 2 this task was in)"
+    )
+    assert batch_size(spent) == 2
+    assert sunk.status == "failed" and sunk.attempt == 2 and batch_size(sunk) == 1
 
 
 def test_a_raising_batch_of_one_fails_like_work_would(service: Shared) -> None:
@@ -283,11 +297,15 @@ def test_a_hanging_sync_work_batch_is_ended_by_the_supervisor_for_every_task_of_
     service: Shared,
 ) -> None:
     victim = loop_pid(service.env)
-    ids = service.submit({"value": 1}, {"action": "hang"}, {"value": 3}, {"value": 4}, timeout_sec=1)
+    ids = [service.submit({"value": 1}, timeout_sec=120)[0]]
+    ids += service.submit({"action": "hang"}, timeout_sec=1)
+    ids += service.submit({"value": 3}, {"value": 4}, timeout_sec=120)
 
-    records = service.wait(ids)
+    records = service.wait(ids)  # within its deadline: the batch ends at its smallest timeout, 1 s
 
-    expected = "task-timeout: ran past its timeout of 1.0s (its work_batch() call held a batch of 4)"
+    expected = (
+        "task-timeout: its work_batch() call, a batch of 4, ran past 1.0s, the smallest timeout of its tasks"
+    )
     assert [(r.status, r.error) for r in records] == [("failed", expected)] * 4  # not only the oldest
     wait_until(lambda: loop_pid(service.env) not in (None, victim), timeout=30, what="a new loop")
     assert "task-timeout" in service.service.status().restart_reasons

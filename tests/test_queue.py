@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -429,3 +430,37 @@ def test_task_ids_and_temp_names_do_not_repeat_when_an_app_seeds_random(tmp_path
     os.waitpid(child, 0)
     os.close(read)
     assert in_child != new_task_id()
+
+
+def _finish_by_hand(queue: TaskQueue, task_id: str, value: int) -> None:
+    """Claim a pending task like a loop and publish its done record."""
+    owner = queue.owner_dir("hand", task_id[:8])
+    owner.mkdir(parents=True)
+    (name,) = [n for n in queue.scan_pending() if task_id in n]
+    claimed = queue.claim(name, owner)
+    assert claimed is not None
+    task = queue.load_claimed(claimed)
+    assert task is not None
+    queue.finish(claimed, terminal_record(task, "done", result=value))
+
+
+def test_a_result_seen_by_an_earlier_wait_of_the_thread_is_not_missed(mycode_env: Env) -> None:
+    """A handle made after this thread's watch began skips the first look for its record: the
+    events an earlier wait read for other tasks must be kept for it."""
+    from keepwarm.api import Service
+
+    service = Service(mycode_env)
+    first, second = service.submit_many([{"args": {"x": 1}}, {"args": {"x": 2}}], queue_only=True)
+    assert first.since is not None  # the watch vouches for every event after the submit
+    _finish_by_hand(service.queue, first.task_id, 10)
+    _finish_by_hand(service.queue, second.task_id, 20)
+    assert second.result(timeout=5) == 20  # this wait reads both records' events
+    assert first.result(timeout=5) == 10  # found from what the earlier wait saw, not lost
+
+    third = service.submit({"x": 3}, queue_only=True)
+    _finish_by_hand(service.queue, third.task_id, 30)
+    records: dict[str, object] = {}
+    waiter = threading.Thread(target=lambda: records.update(value=third.result(timeout=5)))
+    waiter.start()  # another thread has its own watch, which cannot vouch: it looks first
+    waiter.join()
+    assert records == {"value": 30}

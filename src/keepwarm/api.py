@@ -21,7 +21,7 @@ from keepwarm.errors import (
 from keepwarm.queue.listing import QueueCounts, TaskRow
 from keepwarm.queue.outcomes import Cancelled, TaskOutcome
 from keepwarm.queue.recovery import Retried
-from keepwarm.queue.results import TaskHandle, value_of, wait_for_records
+from keepwarm.queue.results import TaskHandle, result_watch, value_of, wait_for_records
 from keepwarm.queue.task import Task, TaskRecord, parse_task_lines
 from keepwarm.queue.taskqueue import TaskQueue
 from keepwarm.service.control import CancelArgs, DrainArgs, RestartArgs, RollingRestartArgs, ScaleArgs
@@ -91,8 +91,9 @@ class Service:
             timeout_sec=timeout_sec,
             plan=plan,
         )
+        since = result_watch(self.queue).token()  # before the task exists: its record is an event
         self.queue.submit([task])
-        return TaskHandle(self.queue, task.task_id)
+        return TaskHandle(self.queue, task.task_id, since)
 
     def submit_many(self, tasks: Iterable[dict[str, Any]], *, queue_only: bool = False) -> list[TaskHandle]:
         """Queue many partial tasks (``{"args": ..., "task_name": ...}``), all or none.
@@ -154,8 +155,9 @@ class Service:
         return self.queue.publish(tasks)
 
     def _submit_numbered(self, lines: Iterable[tuple[int, dict[str, Any]]], source: str) -> list[TaskHandle]:
+        since = result_watch(self.queue).token()
         submitted = self.queue.submit_partials(lines, source=source, check_args=self.check_args)
-        return [TaskHandle(self.queue, task.task_id) for task in submitted]
+        return [TaskHandle(self.queue, task.task_id, since) for task in submitted]
 
     def require_running(self) -> None:
         """ServiceNotRunning, saying how to start it, unless the service's supervisor is alive."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import select
 import struct
@@ -115,6 +116,9 @@ class Watcher:
     """Waits for new files in ``folders``; one inotify instance, or polling with back-off."""
 
     def __init__(self, folders: list[Path], mask: int = NEW_FILE_EVENTS) -> None:
+        missing = [folder for folder in folders if not os.path.isdir(folder)]
+        if missing:  # (statfs would fail and the watch fall back to polling for good)
+            raise FileNotFoundError(errno.ENOENT, "cannot watch a missing folder", str(missing[0]))
         self.folders = folders
         self.mode = "inotify" if folders and inotify_usable(folders[0]) else "poll"
         self._fd = -1
@@ -160,15 +164,9 @@ class Watcher:
             self._poll_delay = min(self._poll_delay * 2, POLL_MAX_SEC)
             interrupted = _wait_readable([interrupt_fd] if interrupt_fd is not None else [], delay)
             return Wakeup(rescan=True, interrupted=bool(interrupted))
-        wakeup = self._drain()
-        if wakeup.names or wakeup.rescan:
-            return wakeup
-        ready = self._wait_readable(interrupt_fd, timeout)
-        if interrupt_fd is not None and interrupt_fd in ready:
-            wakeup.interrupted = True
-        if self._fd in ready:
-            drained = self._drain()
-            wakeup.names, wakeup.rescan = drained.names, drained.rescan
+        ready = self._wait_readable(interrupt_fd, timeout)  # events already queued: readable at once
+        wakeup = self._drain() if self._fd in ready else Wakeup()
+        wakeup.interrupted = interrupt_fd is not None and interrupt_fd in ready
         return wakeup
 
     def _wait_readable(self, interrupt_fd: int | None, timeout: float | None) -> list[int]:

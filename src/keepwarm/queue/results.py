@@ -6,6 +6,7 @@ service cannot deliver, is :class:`keepwarm.service.delivery.DeliveryWatch`.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -25,22 +26,24 @@ def wait_for_records(
     timeout: float | None = None,
     progress: Callable[[int], None] | None = None,
     watch: Callable[[set[str]], None] | None = None,
+    since: WatchToken | None = None,
 ) -> dict[str, TaskRecord]:
     """Block until every task has a terminal record (inotify, or polling with back-off).
 
     ``progress`` is called with the number of records collected so far as they arrive. ``watch`` (the
     service's ``DeliveryWatch``) is called with the ids still awaited every ``WATCH_INTERVAL_SEC``;
-    what it raises ends the wait, unless every record has arrived meanwhile.
+    what it raises ends the wait, unless every record has arrived meanwhile. ``since`` is the
+    ``ResultWatch.token()`` taken before the tasks were submitted: when this thread's watch has seen
+    every event since, their records need no first look.
     """
     remaining = set(task_ids)
     for task_id in remaining:
         require_safe_id(task_id)
     records: dict[str, TaskRecord] = {}
     deadline = None if timeout is None else time.monotonic() + timeout
-    # Watch first, then look: a record published in between is seen by one or the other. The watcher
-    # is this thread's, kept between waits; events left from an earlier wait only cost a lookup.
-    watcher = _watcher(queue)
-    _collect(queue, remaining, records, remaining)
+    # Watch first, then look: a record published in between is seen by one or the other.
+    results = result_watch(queue)
+    _collect(queue, results.unseen_since(since, remaining), records, remaining)
     next_watch = time.monotonic()
     while remaining:
         now = time.monotonic()
@@ -58,26 +61,79 @@ def wait_for_records(
                     break
                 next_watch = now + WATCH_INTERVAL_SEC
             left = next_watch - now if left is None else min(left, next_watch - now)
-        wakeup = watcher.wait(left)
-        if wakeup.rescan:
-            _collect(queue, remaining, records, remaining)
-            continue
-        seen = {name[: -len(TASK_SUFFIX)] for name in wakeup.names if name.endswith(TASK_SUFFIX)}
-        if seen & remaining:
-            _collect(queue, seen & remaining, records, remaining)
+        arrived = results.wait(left, remaining)
+        if arrived:
+            _collect(queue, arrived, records, remaining)
             if progress is not None:
                 progress(len(records))
     return records
 
 
-def _watcher(queue: TaskQueue) -> Watcher:
+WatchToken = tuple["ResultWatch", int]
+
+
+class ResultWatch:
+    """One thread's inotify watch on a queue's ``done/`` and ``failed/``, kept between waits.
+
+    It remembers the record names its waits saw and did not want, so that a task submitted after the
+    watch began (its ``token()`` taken first) is found without opening files that are not there yet.
+    When events may have been missed (a queue overflow, too many names kept, polling), the epoch
+    changes and older tokens lose that shortcut.
+    """
+
+    def __init__(self, watcher: Watcher) -> None:
+        self.watcher = watcher
+        self.epoch = 0
+        self._seen: set[str] = set()
+
+    def token(self) -> WatchToken | None:
+        """Take before submitting; None when the watch cannot vouch for later events (polling)."""
+        return (self, self.epoch) if self.watcher.mode == "inotify" else None
+
+    def unseen_since(self, since: WatchToken | None, wanted: set[str]) -> set[str]:
+        """The ids among ``wanted`` whose records may exist without this watch having an event for
+        them still to come: all of them, unless ``since`` vouches for every event since."""
+        if since is None or since[0] is not self or since[1] != self.epoch:
+            return set(wanted)
+        found = wanted & self._seen
+        self._seen -= found
+        return found
+
+    def wait(self, timeout: float | None, wanted: set[str]) -> set[str]:
+        """Wait for records; the ids among ``wanted`` that may have arrived (all of them on a rescan)."""
+        wakeup = self.watcher.wait(timeout)
+        if wakeup.rescan:
+            self._forget()
+            return set(wanted)
+        arrived = {name[: -len(TASK_SUFFIX)] for name in wakeup.names if name.endswith(TASK_SUFFIX)}
+        self._seen |= arrived - wanted
+        if len(self._seen) > SEEN_CAP:
+            self._forget()
+        return arrived & wanted
+
+    def _forget(self) -> None:
+        self._seen.clear()
+        self.epoch += 1
+
+
+SEEN_CAP = 65_536  # record names a watch keeps for later waits before it forgets them all
+_result_watches = threading.local()
+
+
+def result_watch(queue: TaskQueue) -> ResultWatch:
+    """This thread's ``ResultWatch`` on ``queue`` (its watcher kept for the thread's life)."""
     try:
-        return thread_watcher((queue.done, queue.failed), IN_CREATE | IN_MOVED_TO)
-    except OSError:
-        if queue.done.is_dir() and queue.failed.is_dir():
-            raise
+        watcher = thread_watcher((queue.done, queue.failed), IN_CREATE | IN_MOVED_TO)
+    except FileNotFoundError:
         queue.ensure()  # the queue's folders are not made yet
-        return thread_watcher((queue.done, queue.failed), IN_CREATE | IN_MOVED_TO)
+        watcher = thread_watcher((queue.done, queue.failed), IN_CREATE | IN_MOVED_TO)
+    watches: dict[int, ResultWatch] = _result_watches.__dict__.setdefault("by_watcher", {})
+    found = watches.get(id(watcher))
+    if found is None or found.watcher is not watcher:
+        if len(watches) >= 32:  # watchers the thread cache closed
+            watches.clear()
+        found = watches[id(watcher)] = ResultWatch(watcher)
+    return found
 
 
 def _collect(
@@ -118,15 +174,16 @@ def value_of(record: TaskRecord) -> Any:
 class TaskHandle:
     """A submitted task: ``result(timeout)`` gives the value ``work()`` returned."""
 
-    def __init__(self, queue: TaskQueue, task_id: str) -> None:
+    def __init__(self, queue: TaskQueue, task_id: str, since: WatchToken | None = None) -> None:
         self.queue = queue
         self.task_id = task_id
+        self.since = since  # this thread's result watch, taken before the task was submitted
 
     def __repr__(self) -> str:
         return f"TaskHandle({self.task_id!r})"
 
     def record(self, timeout: float | None = None) -> TaskRecord:
-        return wait_for_records(self.queue, [self.task_id], timeout)[self.task_id]
+        return wait_for_records(self.queue, [self.task_id], timeout, since=self.since)[self.task_id]
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the task; its result, or TaskFailed carrying the remote error and traceback."""

@@ -77,9 +77,12 @@ def require_safe_id(task_id: str) -> None:
         )
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode(obj: Any) -> bytes:
     """Compact JSON; NaN and infinities are refused (they are not JSON)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 def json_problem(value: Any, what: str) -> str | None:

@@ -142,10 +142,13 @@ class TaskQueue:
 
     def submit(self, tasks: Iterable[Task]) -> list[Task]:
         """Publish tasks to ``pending/`` in order; refuse all of them if ``max_pending`` would be passed."""
-        return [task for task, _ in self.publish(tasks)]
+        return [task for task, _ in self._publish(tasks)]
 
     def publish(self, tasks: Iterable[Task]) -> list[tuple[Task, Path]]:
         """``submit``, returning each task with the path of its pending file."""
+        return [(task, Path(path)) for task, path in self._publish(tasks)]
+
+    def _publish(self, tasks: Iterable[Task]) -> list[tuple[Task, str]]:
         batch = list(tasks)
         encoded = self._encode_batch(batch)
         self._refuse_past_max_pending(len(batch))
@@ -161,7 +164,7 @@ class TaskQueue:
             raise storage_error(exc, self.pending, "nothing was queued") from None
         published = []
         for task, temp in staged:
-            path = self.pending / pending_name(next_seq(), task.task_id)
+            path = self._pending_prefix + pending_name(next_seq(), task.task_id)
             os.rename(temp, path)
             published.append((task, path))
         if self.durable:

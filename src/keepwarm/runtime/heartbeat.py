@@ -98,6 +98,10 @@ class HeartbeatWriter:
     def snapshot(self) -> Heartbeat:
         with self._lock:
             oldest = min(self._running.items(), key=lambda item: item[1][0], default=None)
+            if oldest is not None and self.batch:  # a batch ends at its smallest timeout
+                timeouts = [self._running[t][1] for t in self.batch if t in self._running]
+                smallest = min((t for t in timeouts if t is not None), default=oldest[1][1])
+                oldest = (oldest[0], (oldest[1][0], smallest))
             return Heartbeat(
                 slot=self.slot,
                 incarnation=self.incarnation,

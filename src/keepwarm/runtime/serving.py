@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 CANCEL_MARKER = ".cancel."  # the supervisor asks an async loop to cancel one running task
 CANCEL_CHECK_SEC = 0.05
+BATCH_FAILED = "batch-failed"  # the requeue reason of a raising batch's tasks: next time, each runs alone
 
 
 def serve_one_by_one(loop: WorkerLoop) -> None:
@@ -149,7 +150,16 @@ def serve_batches(loop: WorkerLoop) -> None:
             if left <= 0 or loop.claims.wait(left):
                 break
             batch += _begin_all(loop, loop.claims.take(size - len(batch)))
-        run_batch(loop, batch)
+        suspects = [started for started in batch if _was_in_a_failed_batch(started)]
+        for started in suspects:  # alone, so that a poison item fails without sinking the others again
+            run_batch(loop, [started])
+        if len(suspects) < len(batch):
+            run_batch(loop, [started for started in batch if started not in suspects])
+
+
+def _was_in_a_failed_batch(started: Started) -> bool:
+    attempts = started.task.attempts
+    return bool(attempts) and str(attempts[-1].get("outcome", "")).startswith(BATCH_FAILED)
 
 
 def _begin_all(loop: WorkerLoop, claimed: list[str]) -> list[Started]:
@@ -195,13 +205,14 @@ def _call_batch(loop: WorkerLoop, items: list[Any], timeout: float | None) -> An
 
 
 def _batch_raised(loop: WorkerLoop, batch: list[Started], exc: Exception, began: float) -> None:
-    """``work_batch`` raised: one item may have sunk the others, so each task gets another attempt
-    (in another batch) while it has attempts left, and fails with the batch's error after its last."""
+    """``work_batch`` raised: one item may have sunk the others, so each task gets another attempt,
+    alone (``serve_batches``), while it has attempts left, and fails with the batch's error after its
+    last."""
     size = len(batch)
     if size == 1:
         _complete_all(loop, batch, [Outcome.failure(exc)], began)
         return
-    reason = f"batch-failed: work_batch() raised {type(exc).__name__} for a batch of {size}"
+    reason = f"{BATCH_FAILED}: work_batch() raised {type(exc).__name__} for a batch of {size}"
     outcome = Outcome.failure(exc, f" (work_batch() raised it for the batch of {size} this task was in)")
     runtime = time.perf_counter() - began
     for started in batch:

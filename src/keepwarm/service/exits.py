@@ -96,27 +96,36 @@ def _restart_later(supervisor: Supervisor, slot: Slot, reason: str, incarnation:
 
 def settle_claims(queue: TaskQueue, slot: Slot, owner: Path, reason: str, *, count_attempt: bool) -> None:
     """The slot's loop is confirmed dead: publish what keepwarm decided for its tasks, requeue the rest."""
-    timed_out = sum(status is EndedTask.TASK_TIMEOUT for status in slot.fail_tasks.values())
-    batch_note = f" (its work_batch() call held a batch of {timed_out})" if timed_out > 1 else ""
+    ended = []
     for name in list_visible(owner):
-        task_id = task_id_from_name(name)
-        status = slot.fail_tasks.get(task_id or "")
-        if status is None:
-            continue
-        task = queue.load_claimed(owner / name)
-        if task is None:
-            continue
-        timed_out = status is EndedTask.TASK_TIMEOUT
-        error = "cancelled while running"
-        if timed_out:
-            error = f"task-timeout: ran past its timeout of {task.timeout_sec}s{batch_note}"
-        record = terminal_record(task, "failed" if timed_out else "cancelled", error=error, slot=slot.name)
+        status = slot.fail_tasks.get(task_id_from_name(name) or "")
+        task = None if status is None else queue.load_claimed(owner / name)
+        if task is not None and status is not None:
+            ended.append((name, task, status))
+    timeouts = [t.timeout_sec for _, t, s in ended if s is EndedTask.TASK_TIMEOUT and t.timeout_sec]
+    for name, task, status in ended:
+        if status is EndedTask.TASK_TIMEOUT:
+            record = terminal_record(
+                task, "failed", error=_timeout_error(task.timeout_sec, timeouts), slot=slot.name
+            )
+        else:
+            record = terminal_record(task, "cancelled", error="cancelled while running", slot=slot.name)
         queue.finish(owner / name, record)
         queue.events.append(str(status), task_id=task.task_id, slot=slot.name)
     for outcome in queue.requeue(owner, reason, count_attempt=count_attempt):
         log.info(
             "slot %s: task %s %s (attempt %d)", slot.name, outcome.task_id, outcome.outcome, outcome.attempt
         )
+
+
+def _timeout_error(timeout_sec: float | None, batch_timeouts: list[float]) -> str:
+    """A task-timeout's error: the task's own timeout, or its batch's smallest (where the batch ended)."""
+    if len(batch_timeouts) < 2:
+        return f"task-timeout: ran past its timeout of {timeout_sec}s"
+    return (
+        f"task-timeout: its work_batch() call, a batch of {len(batch_timeouts)}, ran past "
+        f"{min(batch_timeouts)}s, the smallest timeout of its tasks"
+    )
 
 
 def _describe_exit(code: int) -> str:
