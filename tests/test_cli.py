@@ -620,7 +620,7 @@ def test_cancel_of_an_unknown_execution_id_exits_1(mycode_env: Env) -> None:
         ([*SUBMIT, "--args", "{x: 1"], "--args: not valid JSON"),
         ([*SUBMIT, "--args", "[1, 2]"], "--args: expected a JSON object"),
         ([*SUBMIT, "--args", "{}", "--file", "t.jsonl"], "either --args or --file"),
-        (["submit", "mycode_projet", "--apps-path", APPS, "--args", "{}"], "apps there: flaky, model_server"),
+        (["submit", "mycode_projet", "--apps-path", APPS, "--args", "{}"], "apps there: batch_model, flaky"),
         (["cancel", "mycode_project", "--apps-path", APPS], "--execution-id"),
         (["result", "mycode_project", "x", "--apps-path", APPS, "--timeout", "-1"], "--timeout"),
     ],

@@ -138,7 +138,7 @@ def test_members_are_checked_before_anything_starts(tmp_path: Path) -> None:
     unknown = write_fleet(
         tmp_path / "a", f'[fleet]\nnamespace = "t"\napps_path = "{EXAMPLE_APPS}"\n[services.x]\n'
     )
-    with pytest.raises(SettingsError, match=r"\[services.x\]: app 'x' not found.*apps there: flaky"):
+    with pytest.raises(SettingsError, match=r"\[services.x\]: app 'x' not found.*apps there: batch_model"):
         Fleet(unknown).up()
     twice = write_fleet(
         tmp_path / "b",

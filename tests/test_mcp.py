@@ -106,7 +106,7 @@ def test_every_tool_over_stdio_against_real_services(fleet_file: Path) -> None:
 
             # Before anything runs: an unknown app, and a service that is not running.
             assert "app 'nope' not found" in await refused(client, "service_status", app="nope")
-            assert "apps there: flaky, model_server, mycode_project" in await refused(
+            assert "apps there: batch_model, flaky, model_server, mycode_project" in await refused(
                 client, "start_service", app="nope"
             )
             start_it = 'start it: call start_service with {"app": "mycode_project", "namespace": "agents"}'
