@@ -365,7 +365,9 @@ class KeepwarmBackend:
         from keepwarm.queue.results import value_of, wait_for_records
 
         handles = self.service.submit_many([{"args": {"x": x}} for x in xs], queue_only=True)
-        records = wait_for_records(self.service.queue, [h.task_id for h in handles], DRAIN_TIMEOUT_SEC)
+        # As each handle's result() does: the watch taken before submitting spares a first look.
+        ids = [h.task_id for h in handles]
+        records = wait_for_records(self.service.queue, ids, DRAIN_TIMEOUT_SEC, since=handles[0].since)
         return [value_of(records[h.task_id]) for h in handles]
 
 

@@ -39,9 +39,11 @@ def _write_temp(folder: str | Path, final_name: str, data: bytes, durable: bool)
     tmp = temp_name(folder, final_name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        written = os.write(fd, data)
+        if written < len(data):  # a short write: the rest, piece by piece
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(fd, view) :]
         if durable:
             os.fsync(fd)
     except BaseException:

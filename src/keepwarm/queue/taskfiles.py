@@ -146,6 +146,9 @@ def _refuse_constant(name: str) -> Any:
     raise _NotPlain(name)
 
 
+_PLAIN_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_refuse_constant)
+
+
 def loads_plain(raw: bytes) -> Any | None:
     """``raw`` parsed, when it is UTF-8 JSON holding nothing ``json_problem`` would refuse; else None.
 
@@ -156,7 +159,7 @@ def loads_plain(raw: bytes) -> Any | None:
     if b"\\u" in raw or raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:
         return None
     try:
-        return json.loads(raw.decode(), parse_float=_finite_float, parse_constant=_refuse_constant)
+        return _PLAIN_DECODER.decode(raw.decode())
     except (ValueError, RecursionError):  # UnicodeDecodeError, JSONDecodeError and _NotPlain too
         return None
 

@@ -10,6 +10,7 @@ Run as a process: ``python -m keepwarm.runtime.loop --app APP --apps-path P --sl
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import logging
 import os
@@ -148,6 +149,7 @@ class WorkerLoop:
             self.runner = AsyncRunner()
         self.worker = self._app.new_worker()
         self.call(worker_method(self.worker, "start"))
+        gc.freeze()  # what start() loaded lives as long as the loop: collections need not scan it again
         self.heartbeat.start_sec = round(time.perf_counter() - began, 6)
         self.heartbeat.cancels_in_loop = "work" in self._app.async_methods  # told with "ready"
 
