@@ -454,7 +454,17 @@ def temp_workdir(options: argparse.Namespace) -> Iterator[Path]:
     try:
         yield workdir
     finally:
+        remove_tree(workdir)
+
+
+def remove_tree(workdir: Path, tries: int = 5) -> None:
+    """Remove the temp dir; a file a stopping process moved in meanwhile gets another try."""
+    for _ in range(tries):
         shutil.rmtree(workdir, ignore_errors=True)
+        if not workdir.exists():
+            return
+        time.sleep(0.5)
+    print(f"could not remove {workdir}: remove it by hand", file=sys.stderr)
 
 
 def interrupt(signum: int, frame: object) -> None:
