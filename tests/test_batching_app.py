@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import keepwarm as keepwarm_api
 from keepwarm.env import Env
 from keepwarm.queue.task import TaskRecord
 
@@ -170,6 +171,10 @@ def test_init_batching_writes_an_app_whose_own_tests_pass_and_that_is_served_in_
     )
     assert own_tests.returncode == 0, own_tests.stdout + own_tests.stderr
     assert "4 passed" in own_tests.stdout  # the scaffold's three, and work_batch's
+    run_env = Env("batched_squares", apps)
+    keepwarm_api.install(run_env)
+    ran = keepwarm_api.run(run_env)  # run mode still calls work(item), one partition at a time
+    assert (ran.status, ran.rows) == ("done", 1000)
 
     (folder / "app_settings.toml").write_text(settings.replace("# batch_wait_ms = 5", "batch_wait_ms = 2000"))
     service = services.start(Env("batched_squares", apps), slots=1, timeout=120)
