@@ -186,7 +186,7 @@ class Worker:
         if isinstance(item, Partition):
             first, last = item.data
             return self.rows(list(range(first, last + 1)))
-        return self.rows([item.args.value])[0]
+        return self.rows([self.checked(item.args.value)])[0]
 
     def work_batch(self, items):
         # One result per item, in the items' order. An exception object in an item's place fails
@@ -194,14 +194,19 @@ class Worker:
         results = [None] * len(items)
         numbers, places = [], []
         for place, item in enumerate(items):
-            if item.args.value < 0:
-                results[place] = ValueError(f"value {item.args.value} is negative: give a number >= 0")
-            else:
-                numbers.append(item.args.value)
+            try:
+                numbers.append(self.checked(item.args.value))
                 places.append(place)
+            except ValueError as exc:
+                results[place] = exc
         for place, row in zip(places, self.rows(numbers)):
             results[place] = row
         return results
+
+    def checked(self, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"value {value} is negative: give a number >= 0")
+        return value
 
     def rows(self, numbers: list[int]) -> list[dict]:
         # The one call for many inputs: where a real app runs its model once over the stacked batch.
@@ -225,6 +230,12 @@ def test_a_batch_gives_each_task_its_own_row_and_fails_only_a_bad_one() -> None:
     assert [row["square"] for row in (results[0], results[2])] == [4, 144]
     assert isinstance(results[1], ValueError)
     assert results[2] == worker.work(items[2])  # the same answer one by one
+    try:
+        worker.work(items[1])
+    except ValueError as refused:
+        assert str(refused) == str(results[1])  # and the same refusal
+    else:
+        raise AssertionError("work() must refuse a negative value as work_batch() does")
 """
 
 ARGS_FORM = '''\
