@@ -177,7 +177,9 @@ class Watcher:
                 if fd is not None:
                     poller.register(fd, select.POLLIN)
             self._poller = (interrupt_fd, poller)
-        millis = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
+        # To the nearest millisecond (poll's unit): a batch's wait for more tasks ends on time, not up
+        # to a millisecond late; a waiter woken a little early waits again for what is left.
+        millis = None if timeout is None else max(0, round(timeout * 1000))
         return [fd for fd, _ in self._poller[1].poll(millis)]
 
     def discard_pending(self) -> None:

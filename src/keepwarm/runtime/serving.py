@@ -138,9 +138,10 @@ def serve_batches(loop: WorkerLoop) -> None:
     """``work_batch(items)``: gather up to ``max_batch_size`` tasks, waiting at most ``batch_wait_ms``
     after the first for more to join, and make one call for all of them."""
     size = loop.settings.max_batch_size
+    per_claim = min(size, loop.settings.claim_batch)
     wait_sec = loop.settings.batch_wait_ms / 1000
     while loop.serving():
-        batch = _begin_all(loop, loop.claims.take(size))
+        batch = _begin_all(loop, loop.claims.take(per_claim))
         if not batch:
             loop.claims.wait()
             continue
@@ -149,7 +150,7 @@ def serve_batches(loop: WorkerLoop) -> None:
             left = deadline - time.monotonic()
             if left <= 0 or loop.claims.wait(left):
                 break
-            batch += _begin_all(loop, loop.claims.take(size - len(batch)))
+            batch += _begin_all(loop, loop.claims.take(min(per_claim, size - len(batch))))
         suspects = [started for started in batch if _was_in_a_failed_batch(started)]
         for started in suspects:  # alone, so that a poison item fails without sinking the others again
             run_batch(loop, [started])
