@@ -411,3 +411,22 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
     assert done.returncode == 0, done.stderr
     return done
+
+
+def test_a_batch_waits_batch_wait_ms_from_its_first_tasks_submit_not_from_its_claim(
+    tmp_path: Path, loops: Loops
+) -> None:
+    """A task that already waited longer than ``batch_wait_ms`` in the queue runs at once, alone."""
+    env = Env(batch_app(tmp_path, "patient", max_batch_size=4, batch_wait_ms=60_000))
+    service = Service(env)
+    (handle,) = service.submit_many([{"args": {"value": 5}}], queue_only=True)
+    pending = service.queue.pending
+    (name,) = os.listdir(pending)
+    # Submitted two minutes ago by its name's sequence (the submit time): its wait is over.
+    two_minutes_ago = int(name[:20]) - 120 * 10**9
+    os.rename(pending / name, pending / f"{two_minutes_ago:020d}{name[20:]}")
+    loops.start(env)
+
+    record = handle.record(timeout=30)  # a wait from the claim would hold it for 60 s
+
+    assert record.status == "done" and batch_size(record) == 1

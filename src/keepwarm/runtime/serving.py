@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from keepwarm.app import describe_results
+from keepwarm.queue.taskfiles import seq_from_name
 from keepwarm.runtime.tasks import Outcome, Started
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ def serve_batches(loop: WorkerLoop) -> None:
         if not batch:
             loop.claims.wait()
             continue
-        deadline = time.monotonic() + wait_sec
+        deadline = time.monotonic() + wait_sec - _waited_already(batch, wait_sec)
         while len(batch) < size and not loop.stopping:
             left = deadline - time.monotonic()
             if left <= 0 or loop.claims.wait(left):
@@ -156,6 +157,16 @@ def serve_batches(loop: WorkerLoop) -> None:
             run_batch(loop, [started])
         if len(suspects) < len(batch):
             run_batch(loop, [started for started in batch if started not in suspects])
+
+
+def _waited_already(batch: list[Started], wait_sec: float) -> float:
+    """How long the batch's oldest task has waited since it was submitted (its name's sequence is
+    the submit time), at most ``wait_sec``: a batch waits ``batch_wait_ms`` from its first task's
+    arrival, not from its claim, and a task that waited in a backlog waits no more."""
+    submitted = min((seq_from_name(os.path.basename(s.claimed)) or 0 for s in batch), default=0)
+    if not submitted:
+        return 0.0
+    return min(wait_sec, max(0.0, time.time() - submitted / 1e9))
 
 
 def _was_in_a_failed_batch(started: Started) -> bool:
