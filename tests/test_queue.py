@@ -456,6 +456,7 @@ def test_a_result_seen_by_an_earlier_wait_of_the_thread_is_not_missed(mycode_env
     _finish_by_hand(service.queue, second.task_id, 20)
     assert second.result(timeout=5) == 20  # this wait reads both records' events
     assert first.result(timeout=5) == 10  # found from what the earlier wait saw, not lost
+    assert second.record(timeout=5).result == 20  # and a second wait for a record finds it again
 
     third = service.submit({"x": 3}, queue_only=True)
     _finish_by_hand(service.queue, third.task_id, 30)

@@ -75,8 +75,9 @@ WatchToken = tuple["ResultWatch", int]
 class ResultWatch:
     """One thread's inotify watch on a queue's ``done/`` and ``failed/``, kept between waits.
 
-    It remembers the record names its waits saw and did not want, so that a task submitted after the
-    watch began (its ``token()`` taken first) is found without opening files that are not there yet.
+    It remembers the record names its waits saw, so that a task submitted after the watch began (its
+    ``token()`` taken first) is found without opening files that are not there yet, by its first wait
+    and by any later one.
     When events may have been missed (a queue overflow, too many names kept, polling), the epoch
     changes and older tokens lose that shortcut.
     """
@@ -95,9 +96,7 @@ class ResultWatch:
         them still to come: all of them, unless ``since`` vouches for every event since."""
         if since is None or since[0] is not self or since[1] != self.epoch:
             return set(wanted)
-        found = wanted & self._seen
-        self._seen -= found
-        return found
+        return wanted & self._seen
 
     def wait(self, timeout: float | None, wanted: set[str]) -> set[str]:
         """Wait for records; the ids among ``wanted`` that may have arrived (all of them on a rescan)."""
@@ -106,7 +105,7 @@ class ResultWatch:
             self._forget()
             return set(wanted)
         arrived = {name[: -len(TASK_SUFFIX)] for name in wakeup.names if name.endswith(TASK_SUFFIX)}
-        self._seen |= arrived - wanted
+        self._seen |= arrived  # the wanted too: a handle may wait for its record again
         if len(self._seen) > SEEN_CAP:
             self._forget()
         return arrived & wanted
