@@ -103,10 +103,14 @@ def test_recent_tasks_have_one_datetime_column_and_the_server_logs_no_traceback(
     page.open(app_dir)
     page.wait_for("the recent tasks", lambda d: "Recent tasks" in live_text(page))
     table = page.css("service.live_panel", "table")
-    page.wait_for("five rows", lambda d: len(column_cells(page, table, "at")) == 5)
-    states = column_cells(page, table, "state")
+
+    def five_rows(driver: object) -> tuple[list[str], list[str]] | None:
+        # Read in one go inside the wait: the live panel redraws itself, making cells read later stale.
+        states, times = column_cells(page, table, "state"), column_cells(page, table, "at")
+        return (states, times) if len(times) == 5 else None
+
+    states, times = page.wait_for("five rows", five_rows)
     assert sorted(states) == ["done", "done", "done", "pending", "pending"], states
-    times = column_cells(page, table, "at")
     assert all(DATETIME_CELL.match(cell) for cell in times), times  # one datetime column, every state
     shots.take("orchestrate-recent-tasks", section="section-service")
 
