@@ -34,7 +34,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -45,17 +44,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import tomlkit
 
 import keepwarm
-from keepwarm._sys.watch import IN_CREATE, IN_MOVED_TO, Watcher, filesystem_type
+from keepwarm._sys.watch import IN_CREATE, IN_MOVED_TO, Watcher
 from keepwarm.queue.state import read_supervisor_state
 from keepwarm.queue.task import TASK_SUFFIX
-from provenance import source_version
+from provenance import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "batch_model"
@@ -316,29 +314,6 @@ def format_ms(value: float) -> str:
     return "unfinished" if math.isinf(value) else f"{value:,.2f}"
 
 
-def describe_machine(workdir: Path) -> dict[str, Any]:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return {
-        "cpus": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "numpy": version("numpy"),
-        "keepwarm": version("keepwarm"),
-        "source": source_version(),
-        "workdir": str(workdir),
-        "filesystem": filesystem_type(workdir),
-        "load_average": os.getloadavg()[0],
-    }
-
-
 def print_report(machine: dict[str, Any], seconds: float, results: Results, rows: list[Verdict]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -477,7 +452,7 @@ def run(options: argparse.Namespace) -> int:
     results = Results()
     services = Services()
     with temp_workdir(options) as workdir:
-        machine = describe_machine(workdir)
+        machine = describe_machine(workdir, ("numpy",))
         try:
             folders = app_copies(workdir)
             batch_wait_ms = keepwarm.Env(folders["batch"]).settings.cluster.batch_wait_ms

@@ -32,7 +32,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -43,12 +42,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Protocol
 
-from keepwarm._sys.watch import IN_MOVED_TO, Watcher, filesystem_type
-from provenance import source_version
+from keepwarm._sys.watch import IN_MOVED_TO, Watcher
+from provenance import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS_PATH = ROOT / "examples" / "apps"
@@ -561,28 +559,6 @@ def ratios(results: Results) -> list[Ratio]:
 # ---------------------------------------------------------------------- report
 
 
-def describe_machine(workdir: Path) -> dict[str, Any]:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return {
-        "cpus": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "keepwarm": version("keepwarm"),
-        "source": source_version(),
-        "distributed": version("distributed"),
-        "workdir": str(workdir),
-        "filesystem": filesystem_type(workdir),
-    }
-
-
 def print_report(machine: dict[str, Any], sizes: Sizes, results: Results, rows: list[Ratio]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -697,7 +673,7 @@ def run(options: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     results = Results()
     with temp_workdir(options) as workdir:
-        machine = describe_machine(workdir)
+        machine = describe_machine(workdir, ("distributed",))
         bench = Run(workdir, sizes, choose_pause(options, machine["filesystem"]), results)
         for system in SYSTEMS:
             bench.measure(system)

@@ -172,32 +172,10 @@ class TaskRecord(BaseModel):
         return self.model_dump()
 
 
-def terminal_record(
-    task: Task,
-    status: TaskStatus,
-    *,
-    result: Any = None,
-    error: str | None = None,
-    traceback: str | None = None,
-    slot: str | None = None,
-    incarnation: str | None = None,
-    claimed_at: str | None = None,
-    runtime_sec: float | None = None,
-) -> TaskRecord:
-    """The terminal record of ``task``: the task, its outcome, and the history of its attempts."""
-    return TaskRecord.model_validate(
-        terminal_fields(
-            task.to_json_dict(),
-            status,
-            result=result,
-            error=error,
-            traceback=traceback,
-            slot=slot,
-            incarnation=incarnation,
-            claimed_at=claimed_at,
-            runtime_sec=runtime_sec,
-        )
-    )
+def terminal_record(task: Task, status: TaskStatus, **outcome: Any) -> TaskRecord:
+    """The terminal record of ``task``: the task, its outcome (``terminal_fields``'s keywords), and
+    the history of its attempts."""
+    return TaskRecord.model_validate(terminal_fields(task.to_json_dict(), status, **outcome))
 
 
 def terminal_fields(
