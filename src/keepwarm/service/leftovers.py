@@ -16,6 +16,7 @@ from keepwarm._sys.procs import process_alive
 from keepwarm.queue.state import LoopRow, SupervisorState
 from keepwarm.queue.taskfiles import list_visible
 from keepwarm.queue.taskqueue import TaskQueue
+from keepwarm.runtime.heartbeat import read_heartbeat
 
 if TYPE_CHECKING:
     from keepwarm.backends.base import LoopBackend
@@ -63,7 +64,8 @@ class Leftovers:
             if slot.startswith("_"):
                 self.claims[queue.running / owner] = LeftClaim(_int_prefix(incarnation), "")
             else:
-                self.claims[queue.running / owner] = LeftClaim(pids.get(owner), incarnation)
+                pid = pids.get(owner) or _heartbeat_pid(queue, slot, incarnation)
+                self.claims[queue.running / owner] = LeftClaim(pid, incarnation)
         self.deadline = time.monotonic() + stop_timeout
         self.requeued = 0
 
@@ -132,6 +134,14 @@ class Leftovers:
 
     def _alive(self, pid: int | None, slot: str, incarnation: str) -> bool:
         return self.backend.loop_alive(pid, slot, incarnation)
+
+
+def _heartbeat_pid(queue: TaskQueue, slot: str, incarnation: str) -> int | None:
+    """The pid of a loop the dead supervisor had not recorded yet (it died moments after starting
+    it): the loop's heartbeat, written before its first claim, names it. Without it the loop would
+    look dead, and its claims be requeued while it still works on them."""
+    beat = read_heartbeat(queue.layout.heartbeat(slot))
+    return beat.pid if beat is not None and beat.incarnation == incarnation else None
 
 
 def _int_prefix(text: str) -> int | None:
