@@ -108,6 +108,10 @@ class QueueFull(QueueError):
     """``submit`` refused: the queue already holds ``max_pending`` tasks."""
 
 
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO, errno.EACCES})
+"""The errors of a share that refuses writes for a while: a writer keeps its work and retries."""
+
+
 class StorageError(QueueError, OSError):
     """The share refused a write: full (ENOSPC, EDQUOT), read-only (EROFS), or failing (EIO)."""
 

@@ -8,7 +8,6 @@ fields, with the result's JSON and size checked on that same encoding.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import threading
@@ -20,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from keepwarm.app import App, describe_args_error
+from keepwarm.errors import STORAGE_ERRNOS
 from keepwarm.queue.task import Task, TaskItem, TaskStatus, terminal_fields, utc_now
 from keepwarm.queue.taskfiles import MAX_JSON_DEPTH, encode, json_problem
 from keepwarm.queue.taskqueue import TaskQueue
@@ -27,7 +27,6 @@ from keepwarm.runtime.heartbeat import HeartbeatWriter
 
 log = logging.getLogger("keepwarm.runtime.loop")
 
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO, errno.EACCES})
 STORAGE_RETRY_MAX_SEC = 2.0
 
 

@@ -7,13 +7,13 @@ and retention in small batches.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import time
 from typing import TYPE_CHECKING, Literal
 
 from keepwarm import __version__
+from keepwarm.errors import STORAGE_ERRNOS
 from keepwarm.queue.layout import SUPERVISOR_LOG
 from keepwarm.queue.retention import enforce_retention
 from keepwarm.queue.state import (
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("keepwarm.service.supervisor")
 
 HEALTH_EVERY_SEC = 2.0
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO, errno.EACCES})
 
 
 class Publisher:
