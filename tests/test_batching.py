@@ -430,3 +430,22 @@ def test_a_batch_waits_batch_wait_ms_from_its_first_tasks_submit_not_from_its_cl
     record = handle.record(timeout=30)  # a wait from the claim would hold it for 60 s
 
     assert record.status == "done" and batch_size(record) == 1
+
+
+def test_a_batch_claimed_in_several_claims_takes_the_known_names_without_waiting(
+    tmp_path: Path, loops: Loops
+) -> None:
+    """``claim_batch`` below ``max_batch_size``: the rest of a batch comes from names already known,
+    at once, not after ``batch_wait_ms`` (60 s here) of waiting for news."""
+    env = Env(
+        batch_app(
+            tmp_path, "chunked", max_batch_size=8, claim_batch=2, batch_wait_ms=60_000, rescan_interval_sec=60
+        )
+    )
+    service = Service(env)
+    handles = service.submit_many([{"args": {"value": n}} for n in range(8)], queue_only=True)
+    loops.start(env)
+
+    records = wait_for_records(service.queue, [h.task_id for h in handles], timeout=30)
+
+    assert [batch_size(r) for r in records.values()] == [8] * 8

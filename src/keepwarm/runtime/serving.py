@@ -148,10 +148,13 @@ def serve_batches(loop: WorkerLoop) -> None:
             continue
         deadline = time.monotonic() + wait_sec - _waited_already(batch, wait_sec)
         while len(batch) < size and not loop.stopping:
+            claimed = loop.claims.take(min(per_claim, size - len(batch)))  # names known: no wait
+            if claimed:
+                batch += _begin_all(loop, claimed)
+                continue
             left = deadline - time.monotonic()
             if left <= 0 or loop.claims.wait(left):
                 break
-            batch += _begin_all(loop, loop.claims.take(min(per_claim, size - len(batch))))
         suspects = [started for started in batch if _was_in_a_failed_batch(started)]
         for started in suspects:  # alone, so that a poison item fails without sinking the others again
             run_batch(loop, [started])
