@@ -82,18 +82,21 @@ class ChaosPlan:
         return 4.0 if self.backend == "dask" else 2.0
 
 
-def chaos_app(folder: Path, plan: ChaosPlan) -> Env:
-    """A private copy of the ``flaky`` app configured for the plan; its Env."""
-    target = folder / "flaky"
-    shutil.copytree(FLAKY, target, ignore=shutil.ignore_patterns("__pycache__"))
+def chaos_app(folder: Path, plan: ChaosPlan, source: Path = FLAKY, cluster: str = "") -> Env:
+    """A private copy of the ``flaky`` app (or of the app at ``source``, whose package has its folder's
+    name) configured for the plan, with ``cluster``'s extra ``[cluster]`` lines; its Env."""
+    package = source.name
+    target = folder / package
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
     (target / "app_settings.toml").write_text(
         "[app]\n"
-        'worker = "flaky.worker:Worker"\n'
-        'args_model = "flaky.worker:Args"\n\n'
+        f'worker = "{package}.worker:Worker"\n'
+        f'args_model = "{package}.worker:Args"\n\n'
         "[args]\n\n"
         "[cluster]\n"
         f'backend = "{plan.backend}"\n'
         f"slots = {plan.loops}\n"
+        f"{cluster}"
         f"heartbeat_interval_sec = {HEARTBEAT_INTERVAL}\n"
         f"heartbeat_timeout_sec = {plan.heartbeat_timeout}\n"
         "start_timeout_sec = 120\n"

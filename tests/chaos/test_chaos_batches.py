@@ -7,7 +7,6 @@ with exactly one terminal file.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from keepwarm.env import Env
 from keepwarm.queue.taskqueue import TaskQueue
 
 from ..conftest import Services
-from .harness import HEARTBEAT_INTERVAL, ChaosPlan, run_chaos
+from .harness import ChaosPlan, chaos_app, run_chaos
 
 pytestmark = pytest.mark.chaos
 
@@ -30,28 +29,9 @@ def batch_chaos_app(folder: Path, plan: ChaosPlan) -> Env:
     ``max_attempts`` is raised: a kill sends a whole batch back, and the same batch may be hit again
     by a later kill; the run checks that attempts are counted per kill, not that they run out.
     """
-    target = folder / "flaky_batch"
-    shutil.copytree(BATCH_APP, target, ignore=shutil.ignore_patterns("__pycache__"))
-    (target / "app_settings.toml").write_text(
-        "[app]\n"
-        'worker = "flaky_batch.worker:Worker"\n'
-        'args_model = "flaky_batch.worker:Args"\n\n'
-        "[args]\n\n"
-        "[cluster]\n"
-        f'backend = "{plan.backend}"\n'
-        f"slots = {plan.loops}\n"
-        f"max_batch_size = {MAX_BATCH_SIZE}\n"
-        "batch_wait_ms = 5\n"
-        "max_attempts = 50\n"
-        f"heartbeat_interval_sec = {HEARTBEAT_INTERVAL}\n"
-        f"heartbeat_timeout_sec = {plan.heartbeat_timeout}\n"
-        "start_timeout_sec = 120\n"
-        "stop_timeout_sec = 5\n"
-        f"restart_backoff_sec = {plan.backoff_sec}\n"
-        f"restart_backoff_max_sec = {plan.backoff_max_sec}\n"
-        "done_max_files = 1000000\n"
+    return chaos_app(
+        folder, plan, BATCH_APP, f"max_batch_size = {MAX_BATCH_SIZE}\nbatch_wait_ms = 5\nmax_attempts = 50\n"
     )
-    return Env(target)
 
 
 def test_loops_killed_under_batches_lose_nothing_and_count_one_attempt_per_kill(
