@@ -201,7 +201,8 @@ def test_an_apps_own_args_form_is_toggled_and_saved_to_args(page: Page, tmp_path
     page.find("args.partitions")
     assert f"{name}'s own form" not in page.section_text("distribute")
     page.toggle("args.use_custom")
-    page.wait_for_text(f"{name}'s own form (app_args_form.py)")
+    page.wait_for_text("about 250 numbers per partition")  # the form drawn whole, with the file's values
+    page.wait_idle()
 
     page.type("args.custom.partitions", "5")
     page.wait_for_text("about 200 numbers per partition")
