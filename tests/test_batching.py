@@ -26,10 +26,12 @@ from typing import Any
 import pytest
 
 from keepwarm import AGI
+from keepwarm._sys.watch import IN_MOVED_TO, Watcher
 from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.queue.results import wait_for_records
 from keepwarm.queue.task import TASK_SUFFIX, TaskRecord
+from keepwarm.runtime.claims import Claims
 from keepwarm.runtime.heartbeat import Heartbeat, read_heartbeat
 
 from .conftest import Loops, Services, supervisor_state, wait_until
@@ -449,3 +451,27 @@ def test_a_batch_claimed_in_several_claims_takes_the_known_names_without_waiting
     records = wait_for_records(service.queue, [h.task_id for h in handles], timeout=30)
 
     assert [batch_size(r) for r in records.values()] == [8] * 8
+
+
+def test_a_name_learnt_twice_is_claimed_once(tmp_path: Path) -> None:
+    """A pending name can be learnt twice: a candidate gone stale (another loop took the task), then
+    the event of its requeue. Its second claim finds the file already in the loop's own folder, which
+    is no win: one batch held the same task twice and ran it twice (the batch chaos run found it)."""
+    service = Service(Env(batch_app(tmp_path, "twice")))
+    queue = service.queue.ensure()
+    owner = queue.owner_dir("loop-0", "learner")
+    elsewhere = queue.owner_dir("loop-1", "other")
+    owner.mkdir(parents=True)
+    elsewhere.mkdir(parents=True)
+    interrupt, _ = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    with Watcher([queue.pending], mask=IN_MOVED_TO) as watcher:
+        claims = Claims(queue, owner, watcher, rescan_sec=60, interrupt_fd=interrupt)
+        service.submit_many([{"args": {"value": 1}}], queue_only=True)
+        claims.wait(0)  # the name, from its event and from the first relisting
+        (name,) = os.listdir(queue.pending)
+        os.rename(queue.pending / name, elsewhere / name)  # another loop's claim...
+        os.rename(elsewhere / name, queue.pending / name)  # ...and its requeue, under the same name
+        claims.wait(0)  # the requeue's event: the name again
+
+        assert claims.take(8) == [str(owner / name)]
+        assert os.listdir(owner) == [name]

@@ -262,14 +262,18 @@ class TaskQueue:
         claimed = self.claim_into(name, f"{owner}{os.sep}")
         return None if claimed is None else Path(claimed)
 
-    def claim_into(self, name: str, owner_prefix: str) -> str | None:
-        """``claim`` with paths as strings (``owner_prefix`` ends with a separator): a loop's hot path."""
+    def claim_into(self, name: str, owner_prefix: str, *, held: bool = False) -> str | None:
+        """``claim`` with paths as strings (``owner_prefix`` ends with a separator): a loop's hot path.
+
+        ``held``: the owner claimed this name before and may still hold it, so finding it in the
+        owner's folder after an ENOENT is no win (the name was a stale duplicate).
+        """
         target = owner_prefix + name
         try:
             os.rename(self._pending_prefix + name, target)
         except FileNotFoundError:
             # A retried rename on a network filesystem can report ENOENT to the winner.
-            return target if os.path.lexists(target) else None
+            return target if not held and os.path.lexists(target) else None
         return target
 
     def reject(self, path: Path, reason: str) -> Path:

@@ -16,6 +16,8 @@ from pathlib import Path
 from keepwarm._sys.watch import Watcher
 from keepwarm.queue.taskqueue import TaskQueue
 
+RECENT_NAMES = 65_536  # far more than a loop holds at once (max_batch_size, concurrency: at most 10,000)
+
 
 class Claims:
     """The candidates one loop incarnation may claim, and the waits for more."""
@@ -30,18 +32,29 @@ class Claims:
         self.interrupt_fd = interrupt_fd
         self._candidates: list[str] = []
         self._next_rescan = 0.0
+        # The names this loop claimed lately (oldest first). A name can be learnt twice (a stale
+        # candidate, then the event of its requeue): its second claim must not count as a win.
+        self._recent: dict[str, None] = {}
 
     def take(self, limit: int) -> list[str]:
         """Claim up to ``limit`` tasks, oldest first, among the names known; [] if none was won."""
         claimed: list[str] = []
-        candidates = self._candidates
+        candidates, recent = self._candidates, self._recent
         while candidates and len(claimed) < limit:
-            path = self.queue.claim_into(heapq.heappop(candidates), self._owner_prefix)
+            name = heapq.heappop(candidates)
+            path = self.queue.claim_into(name, self._owner_prefix, held=name in recent)
             if path is not None:
                 claimed.append(path)
+                recent[name] = None
         if claimed:
+            while len(recent) > RECENT_NAMES:
+                del recent[next(iter(recent))]
             self.watcher.found_work()
         return claimed
+
+    def forget(self, claimed: str) -> None:
+        """A task this loop sent back to ``pending/`` itself: claiming its name again is a new win."""
+        self._recent.pop(os.path.basename(claimed), None)
 
     def wait(self, at_most: float | None = None) -> bool:
         """Block until new names, the next relisting, ``at_most`` seconds, or an interrupt.

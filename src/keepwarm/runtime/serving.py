@@ -233,6 +233,7 @@ def _batch_raised(loop: WorkerLoop, batch: list[Started], exc: Exception, began:
     for started in batch:
         if started.task.attempt < started.task.max_attempts:
             loop.steps.requeue(started, reason)
+            loop.claims.forget(started.claimed)
         else:
             loop.steps.complete(started, outcome, runtime, producer="work_batch()", batch_size=size)
 
