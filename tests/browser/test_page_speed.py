@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +29,8 @@ from keepwarm.settings import read_snapshot
 from .conftest import app_copy, serving
 from .kit import TIMINGS, Page
 
-REPEATS = 3
+# Once each in the suite (the path stays tested); ``bench/page_speed.py`` repeats them for its medians.
+REPEATS = int(os.environ.get("KEEPWARM_PAGE_SPEED_REPEATS", "1"))
 
 
 @pytest.fixture
