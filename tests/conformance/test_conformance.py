@@ -454,11 +454,13 @@ def test_every_gate_code_reads_alike(world: World, surfaces: dict[str, Any]) -> 
     loop_pid = service.status().worker_health[0].pid
     assert loop_pid is not None
     os.kill(loop_pid, signal.SIGKILL)  # an unplanned death: one restart over one slot
-    wait_until(
-        lambda: service.status().workers_healthy_count == 1 and service.status().restart_rate > 0,
-        60,
-        "the killed loop replaced",
-    )
+
+    def replaced() -> bool:  # one reading: the killed loop itself could still read as healthy
+        status = service.status()
+        row = status.worker_health[0]
+        return status.workers_healthy_count == 1 and status.restart_rate > 0 and row.pid != loop_pid
+
+    wait_until(replaced, 60, "the killed loop replaced")
     assert gate(allow_idle=True)[1] == 5
 
     world.broken_marker.write_text("")  # from now on the loop cannot start
