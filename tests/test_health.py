@@ -50,7 +50,7 @@ from keepwarm.service.liveness import (
     supervisor_liveness,
 )
 from keepwarm.service.report import HEALTH_SCHEMA, HealthReport
-from keepwarm.settings import ServiceHealthSettings
+from keepwarm.settings_sections import ServiceHealthSettings
 
 from .conftest import queue_of
 
@@ -658,7 +658,9 @@ def test_the_report_has_exactly_the_v1_fields_and_keepwarms_additions(mycode_env
         "restart_reasons", "restart_rate", "conditions", "queue", "heartbeat_timeout_sec",
         "queue_dir", "cleanup", "worker_health", "supervisor", "version",
         "status_reason",  # keepwarm's addition: why the status is error or degraded
+        "autoscale",  # keepwarm's addition: off, or what the autoscaler decided (docs/autoscaling.md)
     }  # fmt: skip
+    assert data["autoscale"]["enabled"] is False
     assert data["schema"] == HEALTH_SCHEMA and data["version"] == __version__
     assert data["timestamp"] == iso(NOW) and data["timestamp"].endswith("Z")
     assert data["app"] == data["target"] == "mycode_project"

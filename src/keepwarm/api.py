@@ -337,11 +337,17 @@ class Service:
         to read their last lines and follow what is appended."""
         return LogTail(log_files(self.env.log_dir, loop))
 
-    def scale(self, slots: int) -> dict[str, Any]:
-        """Run ``slots`` loops from now on; returns ``{"from": N, "to": M}``."""
+    def scale(self, slots: int | None = None, *, auto: bool = False) -> dict[str, Any]:
+        """Run ``slots`` loops from now on; returns ``{"from": N, "to": M}``.
+
+        With autoscaling on (``[cluster.autoscale]``) the count is pinned until ``scale(auto=True)``
+        hands it back to the autoscaler; the answer then also says so under ``autoscale``.
+        """
         from keepwarm.service import lifecycle
 
-        return lifecycle.command(self.env, ScaleArgs(slots=slots)).result
+        if (slots is None) == (not auto):
+            raise ValueError("scale needs exactly one of: a number of loops, or auto=True")
+        return lifecycle.command(self.env, ScaleArgs(slots=slots, auto=auto)).result
 
     def drain(self) -> str:
         """Serve until nothing is pending or running, then stop."""

@@ -15,11 +15,12 @@ from typing import Any, Literal
 import tomlkit
 import tomlkit.exceptions
 import tomlkit.items
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from keepwarm._sys.atomic import write_atomic
 from keepwarm._sys.locks import locked_file
 from keepwarm.errors import SettingsConflict, SettingsError
+from keepwarm.settings_sections import AutoscaleSettings, Section, ServiceHealthSettings
 
 SETTINGS_FILE = "app_settings.toml"
 MiB = 1024 * 1024
@@ -38,11 +39,7 @@ def is_safe_name(value: str, *, max_length: int = 64) -> bool:
     return len(value) <= max_length and _SAFE_NAME.fullmatch(value) is not None
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True, validate_default=True)
-
-
-class AppSection(_Section):
+class AppSection(Section):
     """``[app]``: where the app's code lives, as ``module:attribute`` entry points."""
 
     worker: str = Field(
@@ -62,25 +59,6 @@ class AppSection(_Section):
     description: str = Field(default="", description="one line about the app")
 
 
-class ServiceHealthSettings(_Section):
-    """``[cluster.service_health]``: the SLA gate's thresholds (the reference's defaults)."""
-
-    allow_idle: bool = Field(default=False, description="the gate passes an idle service")
-    max_unhealthy: int = Field(
-        default=0, ge=0, description="the gate fails with more unhealthy loops than this"
-    )
-    max_restart_rate: float = Field(
-        default=0.25,
-        ge=0,
-        description="the gate fails above this many restarts per slot in the restart window",
-    )
-    max_pending_age_sec: float | None = Field(
-        default=None,
-        gt=0,
-        description="the gate fails when the oldest pending task is older (default: not checked)",
-    )
-
-
 def _retention_ttl(hours: float, files: str) -> Any:
     """A retention field: ``files`` files older than ``hours`` are removed."""
     return Field(default=hours, gt=0, description=f"retention: remove {files} files older than this")
@@ -91,7 +69,7 @@ def _retention_count(count: int, files: str) -> Any:
     return Field(default=count, gt=0, description=f"retention: keep at most this many {files} files")
 
 
-class ClusterSettings(_Section):
+class ClusterSettings(Section):
     """``[cluster]``: backend, placement, queue limits, timings and retention."""
 
     backend: Literal["local", "dask"] = Field(
@@ -209,9 +187,12 @@ class ClusterSettings(_Section):
     service_health: ServiceHealthSettings = Field(
         default_factory=ServiceHealthSettings, description="the SLA gate: see [cluster.service_health]"
     )
+    autoscale: AutoscaleSettings = Field(
+        default_factory=AutoscaleSettings, description="autoscaling: see [cluster.autoscale]"
+    )
 
 
-class AppSettings(_Section):
+class AppSettings(Section):
     """The whole file. ``args`` stays a plain table here; the app's ``args_model`` validates it."""
 
     app: AppSection

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, assume, event, example, given
 from hypothesis import strategies as st
 
 from keepwarm.errors import SettingsError
-from keepwarm.settings import SETTINGS_FILE, AppSection, ClusterSettings, ServiceHealthSettings, load_settings
+from keepwarm.settings import SETTINGS_FILE, AppSection, ClusterSettings, load_settings
+from keepwarm.settings_sections import ServiceHealthSettings
 
 from .strategies import odd_text
 from .support import assert_clean_failure, fuzz_settings, run_cli

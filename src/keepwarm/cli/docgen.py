@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from keepwarm.settings import AppSection, ClusterSettings, ServiceHealthSettings
+from keepwarm.settings import AppSection, ClusterSettings
+from keepwarm.settings_sections import ServiceHealthSettings
 
 # Keys that are read and validated today but take effect with a later part of keepwarm.
 NOT_YET_EFFECTIVE: dict[str, str] = {}

@@ -183,11 +183,27 @@ def stop(
 
 @click.command()
 @service_verb
-@click.argument("workers", metavar="N", type=click.IntRange(1, 1024), help="How many loops to run.")
-def scale(app: str, apps_path: Path | None, namespace: str | None, as_json: bool, workers: int) -> None:
-    """Run N loops from now on (new ones start, surplus ones finish their task and stop)."""
-    outcome = service_of(app, apps_path, namespace).scale(workers)
-    emit_json(outcome) if as_json else click.echo(f"scaled from {outcome['from']} to {outcome['to']} loops")
+@click.argument(
+    "workers", metavar="[N]", type=click.IntRange(1, 1024), required=False, help="How many loops to run."
+)
+@click.option("--auto", is_flag=True, help="Hand the count back to autoscaling ([cluster.autoscale]).")
+def scale(
+    app: str, apps_path: Path | None, namespace: str | None, as_json: bool, workers: int | None, auto: bool
+) -> None:
+    """Run N loops from now on (new ones start, surplus ones finish their task and stop); while
+    autoscaling, N pins the count until --auto."""
+    if (workers is None) == (not auto):
+        raise UserError("give N (how many loops) or --auto, not both")
+    outcome = service_of(app, apps_path, namespace).scale(workers, auto=auto)
+    if as_json:
+        emit_json(outcome)
+        return
+    said = []
+    if "to" in outcome:
+        said.append(f"scaled from {outcome['from']} to {outcome['to']} loops")
+    if "autoscale" in outcome:
+        said.append(f"autoscaling {outcome['autoscale']}")
+    click.echo("; ".join(said))
 
 
 @click.command()
@@ -270,6 +286,9 @@ def print_health(report: HealthReport) -> None:
     )
     if report.status_reason:
         click.echo(click.style("reason:", fg=STATUS_COLOURS.get(report.status)) + f" {report.status_reason}")
+    scaling = report.autoscale.summary()
+    if scaling:
+        click.echo(scaling)
     for condition in report.conditions:
         click.echo(click.style("condition:", fg="yellow") + f" {condition}")
     if report.worker_health:

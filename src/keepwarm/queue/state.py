@@ -110,6 +110,7 @@ class ConditionKind(StrEnum):
     SUPERVISOR_DEAD = "supervisor-dead"
     SUPERVISOR_SILENT = "supervisor-silent"
     LOOPS_STARTING = "loops-starting"
+    AUTOSCALE_HELD = "autoscale-held"  # the load calls for more loops, but a loop fails to start
     OTHER = "other"  # a condition this keepwarm does not know, kept as written
 
 
@@ -209,6 +210,34 @@ class RestartEntry(_State):
     incarnation: str
 
 
+class AutoscaleDecision(_State):
+    """One autoscaling decision the supervisor carried out: ``from`` and ``to`` loops, and why."""
+
+    model_config = ConfigDict(defer_build=True, extra="ignore", populate_by_name=True)
+
+    at: float  # epoch seconds
+    from_loops: int = Field(alias="from")
+    to_loops: int = Field(alias="to")
+    why: str
+
+
+class AutoscaleState(_State):
+    """``supervisor.json``'s ``autoscale``: what the autoscaler decided and from what (health shows it)."""
+
+    min_loops: int
+    max_loops: int
+    desired: int
+    current: int
+    starting: int = 0
+    pinned: int | None = None  # keepwarm scale APP N: the count, until keepwarm scale APP --auto
+    held: str | None = None  # why it does not grow although the load calls for it
+    pending: int = 0
+    running: int = 0
+    target_pending_per_loop: float
+    target_pending_age_sec: float | None = None
+    last_decision: AutoscaleDecision | None = None
+
+
 class SupervisorState(_State):
     """``supervisor.json``: rewritten every heartbeat interval by the live supervisor."""
 
@@ -223,6 +252,7 @@ class SupervisorState(_State):
     restarts: list[RestartEntry] = Field(default_factory=list)
     conditions: list[str] = Field(default_factory=list)
     last_task_at: float | None = None
+    autoscale: AutoscaleState | None = None
     version: str
 
     def parsed_conditions(self) -> list[Condition]:

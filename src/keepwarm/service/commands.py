@@ -30,7 +30,8 @@ from keepwarm.service.control import (
     acknowledge,
     pending_commands,
 )
-from keepwarm.service.slots import EndedTask, slot_index, slot_name
+from keepwarm.service.scaling import resize
+from keepwarm.service.slots import EndedTask, slot_index
 
 if TYPE_CHECKING:
     from keepwarm.service.slots import Slot
@@ -128,25 +129,27 @@ def _stop(supervisor: Supervisor, args: StopArgs) -> _Reply:
 
 
 def _scale(supervisor: Supervisor, args: ScaleArgs) -> _Reply:
+    autoscaler = supervisor.autoscaler
+    if args.auto:
+        if autoscaler is None:
+            raise ValueError(
+                "autoscaling is off for this service: set [cluster.autoscale] enabled = true, "
+                "then start the service again"
+            )
+        autoscaler.pin(None)
+        low, high = autoscaler.settings.min_loops, autoscaler.settings.max_loops
+        said = f"on again, between {low} and {high} loops"
+        return _Reply(AckOutcome.DONE, f"autoscaling {said}", {"from": supervisor.desired, "autoscale": said})
     target = args.slots
-    if not 1 <= target <= MAX_SLOTS:
+    if target is None or not 1 <= target <= MAX_SLOTS:
         raise ValueError(f"slots must be between 1 and {MAX_SLOTS}, got {target}")
     before = supervisor.desired
-    supervisor.desired = target
-    for index in range(target):
-        name = slot_name(index)
-        if name not in supervisor.slots:
-            supervisor.add_slot(name, planned=str(RestartReason.SCALE_UP))
-        supervisor.slots[name].retiring = False
-    for name, slot in list(supervisor.slots.items()):
-        if slot_index(name) >= target:
-            slot.retiring = True
-            if slot.alive:
-                supervisor.retire(slot, RestartReason.SCALE_DOWN)
-            else:
-                supervisor.drop_slot(slot)
-    supervisor.publisher.write_record("running")
-    return _Reply(AckOutcome.DONE, f"{before} -> {target} loops", {"from": before, "to": target})
+    resize(supervisor, target)
+    result: dict[str, object] = {"from": before, "to": target}
+    if autoscaler is not None:
+        autoscaler.pin(target)
+        result["autoscale"] = f"paused at {target} loops until `keepwarm scale APP --auto`"
+    return _Reply(AckOutcome.DONE, f"{before} -> {target} loops", result)
 
 
 def _restart(supervisor: Supervisor, args: RestartArgs) -> _Reply:

@@ -55,10 +55,11 @@ class DrainArgs(_Args):
 
 
 class ScaleArgs(_Args):
-    """Run ``slots`` loops."""
+    """Run ``slots`` loops (pinned while autoscaling), or, with ``auto``, let autoscaling decide again."""
 
     command: ClassVar[CommandName] = "scale"
-    slots: int
+    slots: int | None = None
+    auto: bool = False
 
 
 class RestartArgs(_Args):

@@ -91,6 +91,13 @@ def to_prometheus(report: HealthReport, gate: GateResult | None = None) -> str:
         "1 when the loop is healthy",
         [({"worker": row.worker}, int(row.healthy)) for row in report.worker_health],
     )
+    scaling = report.autoscale
+    gauge("loops", "loops the service keeps (starting ones included)", [({}, len(report.worker_health))])
+    gauge(
+        "loops_desired",
+        "loops the autoscaler wants (absent without autoscaling)",
+        [({}, scaling.desired if scaling.enabled else None)],
+    )
     if gate is not None:
         gauge("gate_code", "the SLA gate's exit code (0 passed)", [({}, gate.code)])
     return "\n".join(out) + "\n"

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from keepwarm.queue.state import ServiceStatus
 from keepwarm.service.report import HealthModel, HealthReport
-from keepwarm.settings import ServiceHealthSettings
+from keepwarm.settings_sections import ServiceHealthSettings
 
 
 class GateCode(IntEnum):

@@ -40,6 +40,7 @@ from keepwarm.queue.taskqueue import TaskQueue
 from keepwarm.runtime.heartbeat import Heartbeat, read_heartbeat
 from keepwarm.service.liveness import SupervisorLiveness, current_supervisor_state, supervisor_liveness
 from keepwarm.service.report import (
+    AutoscaleHealth,
     CleanupPolicy,
     HealthModel,
     HealthReport,
@@ -168,6 +169,7 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
         cleanup=_cleanup_policy(cluster),
         worker_health=loops.rows,
         supervisor=supervisor,
+        autoscale=AutoscaleHealth.of(state.autoscale if state else None, cluster.autoscale),
         version=__version__,
     )
 

@@ -267,7 +267,7 @@ def wait_until_ready(env: Env, incarnation: str, pid: int, timeout: float) -> No
                     raise ServiceStartError(
                         f"service {env.app_target} did not start:\n" + "\n".join(problems)
                     )
-                if state.loops and ready == len(state.loops) == state.desired_slots:
+                if ready == len(state.loops) == state.desired_slots:  # 0 of 0: autoscaled to zero
                     return
             left = deadline - time.monotonic()
             if left <= 0:

@@ -26,6 +26,7 @@ from keepwarm.queue.state import (
     write_state,
 )
 from keepwarm.queue.task import utc_now
+from keepwarm.service.scaling import fleet_of
 from keepwarm.service.slots import slot_index
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class Publisher:
 
     def _state(self) -> SupervisorState:
         supervisor = self.supervisor
+        autoscaler = supervisor.autoscaler
         window = time.time() - self.settings.restart_window_sec
         supervisor.ledger = [entry for entry in supervisor.ledger if entry.at >= window]
         return SupervisorState(
@@ -94,6 +96,7 @@ class Publisher:
             restarts=supervisor.ledger,
             conditions=[str(c) for c in supervisor.conditions],
             last_task_at=supervisor.last_task_at,
+            autoscale=None if autoscaler is None else autoscaler.state(fleet_of(supervisor)),
             version=__version__,
         )
 

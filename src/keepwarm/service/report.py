@@ -3,12 +3,14 @@ the gate and the exports read. Evaluated from a service's files by :mod:`keepwar
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from keepwarm.queue.state import Condition, ConditionKind, FutureState, ServiceStatus
+from keepwarm.queue.state import AutoscaleState, Condition, ConditionKind, FutureState, ServiceStatus
 from keepwarm.runtime.heartbeat import HeartbeatState
+from keepwarm.settings_sections import AutoscaleSettings
 
 HEALTH_SCHEMA: Final = "agi.service.health.v1"
 
@@ -72,6 +74,70 @@ class SupervisorHealth(HealthModel):
     heartbeat_age_sec: float | None = None
 
 
+class AutoscaleDecisionHealth(HealthModel):
+    """The last autoscaling decision: when (ISO UTC), from and to how many loops, and why."""
+
+    model_config = ConfigDict(defer_build=True, extra="ignore", frozen=True, populate_by_name=True)
+
+    at: str
+    from_loops: int = Field(alias="from")
+    to_loops: int = Field(alias="to")
+    why: str
+
+
+class AutoscaleHealth(HealthModel):
+    """``autoscale``: off, or what the supervisor's autoscaler decided and from what (its state in
+    ``supervisor.json``). ``desired`` is the pinned count while ``keepwarm scale APP N`` pins one."""
+
+    enabled: bool = False
+    min_loops: int | None = None
+    max_loops: int | None = None
+    desired: int | None = None
+    current: int | None = None
+    starting: int | None = None
+    pinned: int | None = None
+    held: str | None = None  # why it does not grow although the load calls for it
+    pending: int | None = None
+    running: int | None = None
+    target_pending_per_loop: float | None = None
+    target_pending_age_sec: float | None = None
+    last_decision: AutoscaleDecisionHealth | None = None
+
+    @classmethod
+    def of(cls, block: AutoscaleState | None, scaling: AutoscaleSettings) -> AutoscaleHealth:
+        """A live supervisor's autoscaling state; without one, what the settings in force say."""
+        if block is None:
+            if not scaling.enabled:
+                return cls()
+            bounds = scaling.model_dump(
+                include={"min_loops", "max_loops", "target_pending_per_loop", "target_pending_age_sec"}
+            )
+            return cls(enabled=True, **bounds)
+        last = block.last_decision
+        decision = None
+        if last is not None:
+            at = datetime.fromtimestamp(last.at, UTC).isoformat(timespec="microseconds")
+            decision = AutoscaleDecisionHealth(
+                at=at.replace("+00:00", "Z"), from_loops=last.from_loops, to_loops=last.to_loops, why=last.why
+            )
+        return cls(enabled=True, **block.model_dump(exclude={"last_decision"}), last_decision=decision)
+
+    def summary(self) -> str | None:
+        """One line for people: ``autoscaling 2–8, now 5 (backlog 340, target 50 per loop)``."""
+        if not self.enabled:
+            return None
+        bounds = f"autoscaling {self.min_loops}–{self.max_loops}"
+        if self.current is None:
+            return f"{bounds} (the service is not running)"
+        if self.pinned is not None:
+            return f"{bounds}, pinned at {self.pinned} by keepwarm scale (--auto resumes), now {self.current}"
+        target = f"target {self.target_pending_per_loop:g} per loop"
+        line = f"{bounds}, now {self.current} (backlog {self.pending}, {target})"
+        if self.starting:
+            line += f", {self.starting} starting"
+        return f"{line}; held: {self.held}" if self.held else line
+
+
 class HealthReport(HealthModel):
     """``agi.service.health.v1``: what ``health.json``, ``keepwarm health`` and the gate read."""
 
@@ -106,6 +172,7 @@ class HealthReport(HealthModel):
     cleanup: CleanupPolicy
     worker_health: list[WorkerHealth] = Field(default_factory=list)
     supervisor: SupervisorHealth = Field(default_factory=SupervisorHealth)
+    autoscale: AutoscaleHealth = Field(default_factory=AutoscaleHealth)
     version: str
 
     def to_json_dict(self) -> dict[str, Any]:

@@ -44,10 +44,12 @@ from keepwarm.queue.state import (
 from keepwarm.queue.task import utc_now
 from keepwarm.queue.taskqueue import TaskQueue
 from keepwarm.runtime.heartbeat import Heartbeat, read_heartbeat
+from keepwarm.service.autoscale import Autoscaler
 from keepwarm.service.commands import obey_commands
 from keepwarm.service.exits import loop_exited
 from keepwarm.service.leftovers import Leftovers
 from keepwarm.service.publish import Publisher
+from keepwarm.service.scaling import autoscale_tick
 from keepwarm.service.slots import Slot, SlotPhase, slot_name
 from keepwarm.service.watchdog import check_backend, check_loops
 
@@ -75,7 +77,12 @@ class Supervisor:
         self.queue = TaskQueue.for_env(env).ensure()
         self.events = self.queue.events
         self.control_dir = ensure_private_dir(self.layout.control)
+        scaling = self.settings.autoscale
+        self.autoscaler = Autoscaler(scaling) if scaling.enabled else None
+        self.next_autoscale = 0.0
         self.desired = slots if slots is not None else self.settings.slots
+        if self.autoscaler is not None:  # from min_loops, or the count start asked for, within bounds
+            self.desired = self.autoscaler.bounded(slots if slots is not None else scaling.min_loops)
         self.slots: dict[str, Slot] = {}
         self.ledger: list[RestartEntry] = []
         self.mode: Literal["running", "draining", "stopping", "stopped"] = "running"
@@ -140,6 +147,7 @@ class Supervisor:
                     break
                 check_loops(self)
                 self._settle_leftovers()
+                autoscale_tick(self)
                 self._start_due()
                 self._advance_rolling()
                 self._check_drain()
@@ -179,8 +187,10 @@ class Supervisor:
         return slot
 
     def drop_slot(self, slot: Slot) -> None:
-        """Forget a slot scaled away (its loop is gone)."""
+        """Forget a slot scaled away (its loop is gone): the loop table without it is published
+        before its heartbeat goes, so no reader sees its row without a heartbeat (missing-heartbeat)."""
         self.slots.pop(slot.name, None)
+        self.publisher.write_state()
         self.layout.queue.heartbeat(slot.name).unlink(missing_ok=True)
 
     def heartbeat(self, slot: Slot) -> Heartbeat | None:
