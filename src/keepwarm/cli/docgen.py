@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from keepwarm.settings import AppSection, ClusterSettings
-from keepwarm.settings_sections import ServiceHealthSettings
+from keepwarm.settings_sections import AutoscaleSettings, ServiceHealthSettings
 
 # Keys that are read and validated today but take effect with a later part of keepwarm.
 NOT_YET_EFFECTIVE: dict[str, str] = {}
@@ -108,6 +108,7 @@ def render_configuration() -> str:
         ("app", AppSection),
         ("cluster", ClusterSettings),
         ("cluster.service_health", ServiceHealthSettings),
+        ("cluster.autoscale", AutoscaleSettings),
     ]
     for section, model in sections:
         lines += ["", f"## [{section}]", "", _first_line(model.__doc__ or ""), ""]
