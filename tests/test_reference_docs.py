@@ -19,7 +19,12 @@ def test_reference_page_matches_the_code(page: str, render: object) -> None:
 
 def test_every_setting_and_verb_is_documented() -> None:
     configuration = docgen.render_configuration()
-    models = (docgen.AppSection, docgen.ClusterSettings, docgen.ServiceHealthSettings, docgen.AutoscaleSettings)
+    models = (
+        docgen.AppSection,
+        docgen.ClusterSettings,
+        docgen.ServiceHealthSettings,
+        docgen.AutoscaleSettings,
+    )
     for model in models:
         for key, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{key} has no description"

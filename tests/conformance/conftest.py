@@ -24,6 +24,7 @@ from ..conftest import ROOT
 from .surfaces import AgiSurface, CliSurface, McpSurface, PythonSurface
 
 APP = "conform"
+AUTO_APP = "conform_auto"
 WORKER = '''
 """The conformance app: start() fails while a marker file exists; work() does what args.action says."""
 import time
@@ -85,6 +86,18 @@ class World:
             )
         )
         return folder
+
+    def write_autoscaled_app(self) -> str:
+        """A copy of the app with autoscaling on (1 to 3 loops; it never shrinks within a scenario)."""
+        folder = self.apps / AUTO_APP
+        if not folder.exists():
+            shutil.copytree(self.apps / APP, folder)
+            settings = folder / "app_settings.toml"
+            settings.write_text(
+                settings.read_text() + "\n[cluster.autoscale]\nenabled = true\nmin_loops = 1\nmax_loops = 3\n"
+                "scale_down_delay_sec = 3600\n"
+            )
+        return AUTO_APP
 
     @property
     def broken_marker(self) -> Path:

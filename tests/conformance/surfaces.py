@@ -113,6 +113,9 @@ class PythonSurface:
     def scale(self, app: str, namespace: str, workers: int) -> Outcome:
         return _caught(lambda: self.service(app, namespace).scale(workers))
 
+    def scale_auto(self, app: str, namespace: str) -> Outcome:
+        return _caught(lambda: self.service(app, namespace).scale(auto=True))
+
     def workflow_start(self, app: str, namespace: str, count: int, args: dict[str, Any]) -> Outcome:
         from keepwarm.groups.workflow import start_workflow
 
@@ -237,6 +240,9 @@ class CliSurface:
 
     def scale(self, app: str, namespace: str, workers: int) -> Outcome:
         return self.verb("scale", app, namespace, str(workers))
+
+    def scale_auto(self, app: str, namespace: str) -> Outcome:
+        return self.verb("scale", app, namespace, "--auto")
 
     def workflow_start(self, app: str, namespace: str, count: int, args: dict[str, Any]) -> Outcome:
         return self.run(

@@ -53,6 +53,7 @@ TABLE: dict[str, dict[str, str]] = {
         "agi": "not offered: AGI.serve(action='health') returns the report without a gate verdict",
     },
     "scale": {"python": Y, "cli": Y, "mcp": NO_MCP_QUEUE, "agi": NO_AGI},
+    "scale --auto": {"python": Y, "cli": Y, "mcp": NO_MCP_QUEUE, "agi": NO_AGI},
     "workflow start, status, stop": {"python": Y, "cli": Y, "mcp": Y, "agi": NO_AGI},
     "fleet up, status, down": {"python": Y, "cli": Y, "mcp": Y, "agi": NO_AGI},
     "fleet up with its workflow": {
@@ -92,6 +93,7 @@ METHODS: dict[str, tuple[str, ...]] = {
     "status": ("status",),
     "health and each gate code": ("health",),
     "scale": ("scale",),
+    "scale --auto": ("scale_auto",),
     "workflow start, status, stop": ("workflow_start", "workflow_status", "workflow_stop"),
     "fleet up, status, down": ("fleet_up", "fleet_status", "fleet_down"),
     "fleet up with its workflow": ("fleet_up_with_workflow",),
@@ -407,6 +409,40 @@ def test_scale_answers_alike(world: World, surfaces: dict[str, Any]) -> None:
         wait_until(lambda n=before + 1: service.status().workers_healthy_count == n, 60, f"{name}'s loops")
     assert same(answers, lambda o: (o.ok, sorted(o.doc)), "scale")[0] is True
     assert surfaces["python"].stop(APP, namespace).ok
+
+
+def test_scale_auto_and_the_autoscale_block_answer_alike(world: World, surfaces: dict[str, Any]) -> None:
+    namespace = "autoscale"
+    assert surfaces["python"].start(APP, namespace, workers=1).ok
+    refused = same_error(ask(surfaces, "scale --auto", "scale_auto", APP, namespace), "scale --auto")
+    assert "autoscaling is off for this service" in refused
+    assert surfaces["python"].stop(APP, namespace).ok
+
+    app = world.write_autoscaled_app()
+    assert surfaces["python"].start(app, namespace).ok
+    service = surfaces["python"].service(app, namespace)
+    pinned, resumed = {}, {}
+    for name in offering("scale --auto"):
+        pinned[name] = surfaces[name].scale(app, namespace, 2)
+        blocks = {other: surfaces[other].status(app, namespace) for other in SURFACE_NAMES}
+        assert same(blocks, lambda o: o.doc["autoscale"]["pinned"], "the pinned count") == 2
+        resumed[name] = surfaces[name].scale_auto(app, namespace)
+        wait_until(lambda: service.status().autoscale.pinned is None, 30, f"{name}'s --auto")
+    assert same(pinned, lambda o: (o.ok, o.doc["to"], o.doc["autoscale"]), "scale N while autoscaling") == (
+        True,
+        2,
+        "paused at 2 loops until `keepwarm scale APP --auto`",
+    )
+    assert same(resumed, lambda o: (o.ok, o.doc), "scale --auto") == (
+        True,
+        {"from": 2, "autoscale": "on again, between 1 and 3 loops"},
+    )
+    blocks = {name: surfaces[name].status(app, namespace) for name in SURFACE_NAMES}
+    facts = same(
+        blocks, lambda o: {k: o.doc["autoscale"][k] for k in ("enabled", "min_loops", "max_loops")}, ""
+    )
+    assert facts == {"enabled": True, "min_loops": 1, "max_loops": 3}
+    assert surfaces["python"].stop(app, namespace).ok
 
 
 # ---------------------------------------------------------------------- health: every gate code

@@ -137,6 +137,7 @@ def _scale(supervisor: Supervisor, args: ScaleArgs) -> _Reply:
                 "then start the service again"
             )
         autoscaler.pin(None)
+        supervisor.publisher.write_state()  # before the answer: a status read after it shows it
         low, high = autoscaler.settings.min_loops, autoscaler.settings.max_loops
         said = f"on again, between {low} and {high} loops"
         return _Reply(AckOutcome.DONE, f"autoscaling {said}", {"from": supervisor.desired, "autoscale": said})
@@ -148,6 +149,7 @@ def _scale(supervisor: Supervisor, args: ScaleArgs) -> _Reply:
     result: dict[str, object] = {"from": before, "to": target}
     if autoscaler is not None:
         autoscaler.pin(target)
+        supervisor.publisher.write_state()
         result["autoscale"] = f"paused at {target} loops until `keepwarm scale APP --auto`"
     return _Reply(AckOutcome.DONE, f"{before} -> {target} loops", result)
 
