@@ -1,7 +1,8 @@
 """The live view's memory: health reports sampled over time, as series the page can chart.
 
-The page samples ``Service.status()`` at each refresh; this keeps the last samples of one service and
-derives throughput (terminal files per second between two samples). No I/O, no Streamlit.
+The page samples ``Service.status()`` at each refresh; this keeps the last samples of one service (ten
+minutes at most) and derives throughput (terminal files per second between two samples) and the
+series of loops, pending tasks and throughput the page draws on one chart. No I/O, no Streamlit.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from keepwarm.service.report import HealthReport
 
-MAX_SAMPLES = 300  # ten minutes at the default two-second refresh
+WINDOW_SEC = 600.0  # what the live view keeps and draws: the last ten minutes
+MAX_SAMPLES = 600  # ten minutes at the fastest refresh (1 s)
 
 
 def clock(at: float) -> str:
@@ -38,10 +40,15 @@ class Sample:
         ages = {row.worker: row.heartbeat_age_sec for row in report.worker_health}
         return cls(at, queue.pending, queue.running, queue.done + queue.failed, ages)
 
+    @property
+    def loops(self) -> int:
+        """The loops the report listed, starting ones included (one heartbeat age each)."""
+        return len(self.heartbeat_ages)
+
 
 @dataclass
 class LiveHistory:
-    """The samples of one service (the page keeps one per app), oldest first, bounded."""
+    """The samples of one service (the page keeps one per app), oldest first, the last ``WINDOW_SEC``."""
 
     samples: deque[Sample] = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))
 
@@ -49,6 +56,8 @@ class LiveHistory:
         if self.samples and sample.at <= self.samples[-1].at:
             return  # two renders of the same instant add nothing
         self.samples.append(sample)
+        while self.samples[0].at < sample.at - WINDOW_SEC:
+            self.samples.popleft()
 
     @property
     def eventful(self) -> bool:
@@ -74,3 +83,11 @@ class LiveHistory:
         if first is last:
             first = self.samples[-2]
         return max(0, last.finished - first.finished) / (last.at - first.at)
+
+    def fleet_series(self) -> list[tuple[float, str, float]]:
+        """``(at, series, value)`` rows of the loops, the pending tasks and the throughput over time:
+        what the live view draws on one chart (throughput from the second sample on)."""
+        rows = [(s.at, "loops", float(s.loops)) for s in self.samples]
+        rows += [(s.at, "pending", float(s.pending)) for s in self.samples]
+        rows += [(at, "tasks/s", rate) for at, rate in self.throughput()]
+        return rows

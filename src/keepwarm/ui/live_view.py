@@ -6,14 +6,15 @@ when. pandas and altair are imported where a table or chart is drawn, not with t
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
 
 import streamlit as st
 
 from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.queue.listing import TaskRow
-from keepwarm.service.report import HealthReport, WorkerHealth
+from keepwarm.service.report import AutoscaleHealth, HealthReport, WorkerHealth
 from keepwarm.ui import state
 from keepwarm.ui.live import LiveHistory, Sample, clock
 
@@ -26,6 +27,12 @@ DETAIL_COLUMNS = ["incarnation", "pid", "restarts", "task_id", "task_age_sec"]
 ROW_COLOURS = {"healthy": "#d4edda", "unhealthy": "#f8d7da", "pending": "#fff3cd"}
 TASK_COLUMNS = ["task_id", "task_name", "state", "at", "runtime_sec", "error", "owner"]
 REFRESH_CHOICES = [1, 2, 5, 10, 30]
+# The fleet chart's series: (its y axis's side, that axis's offset in pixels, colour).
+FLEET_SERIES: dict[str, tuple[Literal["left", "right"], int, str]] = {
+    "loops": ("left", 0, "#1f77b4"),
+    "pending": ("right", 0, "#ff7f0e"),
+    "tasks/s": ("right", 48, "#2ca02c"),
+}
 
 
 def health_frame(rows: list[WorkerHealth]) -> pd.DataFrame:
@@ -86,7 +93,8 @@ def live_view(env: Env) -> None:
 
 
 def live_panel(env: Env) -> None:
-    """Re-run alone every few seconds: status, queue counts, heartbeat ages and throughput."""
+    """Re-run alone every few seconds: status, queue counts, autoscaling, loops, heartbeat ages and
+    throughput."""
     service = Service(env)
     report = service.status()
     now = time.time()
@@ -104,6 +112,7 @@ def live_panel(env: Env) -> None:
     rate = history.recent_throughput()
     columns[5].metric("Tasks/s (last 10 s)", "—" if rate is None else f"{rate:.1f}")
     st.caption(f"as of {clock(now)}")
+    show_autoscale(report.autoscale)
     show_health_table(report)
     live_charts(history)
     recent = service.tasks(limit=5)
@@ -112,36 +121,72 @@ def live_panel(env: Env) -> None:
         st.table(tasks_frame(recent), hide_index=True)
 
 
+def show_autoscale(scaling: AutoscaleHealth) -> None:
+    """While the service autoscales: its one-line summary and its last decision (when, from, to, why)."""
+    summary = scaling.summary()
+    if summary is None:
+        return
+    with st.container(key=state.key("service.autoscale")):
+        st.markdown(f"**{summary}**")
+        last = scaling.last_decision
+        if last is not None:
+            at = clock(datetime.fromisoformat(last.at).timestamp())
+            st.caption(f"last decision at {at}: {last.from_loops} → {last.to_loops} loops ({last.why})")
+
+
 def live_charts(history: LiveHistory) -> None:
-    """Queue, heartbeat ages and throughput over the samples (from the second one on)."""
+    """Loops, pending tasks and throughput on one chart, and each loop's heartbeat age, over the samples
+    (from the second one on)."""
     samples = list(history.samples)
     if len(samples) < 2:
         return
     if not history.eventful:
         st.caption(
-            "Charts of the queue, heartbeats and throughput appear once a loop is up or the queue moves."
+            "Charts of the loops, the queue, heartbeats and throughput appear once a loop is up or the "
+            "queue moves."
         )
         return
     import pandas as pd
 
-    times = pd.to_datetime([s.at for s in samples], unit="s")
-    series = history.throughput()
-    charts = {
-        "Queue": pd.DataFrame(
-            {"pending": [s.pending for s in samples], "running": [s.running for s in samples]},
-            index=times,
-        ),
-        "Heartbeat age (s)": pd.DataFrame([s.heartbeat_ages for s in samples], index=times),
-        "Throughput (tasks/s)": pd.DataFrame(
-            {"tasks/s": [rate for _, rate in series]},
-            index=pd.to_datetime([at for at, _ in series], unit="s"),
-        ),
-    }
-    for column, (title, frame) in zip(st.columns(3), charts.items(), strict=True):
-        with column:
-            st.caption(title)
-            if not frame.empty:
-                st.altair_chart(line_chart(frame), width="stretch")
+    fleet, heartbeats = st.columns([2, 1])
+    with fleet:
+        st.caption("Loops, pending tasks and throughput")
+        st.altair_chart(fleet_chart(history.fleet_series()), width="stretch")
+    with heartbeats:
+        st.caption("Heartbeat age (s)")
+        times = pd.to_datetime([s.at for s in samples], unit="s")
+        ages = pd.DataFrame([s.heartbeat_ages for s in samples], index=times)
+        if not ages.empty:
+            st.altair_chart(line_chart(ages), width="stretch")
+
+
+def fleet_chart(rows: list[tuple[float, str, float]]) -> alt.LayerChart:
+    """``(at, series, value)`` rows drawn as one line per series, each on a y axis of its own (loops
+    left, pending and tasks/s right): a backlog in the hundreds does not flatten a few loops."""
+    import altair as alt
+    import pandas as pd
+
+    frame = pd.DataFrame.from_records(rows, columns=["time", "series", "value"])
+    frame["time"] = pd.to_datetime(frame["time"], unit="s")
+    colour = alt.Color(
+        "series:N",
+        title=None,
+        scale=alt.Scale(domain=list(FLEET_SERIES), range=[style[2] for style in FLEET_SERIES.values()]),
+        legend=alt.Legend(orient="bottom"),
+    )
+    layers = []
+    for name, (orient, offset, hue) in FLEET_SERIES.items():
+        line = alt.Chart(frame).mark_line(interpolate="step-after" if name == "loops" else "linear")
+        axis = alt.Axis(orient=orient, offset=offset, format="~g", titleColor=hue, tickMinStep=1)
+        layers.append(
+            line.transform_filter(alt.datum.series == name).encode(
+                x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S")),
+                y=alt.Y("value:Q", title=name, axis=axis),
+                color=colour,
+            )
+        )
+    chart: alt.LayerChart = alt.layer(*layers, height=220).resolve_scale(y="independent")
+    return chart
 
 
 def tasks_frame(rows: list[TaskRow]) -> pd.DataFrame:
