@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from keepwarm.api import Service
+from keepwarm.backends.cluster import read_keeper
 from keepwarm.env import Env
 from keepwarm.queue.results import wait_for_records
 from keepwarm.queue.state import ConditionKind
@@ -24,6 +26,7 @@ from keepwarm.service.report import HealthReport
 from keepwarm.settings_sections import AutoscaleSettings
 
 from .conftest import Services, supervisor_state, wait_until, write_app
+from .test_dask import DaskProcesses
 
 # ---------------------------------------------------------------------- the policy, on a test clock
 
@@ -129,7 +132,7 @@ class Worker:
 
 FAST = """\
 [cluster]
-heartbeat_interval_sec = 0.2
+{backend}heartbeat_interval_sec = 0.2
 heartbeat_timeout_sec = 2
 restart_backoff_sec = 0.1
 restart_backoff_max_sec = 0.5
@@ -145,11 +148,14 @@ scale_down_delay_sec = {down}
 """
 
 
-def scaled_app(tmp_path: Path, low: int = 1, high: int = 4, down: float = 1.5) -> tuple[Env, Path]:
+def scaled_app(
+    tmp_path: Path, low: int = 1, high: int = 4, down: float = 1.5, backend: str = ""
+) -> tuple[Env, Path]:
+    """An app whose loops sleep ``seconds`` per task and fail to start while ``broken`` exists;
+    ``backend``: extra ``[cluster]`` lines (the Dask backend)."""
     broken = tmp_path / "broken"
-    folder = write_app(
-        tmp_path, "scaled", WORKER.format(broken=str(broken)), FAST.format(low=low, high=high, down=down)
-    )
+    settings = FAST.format(low=low, high=high, down=down, backend=backend)
+    folder = write_app(tmp_path, "scaled", WORKER.format(broken=str(broken)), settings)
     return Env(folder), broken
 
 
@@ -271,3 +277,59 @@ def test_a_supervisor_killed_while_scaling_up_recovers_and_loses_nothing(
     records = wait_for_records(service.queue, [h.task_id for h in handles], timeout=120)
     assert sorted(record.result for record in records.values()) == list(range(30))
     watch.until("back to min_loops", lambda r: r.autoscale.current == 1)
+
+
+# ---------------------------------------------------------------------- on Dask
+
+
+def dask_workers(address: str) -> int:
+    from distributed import Client
+
+    with Client(address, timeout=30, set_as_default=False) as client:
+        return len(client.scheduler_info(n_workers=-1)["workers"])
+
+
+def test_on_dask_the_local_cluster_grows_and_shrinks_its_workers_with_the_loops(
+    tmp_path: Path, services: Services
+) -> None:
+    env, _ = scaled_app(tmp_path, high=3, down=2, backend='backend = "dask"\nstart_timeout_sec = 60\n')
+    service = services.start(env)
+    kept = read_keeper(env.layout.cluster_keeper)
+    assert kept is not None and dask_workers(kept[0]) == 1
+    watch = Watch(service)
+
+    handles = service.submit_many([{"args": {"seconds": 0.5, "value": n}} for n in range(40)])
+    watch.until("three loops ready", lambda r: r.autoscale.current == 3 and r.workers_healthy_count == 3, 120)
+    assert dask_workers(kept[0]) == 3  # Dask's own cluster.scale, in the keeper
+    records = wait_for_records(service.queue, [h.task_id for h in handles], timeout=120)
+    assert sorted(record.result for record in records.values()) == list(range(40))
+    watch.until("one loop again", lambda r: r.autoscale.current == 1 and len(r.worker_health) == 1, 60)
+    wait_until(lambda: dask_workers(kept[0]) == 1, 60, "the cluster back to one worker")
+    assert watch.most == 3 and watch.restart_rates == {0.0}
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path) -> Iterator[DaskProcesses]:
+    """A ``dask scheduler`` and two ``dask worker`` processes offering one loop place each."""
+    processes = DaskProcesses(tmp_path)
+    processes.start_scheduler()
+    for _ in range(2):
+        processes.start_worker()
+    processes.wait_for_workers(2)
+    yield processes
+    processes.stop()
+
+
+def test_on_a_joined_cluster_the_loops_stay_within_its_workers_and_health_says_why(
+    tmp_path: Path, services: Services, two_workers: DaskProcesses
+) -> None:
+    joined = f'backend = "dask"\nscheduler = "{two_workers.address}"\nstart_timeout_sec = 60\n'
+    env, _ = scaled_app(tmp_path, high=4, down=600, backend=joined)
+    service = services.start(env)
+    watch = Watch(service)
+
+    service.submit_many([{"args": {"seconds": 0.5}} for _ in range(40)], queue_only=True)
+    watch.until("the hold said", lambda r: r.condition(ConditionKind.AUTOSCALE_HELD) is not None, 60)
+    assert "the cluster places 2 loops" in str(watch.read().autoscale.held)
+    watch.until("two loops", lambda r: r.autoscale.current == 2 and r.workers_healthy_count == 2, 60)
+    assert watch.most == 2

@@ -74,6 +74,11 @@ class LoopBackend(Protocol):
         """End a loop of an earlier supervisor now, where this backend can reach it."""
         ...
 
+    def fit(self, loops: int) -> int | None:
+        """Make room for ``loops`` loops where the backend can (a cluster keepwarm holds grows or
+        shrinks to that many workers); the most loops it can place now (None: no limit)."""
+        return None
+
     def record(self) -> ClusterRecord | None:
         """The cluster to record in ``service.json`` (None: no cluster)."""
         return None

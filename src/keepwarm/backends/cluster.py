@@ -135,6 +135,9 @@ def _ssh_cluster(hosts: dict[str, int], timeout: float) -> ClusterHandle:
 # ---------------------------------------------------------------------- the keeper of a service's cluster
 
 
+KEEPER_TICK_SEC = 0.25  # how often the keeper reads the number of workers asked for
+
+
 def start_keeper(workers: int, state_file: Path, log_path: Path, timeout: float) -> tuple[str, int]:
     """Start a detached keeper of a LocalCluster with ``workers`` workers; its (address, pid)."""
     require_dask()
@@ -182,8 +185,28 @@ def stop_keeper(state_file: Path, timeout: float = 30) -> None:
     state_file.unlink(missing_ok=True)
 
 
+def scale_file(state_file: Path) -> Path:
+    """Where a supervisor asks the keeper for a number of workers (its autoscaler's loops)."""
+    return state_file.with_name(state_file.name + ".workers")
+
+
+def ask_workers(state_file: Path, workers: int) -> None:
+    """Ask the keeper of ``state_file`` to run ``workers`` workers (Dask's ``cluster.scale``)."""
+    write_atomic(scale_file(state_file), str(workers).encode())
+
+
+def _asked_workers(state_file: Path) -> int | None:
+    try:
+        workers = int(scale_file(state_file).read_text())
+    except (OSError, ValueError):
+        return None
+    return workers if workers > 0 else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """The keeper: run a LocalCluster until SIGTERM, its address in ``--state-file``."""
+    """The keeper: run a LocalCluster until SIGTERM, its address in ``--state-file``; it scales the
+    cluster to the number of workers a supervisor asks for (``ask_workers``) through Dask's own
+    ``cluster.scale``, which retires idle workers first."""
     parser = child_parser("keepwarm.backends.cluster", __doc__, env=False)
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--state-file", type=Path, required=True)
@@ -206,8 +229,15 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps({"address": cluster.scheduler_address, "pid": os.getpid()}).encode(),
         )
         report("ready", address=cluster.scheduler_address, pid=os.getpid())
-        stop.wait()
+        scale_file(options.state_file).unlink(missing_ok=True)
+        workers = options.workers
+        while not stop.wait(KEEPER_TICK_SEC):
+            asked = _asked_workers(options.state_file)
+            if asked is not None and asked != workers:
+                cluster.scale(asked)
+                workers = asked
         options.state_file.unlink(missing_ok=True)
+        scale_file(options.state_file).unlink(missing_ok=True)
     return 0
 
 

@@ -36,6 +36,7 @@ from keepwarm._sys.procs import signal_quietly
 from keepwarm.backends.cluster import (
     LOOP_RESOURCE,
     ClusterHandle,
+    ask_workers,
     open_cluster,
     read_keeper,
     require_dask,
@@ -53,6 +54,8 @@ from keepwarm.runtime.heartbeat import read_heartbeat
 from keepwarm.runtime.loop import new_incarnation
 
 log = logging.getLogger("keepwarm.dask")
+
+CAPACITY_EVERY_SEC = 5.0  # how often a joined cluster's loop places are counted again
 
 
 @dataclass
@@ -131,6 +134,9 @@ class DaskBackend:
         self.layout = env.layout
         self.keeper_file = env.layout.cluster_keeper
         self.shipped: str | None = None
+        self.asked: int | None = None  # workers asked of the keeper
+        self.capacity = 0  # loops a joined cluster places
+        self.capacity_at = 0.0
 
     # ------------------------------------------------------------------ connect
 
@@ -139,6 +145,7 @@ class DaskBackend:
         from distributed import Client
 
         self.supervisor, self.wake = supervisor, wake
+        slots = max(slots, 1)  # a service scaled to zero keeps one worker, to start a loop on
         ensure_private_dir(self.layout.run_markers)
         if self.settings.scheduler or self.settings.hosts:
             self.handle = open_cluster(self.env, workers=slots, timeout=self.settings.start_timeout_sec)
@@ -277,6 +284,24 @@ class DaskBackend:
         """Not reachable without its future: it stops on its own once it sees the new supervisor."""
 
     # ------------------------------------------------------------------ the cluster's health and end
+
+    def fit(self, loops: int) -> int | None:
+        """The local cluster keepwarm holds runs one worker per loop (Dask's ``cluster.scale``, in
+        its keeper); a cluster keepwarm joined places as many loops as it has workers offering the
+        loop resource, counted at most every few seconds."""
+        if self.handle is None:
+            return None
+        if self.keeper is not None:
+            if loops != self.asked:
+                ask_workers(self.keeper_file, max(loops, 1))
+                self.asked = loops
+            return None
+        now = time.monotonic()
+        if now >= self.capacity_at:
+            workers = self.handle.client.scheduler_info(n_workers=-1)["workers"].values()
+            self.capacity = sum(int((info.get("resources") or {}).get(LOOP_RESOURCE, 0)) for info in workers)
+            self.capacity_at = now + CAPACITY_EVERY_SEC
+        return self.capacity
 
     def check(self) -> str | None:
         if self.handle is None:

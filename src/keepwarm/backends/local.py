@@ -80,6 +80,10 @@ class LocalBackend(LoopBackend):
         """Whether a loop an earlier supervisor started still runs (its command line names it)."""
         return process_alive(pid, incarnation)
 
+    def fit(self, loops: int) -> int | None:
+        """Any number of loops: each is an OS process."""
+        return None
+
     def stop_orphan(self, pid: int | None, slot: str, incarnation: str) -> None:
         """SIGTERM to an earlier supervisor's loop process."""
         if pid is not None:

@@ -45,6 +45,7 @@ class Fleet:
     current: int
     starting: int = 0
     failing: str | None = None  # why a loop fails to start, when one does
+    capacity: int | None = None  # the most loops the backend places (a cluster keepwarm joined)
 
 
 def needed_loops(load: Load, current: int, settings: AutoscaleSettings) -> tuple[int, str]:
@@ -105,6 +106,12 @@ class Autoscaler:
         if target > fleet.current and fleet.failing is not None:
             self.held = f"not growing while a loop fails to start: {fleet.failing}"
             return None
+        if fleet.capacity is not None and target > fleet.capacity:
+            self.held = (
+                f"the cluster places {fleet.capacity} loops (workers offering the loop resource): "
+                f"{target} cannot run there; add workers to the cluster"
+            )
+            target = max(fleet.capacity, fleet.current)
         if target == fleet.current:
             return None
         self.desired = target

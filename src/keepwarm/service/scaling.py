@@ -61,7 +61,12 @@ def _busy(supervisor: Supervisor, slot: Slot) -> bool:
     return beat is not None and beat.incarnation == slot.row.incarnation and bool(beat.task_id or beat.batch)
 
 
-def fleet_of(supervisor: Supervisor) -> Fleet:
+def _placed(supervisor: Supervisor) -> int:
+    """Loops that hold a place on the backend: those kept, and those still finishing their task."""
+    return sum(1 for slot in supervisor.slots.values() if slot.alive or not slot.retiring)
+
+
+def fleet_of(supervisor: Supervisor, capacity: int | None = None) -> Fleet:
     """The loops the supervisor keeps: how many, how many still start, and a failing start's error."""
     kept = [slot for slot in supervisor.slots.values() if not slot.retiring]
     starting = [slot for slot in kept if slot.healthy_since is None]
@@ -73,7 +78,7 @@ def fleet_of(supervisor: Supervisor) -> Fleet:
         ),
         None,
     )
-    return Fleet(current=len(kept), starting=len(starting), failing=failing)
+    return Fleet(current=len(kept), starting=len(starting), failing=failing, capacity=capacity)
 
 
 def autoscale_tick(supervisor: Supervisor, now: float | None = None) -> None:
@@ -87,7 +92,7 @@ def autoscale_tick(supervisor: Supervisor, now: float | None = None) -> None:
     supervisor.next_autoscale = now + AUTOSCALE_EVERY_SEC
     counts = supervisor.queue.counts()
     load = Load(counts.pending, counts.running, counts.oldest_pending_age_sec)
-    fleet = fleet_of(supervisor)
+    fleet = fleet_of(supervisor, capacity=supervisor.backend.fit(_placed(supervisor)))
     decision = autoscaler.decide(load, fleet, now)
     supervisor.conditions = [c for c in supervisor.conditions if c.kind is not ConditionKind.AUTOSCALE_HELD]
     if autoscaler.held is not None:
@@ -96,6 +101,7 @@ def autoscale_tick(supervisor: Supervisor, now: float | None = None) -> None:
         return
     target, why = decision
     kept = resize(supervisor, target, idle_only=target < fleet.current)
+    supervisor.backend.fit(_placed(supervisor))  # a new loop's worker starts with it
     if kept == fleet.current:
         return  # every surplus loop is busy: the next tick tries again
     autoscaler.decided(fleet.current, kept, why)
