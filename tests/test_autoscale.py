@@ -26,6 +26,7 @@ from keepwarm.service.report import HealthReport
 from keepwarm.settings_sections import AutoscaleSettings
 
 from .conftest import Services, supervisor_state, wait_until, write_app
+from .test_cli import keepwarm_cli
 from .test_dask import DaskProcesses
 
 # ---------------------------------------------------------------------- the policy, on a test clock
@@ -253,10 +254,17 @@ def test_scale_pins_the_count_and_auto_hands_it_back(tmp_path: Path, services: S
     tick = supervisor_state(env).timestamp
     watch.until("idle ticks past the down delay", lambda r: supervisor_state(env).timestamp > tick + 2.5)
     assert watch.read().autoscale.current == 3  # idle, but pinned
-    assert "pinned at 3" in str(watch.read().autoscale.summary())
+    apps = str(env.app_dir.parent)
+    shown = keepwarm_cli("status", "scaled", "--apps-path", apps)
+    assert "autoscaling 1–4, pinned at 3 by keepwarm scale (--auto resumes), now 3" in shown.stdout
 
-    assert service.scale(auto=True) == {"from": 3, "autoscale": "on again, between 1 and 4 loops"}
+    resumed = keepwarm_cli("scale", "scaled", "--auto", "--apps-path", apps)
+    assert resumed.stdout.strip() == "autoscaling on again, between 1 and 4 loops", resumed.stderr
     watch.until("back to min_loops", lambda r: r.autoscale.current == 1 and r.autoscale.pinned is None)
+    assert (
+        "autoscaling 1–4, now 1 (backlog 0, target 2 per loop)"
+        in keepwarm_cli("status", "scaled", "--apps-path", apps).stdout
+    )
     with pytest.raises(ValueError, match="exactly one of"):
         service.scale()
 
