@@ -269,6 +269,21 @@ def test_scale_pins_the_count_and_auto_hands_it_back(tmp_path: Path, services: S
         service.scale()
 
 
+def test_a_pin_outlives_a_killed_supervisor(tmp_path: Path, services: Services) -> None:
+    env, _ = scaled_app(tmp_path, down=1.0)
+    service = services.start(env)
+    service.scale(3)
+    supervisor = supervisor_state(env).pid
+    os.kill(supervisor, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(supervisor), 30, "the supervisor gone")
+    service.start()
+    watch = Watch(service)
+    watch.until("three loops again", lambda r: r.workers_healthy_count == 3 and r.autoscale.pinned == 3)
+    tick = supervisor_state(env).timestamp
+    watch.until("idle ticks past the down delay", lambda r: supervisor_state(env).timestamp > tick + 2)
+    assert watch.read().autoscale.current == 3
+
+
 def test_a_supervisor_killed_while_scaling_up_recovers_and_loses_nothing(
     tmp_path: Path, services: Services
 ) -> None:

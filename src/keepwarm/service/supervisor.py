@@ -49,7 +49,7 @@ from keepwarm.service.commands import obey_commands
 from keepwarm.service.exits import loop_exited
 from keepwarm.service.leftovers import Leftovers
 from keepwarm.service.publish import Publisher
-from keepwarm.service.scaling import autoscale_tick
+from keepwarm.service.scaling import autoscale_tick, resize
 from keepwarm.service.slots import Slot, SlotPhase, slot_name
 from keepwarm.service.watchdog import check_backend, check_loops
 
@@ -273,6 +273,10 @@ class Supervisor:
         if previous is not None and previous.mode != "stopped":
             # A supervisor that died: its restarts stay on record (and in restart_rate) for their window.
             self.ledger = list(previous.restarts)
+            pinned = previous.autoscale.pinned if previous.autoscale else None
+            if self.autoscaler is not None and pinned is not None:  # the operator's pin outlives it
+                self.autoscaler.pin(pinned)
+                resize(self, pinned)
             for row in previous.loops:
                 if row.slot in self.slots:
                     same = self.slots[row.slot]
