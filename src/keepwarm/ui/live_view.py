@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import streamlit as st
 
@@ -27,11 +27,23 @@ DETAIL_COLUMNS = ["incarnation", "pid", "restarts", "task_id", "task_age_sec"]
 ROW_COLOURS = {"healthy": "#d4edda", "unhealthy": "#f8d7da", "pending": "#fff3cd"}
 TASK_COLUMNS = ["task_id", "task_name", "state", "at", "runtime_sec", "error", "owner"]
 REFRESH_CHOICES = [1, 2, 5, 10, 30]
-# The fleet chart's series: (its y axis's side, that axis's offset in pixels, colour).
-FLEET_SERIES: dict[str, tuple[Literal["left", "right"], int, str]] = {
-    "loops": ("left", 0, "#1f77b4"),
-    "pending": ("right", 0, "#ff7f0e"),
-    "tasks/s": ("right", 48, "#2ca02c"),
+
+
+class SeriesAxis(NamedTuple):
+    """How the fleet chart draws one series: its y axis's side and offset (pixels), its colour, and
+    whether its values are whole numbers (ticks 0, 1, 2…, never 0.5)."""
+
+    orient: Literal["left", "right"]
+    offset: int
+    colour: str
+    whole: bool
+
+
+# Loops on the right, inside: its one-digit labels leave room for tasks/s's axis beyond it.
+FLEET_SERIES = {
+    "loops": SeriesAxis("right", 0, "#1f77b4", whole=True),
+    "pending": SeriesAxis("left", 0, "#ff7f0e", whole=True),
+    "tasks/s": SeriesAxis("right", 44, "#2ca02c", whole=False),
 }
 
 
@@ -161,8 +173,8 @@ def live_charts(history: LiveHistory) -> None:
 
 
 def fleet_chart(rows: list[tuple[float, str, float]]) -> alt.LayerChart:
-    """``(at, series, value)`` rows drawn as one line per series, each on a y axis of its own (loops
-    left, pending and tasks/s right): a backlog in the hundreds does not flatten a few loops."""
+    """``(at, series, value)`` rows drawn as one line per series, each on a y axis of its own (pending
+    left, loops and tasks/s right): a backlog in the hundreds does not flatten a few loops."""
     import altair as alt
     import pandas as pd
 
@@ -171,13 +183,19 @@ def fleet_chart(rows: list[tuple[float, str, float]]) -> alt.LayerChart:
     colour = alt.Color(
         "series:N",
         title=None,
-        scale=alt.Scale(domain=list(FLEET_SERIES), range=[style[2] for style in FLEET_SERIES.values()]),
+        scale=alt.Scale(domain=list(FLEET_SERIES), range=[style.colour for style in FLEET_SERIES.values()]),
         legend=alt.Legend(orient="bottom"),
     )
     layers = []
-    for name, (orient, offset, hue) in FLEET_SERIES.items():
+    for name, style in FLEET_SERIES.items():
         line = alt.Chart(frame).mark_line(interpolate="step-after" if name == "loops" else "linear")
-        axis = alt.Axis(orient=orient, offset=offset, format="~g", titleColor=hue, tickMinStep=1)
+        axis = alt.Axis(
+            orient=style.orient,
+            offset=style.offset,
+            titleColor=style.colour,
+            format="d" if style.whole else alt.Undefined,
+            tickMinStep=1 if style.whole else alt.Undefined,
+        )
         layers.append(
             line.transform_filter(alt.datum.series == name).encode(
                 x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S")),
