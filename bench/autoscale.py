@@ -251,7 +251,12 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.done.is_set():
             at = time.time()
-            report = self.service.status()
+            try:
+                report = self.service.status()
+            except keepwarm.KeepwarmError as exc:  # a file read mid-replace: the next sample comes
+                print(f"status: {exc}", file=sys.stderr)
+                self.done.wait(SAMPLE_EVERY_SEC)
+                continue
             self.samples.append(
                 Sample(
                     at - self.began,
@@ -409,6 +414,7 @@ class Reaction:
 
 
 def reaction(run: Run, burst_at: float) -> Reaction:
+    """The autoscaled run's reaction to the burst (at ``burst_at``) and to its end."""
     threshold = TARGET_PER_LOOP * MIN_LOOPS
     steps = [(at, count) for at, count in ongoing_steps(run) if at >= burst_at]
     crossed = next((at for at, count in steps if count > threshold), None)
@@ -757,7 +763,7 @@ def run(options: argparse.Namespace) -> int:
                 folder = write_app(workdir, variant, high, down_delay)
                 env = keepwarm.Env(folder, share_dir=workdir / "share", namespace=variant.name)
                 print(
-                    f"{variant.name}: {variant.loops} loops, the profile ({length:g} s)",
+                    f"{variant.name} (loops: {variant.loops}): the profile, {length:g} s",
                     file=sys.stderr,
                     flush=True,
                 )
