@@ -76,6 +76,18 @@ def test_a_burst_shorter_than_the_up_delay_starts_nothing_a_sustained_one_starts
     assert decision is not None and decision[0] == 7
 
 
+def test_a_need_counts_from_when_it_was_seen_not_from_the_tick_before() -> None:
+    """Ticks 0.7 s apart: a need first seen at 1.4 s has held 1.4 s at 2.8 s, not the 2 s asked."""
+    scaler = policy()
+    two = Fleet(current=2)
+    assert scaler.decide(Load(0, 2), two, now=0.0) is None
+    assert scaler.decide(Load(0, 2), two, now=0.7) is None
+    for at in (1.4, 2.1, 2.8):
+        assert scaler.decide(Load(80, 0), two, now=at) is None
+    decision = scaler.decide(Load(80, 0), two, now=3.5)
+    assert decision is not None and decision[0] == 8
+
+
 def test_never_above_max_never_below_min_and_down_only_after_the_down_delay() -> None:
     scaler = policy(min_loops=2, max_loops=4, scale_up_delay_sec=0)
     decision = scaler.decide(Load(1000, 0), Fleet(current=2), now=0.0)

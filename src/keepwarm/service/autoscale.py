@@ -99,7 +99,7 @@ class Autoscaler:
         if self._since is None:
             self._since = now
         horizon = now - max(settings.scale_up_delay_sec, settings.scale_down_delay_sec)
-        while self._needs and self._needs[0][0] < horizon:
+        while len(self._needs) > 1 and self._needs[1][0] <= horizon:  # keep the one in force then
             self._needs.popleft()
         target = self._target(fleet.current, now)
         self.held = None
@@ -140,11 +140,13 @@ class Autoscaler:
         return current
 
     def _sustained(self, now: float, delay: float, pick: Callable[[list[int]], int]) -> int | None:
-        """``pick`` of the needs over the last ``delay`` seconds, once they cover that long."""
-        window = [need for at, need in self._needs if at >= now - delay]
-        if not window or self._since is None or self._since > now - delay:
+        """``pick`` of the needs in force over the last ``delay`` seconds (the one observed at or
+        before its start included), once they were observed for that long."""
+        start = now - delay
+        if self._since is None or self._since > start:
             return None  # not observed for that long yet
-        return pick(window)
+        before = [need for at, need in self._needs if at <= start][-1:]
+        return pick(before + [need for at, need in self._needs if at > start])
 
     def decided(self, before: int, after: int, why: str) -> AutoscaleDecision:
         """Remember a decision carried out (``at`` in epoch seconds)."""
