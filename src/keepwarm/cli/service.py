@@ -184,7 +184,11 @@ def stop(
 @click.command()
 @service_verb
 @click.argument(
-    "workers", metavar="[N]", type=click.IntRange(1, 1024), required=False, help="How many loops to run."
+    "workers",
+    metavar="N",
+    type=click.IntRange(1, 1024),
+    required=False,
+    help="How many loops to run (none with --auto).",
 )
 @click.option("--auto", is_flag=True, help="Hand the count back to autoscaling ([cluster.autoscale]).")
 def scale(

@@ -184,7 +184,7 @@ def _conditions(
 ) -> list[Condition]:
     """The supervisor's own conditions, then what any reader sees: supervisor, storage, app, loops, start."""
     conditions = state.parsed_conditions() if state else []
-    seen = _supervisor_conditions(record, liveness) + _storage_conditions(env.queue_dir)
+    seen = _supervisor_conditions(record, liveness) + storage_conditions(env.queue_dir)
     conditions += [c for c in seen if c not in conditions]
     change = app_change(env, record)
     if change is not None:
@@ -376,7 +376,7 @@ def _supervisor_conditions(record: ServiceRecord | None, liveness: SupervisorLiv
     return []
 
 
-def _storage_conditions(queue_dir: Path) -> list[Condition]:
+def storage_conditions(queue_dir: Path) -> list[Condition]:
     """A full or read-only share, seen by any reader (the supervisor may be unable to write it down)."""
     try:
         stats = os.statvfs(queue_dir)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from keepwarm.queue.state import Condition, ConditionKind, RestartReason
 from keepwarm.queue.task import epoch_of
 from keepwarm.service import policy
+from keepwarm.service.health import storage_conditions
 from keepwarm.service.slots import EndedTask, SlotPhase
 
 if TYPE_CHECKING:
@@ -27,7 +28,12 @@ log = logging.getLogger("keepwarm.service.supervisor")
 
 def check_loops(supervisor: Supervisor) -> None:
     """Judge every live loop by its heartbeat; kill or retire those that need it."""
-    storage_fault = any(c.kind is ConditionKind.STORAGE for c in supervisor.conditions)
+    # The supervisor's own failed write, or the share seen full or read-only now: a write of its own
+    # can succeed on a full share (a block another writer freed) and must not make a loop that cannot
+    # write its heartbeat look stale.
+    storage_fault = any(c.kind is ConditionKind.STORAGE for c in supervisor.conditions) or bool(
+        storage_conditions(supervisor.env.queue_dir)
+    )
     for slot in list(supervisor.slots.values()):
         if slot.proc is None or slot.phase is SlotPhase.KILLED:
             continue
