@@ -29,8 +29,9 @@ loop, counted from the submit times and the records' finish times) to the first 
 min_loops' target to the loops back at min_loops. Then the issue's targets, printed as pass/miss,
 never asserted: under the burst, autoscaling's p99 within 1.5x fixed-max's, at <= 60% of its
 loop-seconds over the whole profile; a loop added within scale_up_delay_sec + one tick, back to
-min_loops within scale_down_delay_sec + one tick. A PNG (matplotlib) shows offered load, pending
-tasks and loops over time.
+min_loops within scale_down_delay_sec + one tick. Last, a service scaled to zero (min_loops 0):
+three times, once it holds no loop, one task, timed from submit to result against the target of
+the app's start time + 1 s. A PNG (matplotlib) shows offered load, pending tasks and loops over time.
 
 Usage::
 
@@ -49,15 +50,11 @@ import argparse
 import bisect
 import json
 import math
-import os
-import shutil
 import signal
+import statistics
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -65,12 +62,10 @@ from typing import Any
 
 import keepwarm
 from keepwarm.queue.results import wait_for_records
-from keepwarm.queue.state import read_supervisor_state
-from provenance import describe_machine
+from provenance import Services, add_workdir_options, describe_machine, temp_workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "warmup"
-TMPFS_DIR = Path("/dev/shm")
 PLOT = ROOT / "docs" / "img" / "autoscale.png"
 START_SEC = 2.0  # the app's start(): a model's load
 WORK_SEC = 0.05  # the app's work(): one loop serves 1 / WORK_SEC tasks/s
@@ -190,40 +185,6 @@ def write_app(workdir: Path, variant: Variant, high: int, down: float) -> Path:
         )
     (folder / "app_settings.toml").write_text(settings)
     return folder
-
-
-class Services:
-    """Every service this run started; each stopped by the API, its supervisor by pid if that fails."""
-
-    def __init__(self) -> None:
-        self.envs: list[keepwarm.Env] = []
-
-    def start(self, env: keepwarm.Env) -> keepwarm.Service:
-        service = keepwarm.Service(env)
-        self.envs.append(env)
-        service.start(timeout=START_TIMEOUT_SEC)
-        return service
-
-    def stop(self, env: keepwarm.Env) -> None:
-        state = read_supervisor_state(env.service_dir / "supervisor.json")
-        try:
-            keepwarm.Service(env).stop(timeout=STOP_TIMEOUT_SEC)
-        except Exception as exc:  # the supervisor is ended below; say why the API could not
-            print(f"stopping {env.namespace}: {exc}", file=sys.stderr)
-        finally:
-            if state is not None:
-                try:
-                    os.kill(state.pid, 0)
-                except ProcessLookupError:
-                    pass
-                else:
-                    os.kill(state.pid, signal.SIGKILL)  # its loops follow (parent-death signal)
-            if env in self.envs:
-                self.envs.remove(env)
-
-    def stop_all(self) -> None:
-        for env in list(self.envs):
-            self.stop(env)
 
 
 # ---------------------------------------------------------------------- one variant's run
@@ -483,7 +444,7 @@ def seconds(value: float | None) -> str:
     return "not seen" if value is None else f"{value:.2f} s"
 
 
-def verdicts(rows: dict[str, Row], react: Reaction, down_delay: float) -> list[Verdict]:
+def verdicts(rows: dict[str, Row], react: Reaction, down_delay: float, cold: list[float]) -> list[Verdict]:
     auto, fixed_max = rows["autoscale"], rows["fixed-max"]
     p99_ratio = auto.burst_p99_sec / fixed_max.burst_p99_sec
     cost_ratio = auto.loop_seconds / fixed_max.loop_seconds
@@ -525,7 +486,48 @@ def verdicts(rows: dict[str, Row], react: Reaction, down_delay: float) -> list[V
             None if react.down is None else react.down <= down_target,
         ),
         Verdict("backlog within min_loops' target -> min_loops loops left", seconds(react.down_stopped)),
+        Verdict(
+            f"min_loops 0: first task after idle, submit to result (median of {len(cold)})",
+            f"{statistics.median(cold):.2f} s (each: {', '.join(f'{t:.2f}' for t in cold)})",
+            f"<= start() + 1 s ({COLD_TARGET_SEC:g} s)",
+            statistics.median(cold) <= COLD_TARGET_SEC,
+        ),
     ]
+
+
+# ---------------------------------------------------------------------- scaled to zero
+
+
+COLD_STARTS = 3  # first tasks after idle, each on a service scaled to zero
+COLD_TARGET_SEC = START_SEC + 1.0  # the issue's target: the app's start time + 1 s
+
+
+def cold_starts(services: Services, workdir: Path, repeats: int) -> list[float]:
+    """Seconds from submitting one task to its result on a service scaled to zero (min_loops 0):
+    each time, once the service holds no loop, one task starts one (a cold start) and waits for it."""
+    folder = workdir / "apps" / "zero" / APP
+    package = folder / f"{APP}_code"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "worker.py").write_text(WORKER)
+    autoscale = AUTOSCALE.format(low=0, high=1, target=TARGET_PER_LOOP, up=SCALE_UP_DELAY_SEC, down=1)
+    (folder / "app_settings.toml").write_text(f'[app]\nworker = "{APP}_code.worker:Worker"\n{autoscale}')
+    env = keepwarm.Env(folder, share_dir=workdir / "share", namespace="zero")
+    service = services.start(env)
+    took = []
+    try:
+        for number in range(repeats):
+            deadline = time.monotonic() + START_TIMEOUT_SEC
+            while service.status().worker_health:  # idle: back to zero loops
+                if time.monotonic() > deadline:
+                    raise keepwarm.KeepwarmError("the scaled-to-zero service kept a loop")
+                time.sleep(0.05)
+            began = time.perf_counter()
+            service.submit({"n": number}).result(timeout=START_TIMEOUT_SEC)
+            took.append(time.perf_counter() - began)
+    finally:
+        services.stop(env)
+    return took
 
 
 # ---------------------------------------------------------------------- report
@@ -682,11 +684,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--dir", type=Path, metavar="PATH", help="run in a fresh temp dir under PATH (default: .bench/)"
-    )
-    where.add_argument("--tmpfs", action="store_true", help=f"run in a fresh temp dir under {TMPFS_DIR}")
+    add_workdir_options(parser)
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -716,27 +714,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return options
 
 
-@contextmanager
-def temp_workdir(options: argparse.Namespace) -> Iterator[Path]:
-    parent = TMPFS_DIR if options.tmpfs else options.dir or ROOT / ".bench"
-    parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="autoscale-", dir=parent))
-    try:
-        yield workdir
-    finally:
-        remove_tree(workdir)
-
-
-def remove_tree(workdir: Path, tries: int = 5) -> None:
-    """Remove the temp dir; a file a stopping process moved in meanwhile gets another try."""
-    for _ in range(tries):
-        shutil.rmtree(workdir, ignore_errors=True)
-        if not workdir.exists():
-            return
-        time.sleep(0.5)
-    print(f"could not remove {workdir}: remove it by hand", file=sys.stderr)
-
-
 def interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -752,10 +729,10 @@ def run(options: argparse.Namespace) -> int:
     )
     length = sum(p.seconds for p in profile)
     signal.signal(signal.SIGTERM, interrupt)
-    services = Services()
+    services = Services(START_TIMEOUT_SEC, STOP_TIMEOUT_SEC)
     runs: dict[str, Run] = {}
     rows: list[Row] = []
-    with temp_workdir(options) as workdir:
+    with temp_workdir(options, "autoscale-") as workdir:
         machine = describe_machine(workdir)
         print(f"scale_down_delay_sec {down_delay:g} for this bench (the default is 120)", file=sys.stderr)
         try:
@@ -773,10 +750,12 @@ def run(options: argparse.Namespace) -> int:
                 finally:
                     services.stop(env)
                 rows.append(summarize(runs[variant.name], variant.loops, length))
+            print(f"scaled to zero: {COLD_STARTS} cold starts", file=sys.stderr, flush=True)
+            cold = cold_starts(services, workdir, COLD_STARTS)
         finally:
             services.stop_all()
     react = reaction(runs["autoscale"], phase_start(profile, "burst"))
-    checks = verdicts({row.variant: row for row in rows}, react, down_delay)
+    checks = verdicts({row.variant: row for row in rows}, react, down_delay, cold)
     print_report(machine, profile, down_delay, rows, checks)
     write_plot(options.plot, runs, profile, high)
     print(f"plot: {options.plot}")

@@ -38,11 +38,8 @@ import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,14 +48,12 @@ import tomlkit
 
 import keepwarm
 from keepwarm._sys.watch import IN_CREATE, IN_MOVED_TO, Watcher
-from keepwarm.queue.state import read_supervisor_state
 from keepwarm.queue.task import TASK_SUFFIX
-from provenance import describe_machine
+from provenance import Services, add_workdir_options, describe_machine, temp_workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "batch_model"
 APP_CODE = ROOT / "examples" / "apps" / APP
-TMPFS_DIR = Path("/dev/shm")
 LOADS = (100, 1000, 10_000)
 START_TIMEOUT_SEC = 120.0
 STOP_TIMEOUT_SEC = 30.0
@@ -128,40 +123,6 @@ def app_copies(workdir: Path) -> dict[str, Path]:
             settings.write_text(tomlkit.dumps(document))
         folders[mode] = target
     return folders
-
-
-class Services:
-    """Every service this run started; each stopped by the API, its supervisor by pid if that fails."""
-
-    def __init__(self) -> None:
-        self.envs: list[keepwarm.Env] = []
-
-    def start(self, env: keepwarm.Env) -> keepwarm.Service:
-        service = keepwarm.Service(env)
-        self.envs.append(env)
-        service.start(timeout=START_TIMEOUT_SEC)
-        return service
-
-    def stop(self, env: keepwarm.Env) -> None:
-        state = read_supervisor_state(env.service_dir / "supervisor.json")
-        try:
-            keepwarm.Service(env).stop(timeout=STOP_TIMEOUT_SEC)
-        except Exception as exc:  # the supervisor is ended below; say why the API could not
-            print(f"stopping {env.namespace}: {exc}", file=sys.stderr)
-        finally:
-            if state is not None:
-                try:
-                    os.kill(state.pid, 0)
-                except ProcessLookupError:
-                    pass
-                else:
-                    os.kill(state.pid, signal.SIGKILL)  # its loops follow (parent-death signal)
-            if env in self.envs:
-                self.envs.remove(env)
-
-    def stop_all(self) -> None:
-        for env in list(self.envs):
-            self.stop(env)
 
 
 # ---------------------------------------------------------------------- one load
@@ -393,11 +354,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--dir", type=Path, metavar="PATH", help="run in a fresh temp dir under PATH (default: .bench/)"
-    )
-    where.add_argument("--tmpfs", action="store_true", help=f"run in a fresh temp dir under {TMPFS_DIR}")
+    add_workdir_options(parser)
     parser.add_argument(
         "--quick", action="store_true", help="1 s per load and mode (the run takes about a minute)"
     )
@@ -421,27 +378,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return options
 
 
-@contextmanager
-def temp_workdir(options: argparse.Namespace) -> Iterator[Path]:
-    parent = TMPFS_DIR if options.tmpfs else options.dir or ROOT / ".bench"
-    parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="batching-", dir=parent))
-    try:
-        yield workdir
-    finally:
-        remove_tree(workdir)
-
-
-def remove_tree(workdir: Path, tries: int = 5) -> None:
-    """Remove the temp dir; a file a stopping process moved in meanwhile gets another try."""
-    for _ in range(tries):
-        shutil.rmtree(workdir, ignore_errors=True)
-        if not workdir.exists():
-            return
-        time.sleep(0.5)
-    print(f"could not remove {workdir}: remove it by hand", file=sys.stderr)
-
-
 def interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -450,8 +386,8 @@ def run(options: argparse.Namespace) -> int:
     seconds = options.seconds or (1.0 if options.quick else 3.0)
     signal.signal(signal.SIGTERM, interrupt)
     results = Results()
-    services = Services()
-    with temp_workdir(options) as workdir:
+    services = Services(START_TIMEOUT_SEC, STOP_TIMEOUT_SEC)
+    with temp_workdir(options, "batching-") as workdir:
         machine = describe_machine(workdir, ("numpy",))
         try:
             folders = app_copies(workdir)

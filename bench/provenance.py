@@ -1,15 +1,27 @@
-"""What a benchmark's figures measured: the machine and the project's commit (shared by bench/)."""
+"""What the benchmarks in bench/ share: the machine and commit measured, their services, their work folder."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
+import shutil
+import signal
 import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import keepwarm
 
 ROOT = Path(__file__).resolve().parents[1]
+TMPFS_DIR = Path("/dev/shm")
 
 
 def source_version() -> str | None:
@@ -52,3 +64,76 @@ def describe_machine(workdir: Path, packages: tuple[str, ...] = ()) -> dict[str,
         "filesystem": filesystem_type(workdir),
         "load_average": os.getloadavg()[0],
     }
+
+
+class Services:
+    """Every service this run started; each stopped by the API, its supervisor by pid if that fails."""
+
+    def __init__(self, start_timeout: float, stop_timeout: float) -> None:
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.envs: list[keepwarm.Env] = []
+
+    def start(self, env: keepwarm.Env) -> keepwarm.Service:
+        import keepwarm
+
+        service = keepwarm.Service(env)
+        self.envs.append(env)
+        service.start(timeout=self.start_timeout)
+        return service
+
+    def stop(self, env: keepwarm.Env) -> None:
+        import keepwarm
+        from keepwarm.queue.state import read_supervisor_state
+
+        state = read_supervisor_state(env.service_dir / "supervisor.json")
+        try:
+            keepwarm.Service(env).stop(timeout=self.stop_timeout)
+        except Exception as exc:  # the supervisor is ended below; say why the API could not
+            print(f"stopping {env.namespace}: {exc}", file=sys.stderr)
+        finally:
+            if state is not None:
+                try:
+                    os.kill(state.pid, 0)
+                except ProcessLookupError:
+                    pass
+                else:
+                    os.kill(state.pid, signal.SIGKILL)  # its loops follow (parent-death signal)
+            if env in self.envs:
+                self.envs.remove(env)
+
+    def stop_all(self) -> None:
+        for env in list(self.envs):
+            self.stop(env)
+
+
+def add_workdir_options(parser: argparse.ArgumentParser) -> None:
+    """``--dir PATH`` or ``--tmpfs``: where :func:`temp_workdir` makes the run's temp dir."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--dir", type=Path, metavar="PATH", help="run in a fresh temp dir under PATH (default: .bench/)"
+    )
+    where.add_argument("--tmpfs", action="store_true", help=f"run in a fresh temp dir under {TMPFS_DIR}")
+
+
+@contextmanager
+def temp_workdir(options: argparse.Namespace, prefix: str) -> Iterator[Path]:
+    """A fresh temp dir named ``prefix...`` under /dev/shm (``--tmpfs``), ``--dir`` or .bench/,
+    removed afterwards."""
+    parent = TMPFS_DIR if options.tmpfs else options.dir or ROOT / ".bench"
+    parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield workdir
+    finally:
+        remove_tree(workdir)
+
+
+def remove_tree(workdir: Path, tries: int = 5) -> None:
+    """Remove the temp dir; a file a stopping process moved in meanwhile gets another try."""
+    for _ in range(tries):
+        shutil.rmtree(workdir, ignore_errors=True)
+        if not workdir.exists():
+            return
+        time.sleep(0.5)
+    print(f"could not remove {workdir}: remove it by hand", file=sys.stderr)

@@ -32,12 +32,10 @@ import argparse
 import gc
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -46,7 +44,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from keepwarm._sys.watch import IN_MOVED_TO, Watcher
-from provenance import describe_machine
+from provenance import (
+    TMPFS_DIR,  # noqa: F401  (bench/hotpath.py imports it from here)
+    add_workdir_options,
+    describe_machine,
+    temp_workdir,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS_PATH = ROOT / "examples" / "apps"
@@ -57,7 +60,6 @@ ROUNDTRIP_TIMEOUT_SEC = 30.0
 DRAIN_TIMEOUT_SEC = 900.0
 START_TIMEOUT_SEC = 60.0
 STOP_GRACE_SEC = 15.0
-TMPFS_DIR = Path("/dev/shm")
 PAUSE_SEC = 120.0
 
 
@@ -617,11 +619,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--dir", type=Path, metavar="PATH", help="run in a fresh temp dir under PATH (default: .bench/)"
-    )
-    where.add_argument("--tmpfs", action="store_true", help=f"run in a fresh temp dir under {TMPFS_DIR}")
+    add_workdir_options(parser)
     parser.add_argument("--quick", action="store_true", help="small sizes: the whole run takes < 60 s")
     parser.add_argument("--roundtrips", type=int, metavar="N", help="timed sequential round trips per case")
     parser.add_argument("--tasks", type=int, metavar="N", help="tasks per drain")
@@ -653,17 +651,6 @@ def choose_pause(options: argparse.Namespace, filesystem: str | None) -> float:
     return 0.0 if options.quick or filesystem == "tmpfs" else PAUSE_SEC
 
 
-@contextmanager
-def temp_workdir(options: argparse.Namespace) -> Iterator[Path]:
-    parent = TMPFS_DIR if options.tmpfs else options.dir or ROOT / ".bench"
-    parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="queue_roundtrip-", dir=parent))
-    try:
-        yield workdir
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
 def interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -672,7 +659,7 @@ def run(options: argparse.Namespace) -> int:
     sizes = choose_sizes(options)
     signal.signal(signal.SIGTERM, interrupt)
     results = Results()
-    with temp_workdir(options) as workdir:
+    with temp_workdir(options, "queue_roundtrip-") as workdir:
         machine = describe_machine(workdir, ("distributed",))
         bench = Run(workdir, sizes, choose_pause(options, machine["filesystem"]), results)
         for system in SYSTEMS:
