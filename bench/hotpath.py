@@ -29,13 +29,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from provenance import TMPFS_DIR
 from queue_roundtrip import (
     APP,
     APPS_PATH,
     NAMESPACE,
     ROOT,
     ROUNDTRIP_TIMEOUT_SEC,
-    TMPFS_DIR,
     FileQueueBackend,
     KeepwarmBackend,
     compute,

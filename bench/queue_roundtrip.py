@@ -45,7 +45,6 @@ from typing import Any, Protocol
 
 from keepwarm._sys.watch import IN_MOVED_TO, Watcher
 from provenance import (
-    TMPFS_DIR,  # noqa: F401  (bench/hotpath.py imports it from here)
     add_workdir_options,
     describe_machine,
     temp_workdir,
