@@ -193,7 +193,7 @@ def fleet_chart(rows: list[tuple[float, str, float]]) -> alt.LayerChart:
             orient=style.orient,
             offset=style.offset,
             titleColor=style.colour,
-            format="d" if style.whole else alt.Undefined,
+            format="d" if style.whole else "~g",  # 0, 2.5, 40: never 0.000000
             tickMinStep=1 if style.whole else alt.Undefined,
         )
         layers.append(
