@@ -62,7 +62,7 @@ def use_app_code(app_dir: Path) -> None:
     build) are forgotten, so a compiled copy is never shadowed by an already-imported source."""
     roots = [str(folder.resolve()) for folder in app_roots(app_dir)]
     names = app_top_names(app_dir)
-    for module_name in [m for m in list(sys.modules) if m.partition(".")[0] in names]:
+    for module_name in [m for m in sys.modules.copy() if m.partition(".")[0] in names]:
         module_file = getattr(sys.modules[module_name], "__file__", None) or ""
         if not any(module_file.startswith(root + os.sep) for root in roots):
             del sys.modules[module_name]
@@ -77,14 +77,15 @@ def borrowed_imports(app_dir: Path) -> Iterator[None]:
     ``sys.path`` and those modules are as they were."""
     names = app_top_names(app_dir)
     saved_path = list(sys.path)
-    # list(): a snapshot taken at once (another thread may be importing: the page's background imports)
-    saved = {m: module for m, module in list(sys.modules.items()) if m.partition(".")[0] in names}
+    # A copy taken in one C call (another thread may be importing: the page's background imports). Not
+    # list(items()): its tuples can start a garbage collection mid-way, whose finalizers let it run.
+    saved = {m: module for m, module in sys.modules.copy().items() if m.partition(".")[0] in names}
     for module_name in saved:  # another app's package of the same name must not answer the imports
         del sys.modules[module_name]
     try:
         yield
     finally:
-        for module_name in [m for m in list(sys.modules) if m.partition(".")[0] in names]:
+        for module_name in [m for m in sys.modules.copy() if m.partition(".")[0] in names]:
             sys.modules.pop(module_name, None)
         sys.modules.update(saved)
         sys.path[:] = saved_path

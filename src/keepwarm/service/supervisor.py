@@ -96,6 +96,7 @@ class Supervisor:
         self.stop_timeout = self.settings.stop_timeout_sec
         self._stop_requested = False
         self.backend_lost_at: float | None = None
+        self.storage_spared_until = 0.0  # stale heartbeats are spared until then (a storage fault)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.tick = min(max(self.settings.heartbeat_interval_sec / 2, 0.05), 1.0)
 

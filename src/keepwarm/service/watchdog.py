@@ -28,12 +28,15 @@ log = logging.getLogger("keepwarm.service.supervisor")
 
 def check_loops(supervisor: Supervisor) -> None:
     """Judge every live loop by its heartbeat; kill or retire those that need it."""
-    # The supervisor's own failed write, or the share seen full or read-only now: a write of its own
-    # can succeed on a full share (a block another writer freed) and must not make a loop that cannot
-    # write its heartbeat look stale.
-    storage_fault = any(c.kind is ConditionKind.STORAGE for c in supervisor.conditions) or bool(
-        storage_conditions(supervisor.env.queue_dir)
-    )
+    # The supervisor's own failed write, or the share seen full or read-only now (a write of its own
+    # can succeed on a full share, in a block another writer freed), and for a heartbeat timeout after
+    # the fault is gone: a loop that could not write its heartbeat needs that long to write it again.
+    now = time.monotonic()
+    if any(c.kind is ConditionKind.STORAGE for c in supervisor.conditions) or storage_conditions(
+        supervisor.env.queue_dir
+    ):
+        supervisor.storage_spared_until = now + supervisor.settings.heartbeat_timeout_sec
+    storage_fault = now < supervisor.storage_spared_until
     for slot in list(supervisor.slots.values()):
         if slot.proc is None or slot.phase is SlotPhase.KILLED:
             continue
