@@ -62,7 +62,7 @@ from typing import Any
 
 import keepwarm
 from keepwarm.queue.results import wait_for_records
-from provenance import Services, add_workdir_options, describe_machine, temp_workdir
+from provenance import Services, add_workdir_options, describe_machine, run_main, temp_workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "warmup"
@@ -765,15 +765,7 @@ def run(options: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_args(argv)
-    try:
-        return run(options)
-    except KeyboardInterrupt:
-        print("interrupted: services stopped, temp dir removed", file=sys.stderr)
-        return 130
-    except keepwarm.KeepwarmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_main(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ import tomlkit
 import keepwarm
 from keepwarm._sys.watch import IN_CREATE, IN_MOVED_TO, Watcher
 from keepwarm.queue.task import TASK_SUFFIX
-from provenance import Services, add_workdir_options, describe_machine, temp_workdir
+from provenance import Services, add_workdir_options, describe_machine, run_main, temp_workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "batch_model"
@@ -411,15 +411,7 @@ def run(options: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_args(argv)
-    try:
-        return run(options)
-    except KeyboardInterrupt:
-        print("interrupted: services stopped, temp dir removed", file=sys.stderr)
-        return 130
-    except keepwarm.KeepwarmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_main(run, parse_args(argv))
 
 
 if __name__ == "__main__":

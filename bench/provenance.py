@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
@@ -137,3 +137,18 @@ def remove_tree(workdir: Path, tries: int = 5) -> None:
             return
         time.sleep(0.5)
     print(f"could not remove {workdir}: remove it by hand", file=sys.stderr)
+
+
+def run_main(run: Callable[[argparse.Namespace], int], options: argparse.Namespace) -> int:
+    """A benchmark's ``run(options)``: Ctrl-C (its services are stopped by then) exits 130, a
+    keepwarm error is one line on stderr and exit 1."""
+    import keepwarm
+
+    try:
+        return run(options)
+    except KeyboardInterrupt:
+        print("interrupted: services stopped, temp dir removed", file=sys.stderr)
+        return 130
+    except keepwarm.KeepwarmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
