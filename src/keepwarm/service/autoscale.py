@@ -148,10 +148,9 @@ class Autoscaler:
         before = [need for at, need in self._needs if at <= start][-1:]
         return pick(before + [need for at, need in self._needs if at > start])
 
-    def decided(self, before: int, after: int, why: str) -> AutoscaleDecision:
+    def decided(self, before: int, after: int, why: str) -> None:
         """Remember a decision carried out (``at`` in epoch seconds)."""
         self.last = AutoscaleDecision(at=time.time(), from_loops=before, to_loops=after, why=why)
-        return self.last
 
     def state(self, fleet: Fleet) -> AutoscaleState:
         """What ``supervisor.json`` (and so health) shows of autoscaling."""

@@ -13,7 +13,6 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,7 +34,7 @@ from keepwarm.queue.state import (
     settings_in_force,
     stale_heartbeat,
 )
-from keepwarm.queue.task import epoch_of
+from keepwarm.queue.task import epoch_of, iso_of
 from keepwarm.queue.taskqueue import TaskQueue
 from keepwarm.runtime.heartbeat import Heartbeat, read_heartbeat
 from keepwarm.service.liveness import SupervisorLiveness, current_supervisor_state, supervisor_liveness
@@ -143,7 +142,7 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
     supervisor = _supervisor_health(liveness)
     restarted = sorted({e.slot for e in window}, key=_slot_order)
     return HealthReport(
-        timestamp=_iso(now),
+        timestamp=iso_of(now),
         app=env.app,
         target=env.app_target,
         namespace=env.namespace,
@@ -416,10 +415,6 @@ def _section(model: type[_Section], source: object, *, age: str) -> _Section:
     ``age`` rounded to the millisecond."""
     values = {name: getattr(source, name) for name in model.model_fields}
     return model(**values | {age: _round(values[age])})
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _round(value: float | None) -> float | None:

@@ -3,12 +3,12 @@ the gate and the exports read. Evaluated from a service's files by :mod:`keepwar
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from keepwarm.queue.state import AutoscaleState, Condition, ConditionKind, FutureState, ServiceStatus
+from keepwarm.queue.task import iso_of
 from keepwarm.runtime.heartbeat import HeartbeatState
 from keepwarm.settings_sections import AutoscaleSettings
 
@@ -116,9 +116,8 @@ class AutoscaleHealth(HealthModel):
         last = block.last_decision
         decision = None
         if last is not None:
-            at = datetime.fromtimestamp(last.at, UTC).isoformat(timespec="microseconds")
             decision = AutoscaleDecisionHealth(
-                at=at.replace("+00:00", "Z"), from_loops=last.from_loops, to_loops=last.to_loops, why=last.why
+                at=iso_of(last.at), from_loops=last.from_loops, to_loops=last.to_loops, why=last.why
             )
         return cls(enabled=True, **block.model_dump(exclude={"last_decision"}), last_decision=decision)
 
