@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv at the project root and install keepwarm with every extra (Dask included) and the dev tools.
-# Idempotent: a second run only reinstalls when pyproject.toml changed.
+# Versions come from constraints.txt (the ones the check last passed with).
+# Idempotent: a second run only reinstalls when pyproject.toml or constraints.txt changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3.11}"
@@ -9,9 +10,9 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.keepwarm-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[all,dev]'
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[all,dev]'
     touch "$stamp"
 fi
 # Byte-code for keepwarm's own modules, so commands start fast even where PYTHONDONTWRITEBYTECODE is set.

@@ -349,17 +349,24 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _add_after_last_value(table: Any, key: str, value: Any) -> None:
-    """Add a key after the table's last value, not after the comment that introduces a sub-table."""
-    body = getattr(getattr(table, "value", None), "body", None)
-    last = None
-    for name, item in body or []:
-        if name is not None and not isinstance(item, (tomlkit.items.Table, tomlkit.items.AoT)):
-            last = name
-    insert_after = getattr(getattr(table, "value", None), "_insert_after", None)
-    if last is None or insert_after is None:
+    """Add a key after the table's last value, not after the comment that introduces a sub-table.
+
+    tomlkit's public ``table[key] = value`` puts a new key after the comments that end the table's
+    values, taking the comment that introduces the next sub-table from it; its container's
+    ``_insert_at`` (in every tomlkit release since 0.5) puts it right after the last value.
+    """
+    container = getattr(table, "value", None)
+    body = getattr(container, "body", None) or []
+    after = [
+        index
+        for index, (name, item) in enumerate(body)
+        if name is not None and not isinstance(item, (tomlkit.items.Table, tomlkit.items.AoT))
+    ]
+    insert_at = getattr(container, "_insert_at", None)
+    if not after or after[-1] + 1 >= len(body) or insert_at is None:
         table[key] = value
     else:
-        insert_after(last, key, value)
+        insert_at(after[-1] + 1, key, value)
 
 
 def _parse(path: Path) -> tomlkit.TOMLDocument:
