@@ -187,6 +187,13 @@ class Watcher:
         if self.mode == "inotify":
             self._drain()
 
+    def drain(self) -> Wakeup:
+        """The events queued so far, without blocking (for an event loop's reader on ``fileno()``);
+        a rescan when polling."""
+        if self.mode == "poll":
+            return Wakeup(rescan=True)
+        return self._drain()
+
     def _drain(self) -> Wakeup:
         wakeup = Wakeup()
         while True:
