@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import stat
 import subprocess
@@ -18,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from keepwarm import __version__
 from keepwarm.env import Env
@@ -49,6 +50,7 @@ from keepwarm.service.liveness import (
     live_supervisor_state,
     supervisor_liveness,
 )
+from keepwarm.service.metrics import GAUGES, ServicesCollector, render, service_families
 from keepwarm.service.report import HEALTH_SCHEMA, HealthReport
 from keepwarm.settings_sections import ServiceHealthSettings
 
@@ -807,44 +809,25 @@ def test_thresholds_come_from_the_settings_with_per_call_overrides() -> None:
 
 # ---------------------------------------------------------------------- exports
 
-_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
-_VALUE = r"[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|NaN|Inf)"
-_SAMPLE = re.compile(rf"^({_NAME})(\{{{_LABEL}(?:,{_LABEL})*\}})? ({_VALUE})$")
-_COMMENT = re.compile(rf"^# (HELP|TYPE) ({_NAME}) (.*)$")
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def parse_exposition(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Validate Prometheus text exposition (0.0.4) line by line; samples keyed by name and labels."""
-    assert text.endswith("\n")
-    typed: dict[str, str] = {}
-    helped: set[str] = set()
-    finished: set[str] = set()
-    current = None
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
-    for line in text.splitlines():
-        comment = _COMMENT.match(line)
-        if comment:
-            kind, name, rest = comment.groups()
-            if kind == "TYPE":
-                assert name not in typed and rest in {"gauge", "counter", "untyped", "summary", "histogram"}
-                typed[name] = rest
-            else:
-                assert name not in helped
-                helped.add(name)
-            if name != current:
-                assert name not in finished, f"{name} is declared twice"
-                if current is not None:
-                    finished.add(current)
-                current = name
-            continue
-        sample = _SAMPLE.match(line)
-        assert sample, f"not a valid sample line: {line!r}"
-        name, labels, value = sample.groups()
-        assert name == current and name in typed, f"{name} has no TYPE before its samples"
-        pairs = frozenset(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', labels or ""))
-        assert (name, pairs) not in samples, f"duplicate sample {line!r}"
-        samples[(name, pairs)] = float(value)
+def parse_exposition(text: str) -> Samples:
+    """Parse Prometheus text with prometheus_client's own parser; samples keyed by name and labels.
+
+    Also asserts what that parser lets through: a family declared once, keepwarm's as gauges, no twin sample.
+    """
+    families = list(text_string_to_metric_families(text))
+    # The parser merges a family declared twice in a row, so count the declarations themselves.
+    declared = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(declared) == len(set(declared)) == len(families), f"a family is declared twice: {declared}"
+    samples: Samples = {}
+    for family in families:
+        assert family.type == "gauge" or not family.name.startswith("keepwarm_"), family
+        for sample in family.samples:
+            key = (sample.name, frozenset(sample.labels.items()))
+            assert key not in samples, f"duplicate sample {sample}"
+            samples[key] = sample.value
     return samples
 
 
@@ -888,14 +871,75 @@ def test_prometheus_text_is_valid_exposition_with_every_metric(mycode_env: Env) 
 
 
 def test_prometheus_text_of_a_stopped_service_says_down_and_escapes_labels(mycode_env: Env) -> None:
-    report = evaluate_health(mycode_env, now=NOW).model_copy(update={"namespace": 'team "a"\\b'})
+    namespace = 'team "a"\\b\nc'
+    report = evaluate_health(mycode_env, now=NOW).model_copy(update={"namespace": namespace})
     text = to_prometheus(report)
     samples = parse_exposition(text)
-    assert 'namespace="team \\"a\\"\\\\b"' in text
+    assert 'namespace="team \\"a\\"\\\\b\\nc"' in text
+    assert {dict(labels)["namespace"] for _, labels in samples} == {namespace}
     assert "keepwarm_service_gate_code" not in text
     up = [v for (name, _), v in samples.items() if name == "keepwarm_service_up"]
     assert up == [0]
     assert not [name for name, _ in samples if name in ("keepwarm_service_heartbeat_age_seconds",)]
+    assert "# TYPE keepwarm_service_heartbeat_age_seconds gauge" in text  # declared, with no sample
+
+
+def test_two_services_render_as_one_family_each_with_both_services_samples(mycode_env: Env) -> None:
+    stopped = evaluate_health(mycode_env, now=NOW)
+    healthy_service(mycode_env)
+    running = evaluate_health(mycode_env, now=NOW).model_copy(update={"app": "second_app"})
+    gate = evaluate_gate(running, DEFAULT_GATE)
+    text = render(service_families([(stopped, None), (running, gate)]))
+    samples = parse_exposition(text)  # fails on a family declared twice
+    ns = mycode_env.namespace
+
+    def by_app(name: str, **labels: str) -> dict[str, float]:
+        return {
+            dict(key)["app"]: value
+            for (metric, key), value in samples.items()
+            if metric == f"keepwarm_service_{name}" and labels.items() <= dict(key).items()
+        }
+
+    every = {f"keepwarm_service_{gauge.name}" for gauge in GAUGES}
+    assert {name for name, _ in samples} == every - {"keepwarm_service_loops_desired"}  # no autoscaling
+    assert by_app("up") == {"mycode_project": 0, "second_app": 1}
+    assert by_app("status", status="stopped") == {"mycode_project": 1, "second_app": 0}
+    assert by_app("workers_healthy") == {"mycode_project": 0, "second_app": 2}
+    assert by_app("heartbeat_age_seconds", worker="loop-1") == {"second_app": 0.5}
+    assert by_app("gate_code") == {"second_app": gate.code}  # only the service given with a verdict
+    assert {dict(key)["namespace"] for _, key in samples} == {ns}
+    assert text.count("# TYPE keepwarm_service_up gauge") == 1
+
+
+def test_services_collector_reads_the_services_at_each_scrape_and_claims_its_names(mycode_env: Env) -> None:
+    reports: list[HealthReport] = [evaluate_health(mycode_env, now=NOW)]
+    registry = CollectorRegistry()
+    registry.register(ServicesCollector(lambda: [(report, None) for report in reports]))
+    requests = Counter("http_requests", "requests served", registry=registry)
+    requests.inc()
+
+    def scrape() -> Samples:
+        return parse_exposition(generate_latest(registry).decode())
+
+    assert (
+        scrape()[
+            (
+                "keepwarm_service_up",
+                frozenset({"app": "mycode_project", "namespace": mycode_env.namespace}.items()),
+            )
+        ]
+        == 0
+    )
+    healthy_service(mycode_env)
+    reports.append(evaluate_health(mycode_env, now=NOW).model_copy(update={"app": "second_app"}))
+    ups = {
+        dict(labels)["app"]: value
+        for (name, labels), value in scrape().items()
+        if name == "keepwarm_service_up"
+    }
+    assert ups == {"mycode_project": 0, "second_app": 1}
+    with pytest.raises(ValueError, match="keepwarm_service_up"):
+        Gauge("keepwarm_service_up", "a second definition", registry=registry)
 
 
 def test_operator_snapshot_summarises_rows_and_thresholds(mycode_env: Env) -> None:

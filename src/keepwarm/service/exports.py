@@ -6,7 +6,6 @@ Nothing here judges: each export renders a :class:`HealthReport` (and a gate's v
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -43,64 +42,11 @@ def write_report(report: HealthReport, path: Path) -> Path:
 
 
 def to_prometheus(report: HealthReport, gate: GateResult | None = None) -> str:
-    """The report as Prometheus text exposition: ``keepwarm_service_*`` gauges labelled by app, namespace."""
-    base = {"app": report.app, "namespace": report.namespace}
-    out: list[str] = []
+    """The report as Prometheus text exposition: the ``keepwarm_service_*`` gauges of :mod:`.metrics`."""
+    # Imported here: prometheus_client takes ~0.1 s to import, and keepwarm.api imports this module.
+    from keepwarm.service.metrics import render, service_families
 
-    def gauge(name: str, help_text: str, samples: list[tuple[dict[str, str], float | None]]) -> None:
-        metric = f"keepwarm_service_{name}"
-        out.append(f"# HELP {metric} {_escape_help(help_text)}")
-        out.append(f"# TYPE {metric} gauge")
-        for labels, value in samples:
-            if value is not None:
-                out.append(f"{metric}{_labels(base | labels)} {_number(value)}")
-
-    queue = report.queue
-    up = int(ServiceStatus(report.status).serving)
-    gauge("up", "1 while the service serves (status running, idle or degraded)", [({}, up)])
-    gauge(
-        "status",
-        "1 for the service's current status word, 0 for the others",
-        [({"status": word}, int(word == report.status)) for word in ServiceStatus],
-    )
-    gauge("workers_healthy", "loops that are healthy", [({}, report.workers_healthy_count)])
-    gauge("workers_unhealthy", "loops that have an unhealthy reason", [({}, report.workers_unhealthy_count)])
-    gauge("workers_pending", "loops still starting, within their grace", [({}, report.workers_pending_count)])
-    gauge("restart_rate", "restarts per slot within the restart window", [({}, report.restart_rate)])
-    gauge("queue_pending", "tasks waiting in pending/", [({}, queue.pending)])
-    gauge("queue_running", "tasks claimed by a loop", [({}, queue.running)])
-    gauge("queue_done", "terminal files in done/", [({}, queue.done)])
-    gauge("queue_failed", "terminal files in failed/", [({}, queue.failed)])
-    gauge(
-        "oldest_pending_age_seconds",
-        "age of the oldest pending task (0 when none is pending)",
-        [({}, queue.oldest_pending_age_sec or 0.0)],
-    )
-    gauge(
-        "supervisor_heartbeat_age_seconds",
-        "seconds since the supervisor's last heartbeat",
-        [({}, report.supervisor.heartbeat_age_sec)],
-    )
-    gauge(
-        "heartbeat_age_seconds",
-        "seconds since each loop's last heartbeat",
-        [({"worker": row.worker}, row.heartbeat_age_sec) for row in report.worker_health],
-    )
-    gauge(
-        "worker_healthy",
-        "1 when the loop is healthy",
-        [({"worker": row.worker}, int(row.healthy)) for row in report.worker_health],
-    )
-    scaling = report.autoscale
-    gauge("loops", "loops the service keeps (starting ones included)", [({}, len(report.worker_health))])
-    gauge(
-        "loops_desired",
-        "loops the autoscaler wants (absent without autoscaling)",
-        [({}, scaling.desired if scaling.enabled else None)],
-    )
-    if gate is not None:
-        gauge("gate_code", "the SLA gate's exit code (0 passed)", [({}, gate.code)])
-    return "\n".join(out) + "\n"
+    return render(service_families([(report, gate)]))
 
 
 class SnapshotSummary(HealthModel):
@@ -178,26 +124,3 @@ def write_snapshot(
     data = json.dumps(operator_snapshot(report, thresholds).to_json_dict(), indent=1)
     write_atomic(path, data.encode())
     return path
-
-
-_LABEL_ESCAPES = str.maketrans({"\\": r"\\", '"': r"\"", "\n": r"\n"})
-
-
-def _labels(labels: dict[str, str]) -> str:
-    return "{" + ",".join(f'{key}="{value.translate(_LABEL_ESCAPES)}"' for key, value in labels.items()) + "}"
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", r"\\").replace("\n", r"\n")
-
-
-def _number(value: float) -> str:
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
