@@ -22,7 +22,7 @@ APP = ["mycode_project", "--apps-path", APPS]
 # (command line, kind): one per surface of the CLI that takes --json.
 FAILING = [
     (["status", *APP, "--namespace", "no/slash"], "SettingsError"),
-    (["start", "no_such_app", "--apps-path", APPS], "AppError"),
+    (["start", "no_such_app", "--apps-path", APPS], "AppNotFound"),
     (["restart", *APP, "--loop", "loop-0"], "ServiceNotRunning"),
     (["scale", *APP, "2"], "ServiceNotRunning"),
     (["submit", *APP, "--args", '{"x": 3}'], "ServiceNotRunning"),
@@ -33,7 +33,7 @@ FAILING = [
     (["logs", *APP], "UserError"),
     (["status", *APP, "--no-such-option"], "UsageError"),
     (["health", *APP, "--format", "prometheus"], "UsageError"),  # with --json added: a usage error
-    (["data", "no_such_app", "--apps-path", APPS], "AppError"),
+    (["data", "no_such_app", "--apps-path", APPS], "AppNotFound"),
     (["distribute", *APP, "--move", "p0"], "UserError"),
     (["workflow", "status", "not-an-id"], "WorkflowNotFound"),
     (["up", "/no/such/fleet.toml"], "SettingsError"),

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from keepwarm.app import describe_args_error, load_args_model
 from keepwarm.env import Env
 from keepwarm.errors import (
+    InvalidArgs,
     InvalidTaskError,
     KeepwarmError,
     ResultTimeout,
@@ -49,12 +50,19 @@ class Service:
         return load_args_model(self.env) if self._check else None
 
     def check_args(self, args: dict[str, Any]) -> None:
-        """Refuse args the app's ``args_model`` rejects (ValueError), before they reach the queue."""
+        """Refuse args the app's ``args_model`` rejects (InvalidArgs, a ValueError, with the model's
+        errors per field), before they reach the queue."""
         if self._args_model is not None:
             try:
                 self._args_model.model_validate(args)
             except ValidationError as exc:
-                raise ValueError(describe_args_error(exc)) from None
+                fields = exc.errors(include_url=False, include_context=False, include_input=False)
+                raise InvalidArgs(describe_args_error(exc), [dict(error) for error in fields]) from None
+
+    @property
+    def args_model(self) -> type[BaseModel] | None:
+        """The app's ``args_model`` (None when it has none, or when args are not checked)."""
+        return self._args_model
 
     def __repr__(self) -> str:
         return f"Service({self.env.app_target!r}, namespace={self.env.namespace!r})"
@@ -79,10 +87,7 @@ class Service:
         """
         if not queue_only:
             self.require_running_to_queue()
-        try:
-            self.check_args(args or {})
-        except ValueError as exc:
-            raise InvalidTaskError(str(exc)) from None
+        self.check_args(args or {})
         task = self.queue.make_task(
             args,
             task_name=task_name,
@@ -148,10 +153,7 @@ class Service:
             self.queue.make_task(args or {}, task_name=task_name, execution_id=execution_id, plan=plan)
             for plan in plans
         ]
-        try:
-            self.check_args(args or {})
-        except ValueError as exc:
-            raise InvalidTaskError(str(exc)) from None
+        self.check_args(args or {})
         return self.queue.publish(tasks)
 
     def _submit_numbered(self, lines: Iterable[tuple[int, dict[str, Any]]], source: str) -> list[TaskHandle]:

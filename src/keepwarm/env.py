@@ -10,7 +10,7 @@ import sys
 from functools import cached_property
 from pathlib import Path
 
-from keepwarm.errors import AppError, AppNotInstalled, SettingsError
+from keepwarm.errors import AppError, AppNotFound, AppNotInstalled, SettingsError
 from keepwarm.queue.layout import ServiceLayout, data_dir, service_dir
 from keepwarm.queue.state import read_service_record, saved_settings
 from keepwarm.settings import (
@@ -210,7 +210,7 @@ def _find_app(apps_path: Path, app: Path) -> Path:
             return candidate.resolve()
     names = sorted(p.parent.name for p in apps_path.glob(f"*/{SETTINGS_FILE}"))
     available = f"; apps there: {', '.join(names)}" if names else ""
-    raise AppError(
+    raise AppNotFound(
         f"app {str(app)!r} not found: no {SETTINGS_FILE} in {apps_path / app}{available}. "
         "Pass --apps-path (or set KEEPWARM_APPS_PATH) to the folder that holds your apps"
     )

@@ -15,7 +15,8 @@ The bases say which part failed; each raised class says what happened::
                        InstallError, DataError
       GroupError       fleets and workflow runs: FleetError (FleetAlreadyRunning, FleetStartError),
                        WorkflowNotFound
-      SurfaceError     the page and the MCP server: PageNotServing, McpOptionError, PortUnavailable
+      SurfaceError     the page, the MCP and HTTP servers: PageNotServing, ServerOptionError
+                       (McpOptionError), PortUnavailable
       PipelineError    a pipeline and its snippet files: PipelineFileError, StepNotFound, SnippetFileError
 
 This module imports nothing of keepwarm, so catching an error never loads the code that raises it.
@@ -89,6 +90,10 @@ class AppError(ConfigError):
     """An app cannot be found or its entry points cannot be loaded."""
 
 
+class AppNotFound(AppError):
+    """No app of that name is where keepwarm looks for apps."""
+
+
 class AppNotInstalled(AppError):
     """An isolated app's virtual environment does not exist yet: ``keepwarm install`` makes it."""
 
@@ -102,6 +107,15 @@ class QueueError(KeepwarmError):
 
 class InvalidTaskError(QueueError):
     """A task given to ``submit`` is malformed."""
+
+
+class InvalidArgs(InvalidTaskError, ValueError):
+    """A task's args refused by the app's ``args_model``; ``fields`` holds the model's errors, one
+    ``{"loc", "msg", "type"}`` per field (an HTTP client shows them beside its inputs)."""
+
+    def __init__(self, message: str, fields: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 class QueueFull(QueueError):
@@ -278,8 +292,12 @@ class PageNotServing(SurfaceError):
     """The page's server exited, or did not answer, before serving."""
 
 
-class McpOptionError(SurfaceError):
-    """The MCP server's options contradict each other, or its token is too short."""
+class ServerOptionError(SurfaceError):
+    """A server's options contradict each other, or its bearer token is too short."""
+
+
+class McpOptionError(ServerOptionError):
+    """The MCP server's options contradict each other."""
 
 
 class PortUnavailable(SurfaceError):

@@ -51,6 +51,7 @@ VERBS: dict[str, str] = {
     "ps": "fleet:ps",
     "workflow": "fleet:workflow",
     "mcp": "mcp:mcp",
+    "http": "http:http",
     "ui": "ui:ui",
     "pipeline": "pipeline:pipeline",
 }

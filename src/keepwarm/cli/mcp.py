@@ -50,9 +50,9 @@ def mcp(
 ) -> None:
     """Serve keepwarm's services, workflows and fleets as MCP tools (stdio, or HTTP with a token)."""
     try:
+        from keepwarm.groups.scope import Scope
         from keepwarm.mcp import server as mcp_server
         from keepwarm.mcp import transports
-        from keepwarm.mcp.scope import Scope
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.partition(".")[0] in ("mcp", "mcp_types"):
             raise UserError("the MCP server needs the 'mcp' package: pip install 'keepwarm[mcp]'") from None

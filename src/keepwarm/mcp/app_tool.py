@@ -15,7 +15,7 @@ from keepwarm.errors import (
     ResultTimeout,
     TaskFailed,
 )
-from keepwarm.mcp.scope import Scope
+from keepwarm.groups.scope import Scope
 from keepwarm.mcp.tool import KeepwarmTool
 from keepwarm.mcp.tools import in_thread
 

@@ -17,8 +17,8 @@ from mcp_types import ToolAnnotations
 
 from keepwarm import __version__
 from keepwarm.errors import McpOptionError
+from keepwarm.groups.scope import Scope
 from keepwarm.mcp.app_tool import app_tool
-from keepwarm.mcp.scope import Scope
 from keepwarm.mcp.tool import KeepwarmTool
 from keepwarm.mcp.tools import keepwarm_tools
 

@@ -12,7 +12,7 @@ from pydantic import Field
 from keepwarm.groups.fleet import (
     list_services,
 )
-from keepwarm.mcp.scope import Scope
+from keepwarm.groups.scope import Scope
 
 P = ParamSpec("P")
 T = TypeVar("T")

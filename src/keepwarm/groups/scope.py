@@ -1,7 +1,8 @@
-"""Where the MCP server works: the apps, the namespace, and optionally a fleet."""
+"""Where a server (MCP, HTTP) works: the apps, the namespace, and optionally a fleet."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from keepwarm.groups.fleet import (
     start_member,
     summarize,
 )
+from keepwarm.settings import SETTINGS_FILE
 
 
 @dataclass
@@ -34,6 +36,9 @@ class Scope:
     share_dir: str | None = None
     fleet_path: str | None = None
     fleet: Fleet | None = field(default=None, init=False)
+    _services: dict[tuple[str, str | None], tuple[object, Service]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if self.fleet_path is not None:
@@ -56,7 +61,23 @@ class Scope:
         return Env(app, self.apps_path, share_dir=self.share_dir, namespace=namespace or self.namespace)
 
     def service(self, app: str, namespace: str | None = None) -> Service:
-        return Service(self.env(app, namespace))
+        """The app's Service, kept while its settings file is unchanged (an Env takes milliseconds
+        to resolve; a server asks for one per request)."""
+        key = (app, namespace or self.namespace)
+        kept = self._services.get(key)
+        if kept is not None and _stamp(kept[1].env.settings_path) == kept[0]:
+            return kept[1]
+        service = Service(self.env(app, namespace))
+        self._services[key] = (_stamp(service.env.settings_path), service)
+        return service
+
+    def app_names(self) -> list[str]:
+        """The apps this scope can name: the app folders under its apps path and the fleet's members."""
+        folder = Path(self.apps_path or os.environ.get("KEEPWARM_APPS_PATH") or ".").expanduser()
+        names = {p.parent.name for p in folder.glob(f"*/{SETTINGS_FILE}")}
+        if self.fleet is not None:
+            names |= {member.name for member in self.fleet.members}
+        return sorted(names)
 
     def start(
         self, app: str, namespace: str | None, workers: int | None, timeout: float | None
@@ -84,3 +105,12 @@ class Scope:
                 f"not {namespace!r}; leave namespace out"
             )
         return chosen
+
+
+def _stamp(path: Path) -> object:
+    """What changes when a file is rewritten (keepwarm writes by rename: a new inode)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_ino, info.st_mtime_ns, info.st_size)
