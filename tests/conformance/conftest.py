@@ -21,7 +21,7 @@ from keepwarm.service.lifecycle import stop_service
 from keepwarm.service.liveness import pid_alive
 
 from ..conftest import ROOT
-from .surfaces import AgiSurface, CliSurface, McpSurface, PythonSurface
+from .surfaces import AgiSurface, CliSurface, HttpSurface, McpSurface, PythonSurface
 
 APP = "conform"
 AUTO_APP = "conform_auto"
@@ -156,10 +156,18 @@ def mcp_surface(world: World) -> Iterator[McpSurface]:
 
 
 @pytest.fixture(scope="session")
-def surfaces(world: World, mcp_surface: McpSurface) -> dict[str, object]:
+def http_surface(world: World) -> Iterator[HttpSurface]:
+    surface = HttpSurface(world.apps)
+    yield surface
+    surface.close()
+
+
+@pytest.fixture(scope="session")
+def surfaces(world: World, mcp_surface: McpSurface, http_surface: HttpSurface) -> dict[str, object]:
     return {
         "python": PythonSurface(world.apps),
         "cli": CliSurface(world.apps),
         "mcp": mcp_surface,
         "agi": AgiSurface(world.apps),
+        "http": http_surface,
     }

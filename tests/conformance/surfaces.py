@@ -4,7 +4,8 @@
   this process;
 - ``cli``: the ``keepwarm`` console script in a subprocess, always with ``--json``;
 - ``mcp``: ``keepwarm mcp`` over stdio, through the official SDK's client (one server for the session);
-- ``agi``: the reference's façade, ``keepwarm.AGI`` with ``keepwarm.AgiEnv``.
+- ``agi``: the reference's façade, ``keepwarm.AGI`` with ``keepwarm.AgiEnv``;
+- ``http``: ``keepwarm http`` (one server per namespace, started on first use) through httpx.
 
 Every action returns an :class:`Outcome`: whether it succeeded, the surface's JSON document, and on
 failure the error text and, where the surface has one, its kind (the exception class) and exit code.
@@ -31,6 +32,8 @@ from mcp import Client, StdioServerParameters
 
 import keepwarm
 from keepwarm.errors import KeepwarmError, TaskFailed
+
+from ..httpserver import HttpServer
 
 KEEPWARM = str(Path(sys.executable).parent / "keepwarm")
 T = TypeVar("T")
@@ -405,4 +408,64 @@ class AgiSurface:
         return _caught(lambda: asyncio.run(keepwarm.AGI.submit(env, args=args, **options)))
 
 
-SURFACE_NAMES = ("python", "cli", "mcp", "agi")
+SURFACE_NAMES = ("python", "cli", "mcp", "agi", "http")
+
+
+class HttpSurface:
+    """``keepwarm http`` as a web client drives it: a server per namespace (a server serves one),
+    each a child process started on first use and kept for the session."""
+
+    name = "http"
+
+    def __init__(self, apps_path: Path) -> None:
+        self.apps_path = apps_path
+        self.servers: dict[str, HttpServer] = {}
+
+    def server(self, namespace: str) -> HttpServer:
+        if namespace not in self.servers:
+            self.servers[namespace] = HttpServer("--apps-path", str(self.apps_path), "--namespace", namespace)
+        return self.servers[namespace]
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+
+    def call(self, namespace: str, method: str, path: str, **options: Any) -> Outcome:
+        response = self.server(namespace).request(method, path, **options)
+        doc = response.json()
+        assert isinstance(doc, dict), doc
+        assert "Traceback" not in (doc.get("error") or ""), doc
+        if response.is_success:
+            return Outcome(True, doc, code=response.status_code)
+        return Outcome(False, doc, doc.get("error", ""), doc.get("kind"), response.status_code)
+
+    def status(self, app: str, namespace: str) -> Outcome:
+        return self.call(namespace, "GET", f"/v1/apps/{app}")
+
+    def health(self, app: str, namespace: str, **thresholds: Any) -> Outcome:
+        given = {key: value for key, value in thresholds.items() if value is not None}
+        outcome = self.call(namespace, "GET", f"/v1/apps/{app}/health", params=given)
+        # The gate's verdict is the status code (200 or 503); the document is the report either way.
+        gate = outcome.doc.get("gate", {})
+        assert outcome.code == (200 if gate.get("code") == 0 else 503), (outcome.code, gate)
+        return Outcome("error" not in outcome.doc, outcome.doc, outcome.error, outcome.kind, gate.get("code"))
+
+    def submit(self, app: str, namespace: str, args: dict[str, Any], **options: Any) -> Outcome:
+        outcome = self.call(namespace, "POST", f"/v1/apps/{app}/tasks", json=args, params=options)
+        if outcome.ok:
+            assert outcome.code == 202, outcome
+            return Outcome(True, outcome.doc | {"task_ids": [outcome.doc["task_id"]]})
+        return outcome
+
+    def result(self, app: str, namespace: str, task_id: str) -> Outcome:
+        outcome = self.call(namespace, "GET", f"/v1/apps/{app}/tasks/{task_id}", params={"wait": 60})
+        return Outcome(outcome.doc.get("status") == "done", outcome.doc, outcome.doc.get("error") or "")
+
+    def cancel(self, app: str, namespace: str, task_ids: list[str]) -> Outcome:
+        """One DELETE per id (a URL names one task), their answers merged as one cancel's."""
+        answers = [self.call(namespace, "DELETE", f"/v1/apps/{app}/tasks/{task_id}") for task_id in task_ids]
+        doc = {
+            "cancelled": [i for a in answers for i in a.doc["cancelled"]],
+            "not_cancelled": {k: v for a in answers for k, v in a.doc["not_cancelled"].items()},
+        }
+        return Outcome(all(a.ok for a in answers), doc)

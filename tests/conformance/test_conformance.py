@@ -1,13 +1,14 @@
 """Every surface gives the same answer.
 
 One table of actions and, for each, the surfaces that offer it: Python (``keepwarm.Service`` and
-friends), the CLI with ``--json``, an MCP client over stdio, and the reference's ``AGI`` façade. Each
-scenario puts real services in one situation and asks every surface that offers the action; the
-answers must agree: success or failure, the same facts, the same error (its kind where the surface
-names one, and what is wrong; the next step may name the surface's own command or tool).
+friends), the CLI with ``--json``, an MCP client over stdio, the reference's ``AGI`` façade, and
+``keepwarm http`` through an HTTP client. Each scenario puts real services in one situation and asks
+every surface that offers the action; the answers must agree: success or failure, the same facts, the
+same error (its kind where the surface names one, and what is wrong; the next step may name the
+surface's own command or tool).
 
-A new CLI verb, MCP tool or surface must be added to ``TABLE`` (or to ``OUTSIDE``, with the reason) or
-``test_the_table_names_every_verb_and_tool`` fails.
+A new CLI verb, MCP tool, HTTP route or surface must be added to ``TABLE`` (or to ``OUTSIDE``, with
+the reason) or ``test_the_table_names_every_verb_and_tool`` fails.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 from keepwarm.cli import VERBS
+from keepwarm.http.routes import router
 from keepwarm.mcp.server import READ_TOOLS, WRITE_TOOLS
 
 from ..conftest import wait_until
@@ -30,49 +32,54 @@ from .surfaces import SURFACE_NAMES, Outcome, gist
 Y = "offered"
 NO_AGI = "not offered: the reference's AGI has serve (start, status, health, stop), submit, run mode"
 NO_MCP_QUEUE = "not offered: MCP tools start, stop, submit and read; queue surgery is an operator's job"
+NO_HTTP = "not offered: HTTP takes tasks and answers reads; operators do the rest (CLI, MCP, page)"
 
 # action -> surface -> "offered" or why not. The order is the order of the scenarios below.
 TABLE: dict[str, dict[str, str]] = {
-    "start": {"python": Y, "cli": Y, "mcp": Y, "agi": Y},
-    "start twice": {"python": Y, "cli": Y, "mcp": Y, "agi": Y},
-    "stop": {"python": Y, "cli": Y, "mcp": Y, "agi": Y},
-    "stop when stopped": {"python": Y, "cli": Y, "mcp": Y, "agi": Y},
-    "submit": {"python": Y, "cli": Y, "mcp": Y, "agi": Y},
-    "submit to a stopped service": {"python": Y, "cli": Y, "mcp": Y, "agi": Y},
-    "result of a task that succeeds": {"python": Y, "cli": Y, "mcp": Y, "agi": NO_AGI},
-    "result of a task that raises": {"python": Y, "cli": Y, "mcp": Y, "agi": NO_AGI},
-    "result of a task past its timeout": {"python": Y, "cli": Y, "mcp": Y, "agi": NO_AGI},
-    "cancel a pending task": {"python": Y, "cli": Y, "mcp": NO_MCP_QUEUE, "agi": NO_AGI},
-    "cancel a running task": {"python": Y, "cli": Y, "mcp": NO_MCP_QUEUE, "agi": NO_AGI},
-    "retry": {"python": Y, "cli": Y, "mcp": NO_MCP_QUEUE, "agi": NO_AGI},
-    "status": {"python": Y, "cli": Y, "mcp": Y, "agi": Y},
+    "start": {"python": Y, "cli": Y, "mcp": Y, "agi": Y, "http": NO_HTTP},
+    "start twice": {"python": Y, "cli": Y, "mcp": Y, "agi": Y, "http": NO_HTTP},
+    "stop": {"python": Y, "cli": Y, "mcp": Y, "agi": Y, "http": NO_HTTP},
+    "stop when stopped": {"python": Y, "cli": Y, "mcp": Y, "agi": Y, "http": NO_HTTP},
+    "submit": {"python": Y, "cli": Y, "mcp": Y, "agi": Y, "http": Y},
+    "submit to a stopped service": {"python": Y, "cli": Y, "mcp": Y, "agi": Y, "http": Y},
+    "result of a task that succeeds": {"python": Y, "cli": Y, "mcp": Y, "agi": NO_AGI, "http": Y},
+    "result of a task that raises": {"python": Y, "cli": Y, "mcp": Y, "agi": NO_AGI, "http": Y},
+    "result of a task past its timeout": {"python": Y, "cli": Y, "mcp": Y, "agi": NO_AGI, "http": Y},
+    "cancel a pending task": {"python": Y, "cli": Y, "mcp": NO_MCP_QUEUE, "agi": NO_AGI, "http": Y},
+    "cancel a running task": {"python": Y, "cli": Y, "mcp": NO_MCP_QUEUE, "agi": NO_AGI, "http": Y},
+    "retry": {"python": Y, "cli": Y, "mcp": NO_MCP_QUEUE, "agi": NO_AGI, "http": NO_HTTP},
+    "status": {"python": Y, "cli": Y, "mcp": Y, "agi": Y, "http": Y},
     "health and each gate code": {
         "python": Y,
         "cli": Y,
         "mcp": Y,
         "agi": "not offered: AGI.serve(action='health') returns the report without a gate verdict",
+        "http": Y,
     },
-    "scale": {"python": Y, "cli": Y, "mcp": NO_MCP_QUEUE, "agi": NO_AGI},
-    "scale --auto": {"python": Y, "cli": Y, "mcp": NO_MCP_QUEUE, "agi": NO_AGI},
-    "workflow start, status, stop": {"python": Y, "cli": Y, "mcp": Y, "agi": NO_AGI},
-    "fleet up, status, down": {"python": Y, "cli": Y, "mcp": Y, "agi": NO_AGI},
+    "scale": {"python": Y, "cli": Y, "mcp": NO_MCP_QUEUE, "agi": NO_AGI, "http": NO_HTTP},
+    "scale --auto": {"python": Y, "cli": Y, "mcp": NO_MCP_QUEUE, "agi": NO_AGI, "http": NO_HTTP},
+    "workflow start, status, stop": {"python": Y, "cli": Y, "mcp": Y, "agi": NO_AGI, "http": NO_HTTP},
+    "fleet up, status, down": {"python": Y, "cli": Y, "mcp": Y, "agi": NO_AGI, "http": NO_HTTP},
     "fleet up with its workflow": {
         "python": Y,
         "cli": Y,
         "mcp": "not offered: fleet_up starts the services, start_workflow the run",
         "agi": NO_AGI,
+        "http": NO_HTTP,
     },
     "stop every service of a namespace": {
         "python": Y,
         "cli": Y,
         "mcp": "not offered: fleet_down stops a fleet; an agent stops services one by one",
         "agi": NO_AGI,
+        "http": NO_HTTP,
     },
     "pipeline run": {
         "python": Y,
         "cli": Y,
         "mcp": "not offered: a pipeline runs the app folder's Python files; MCP tools run no files",
         "agi": "not offered: the reference runs its pipeline from the PIPELINE page, not from AGI",
+        "http": NO_HTTP,
     },
 }
 
@@ -132,8 +139,18 @@ OUTSIDE: dict[str, str] = {
     "logs": "CLI and Service.logs only",
     "demo": "CLI only",
     "mcp": "the MCP surface itself",
+    "http": "the HTTP surface itself",
     "ui": "the page itself (tests/test_ui.py)",
     "list_services": "the namespace's services: MCP list_services and CLI ps (tests/test_fleet.py)",
+    "GET /v1/apps": "the namespace's services, as MCP list_services (tests/test_http.py)",
+    "GET /livez": "the HTTP server's own liveness (tests/test_http.py)",
+}
+HTTP_ROUTES: dict[str, str] = {
+    "GET /v1/apps/{app}": "status",
+    "GET /v1/apps/{app}/health": "health and each gate code",
+    "POST /v1/apps/{app}/tasks": "submit",
+    "GET /v1/apps/{app}/tasks/{task_id}": "result of a task that succeeds",
+    "DELETE /v1/apps/{app}/tasks/{task_id}": "cancel a pending task",
 }
 MCP_TOOLS: dict[str, str] = {
     "service_status": "status",
@@ -205,6 +222,9 @@ def test_the_table_names_every_verb_and_tool(surfaces: dict[str, Any]) -> None:
     tools = READ_TOOLS | WRITE_TOOLS
     assert tools == set(MCP_TOOLS) | (set(OUTSIDE) & tools), "an MCP tool is missing from the table"
     assert set(MCP_TOOLS.values()) <= set(TABLE)
+    routes = {f"{method} {route.path}" for route in router.routes for method in getattr(route, "methods", ())}
+    assert routes == set(HTTP_ROUTES) | (set(OUTSIDE) & routes), "an HTTP route is missing from the table"
+    assert set(HTTP_ROUTES.values()) <= set(TABLE)
 
 
 # ---------------------------------------------------------------------- lifecycle

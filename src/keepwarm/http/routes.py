@@ -98,9 +98,11 @@ async def submit(
     execution_id: str | None = None,
     timeout_sec: Annotated[float | None, Query(gt=0)] = None,
     max_attempts: Annotated[int | None, Query(ge=1)] = None,
+    queue_only: bool = False,
 ) -> Response:
     """Queue one task with the body as its args (``keepwarm submit``): 202 with its id, or with
-    ``wait``, 200 with its outcome once it finishes within that time."""
+    ``wait``, 200 with its outcome once it finishes within that time. Refused (503) when the service
+    is not running, unless ``queue_only`` (the task then waits for its next start)."""
     gateway = gateway_of(request)
     gateway.require_writable()
     service = gateway.service(app)
@@ -112,6 +114,7 @@ async def submit(
         execution_id=execution_id,
         timeout_sec=timeout_sec,
         max_attempts=max_attempts,
+        queue_only=queue_only,
     )
     if wait > 0:
         record = await until_disconnect(request, gateway.record(service, handle.task_id, wait))
