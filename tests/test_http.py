@@ -172,6 +172,11 @@ def test_unknown_task_and_unknown_app_are_404(server: HttpServer) -> None:
     for app in ("nope", "..", "a%2Fb"):
         unknown = server.request("POST", f"/v1/apps/{app}/tasks", json={})
         assert unknown.status_code == 404, (app, unknown.text)
+    for task_id in ("...", "..%2F..%2Fservice.json", "x" * 300):  # no request names a path
+        assert server.request("GET", tasks_url(task_id)).status_code == 404, task_id
+        assert server.request("DELETE", tasks_url(task_id)).status_code == 404, task_id
+    refused = submit(server, {}, execution_id="../../elsewhere")
+    assert refused.status_code == 422 and "execution_id" in refused.json()["error"]
 
 
 def test_args_the_model_refuses_are_422_with_each_field(server: HttpServer) -> None:

@@ -23,7 +23,7 @@ from keepwarm.queue.listing import QueueCounts, TaskRow
 from keepwarm.queue.outcomes import Cancelled, TaskOutcome
 from keepwarm.queue.recovery import Retried
 from keepwarm.queue.results import TaskHandle, result_watch, value_of, wait_for_records
-from keepwarm.queue.task import Task, TaskRecord, parse_task_lines
+from keepwarm.queue.task import Task, TaskRecord, is_safe_id, parse_task_lines
 from keepwarm.queue.taskqueue import TaskQueue
 from keepwarm.service.control import CancelArgs, DrainArgs, RestartArgs, RollingRestartArgs, ScaleArgs
 from keepwarm.service.delivery import DeliveryWatch
@@ -224,7 +224,7 @@ class Service:
             gave_up, record = str(exc), self.queue.read_record(task_id)
         if record is None:
             return TaskOutcome(task_id, self.queue.locate(task_id).state, gave_up=gave_up)
-        return TaskOutcome(task_id, "done" if record.status == "done" else "failed", record)
+        return TaskOutcome.of(record)
 
     def handle(self, task_id: str) -> TaskHandle:
         self.queue.locate(task_id)
@@ -244,11 +244,14 @@ class Service:
         from keepwarm.service import lifecycle
 
         ids = list(task_ids)
+        named = [task_id for task_id in ids if is_safe_id(task_id)]  # any other id is "not found"
+        if not named and ids and execution_id is None:
+            return Cancelled([], dict.fromkeys(ids, "not found"))
         try:
-            ack = lifecycle.command(self.env, CancelArgs(task_ids=ids, execution_id=execution_id))
+            ack = lifecycle.command(self.env, CancelArgs(task_ids=named, execution_id=execution_id))
             cancelled = [*ack.result.get("cancelled", []), *ack.result.get("running_cancelled", [])]
         except ServiceNotRunning:
-            cancelled = self.queue.cancel(ids, execution_id)
+            cancelled = self.queue.cancel(named, execution_id)
         return Cancelled(
             cancelled, {task_id: self._where(task_id) for task_id in ids if task_id not in cancelled}
         )

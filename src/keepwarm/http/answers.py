@@ -14,13 +14,15 @@ from starlette.responses import Response
 
 from keepwarm.errors import (
     AppError,
+    ControlTimeout,
     InvalidArgs,
     InvalidTaskError,
-    KeepwarmError,
     QueueFull,
     ServiceCannotDeliver,
+    ServiceError,
     ServiceNotRunning,
     ServiceStarting,
+    StorageError,
     TaskNotFound,
     WorkflowNotFound,
 )
@@ -37,8 +39,11 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (ServiceNotRunning, 503),
     (ServiceStarting, 503),
     (ServiceCannotDeliver, 503),
+    (StorageError, 503),  # the share refuses writes for now
+    (ControlTimeout, 504),  # the supervisor did not answer in time
+    (ServiceError, 503),
     (ValueError, 422),
-)
+)  # any other error is the server's: 500, with its message
 
 
 class HttpRefusal(Exception):
@@ -66,7 +71,3 @@ def refusal(exc: Exception) -> Response:
         document["fields"] = exc.fields
     headers = {"Retry-After": str(RETRY_AFTER_SEC)} if isinstance(exc, QueueFull) else None
     return answer(document, status, headers)
-
-
-def is_user_error(exc: Exception) -> bool:
-    return isinstance(exc, (KeepwarmError, ValueError, HttpRefusal))

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from keepwarm.groups.namespace import list_services
 from keepwarm.http.answers import HttpRefusal, answer
 from keepwarm.http.gateway import Gateway
+from keepwarm.queue.outcomes import TaskOutcome
 
 T = TypeVar("T")
 MAX_WAIT_SEC = 600.0
@@ -119,8 +120,7 @@ async def submit(
     if wait > 0:
         record = await until_disconnect(request, gateway.record(service, handle.task_id, wait))
         if record is not None:
-            outcome = await asyncio.to_thread(service.outcome, handle.task_id, 0.0)
-            return answer(outcome.to_json_dict())
+            return answer(TaskOutcome.of(record).to_json_dict())
     url = f"/v1/apps/{app}/tasks/{handle.task_id}"
     document = {"task_id": handle.task_id, "app": service.env.app_target, "state": handle.state, "url": url}
     return answer(document, 202, {"Location": url})
@@ -134,7 +134,9 @@ async def task(request: Request, app: str, task_id: str, wait: Wait = 0.0) -> Re
     service = gateway.service(app)
     if wait > 0:
         await asyncio.to_thread(service.queue.locate, task_id)  # an unknown id is 404 at once
-        await until_disconnect(request, gateway.record(service, task_id, wait))
+        record = await until_disconnect(request, gateway.record(service, task_id, wait))
+        if record is not None:
+            return answer(TaskOutcome.of(record).to_json_dict())
     outcome = await asyncio.to_thread(service.outcome, task_id, 0.0)
     return answer(outcome.to_json_dict())
 

@@ -22,6 +22,11 @@ class TaskOutcome:
     record: TaskRecord | None = None
     gave_up: str | None = None
 
+    @classmethod
+    def of(cls, record: TaskRecord) -> TaskOutcome:
+        """The outcome of a finished task, from its terminal record."""
+        return cls(record.task_id, "done" if record.status == "done" else "failed", record)
+
     @property
     def finished(self) -> bool:
         return self.record is not None

@@ -1,6 +1,7 @@
-"""An action's snippet on the page: tabs Python, CLI and AGI (the reference's façade, where it offers
-the action), each ready to copy; the Python and the AGI script can be saved as a file next to the app
-(``keepwarm_<action>.py``, ``AGI_run.py``, ...) that runs as it is, and added to the app's PIPELINE.
+"""An action's snippet on the page: tabs Python, CLI, HTTP (a ``curl`` of ``keepwarm http``, where
+it offers the action) and AGI (the reference's façade, where it offers the action), each ready to
+copy; the Python and the AGI script can be saved as a file next to the app (``keepwarm_<action>.py``,
+``AGI_run.py``, ...) that runs as it is, and added to the app's PIPELINE.
 Saving is ``keepwarm.pipeline``'s: the file records the ``[args]`` it was generated from."""
 
 from __future__ import annotations
@@ -15,19 +16,31 @@ from keepwarm.pipeline.snippet_file import save_snippet, snippet_file_name, snip
 from keepwarm.pipeline.steps import save_as_step
 from keepwarm.ui import state
 from keepwarm.ui.snippets import Snippet
+from keepwarm.web import HTTP_TOKEN_VARIABLE, HTTP_URL_VARIABLE
+
+# Variables in code spans: Streamlit reads $...$ in markdown as math.
+HTTP_CAPTION = (
+    f"Needs `keepwarm http` running at this URL (`${HTTP_URL_VARIABLE}` sets another) and, beyond "
+    f"loopback, its bearer token in `${HTTP_TOKEN_VARIABLE}`."
+)
 
 
 def show_snippet(snippet: Snippet, where: str = "") -> None:
     """The snippet's tabs; ``where`` tells apart two places that show the same action's snippet."""
-    names = ["Python", "CLI"] + (["AGI"] if snippet.agi is not None else [])
-    tabs = st.tabs(names)
-    with tabs[0]:
+    names = ["Python", "CLI"]
+    names += (["HTTP"] if snippet.http is not None else []) + (["AGI"] if snippet.agi is not None else [])
+    tabs = dict(zip(names, st.tabs(names), strict=True))
+    with tabs["Python"]:
         st.code(snippet.python, language="python")
         save_buttons(snippet, snippet.python, agi=False, where=where)
-    with tabs[1]:
+    with tabs["CLI"]:
         st.code(snippet.shell, language="bash", wrap_lines=True)
+    if snippet.http is not None:
+        with tabs["HTTP"]:
+            st.caption(HTTP_CAPTION)
+            st.code(snippet.http, language="bash", wrap_lines=True)
     if snippet.agi is not None:
-        with tabs[2]:
+        with tabs["AGI"]:
             st.code(snippet.agi, language="python")
             save_buttons(snippet, snippet.agi, agi=True, where=where)
 

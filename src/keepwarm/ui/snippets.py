@@ -6,6 +6,8 @@ is the ``keepwarm`` verb that calls it too (or, for settings, which have no verb
 through ``python -c``). Where the reference's ``AGI`` façade offers the action (install, get_distrib,
 run, serve, submit), the snippet also holds it as the reference writes it: ``asyncio.run(main())``
 around ``AgiEnv(apps_path=..., app=...)`` and the ``AGI`` call, with the app's ``[args]`` as keywords.
+Where ``keepwarm http`` offers the action (submit, result, cancel, status, health), it holds the
+``curl`` line that asks that server for it, under a comment naming the URL.
 Pure text: nothing here runs anything or imports Streamlit.
 """
 
@@ -13,11 +15,15 @@ from __future__ import annotations
 
 import json
 import keyword
+import os
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from keepwarm.web import HTTP_TOKEN_VARIABLE, advertised_http_url, is_loopback
 
 if TYPE_CHECKING:
     from keepwarm.env import Env
@@ -25,9 +31,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Snippet:
-    """What one action did, as Python, as a shell command and (where the façade offers it) as the
-    reference's ``AGI`` call; ``action`` names the file it is saved as (``keepwarm_<action>.py``,
-    ``AGI_run.py``, ...), ``args`` are the app's ``[args]`` it was generated from."""
+    """What one action did, as Python, as a shell command, (where the façade offers it) as the
+    reference's ``AGI`` call and (where ``keepwarm http`` offers it) as a ``curl`` of that server;
+    ``action`` names the file it is saved as (``keepwarm_<action>.py``, ``AGI_run.py``, ...),
+    ``args`` are the app's ``[args]`` it was generated from."""
 
     python: str
     shell: str
@@ -35,6 +42,7 @@ class Snippet:
     action: str = ""
     args: dict[str, Any] = field(default_factory=dict)
     app_dir: str = ""
+    http: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,10 +58,16 @@ class AppRef:
     def of(cls, env: Env) -> AppRef:
         return cls(env.app_target, str(env.app_dir.parent), str(env.settings_path), dict(env.settings.args))
 
-    def snippet(self, action: str, python: str, shell: str, agi: str | None = None) -> Snippet:
+    def snippet(
+        self, action: str, python: str, shell: str, agi: str | None = None, http: str | None = None
+    ) -> Snippet:
         """The snippet of ``action`` for this app, with the ``[args]`` it is generated from."""
         app_dir = str(Path(self.apps_path) / self.app)
-        return Snippet(python, shell, agi, action, dict(self.args), app_dir)
+        return Snippet(python, shell, agi, action, dict(self.args), app_dir, http)
+
+    def http_path(self, *tail: str) -> str:
+        """The app's path on ``keepwarm http`` (``/v1/apps/APP/...``), each part percent-encoded."""
+        return "/".join(["", "v1", "apps", *(quote(part, safe="") for part in [self.app, *tail])])
 
     def agi_script(self, body: str) -> str:
         """A script as the reference writes one: ``main()`` builds the ``AgiEnv`` and awaits ``body``."""
@@ -104,6 +118,31 @@ def literal(value: Any) -> str:
     if isinstance(value, Path):
         return literal(str(value))
     return repr(value)
+
+
+def curl(method: str, path: str, query: Mapping[str, Any] | None = None, body: Any = None) -> str:
+    """``curl`` of ``keepwarm http`` at :func:`keepwarm.web.advertised_http_url`, under a comment
+    naming the method and URL; ``None`` values of ``query`` are left out, ``body`` is sent as JSON.
+    The bearer token is read from ``$KEEPWARM_HTTP_TOKEN`` when the server asks for one: beyond
+    loopback, or whenever that variable is set here (the server then requires it too)."""
+    params = {name: query_text(value) for name, value in (query or {}).items() if value is not None}
+    url = advertised_http_url() + path + (f"?{urlencode(params)}" if params else "")
+    words = ["curl", "-sS", "--fail-with-body", *(["-X", method] if method != "GET" else []), url]
+    if body is not None:
+        words += ["-H", "Content-Type: application/json", "-d", json.dumps(body, ensure_ascii=False)]
+    line = shlex.join(words)
+    if HTTP_TOKEN_VARIABLE in os.environ or not is_loopback(urlsplit(url).hostname or ""):
+        line += f' -H "Authorization: Bearer ${HTTP_TOKEN_VARIABLE}"'  # expanded by the shell
+    return f"# {method} {url}\n{line}\n"
+
+
+def query_text(value: Any) -> str:
+    """A query parameter as FastAPI reads it (``true``, ``30``, ``0.25``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 # ---------------------------------------------------------------------- the reference's AGI calls
@@ -181,16 +220,43 @@ def status(ref: AppRef) -> Snippet:
         "    print(row.worker, row.healthy, row.reason, row.heartbeat_age_sec)\n"
     )
     agi = serve_script(ref, "status", 'status = await AGI.serve(env, action="status")', "status")
-    return ref.snippet("status", python, ref.verb("status"), agi)
+    return ref.snippet("status", python, ref.verb("status"), agi, curl("GET", ref.http_path()))
 
 
-def health_gate(ref: AppRef) -> Snippet:
+# keepwarm health's option overriding each threshold of the SLA gate (allow_idle is a --x/--no-x flag).
+THRESHOLD_OPTIONS = {
+    "allow_idle": "--allow-idle",
+    "max_unhealthy": "--max-unhealthy",
+    "max_restart_rate": "--max-restart-rate",
+    "max_pending_age_sec": "--max-pending-age",
+}
+
+
+def health_gate(ref: AppRef, thresholds: Mapping[str, bool | int | float] | None = None) -> Snippet:
+    """The health report and the SLA gate: ``[cluster.service_health]``, each of ``thresholds``
+    (named as :data:`THRESHOLD_OPTIONS`' keys) overriding one."""
+    given = {name: value for name, value in (thresholds or {}).items() if value is not None}
+    unknown = set(given) - set(THRESHOLD_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"no threshold {', '.join(sorted(unknown))}: choose from {', '.join(THRESHOLD_OPTIONS)}"
+        )
+    keywords = ", ".join(f"{name}={literal(value)}" for name, value in given.items())
     python = (
-        ref.service_preamble() + "report, gate = service.health()  # thresholds: [cluster.service_health]\n"
+        ref.service_preamble() + f"report, gate = service.health({keywords})"
+        "  # thresholds: [cluster.service_health]\n"
         "print(gate.code, gate.passed, gate.reasons)\n"
     )
+    options: list[str] = []
+    for name, value in given.items():
+        option = THRESHOLD_OPTIONS[name]
+        if isinstance(value, bool):
+            options.append(option if value else option.replace("--", "--no-", 1))
+        else:
+            options += [option, query_text(value)]
     agi = serve_script(ref, "health", 'health = await AGI.serve(env, action="health")', "health")
-    return ref.snippet("health", python, ref.verb("health", "--gate"), agi)
+    http = curl("GET", ref.http_path("health"), given)
+    return ref.snippet("health", python, ref.verb("health", "--gate", *options), agi, http)
 
 
 def snapshot(ref: AppRef) -> Snippet:
@@ -220,7 +286,24 @@ def submit(ref: AppRef, args: dict[str, Any], wait_timeout: float | None = None)
         f"queued = await AGI.submit(env, args={literal(args)})\n"
         'print("SUBMIT:", queued["status"], queued["task_ids"])\n'
     )
-    return ref.snippet("submit", python, ref.verb("submit", *options), agi)
+    http = curl("POST", ref.http_path("tasks"), {"wait": wait_timeout}, body=args)
+    return ref.snippet("submit", python, ref.verb("submit", *options), agi, http)
+
+
+def result(ref: AppRef, task_id: str, wait_timeout: float | None = None) -> Snippet:
+    """A task's result; with ``wait_timeout``, waiting that long for it to finish."""
+    timeout = "" if wait_timeout is None else f", timeout={wait_timeout:g}"
+    python = ref.service_preamble() + f"print(service.result({literal(task_id)}{timeout}))\n"
+    options = [] if wait_timeout is None else ["--timeout", f"{wait_timeout:g}"]
+    http = curl("GET", ref.http_path("tasks", task_id), {"wait": wait_timeout})
+    return ref.snippet("result", python, ref.verb("result", task_id, *options), http=http)
+
+
+def cancel(ref: AppRef, task_id: str) -> Snippet:
+    python = ref.service_preamble() + f"cancelled = service.cancel([{literal(task_id)}])\n"
+    python += "print(list(cancelled), cancelled.not_cancelled)\n"
+    http = curl("DELETE", ref.http_path("tasks", task_id))
+    return ref.snippet("cancel", python, ref.verb("cancel", task_id), http=http)
 
 
 # ---------------------------------------------------------------------- run mode
