@@ -24,3 +24,25 @@ def test_a_bench_script_starts(script: Path) -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert "usage:" in completed.stdout
+
+
+def test_the_http_bench_measures_floor_gateway_and_python_api_and_cleans_up(tmp_path: Path) -> None:
+    """bench/http.py at tiny sizes: a real service, a real keepwarm http and floor server, every
+    answer checked by the script; its table has each system at each client count, the targets'
+    rows, and nothing is left in its work folder."""
+    sizes = ["--clients", "1,3", "--requests", "100", "--warmup", "3"]
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "http.py"), "--dir", str(tmp_path), *sizes],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    rows = [line.split("|")[1:3] for line in completed.stdout.splitlines() if line.startswith("| ")]
+    cases = {(system.strip(), clients.strip()) for system, clients in rows}
+    for system in ("floor", "gateway", "python"):
+        assert {(system, "1"), (system, "3")} <= cases, completed.stdout
+    assert "gateway p50 − Python API p50, 1 client(s)" in completed.stdout
+    assert "gateway tasks/s / Python API tasks/s, 3 clients" in completed.stdout
+    assert list(tmp_path.iterdir()) == []
