@@ -273,7 +273,7 @@ def test_start_submit_status_gate_snapshot_stop(started: Env) -> None:
     assert any("keepwarm submit mycode_project" in code and "--wait" in code for code in codes(page))
     page.text_area(key=k(page, "service.args")).set_value('{"x": "five"}')
     click(page, "service.submit")
-    assert any(m.startswith("InvalidTaskError: invalid args: x:") for m in messages(page)), messages(page)
+    assert any(m.startswith("InvalidArgs: invalid args: x:") for m in messages(page)), messages(page)
 
     click(page, "service.status")
     assert any(m.startswith("status running: 0 pending, 0 running, 1 done") for m in messages(page))

@@ -4,6 +4,7 @@ token, the ASGI guard that asks for it, and a listening socket bound with a clea
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import secrets
 import socket
@@ -45,7 +46,9 @@ def advertised_http_url() -> str:
 def listen(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (port 0: a free one), or PortUnavailable saying why."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP said, not 0: asyncio sets TCP_NODELAY only on sockets that say it, and without it
+    # a response written in two parts (uvicorn's head, then body) waits ~40 ms for the client's ack.
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((host, port))
@@ -77,7 +80,8 @@ class BearerTokenGuard:
             given = next((v for k, v in scope.get("headers", []) if k.lower() == b"authorization"), b"")
             if not secrets.compare_digest(given, self.expected):
                 wrong = "a wrong bearer token" if given else "no bearer token"
-                body = f'{{"error": "unauthorized: {wrong}; send Authorization: Bearer <token>"}}'.encode()
+                problem = f"unauthorized: {wrong}; send Authorization: Bearer <token>"
+                body = json.dumps({"error": problem, "kind": "Unauthorized"}, separators=(",", ":")).encode()
                 await send(
                     {
                         "type": "http.response.start",
