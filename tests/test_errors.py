@@ -19,6 +19,7 @@ PACKAGE = Path(keepwarm.__file__).parent
 # Exception classes allowed outside errors.py, and why.
 DEFINED_ELSEWHERE = {
     ("cli/common.py", "UserError"),  # the CLI's own bad-argument signal, caught by the CLI itself
+    ("http/answers.py", "HttpRefusal"),  # a request refused before any core call, answered by the server
 }
 
 PART_BASES = (

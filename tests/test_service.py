@@ -18,6 +18,8 @@ from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.errors import KeepwarmError, ServiceAlreadyRunning, ServiceStartError, TaskFailed
 from keepwarm.queue.results import wait_for_records
+from keepwarm.service import lifecycle
+from keepwarm.service.control import CancelArgs
 from keepwarm.service.liveness import pid_alive
 
 from .conftest import ROOT, Services, copy_app, supervisor_state, wait_until, write_app
@@ -399,8 +401,10 @@ def test_a_bad_command_argument_is_refused_and_the_supervisor_lives(
 ) -> None:
     service = services.start(mycode_env)
     with pytest.raises(KeepwarmError, match="is not a task id"):
-        service.cancel(["../x"])
+        lifecycle.command(mycode_env, CancelArgs(task_ids=["../x"]))
     assert service.status().supervisor.alive
+    # Service.cancel does not send an id that cannot name a task: it is "not found", as anywhere.
+    assert service.cancel(["../x"]).not_cancelled == {"../x": "not found"}
     assert service.submit({"x": 3}).result(timeout=30)["x"] == 3
 
 
