@@ -62,11 +62,19 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from provenance import ROOT, Services, add_workdir_options, describe_machine, run_main, temp_workdir
+from provenance import (
+    APP,
+    APPS_PATH,
+    Services,
+    add_workdir_options,
+    compute,
+    describe_machine,
+    run_main,
+    task_inputs,
+    temp_workdir,
+    use_app_code,
+)
 
-APPS_PATH = ROOT / "examples" / "apps"
-APP = "mycode_project"
-APP_CODE = APPS_PATH / APP
 NAMESPACE = "bench-http"
 KEEPWARM = Path(sys.executable).parent / "keepwarm"
 WAIT_SEC = 30.0  # ?wait= and result(timeout): a round trip never comes near it
@@ -83,17 +91,6 @@ class BenchError(RuntimeError):
 
 
 # ---------------------------------------------------------------------- the computation
-
-
-def compute(x: int) -> dict[str, Any]:
-    """What the app's ``Worker.work`` returns for ``x``, from the app's own functions."""
-    from mycode.worker import collatz_steps, prime_factors
-
-    return {"x": x, "collatz_steps": collatz_steps(x), "prime_factors": prime_factors(x)}
-
-
-def task_inputs(count: int, offset: int = 0) -> list[int]:
-    return [27 + (offset + i) % 5000 for i in range(count)]
 
 
 # ---------------------------------------------------------------------- the floor's server
@@ -632,11 +629,6 @@ def run(options: argparse.Namespace) -> int:
     if options.json:
         write_json(options.json, machine, sizes, results, rows)
     return 0
-
-
-def use_app_code() -> None:
-    """The app's code importable here (``compute``, the floor's worker)."""
-    sys.path.insert(0, str(APP_CODE))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,27 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 TMPFS_DIR = Path("/dev/shm")
+APPS_PATH = ROOT / "examples" / "apps"
+APP = "mycode_project"  # the bundled app the round-trip benchmarks drive
+APP_CODE = APPS_PATH / APP
+
+
+def use_app_code() -> None:
+    """Make the app's code importable here and in every child process (loops, workers, Dask)."""
+    sys.path.insert(0, str(APP_CODE))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(APP_CODE), os.environ.get("PYTHONPATH")]))
+
+
+def compute(x: int) -> dict[str, Any]:
+    """What the app's ``Worker.work`` returns for ``x``, from the app's own functions."""
+    from mycode.worker import collatz_steps, prime_factors
+
+    return {"x": x, "collatz_steps": collatz_steps(x), "prime_factors": prime_factors(x)}
+
+
+def task_inputs(count: int, offset: int = 0) -> list[int]:
+    """The app's inputs, ``x`` from 27 on (cycling every 5,000)."""
+    return [27 + (offset + i) % 5000 for i in range(count)]
 
 
 def source_version() -> str | None:

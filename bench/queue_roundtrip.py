@@ -45,15 +45,16 @@ from typing import Any, Protocol
 
 from keepwarm._sys.watch import IN_MOVED_TO, Watcher
 from provenance import (
+    APP,
+    APPS_PATH,
     add_workdir_options,
+    compute,
     describe_machine,
+    task_inputs,
     temp_workdir,
+    use_app_code,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-APPS_PATH = ROOT / "examples" / "apps"
-APP = "mycode_project"
-APP_CODE = APPS_PATH / APP
 NAMESPACE = "bench"
 ROUNDTRIP_TIMEOUT_SEC = 30.0
 DRAIN_TIMEOUT_SEC = 900.0
@@ -67,23 +68,6 @@ class BenchError(RuntimeError):
 
 
 # ---------------------------------------------------------------------- the computation
-
-
-def compute(x: int) -> dict[str, Any]:
-    """What the app's ``Worker.work`` returns for ``x``, from the app's own functions."""
-    from mycode.worker import collatz_steps, prime_factors
-
-    return {"x": x, "collatz_steps": collatz_steps(x), "prime_factors": prime_factors(x)}
-
-
-def use_app_code() -> None:
-    """Make the app's code importable here and in every child process (loops, workers, Dask)."""
-    sys.path.insert(0, str(APP_CODE))
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(APP_CODE), os.environ.get("PYTHONPATH")]))
-
-
-def task_inputs(count: int, offset: int = 0) -> list[int]:
-    return [27 + (offset + i) % 5000 for i in range(count)]
 
 
 # ---------------------------------------------------------------------- results
