@@ -29,19 +29,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from provenance import TMPFS_DIR
+from provenance import APP, APPS_PATH, ROOT, TMPFS_DIR, compute, task_inputs, use_app_code
 from queue_roundtrip import (
-    APP,
-    APPS_PATH,
     NAMESPACE,
-    ROOT,
     ROUNDTRIP_TIMEOUT_SEC,
     FileQueueBackend,
     KeepwarmBackend,
-    compute,
     publish,
-    task_inputs,
-    use_app_code,
 )
 
 TICKS = os.sysconf("SC_CLK_TCK")
