@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/install-browser.sh  # headless Chromium for tests/browser/; instant once installed
+bash scripts/install-multihost.sh  # sshd, sshfs, faketime for tests/multihost/; instant once installed
 .venv/bin/ruff check src tests bench examples
 .venv/bin/ruff format --check src tests bench examples
 .venv/bin/mypy
