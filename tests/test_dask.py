@@ -13,11 +13,12 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from keepwarm.api import Service
 from keepwarm.backends.cluster import LOOP_RESOURCE, read_keeper
 from keepwarm.env import Env
 from keepwarm.errors import ServiceStartError
@@ -61,11 +62,13 @@ class DaskProcesses:
         with open(self.tmp_path / "scheduler.log", "ab") as log:  # the process keeps its own copy
             self.scheduler = subprocess.Popen([str(BIN / "dask"), *command], stdout=log, stderr=log)
 
-    def start_worker(self, env: dict[str, str] | None = None) -> None:
+    def start_worker(self, env: dict[str, str] | None = None, prefix: Sequence[str] = ()) -> None:
+        """A ``dask worker``; ``prefix`` runs it under another command (which ends with ``exec``)."""
         with open(self.tmp_path / f"worker-{len(self.workers)}.log", "ab") as log:
             self.workers.append(
                 subprocess.Popen(
                     [
+                        *prefix,
                         str(BIN / "dask"),
                         "worker",
                         self.address,
@@ -225,6 +228,35 @@ def test_a_worker_that_sees_another_queue_fails_start_naming_host_and_paths(
     assert str(env.queue_dir) in message
     assert str(elsewhere / env.namespace / "service" / "mycode_project" / "queue") in message
     assert dask_processes.scheduler is not None and dask_processes.scheduler.poll() is None  # joined: kept
+
+
+def test_a_worker_whose_share_path_is_another_folder_fails_start_naming_both_mounts(
+    tmp_path: Path, services: Services, dask_processes: DaskProcesses
+) -> None:
+    """The worker names the same path, but in its own mount namespace (``unshare -m``) a bind mount
+    puts another folder there: what a host with the share mounted in the wrong place looks like."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("a mount namespace needs root and unshare(1)")
+    share = Path(os.environ["KEEPWARM_SHARE"])
+    share.mkdir(parents=True, exist_ok=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    in_namespace = ["unshare", "--mount", "--propagation", "private", "sh", "-c"]
+    bind = f'mount --bind "{elsewhere}" "{share}" && exec "$0" "$@"'
+    dask_processes.start_scheduler()
+    dask_processes.start_worker(prefix=[*in_namespace, bind])
+    dask_processes.wait_for_workers(1)
+    env = dask_app(tmp_path, dask_processes.address)
+    with pytest.raises(ServiceStartError) as failure:
+        services.start(env)
+    message = str(failure.value)
+    assert "does not share the service's queue" in message, message
+    assert f"on host {os.uname().nodename}" in message
+    assert f"the supervisor's queue is {env.queue_dir} (on " in message
+    assert "the worker's is another folder at the same path" in message
+    assert f"its folder {elsewhere}" in message, message  # the bind mount's source, seen by the worker
+    assert Service(env).status().status == "stopped"  # nothing started half-way
+    assert not list(elsewhere.iterdir())  # and nothing written where the worker looked
 
 
 def test_a_lost_scheduler_is_an_error_and_start_recovers(

@@ -28,10 +28,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from keepwarm._sys.atomic import write_atomic
 from keepwarm._sys.dirs import ensure_private_dir
+from keepwarm._sys.mounts import describe_mount
 from keepwarm._sys.procs import signal_quietly
 from keepwarm.backends.cluster import (
     LOOP_RESOURCE,
@@ -196,10 +198,7 @@ class DaskBackend:
             problems = []
             for address, answer in answers.items():
                 if not (answer["seen"] and (queue / answer["answer"]).is_file()):
-                    problems.append(
-                        f"Dask worker {address} on host {answer['host']} does not share the service's queue: "
-                        f"the supervisor's queue is {queue}, the worker's is {answer['queue']}"
-                    )
+                    problems.append(_not_shared(address, answer, queue))
                 (queue / answer["answer"]).unlink(missing_ok=True)
         finally:
             probe.unlink(missing_ok=True)
@@ -339,3 +338,16 @@ class DaskBackend:
             else:
                 self.kept = True
                 log.info("left the local Dask cluster at %s running for the next start", self.keeper[0])
+
+
+def _not_shared(address: str, answer: dict[str, Any], queue: Path) -> str:
+    """Why a worker's probe answer says it does not see the supervisor's queue, naming both folders
+    and the mounts they are on (the same path can be another folder: a bind mount, another host)."""
+    theirs = answer["queue"]
+    same_path = "another folder at the same path" if theirs == str(queue) else theirs
+    mount = answer.get("mount", "an unknown mount")
+    return (
+        f"Dask worker {address} on host {answer['host']} does not share the service's queue: "
+        f"the supervisor's queue is {queue} (on {describe_mount(queue)}), the worker's is {same_path} "
+        f"(on {mount})"
+    )

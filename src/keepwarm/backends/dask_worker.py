@@ -20,6 +20,7 @@ from typing import Any
 
 from keepwarm._sys.atomic import write_atomic
 from keepwarm._sys.dirs import ensure_private_dir
+from keepwarm._sys.mounts import describe_mount
 from keepwarm.backends.staging import shipped_folder
 from keepwarm.env import Env
 from keepwarm.errors import ClusterError
@@ -157,4 +158,10 @@ def probe_queue(
             write_atomic(queue / answer, str(dask_worker.address).encode())
         except OSError:
             seen = False
-    return {"host": os.uname().nodename, "queue": str(queue), "seen": seen, "answer": answer}
+    return {
+        "host": os.uname().nodename,
+        "queue": str(queue),
+        "mount": describe_mount(queue),
+        "seen": seen,
+        "answer": answer,
+    }
