@@ -15,7 +15,7 @@ from typing import Any, Literal
 import tomlkit
 import tomlkit.exceptions
 import tomlkit.items
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from keepwarm._sys.atomic import write_atomic
 from keepwarm._sys.locks import locked_file
@@ -31,6 +31,7 @@ SAFE_NAME_CHARACTERS = "A-Za-z0-9_.-"
 SAFE_NAME_PATTERN = rf"^[A-Za-z0-9][{SAFE_NAME_CHARACTERS}]{{0,63}}$"
 SAFE_NAME_RULE = "use letters, digits, '_', '-', '.'"
 _SAFE_NAME = re.compile(SAFE_NAME_PATTERN)
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")  # [cluster.hosts]: an address or a DNS name
 
 
 def is_safe_name(value: str, *, max_length: int = 64) -> bool:
@@ -80,7 +81,14 @@ class ClusterSettings(Section):
         default=None, description="Dask scheduler address to join; none starts a local cluster"
     )
     hosts: dict[str, int] = Field(
-        default_factory=dict, description="Dask over SSH: host name = number of loops on it"
+        default_factory=dict,
+        description="Dask over SSH: host = loops on it; the first also runs the scheduler",
+    )
+    ssh_config: str | None = Field(
+        default=None, description="[cluster.hosts]: the OpenSSH client config (default ~/.ssh/config)"
+    )
+    remote_python: str | None = Field(
+        default=None, pattern=r"^/", description="[cluster.hosts]: the Python with keepwarm on every host"
     )
     share_dir: str | None = Field(
         default=None,
@@ -190,6 +198,16 @@ class ClusterSettings(Section):
     autoscale: AutoscaleSettings = Field(
         default_factory=AutoscaleSettings, description="autoscaling: see [cluster.autoscale]"
     )
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, hosts: dict[str, int]) -> dict[str, int]:
+        bad = [f'"{name}" = {n}' for name, n in hosts.items() if n < 1 or not _HOST_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(bad)}: name each host by its address or DNS name, with 1 loop or more"
+            )
+        return hosts
 
 
 class AppSettings(Section):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from keepwarm._sys.atomic import write_atomic
 from keepwarm._sys.child import child_command, child_parser, report
 from keepwarm._sys.procs import process_alive, signal_quietly
+from keepwarm.backends.ssh import check_ssh_hosts, ssh_connect_options
 from keepwarm.errors import ClusterError
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def open_cluster(
             ) from None
         return ClusterHandle(client, None, address)
     if settings.hosts:
-        return _ssh_cluster(settings.hosts, timeout)
+        return _ssh_cluster(env, timeout)
     return _local_cluster(workers or settings.slots, timeout)
 
 
@@ -113,22 +114,53 @@ def _local_cluster(workers: int, timeout: float) -> ClusterHandle:
     return ClusterHandle(client, cluster, cluster.scheduler_address)
 
 
-def _ssh_cluster(hosts: dict[str, int], timeout: float) -> ClusterHandle:
-    """Dask's SSH cluster: the scheduler on the first host, ``n`` single-threaded workers per host."""
+def _ssh_cluster(env: Env, timeout: float) -> ClusterHandle:
+    """Dask's SSH cluster: the scheduler on the first host, ``n`` single-threaded workers per host,
+    each listening on its host's own address. Every host is checked first (reachable, key accepted,
+    Python with keepwarm and distributed there), so a bad host fails ``start`` before anything runs."""
     try:
-        from distributed import Client, SSHCluster
+        import asyncssh  # noqa: F401
+        from distributed import Client
+        from distributed.deploy.spec import SpecCluster
+        from distributed.deploy.ssh import Scheduler, Worker
     except ImportError:
-        raise ClusterError("[cluster.hosts] needs Dask's SSH support: pip install asyncssh") from None
-    names = list(hosts)
+        raise ClusterError("[cluster.hosts] needs Dask's SSH support: pip install 'keepwarm[dask]'") from None
+    settings = env.settings.cluster
+    connect = ssh_connect_options(env, timeout)
+    python = settings.remote_python or sys.executable
+    check_ssh_hosts(list(settings.hosts), connect, python, timeout)
+    first = next(iter(settings.hosts))
+    scheduler = {
+        "cls": Scheduler,
+        "options": {
+            "address": first,
+            "connect_options": connect,
+            "kwargs": {"host": first, "dashboard_address": None},
+            "remote_python": python,
+        },
+    }
+    workers = {
+        host: {
+            "cls": Worker,
+            "options": {
+                "address": host,
+                "connect_options": connect,
+                "kwargs": {"nthreads": 1, "n_workers": loops, "host": host, "resources": {LOOP_RESOURCE: 1}},
+                "worker_class": "distributed.Nanny",
+                "remote_python": python,
+            },
+        }
+        for host, loops in settings.hosts.items()
+    }
     try:
-        cluster = SSHCluster(
-            [names[0], *names],
-            worker_options={"nthreads": 1, "n_workers": max(hosts.values()), "resources": {LOOP_RESOURCE: 1}},
-            scheduler_options={"dashboard_address": None},
-        )
-    except Exception as exc:
-        raise ClusterError(f"cannot start a Dask SSH cluster on {', '.join(names)}: {exc}") from None
-    client = Client(cluster, timeout=timeout, set_as_default=False)
+        cluster = SpecCluster(workers, scheduler, name="SSHCluster")
+    except Exception as exc:  # SpecCluster closes what it started before raising
+        raise ClusterError(f"cannot start a Dask SSH cluster on {', '.join(settings.hosts)}: {exc}") from None
+    try:
+        client = Client(cluster, timeout=timeout, set_as_default=False)
+    except Exception:
+        cluster.close()
+        raise
     return ClusterHandle(client, cluster, cluster.scheduler_address)
 
 
