@@ -67,10 +67,14 @@ class Sshd:
             check=False,
         )
 
-    def client_config_for(self, name: str, identity: Path) -> Path:
-        """Another client config of these hosts that logs in with the key ``identity``."""
+    def client_config_for(
+        self, name: str, identity: Path | None = None, known_hosts: Path | None = None
+    ) -> Path:
+        """Another client config of these hosts: another key, or another known_hosts file."""
         path = self.root / name
-        write_client_config(path, self.hosts, self.port, identity, self.known_hosts)
+        write_client_config(
+            path, self.hosts, self.port, identity or self.client_key, known_hosts or self.known_hosts
+        )
         return path
 
     def stop(self) -> None:

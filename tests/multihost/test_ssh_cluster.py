@@ -146,7 +146,14 @@ def keyless_config(sshd: Sshd) -> Path:
     stranger = sshd.root / "stranger_ed25519"
     if not stranger.exists():
         keygen(stranger)
-    return sshd.client_config_for("stranger_config", stranger)
+    return sshd.client_config_for("stranger_config", identity=stranger)
+
+
+def unknown_host_config(sshd: Sshd) -> Path:
+    """A client config whose known_hosts file does not hold the hosts' key."""
+    empty = sshd.root / "empty_known_hosts"
+    empty.touch()
+    return sshd.client_config_for("unknown_host_config", known_hosts=empty)
 
 
 @pytest.mark.parametrize(
@@ -154,6 +161,7 @@ def keyless_config(sshd: Sshd) -> Path:
     [
         ("unreachable", REFUSED_HOST, "Check that sshd runs there"),
         ("key refused", HOSTS[1], "authorized_keys"),
+        ("host key unknown", HOSTS[1], "known_hosts"),
         ("python missing", HOSTS[0], "remote_python"),
         ("keepwarm missing", HOSTS[0], "Install keepwarm['dask']"),
     ],
@@ -166,6 +174,8 @@ def test_a_host_that_cannot_run_loops_fails_start_by_name_and_starts_nothing(
         hosts = {HOSTS[0]: 1, REFUSED_HOST: 1}
     elif case == "key refused":
         config = keyless_config(sshd)
+    elif case == "host key unknown":
+        config = unknown_host_config(sshd)
     elif case == "python missing":
         extra = f'remote_python = "{tmp_path / "no-venv" / "bin" / "python"}"\n'
     else:
