@@ -9,7 +9,9 @@ variables to one host's sessions only (``Match LocalAddress``), e.g. a clock und
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import os
 import shutil
 import signal
 import socket
@@ -25,6 +27,7 @@ import pytest
 SSHD = Path("/usr/sbin/sshd")
 HOSTS = ("127.0.0.2", "127.0.0.3")
 START_TIMEOUT_SEC = 10.0
+SESSION_MARKER = "KEEPWARM_TEST_SSHD"  # in every SSH session's environment: the sshd's folder
 
 
 def free_port(address: str = "127.0.0.1") -> int:
@@ -117,9 +120,9 @@ def start_sshd(
     home, logs = root / "home", root / "logs"
     home.mkdir(exist_ok=True)
     port = free_port()
-    session_env = f"SetEnv HOME={home} KEEPWARM_LOG_DIR={logs}"
+    session_env = f"SetEnv HOME={home} KEEPWARM_LOG_DIR={logs} {SESSION_MARKER}={root}"
     per_host = [
-        f"Match LocalAddress {host}\n    SetEnv HOME={home} KEEPWARM_LOG_DIR={logs} "
+        f"Match LocalAddress {host}\n    {session_env} "
         + " ".join(f"{key}={value}" for key, value in env.items())
         for host, env in (host_env or {}).items()
     ]
@@ -182,6 +185,25 @@ def write_client_config(
     )
 
 
+def session_processes(sshd: Sshd) -> set[int]:
+    """Every live process an SSH session of ``sshd`` started, wherever it was re-parented since: they
+    all carry the sshd's marker variable (SetEnv) in their environment."""
+    marker = f"{SESSION_MARKER}={sshd.root}".encode()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0") and not _zombie(entry):
+                    found.add(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _zombie(entry: Path) -> bool:
+    return (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def _listening(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):
@@ -198,6 +220,10 @@ def sshd() -> Iterator[Sshd]:
     try:
         yield server
     finally:
+        left = session_processes(server)  # a failed test's cluster: its processes, by pid
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
 

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,12 @@ import pytest
 from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.errors import ClusterError, ServiceStartError
+from keepwarm.queue.results import wait_for_records
 from keepwarm.service.lifecycle import stop_service
 from keepwarm.service.liveness import pid_alive
 
 from ..conftest import copy_app, supervisor_state, wait_until
-from .conftest import HOSTS, Sshd, keygen
+from .conftest import HOSTS, Sshd, keygen, session_processes
 
 pytest.importorskip("distributed")
 pytest.importorskip("asyncssh")
@@ -48,25 +50,6 @@ def ssh_app(root: Path, hosts: dict[str, int], ssh_config: Path, extra: str = ""
     return Env(app, share_dir=str(root / "share"))
 
 
-def session_processes(sshd: Sshd) -> set[int]:
-    """Every live process under the sshd: what the SSH sessions started (scheduler, nannies, workers)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":
-                parents[int(entry.name)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {sshd.process.pid}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
 def stop_and_reap(env: Env) -> None:
     """Stop the service; a supervisor that outlives the stop is killed by its pid."""
     state = supervisor_state_or_none(env)
@@ -84,8 +67,27 @@ def supervisor_state_or_none(env: Env) -> int | None:
         return None
 
 
+@dataclass
+class SshService:
+    """The module's service on two SSH hosts, and the processes under the sshd before it started."""
+
+    env: Env
+    service: Service
+    baseline: set[int]
+
+    def running(self) -> Service:
+        """The service, started again if a test stopped it."""
+        if self.service.status().status != "running":
+            self.service.start()
+        return self.service
+
+    def host_processes(self, sshd: Sshd) -> set[int]:
+        """The processes the service's SSH sessions run (scheduler, nannies, workers)."""
+        return session_processes(sshd) - self.baseline
+
+
 @pytest.fixture(scope="module")
-def ssh_service(sshd: Sshd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, Service]]:
+def ssh_service(sshd: Sshd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshService]:
     """One service for the module on two SSH hosts, one loop each; its own share and logs."""
     root = tmp_path_factory.mktemp("ssh-service")
     with pytest.MonkeyPatch.context() as patch:
@@ -93,18 +95,16 @@ def ssh_service(sshd: Sshd, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         patch.setenv("KEEPWARM_EXPORT", str(root / "export"))
         patch.setenv("KEEPWARM_SHARE", str(root / "share"))
         env = ssh_app(root, dict.fromkeys(HOSTS, 1), sshd.client_config)
-        service = Service(env)
         try:
-            service.start()
-            yield env, service
+            yield SshService(env, Service(env), session_processes(sshd))
         finally:
             stop_and_reap(env)
 
 
 def test_a_service_on_two_ssh_hosts_serves_survives_a_killed_loop_and_stops_clean(
-    sshd: Sshd, ssh_service: tuple[Env, Service]
+    sshd: Sshd, ssh_service: SshService
 ) -> None:
-    env, service = ssh_service
+    env, service = ssh_service.env, ssh_service.running()
     report = service.status()
     assert report.backend == "dask" and report.workers_healthy_count == 2
     # one loop on each host, each Dask worker listening on its host's own address
@@ -113,7 +113,7 @@ def test_a_service_on_two_ssh_hosts_serves_survives_a_killed_loop_and_stops_clea
         marker = json.loads(env.layout.run_marker(row.slot, row.incarnation).read_text())
         addresses.add(marker["address"].removeprefix("tcp://").rsplit(":", 1)[0])
     assert addresses == set(HOSTS)
-    started = session_processes(sshd)
+    started = ssh_service.host_processes(sshd)
     assert len(started) >= 5, started  # the scheduler, and a nanny and its worker on each host
 
     handles = service.submit_many([{"args": {"x": x}} for x in range(1, 21)])
@@ -123,7 +123,8 @@ def test_a_service_on_two_ssh_hosts_serves_survives_a_killed_loop_and_stops_clea
     assert victim.pid is not None and victim.pid in started
     more = service.submit_many([{"args": {"x": x}} for x in range(21, 121)])
     os.kill(victim.pid, signal.SIGKILL)
-    assert sorted(handle.result(timeout=120)["x"] for handle in more) == list(range(21, 121))
+    records = wait_for_records(service.queue, [handle.task_id for handle in more], timeout=120)
+    assert sorted(r.result["x"] for r in records.values() if r.status == "done") == list(range(21, 121))
 
     def replaced() -> bool:
         rows = {row.worker: row for row in service.status().worker_health}
@@ -132,13 +133,29 @@ def test_a_service_on_two_ssh_hosts_serves_survives_a_killed_loop_and_stops_clea
 
     wait_until(replaced, timeout=60, what="the killed loop to run again on its host")
     counts = service.counts()
-    assert counts.done == 120 and counts.pending == counts.running == counts.failed == 0
+    assert counts.pending == counts.running == counts.failed == 0
     _, verdict = service.health(allow_idle=True)
     assert verdict.code == 5, verdict  # the restart rate: the gate saw the restart
 
     assert service.stop(timeout=10)["status"] == "stopped"
-    wait_until(lambda: not session_processes(sshd), timeout=30, what="every process on the hosts to end")
+    wait_until(
+        lambda: not ssh_service.host_processes(sshd), timeout=30, what="every process on the hosts to end"
+    )
     assert service.status().status == "stopped"
+
+
+def test_a_killed_supervisor_leaves_no_process_on_the_hosts_and_start_recovers(
+    sshd: Sshd, ssh_service: SshService
+) -> None:
+    service = ssh_service.running()
+    pending = service.submit_many([{"args": {"x": x}} for x in range(1, 31)])
+    os.kill(supervisor_state(ssh_service.env).pid, signal.SIGKILL)
+    # its SSH connections end with it, and with them the scheduler, nannies and workers they started
+    wait_until(lambda: not ssh_service.host_processes(sshd), timeout=30, what="the hosts' processes to end")
+    service.start()
+    records = wait_for_records(service.queue, [handle.task_id for handle in pending], timeout=120)
+    assert sorted(r.result["x"] for r in records.values() if r.status == "done") == list(range(1, 31))
+    assert service.submit({"x": 7}).result(timeout=60)["x"] == 7
 
 
 def keyless_config(sshd: Sshd) -> Path:
@@ -181,6 +198,7 @@ def test_a_host_that_cannot_run_loops_fails_start_by_name_and_starts_nothing(
     else:
         extra = 'remote_python = "/usr/bin/python3"\n'  # Debian's Python: no keepwarm there
     env = ssh_app(tmp_path, hosts, config, extra)
+    before = session_processes(sshd)
     began = time.monotonic()
     try:
         with pytest.raises((ServiceStartError, ClusterError)) as raised:
@@ -190,5 +208,5 @@ def test_a_host_that_cannot_run_loops_fails_start_by_name_and_starts_nothing(
     assert time.monotonic() - began < 30
     message = str(raised.value)
     assert f"host {named}" in message and advice in message, message
-    assert not session_processes(sshd)  # nothing started half-way on any host
+    assert session_processes(sshd) <= before  # nothing started half-way on any host
     assert Service(env).status().status == "stopped"

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from keepwarm._sys.atomic import write_atomic
 from keepwarm._sys.child import child_command, child_parser, report
 from keepwarm._sys.procs import process_alive, signal_quietly
-from keepwarm.backends.ssh import check_ssh_hosts, ssh_connect_options
+from keepwarm.backends.ssh import check_ssh_hosts, ssh_connect_options, tethered
 from keepwarm.errors import ClusterError
 
 if TYPE_CHECKING:
@@ -129,6 +129,7 @@ def _ssh_cluster(env: Env, timeout: float) -> ClusterHandle:
     connect = ssh_connect_options(env, timeout)
     python = settings.remote_python or sys.executable
     check_ssh_hosts(list(settings.hosts), connect, python, timeout)
+    python = tethered(python)  # a killed supervisor's SSH sessions end, and with them what they ran
     first = next(iter(settings.hosts))
     scheduler = {
         "cls": Scheduler,

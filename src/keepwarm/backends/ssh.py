@@ -42,6 +42,12 @@ def ssh_connect_options(env: Env, timeout: float) -> dict[str, Any]:
     return options
 
 
+def tethered(python: str) -> str:
+    """The "Python" Dask's SSH cluster runs its scheduler and workers with on every host: ``python``
+    behind keepwarm.backends.ssh_tether, so that they end with the SSH session that started them."""
+    return f"{shlex.quote(python)} -m keepwarm.backends.ssh_tether {shlex.quote(python)}"
+
+
 def check_ssh_hosts(hosts: list[str], connect: dict[str, Any], python: str, timeout: float) -> None:
     """Raise ClusterError naming every host that cannot run a keepwarm worker, and what to do."""
     problems = asyncio.run(_check_all(hosts, connect, python, timeout))
