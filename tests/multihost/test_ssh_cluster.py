@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,19 +27,23 @@ from keepwarm.service.lifecycle import stop_service
 from keepwarm.service.liveness import pid_alive
 
 from ..conftest import copy_app, supervisor_state, wait_until
-from .conftest import HOSTS, Sshd, keygen, session_processes
+from .conftest import HOSTS, Sshd, keygen, session_processes, write_client_config
 
 pytest.importorskip("distributed")
 pytest.importorskip("asyncssh")
 
 REFUSED_HOST = "127.0.0.9"  # a loopback address where nothing listens
+SILENT_HOST = "127.0.0.4"  # a loopback address where a socket accepts connections and never speaks
+SILENT_TIMEOUT_SEC = 6  # start_timeout_sec; the hosts' check gets a third of it
 
 
-def ssh_app(root: Path, hosts: dict[str, int], ssh_config: Path, extra: str = "") -> Env:
+def ssh_app(
+    root: Path, hosts: dict[str, int], ssh_config: Path, extra: str = "", start_timeout: float = 60
+) -> Env:
     """The bundled example app on ``[cluster.hosts]`` through ``ssh_config``, with short timeouts."""
     cluster = (
         f'backend = "dask"\nssh_config = "{ssh_config}"\n{extra}'
-        "start_timeout_sec = 60\nstop_timeout_sec = 3\nheartbeat_timeout_sec = 4\n"
+        f"start_timeout_sec = {start_timeout}\nstop_timeout_sec = 3\nheartbeat_timeout_sec = 4\n"
     )
     table = "".join(f'"{host}" = {loops}\n' for host, loops in hosts.items())
     app = copy_app(
@@ -177,6 +182,7 @@ def unknown_host_config(sshd: Sshd) -> Path:
     ("case", "named", "advice"),
     [
         ("unreachable", REFUSED_HOST, "Check that sshd runs there"),
+        ("silent", SILENT_HOST, "did not answer over SSH within 2s"),
         ("key refused", HOSTS[1], "authorized_keys"),
         ("host key unknown", HOSTS[1], "known_hosts"),
         ("python missing", HOSTS[0], "remote_python"),
@@ -186,9 +192,16 @@ def unknown_host_config(sshd: Sshd) -> Path:
 def test_a_host_that_cannot_run_loops_fails_start_by_name_and_starts_nothing(
     sshd: Sshd, tmp_path: Path, case: str, named: str, advice: str
 ) -> None:
-    hosts, config, extra = dict.fromkeys(HOSTS, 1), sshd.client_config, ""
+    hosts, config, extra, start_timeout = dict.fromkeys(HOSTS, 1), sshd.client_config, "", 60.0
+    silent = socket.socket()
     if case == "unreachable":
         hosts = {HOSTS[0]: 1, REFUSED_HOST: 1}
+    elif case == "silent":
+        silent.bind((SILENT_HOST, sshd.port))
+        silent.listen()  # the kernel completes the handshake; no banner ever comes
+        hosts, start_timeout = {HOSTS[0]: 1, SILENT_HOST: 1}, SILENT_TIMEOUT_SEC
+        config = tmp_path / "ssh_config"
+        write_client_config(config, (*HOSTS, SILENT_HOST), sshd.port, sshd.client_key, sshd.known_hosts)
     elif case == "key refused":
         config = keyless_config(sshd)
     elif case == "host key unknown":
@@ -197,13 +210,14 @@ def test_a_host_that_cannot_run_loops_fails_start_by_name_and_starts_nothing(
         extra = f'remote_python = "{tmp_path / "no-venv" / "bin" / "python"}"\n'
     else:
         extra = 'remote_python = "/usr/bin/python3"\n'  # Debian's Python: no keepwarm there
-    env = ssh_app(tmp_path, hosts, config, extra)
+    env = ssh_app(tmp_path, hosts, config, extra, start_timeout)
     before = session_processes(sshd)
     began = time.monotonic()
     try:
         with pytest.raises((ServiceStartError, ClusterError)) as raised:
             Service(env).start()
     finally:
+        silent.close()
         stop_and_reap(env)
     assert time.monotonic() - began < 30
     message = str(raised.value)

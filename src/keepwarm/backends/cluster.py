@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from keepwarm.env import Env
 
 LOOP_RESOURCE = "keepwarm_loop"
+SSH_CHECK_SHARE = 1 / 3  # of start_timeout_sec for the hosts' check: the rest starts the cluster and loops
 
 
 @dataclass
@@ -126,9 +127,9 @@ def _ssh_cluster(env: Env, timeout: float) -> ClusterHandle:
     except ImportError:
         raise ClusterError("[cluster.hosts] needs Dask's SSH support: pip install 'keepwarm[dask]'") from None
     settings = env.settings.cluster
-    connect = ssh_connect_options(env, timeout)
+    connect = ssh_connect_options(env, timeout * SSH_CHECK_SHARE)
     python = settings.remote_python or sys.executable
-    check_ssh_hosts(list(settings.hosts), connect, python, timeout)
+    check_ssh_hosts(list(settings.hosts), connect, python, timeout * SSH_CHECK_SHARE)
     python = tethered(python)  # a killed supervisor's SSH sessions end, and with them what they ran
     first = next(iter(settings.hosts))
     scheduler = {
