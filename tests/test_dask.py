@@ -62,8 +62,16 @@ class DaskProcesses:
         with open(self.tmp_path / "scheduler.log", "ab") as log:  # the process keeps its own copy
             self.scheduler = subprocess.Popen([str(BIN / "dask"), *command], stdout=log, stderr=log)
 
-    def start_worker(self, env: dict[str, str] | None = None, prefix: Sequence[str] = ()) -> None:
-        """A ``dask worker``; ``prefix`` runs it under another command (which ends with ``exec``)."""
+    def start_worker(
+        self,
+        env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
+        host: str = "127.0.0.1",
+        loops: int = 1,
+    ) -> None:
+        """``dask worker`` (``loops`` single-threaded workers, each with its nanny) in a process group
+        of its own: a "host" that ``kill_host`` ends at once; ``prefix`` runs it under another command
+        (ending in ``exec``)."""
         with open(self.tmp_path / f"worker-{len(self.workers)}.log", "ab") as log:
             self.workers.append(
                 subprocess.Popen(
@@ -76,13 +84,16 @@ class DaskProcesses:
                         "1",
                         "--resources",
                         f"{LOOP_RESOURCE}=1",
+                        "--nworkers",
+                        str(loops),
                         "--no-dashboard",
                         "--host",
-                        "127.0.0.1",
+                        host,
                     ],
                     env={**os.environ, **(env or {})},
                     stdout=log,
                     stderr=log,
+                    start_new_session=True,
                 )
             )
 
@@ -92,11 +103,20 @@ class DaskProcesses:
         with Client(self.address, timeout=30, set_as_default=False) as client:
             client.wait_for_workers(count, timeout=60)
 
+    def kill_host(self, index: int) -> None:
+        """Every process of worker ``index``'s group at once (nanny, worker, the loops in it)."""
+        try:
+            os.killpg(self.workers[index].pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.workers[index].wait()
+
     def stop(self) -> None:
-        for process in [*self.workers, *([self.scheduler] if self.scheduler else [])]:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
+        for index in range(len(self.workers)):
+            self.kill_host(index)
+        if self.scheduler is not None and self.scheduler.poll() is None:
+            self.scheduler.kill()
+            self.scheduler.wait()
 
 
 @pytest.fixture
