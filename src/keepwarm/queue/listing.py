@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from keepwarm.errors import Remedy, TaskNotFound
+from keepwarm.queue.shareclock import Clock
 from keepwarm.queue.task import TaskRecord, TaskState, epoch_of, iso_of
 from keepwarm.queue.taskfiles import (
     count_terminal,
@@ -107,9 +108,11 @@ def running_listing(queue: TaskQueue) -> Iterator[tuple[str, list[str]]]:
         yield owner, names
 
 
-def count_tasks(queue: TaskQueue, now: float | None = None) -> QueueCounts:
+def count_tasks(queue: TaskQueue, now: float | None = None, *, clock: Clock | None = None) -> QueueCounts:
     """Tasks per state, from folder listings alone (no file is opened); the oldest pending task's
-    age is taken at ``now`` (epoch seconds, default the clock)."""
+    age is taken at ``now`` (epoch seconds, default the clock) from the submit time in its name, or,
+    with a share ``clock``, from its file's mtime on the share's clock (its submitter's clock may
+    disagree with the reader's)."""
     pending = scan_pending_unsorted(queue)
     # Names start with a zero-padded nanosecond seq, so the smallest name is the oldest task
     # (checking the smallest first spares a parse of 100,000 names).
@@ -119,6 +122,8 @@ def count_tasks(queue: TaskQueue, now: float | None = None) -> QueueCounts:
     seq = seq_from_name(oldest) if oldest else None
     clock_ns = time.time_ns() if now is None else now * 1e9
     age = max(0.0, (clock_ns - seq) / 1e9) if seq is not None else None
+    on_share = clock.file_age(queue.pending / oldest) if clock is not None and oldest is not None else None
+    age = age if on_share is None else on_share
     # A claim outlives its terminal record by one unlink: such a task is done, not running.
     running = sum(
         1

@@ -1,13 +1,17 @@
 """Loop heartbeats: ``heartbeats/<slot>.json``, rewritten every interval from a thread of the loop.
 
 A long task keeps the heartbeat fresh; a frozen process (SIGSTOP, a C call holding the GIL) does not,
-and ``task_started_at`` lets the supervisor catch a task past its timeout.
+and ``task_running_sec`` lets the supervisor catch a task past its timeout. Liveness is read from the
+loop's own counts, never from its wall clock against the reader's (hosts' clocks disagree): ``seq``
+grows with every write, so the supervisor times the beats on its own monotonic clock, and
+``task_running_sec`` is the loop's monotonic count of its oldest task's run.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -15,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from keepwarm._sys.atomic import write_atomic
 from keepwarm._sys.procs import rss_bytes
-from keepwarm.queue.task import utc_now
+from keepwarm.queue.task import epoch_of, utc_now
 
 HeartbeatState = Literal["starting", "ready", "processing", "stopping", "stopped"]
 
@@ -29,9 +33,11 @@ class Heartbeat(BaseModel):
     host: str
     state: HeartbeatState
     timestamp: str
+    seq: int = 0  # this incarnation's writes so far: progress a reader can time on its own clock
     task_id: str | None = None
     task_started_at: str | None = None
     task_timeout_sec: float | None = None
+    task_running_sec: float | None = None  # the oldest task's run so far, on the loop's monotonic clock
     tasks_done: int = 0
     tasks_failed: int = 0
     rss_bytes: int | None = None
@@ -62,7 +68,9 @@ class HeartbeatWriter:
         self.stop_reason: str | None = None
         self.cancels_in_loop = False
         self.batch: list[str] = []
-        self._running: dict[str, tuple[str, float | None]] = {}  # task_id -> (started_at, timeout)
+        self.seq = 0
+        # task_id -> (started_at, timeout, its start on the monotonic clock)
+        self._running: dict[str, tuple[str, float | None, float]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="keepwarm-heartbeat", daemon=True)
@@ -72,8 +80,11 @@ class HeartbeatWriter:
         self._thread.start()
 
     def task_started(self, task_id: str, timeout_sec: float | None, started_at: str | None = None) -> None:
+        began = time.monotonic()
+        if started_at is not None:  # started earlier (claimed with its batch): on this same clock
+            began -= max(0.0, time.time() - (epoch_of(started_at) or time.time()))
         with self._lock:
-            self._running[task_id] = (started_at or utc_now(), timeout_sec)
+            self._running[task_id] = (started_at or utc_now(), timeout_sec, began)
             self.state = "processing"
 
     def task_finished(self, task_id: str, ok: bool, *, counted: bool = True) -> None:
@@ -101,7 +112,8 @@ class HeartbeatWriter:
             if oldest is not None and self.batch:  # a batch ends at its smallest timeout
                 timeouts = [self._running[t][1] for t in self.batch if t in self._running]
                 smallest = min((t for t in timeouts if t is not None), default=oldest[1][1])
-                oldest = (oldest[0], (oldest[1][0], smallest))
+                oldest = (oldest[0], (oldest[1][0], smallest, oldest[1][2]))
+            self.seq += 1
             return Heartbeat(
                 slot=self.slot,
                 incarnation=self.incarnation,
@@ -109,9 +121,11 @@ class HeartbeatWriter:
                 host=self.host,
                 state=self.state,
                 timestamp=utc_now(),
+                seq=self.seq,
                 task_id=oldest[0] if oldest else None,
                 task_started_at=oldest[1][0] if oldest else None,
                 task_timeout_sec=oldest[1][1] if oldest else None,
+                task_running_sec=round(time.monotonic() - oldest[1][2], 3) if oldest else None,
                 tasks_done=self.tasks_done,
                 tasks_failed=self.tasks_failed,
                 rss_bytes=rss_bytes(),

@@ -18,6 +18,8 @@ from typing import TypeVar
 
 from keepwarm import __version__
 from keepwarm.env import Env
+from keepwarm.queue.listing import count_tasks
+from keepwarm.queue.shareclock import Clock
 from keepwarm.queue.state import (
     Condition,
     ConditionKind,
@@ -37,6 +39,7 @@ from keepwarm.queue.state import (
 from keepwarm.queue.task import epoch_of, iso_of
 from keepwarm.queue.taskqueue import TaskQueue
 from keepwarm.runtime.heartbeat import Heartbeat, read_heartbeat
+from keepwarm.service.clocks import rebase_heartbeat, rebase_supervisor_state
 from keepwarm.service.liveness import SupervisorLiveness, current_supervisor_state, supervisor_liveness
 from keepwarm.service.report import (
     AutoscaleHealth,
@@ -102,14 +105,19 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
 
     Reads ``service.json``, ``supervisor.json`` and the heartbeat of each slot in the loop table, and
     counts the queue from folder listings (no task file is opened, so 10,000 pending tasks cost a
-    listing). ``now`` (epoch seconds) defaults to the clock; tests pass it for determinism.
+    listing). ``now`` (epoch seconds) defaults to the clock, and the times other processes wrote are
+    then moved onto it through the share's clock (``service.clocks``: hosts' clocks disagree); tests
+    pass ``now`` for determinism, and the written times are then taken as they are.
     """
-    now = time.time() if now is None else now
+    clock = Clock.of_share(env.queue_dir, time.time()) if now is None else Clock.fixed(now)
+    now = clock.now
     record = read_service_record(env.layout.service_record)
-    beats = _heartbeats(env, read_supervisor_state(env.layout.supervisor_state))
+    beats = _heartbeats(env, read_supervisor_state(env.layout.supervisor_state), clock)
     # Read after the heartbeats: the supervisor publishes a planned change before it signals the loop,
     # so a loop's exit seen in its heartbeat is never judged by a loop table older than that exit.
     state = current_supervisor_state(record, read_supervisor_state(env.layout.supervisor_state))
+    if state is not None:
+        state = rebase_supervisor_state(state, env.layout.supervisor_state, clock)
     cluster = settings_in_force(env, record).cluster
     task_queue = TaskQueue(env.queue_dir, settings=cluster)
     liveness = supervisor_liveness(env, record, state, now=now)
@@ -127,12 +135,12 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
     window = [e for e in (state.restarts if state else []) if now - e.at <= cluster.restart_window_sec]
     slots = state.desired_slots if state else (record.slots if record else 0)
     conditions = _conditions(env, record, state, liveness, loops, start_error)
-    queue = _queue_health(task_queue, now)
+    queue = _queue_health(task_queue, clock)
     flowing = (
         queue.pending > 0
         or queue.running > 0
         or any(r.heartbeat_state == "processing" for r in loops.rows)
-        or _worked_recently(task_queue, record, state, cluster, now)
+        or _worked_recently(task_queue, record, state, cluster, clock)
     )
     status = _status(start_error, stopped, liveness.alive and (slots == 0 or loops.serving > 0), conditions)
     if status is ServiceStatus.RUNNING and (loops.unhealthy or loops.starting):
@@ -222,12 +230,12 @@ def _worked_recently(
     record: ServiceRecord | None,
     state: SupervisorState | None,
     cluster: ClusterSettings,
-    now: float,
+    clock: Clock,
 ) -> bool:
     """A task finished within ``idle_after_sec``, as the supervisor or the terminal folders say."""
-    times = (state.last_task_at if state else None, _last_finish(queue, record))
+    times = (state.last_task_at if state else None, _last_finish(queue, record, clock))
     finishes = [t for t in times if t is not None]
-    return bool(finishes) and now - max(finishes) <= cluster.idle_after_sec
+    return bool(finishes) and clock.now - max(finishes) <= cluster.idle_after_sec
 
 
 def _cleanup_policy(cluster: ClusterSettings) -> CleanupPolicy:
@@ -311,13 +319,14 @@ def _loop_reason(
     return None
 
 
-def _heartbeats(env: Env, state: SupervisorState | None) -> dict[str, Heartbeat]:
-    """The heartbeat of each slot in the loop table, as its file says now."""
+def _heartbeats(env: Env, state: SupervisorState | None, clock: Clock) -> dict[str, Heartbeat]:
+    """The heartbeat of each slot in the loop table, as its file says now, on ``clock``."""
     beats = {}
     for row in state.loops if state else []:
-        beat = read_heartbeat(env.layout.queue.heartbeat(row.slot))
+        path = env.layout.queue.heartbeat(row.slot)
+        beat = read_heartbeat(path)
         if beat is not None:
-            beats[row.slot] = beat
+            beats[row.slot] = rebase_heartbeat(beat, path, clock)
     return beats
 
 
@@ -388,8 +397,9 @@ def storage_conditions(queue_dir: Path) -> list[Condition]:
     return []
 
 
-def _last_finish(queue: TaskQueue, record: ServiceRecord | None) -> float | None:
-    """When a terminal file last appeared: a folder's mtime changes with every link into it.
+def _last_finish(queue: TaskQueue, record: ServiceRecord | None, clock: Clock) -> float | None:
+    """When a terminal file last appeared, on ``clock.now``'s clock: a folder's mtime (the share's
+    clock) changes with every link into it.
 
     Only changes after the supervisor started count (creating the folders is not work).
     """
@@ -397,16 +407,17 @@ def _last_finish(queue: TaskQueue, record: ServiceRecord | None) -> float | None
     since = epoch_of(identity.started_at) if identity else None
     times = []
     for folder in (queue.done, queue.failed):
+        age = clock.file_age(folder)
         try:
-            times.append(folder.stat().st_mtime)
+            times.append(folder.stat().st_mtime if age is None else clock.now - age)
         except FileNotFoundError:
             pass
     latest = max(times, default=None)
     return latest if latest is not None and since is not None and latest > since + 0.001 else None
 
 
-def _queue_health(queue: TaskQueue, now: float) -> QueueHealth:
-    counts = queue.counts(now)  # one listing of pending/, aged against the report's ``now``
+def _queue_health(queue: TaskQueue, clock: Clock) -> QueueHealth:
+    counts = count_tasks(queue, clock.now, clock=clock)  # one listing of pending/, aged on ``clock``
     return _section(QueueHealth, counts, age="oldest_pending_age_sec")
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from keepwarm._sys.procs import process_alive
+from keepwarm.queue.shareclock import Clock
 from keepwarm.queue.state import (
     ServiceRecord,
     SupervisorState,
@@ -20,6 +21,7 @@ from keepwarm.queue.state import (
     settings_in_force,
 )
 from keepwarm.queue.task import epoch_of
+from keepwarm.service.clocks import rebase_supervisor_state
 
 if TYPE_CHECKING:
     from keepwarm.env import Env
@@ -70,10 +72,16 @@ def supervisor_liveness(
     """The supervisor ``service.json`` names (else the one ``supervisor.json`` names) and its liveness.
 
     Fresh: its heartbeat is at most ``heartbeat_limit`` old, or, before its first heartbeat, it started
-    at most that long ago. Judged by the settings the service runs with.
+    at most that long ago. Judged by the settings the service runs with. Without ``now``, the heartbeat
+    is aged on the share's clock (``service.clocks``: the supervisor's host's clock may disagree with
+    this one's); with it, the caller vouches that ``state`` is on ``now``'s clock.
     """
-    now = time.time() if now is None else now
     state = current_supervisor_state(record, state)
+    if now is None:
+        clock = Clock.of_share(env.queue_dir, time.time())
+        now = clock.now
+        if state is not None:
+            state = rebase_supervisor_state(state, env.layout.supervisor_state, clock)
     identity = record.supervisor if record else None
     source = identity or state
     if source is None:

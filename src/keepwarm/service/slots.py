@@ -64,6 +64,8 @@ class Slot:
     retiring: bool = False  # scaled down: the slot goes once its loop is gone
     fail_tasks: dict[str, EndedTask] = field(default_factory=dict)  # published once the loop is gone
     tasks_seen: int = 0
+    beat_seen: tuple[str, int, str] | None = None  # the last heartbeat's (incarnation, seq, timestamp)
+    beat_changed_at: float = 0.0  # when (monotonic, the supervisor's) the supervisor saw it change
 
     @property
     def alive(self) -> bool:

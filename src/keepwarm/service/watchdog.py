@@ -4,6 +4,10 @@ A loop that never beats or stops beating is killed (not while the share cannot b
 heartbeats prove nothing); a task past its timeout kills its loop; a loop over its memory limit is
 retired after its task. The thresholds are ``policy``'s. A backend that stays unusable for a
 heartbeat timeout ends the supervisor with an error.
+
+A loop may run on a host whose clock disagrees with the supervisor's: its heartbeat is judged by its
+progress (a new ``seq``) timed on the supervisor's own monotonic clock, and its task by the run time the
+loop counts on its own monotonic clock, never by the loop's wall-clock times against the supervisor's.
 """
 
 from __future__ import annotations
@@ -50,16 +54,26 @@ def check_loops(supervisor: Supervisor) -> None:
             ):
                 supervisor.kill(slot, RestartReason.MISSING_HEARTBEAT)
             continue
-        age = now_wall - (epoch_of(beat.timestamp) or 0.0)
+        age = beat_age(slot, beat, now)
         stale = policy.stale_heartbeat_reason(age, supervisor.settings.heartbeat_timeout_sec)
         if stale is not None and not storage_fault:
             supervisor.kill(slot, stale)
             continue
-        _judge_beat(supervisor, slot, beat, now_wall)
+        _judge_beat(supervisor, slot, beat, now_wall, age)
 
 
-def _judge_beat(supervisor: Supervisor, slot: Slot, beat: Heartbeat, now_wall: float) -> None:
-    """A fresh heartbeat: the loop's readiness, its tasks, its task's timeout, its memory."""
+def beat_age(slot: Slot, beat: Heartbeat, now: float) -> float:
+    """Seconds (on the supervisor's monotonic clock ``now``) since the supervisor saw ``slot``'s
+    heartbeat change; a heartbeat seen for the first time is new."""
+    seen = (beat.incarnation, beat.seq, beat.timestamp)
+    if seen != slot.beat_seen:
+        slot.beat_seen, slot.beat_changed_at = seen, now
+    return now - slot.beat_changed_at
+
+
+def _judge_beat(supervisor: Supervisor, slot: Slot, beat: Heartbeat, now_wall: float, age: float) -> None:
+    """A fresh heartbeat (seen changing ``age`` seconds ago): the loop's readiness, its tasks, its
+    task's timeout, its memory."""
     now = time.monotonic()
     if beat.state in ("ready", "processing"):
         if slot.healthy_since is None:
@@ -82,7 +96,10 @@ def _judge_beat(supervisor: Supervisor, slot: Slot, beat: Heartbeat, now_wall: f
         slot.tasks_seen = seen
         supervisor.last_task_at = now_wall
     if beat.task_id and beat.task_started_at and beat.task_timeout_sec:
-        running_for = now_wall - (epoch_of(beat.task_started_at) or now_wall)
+        if beat.task_running_sec is not None:  # the loop's own count, and the time since it said so
+            running_for = beat.task_running_sec + age
+        else:  # a loop of an earlier keepwarm: its clock against this one's
+            running_for = now_wall - (epoch_of(beat.task_started_at) or now_wall)
         if policy.task_overdue(
             running_for=running_for,
             task_timeout_sec=beat.task_timeout_sec,
