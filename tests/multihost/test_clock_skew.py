@@ -26,8 +26,10 @@ import pytest
 
 from keepwarm.api import Service
 from keepwarm.env import Env
-from keepwarm.queue.task import epoch_of
-from keepwarm.runtime.heartbeat import read_heartbeat
+from keepwarm.queue.shareclock import Clock
+from keepwarm.queue.task import epoch_of, iso_of
+from keepwarm.runtime.heartbeat import Heartbeat, read_heartbeat
+from keepwarm.service.clocks import rebase_heartbeat
 
 from ..conftest import Services, copy_app, supervisor_state, wait_until
 
@@ -158,3 +160,29 @@ def test_one_loop_behind_its_supervisor_is_neither_stale_nor_overdue(
     assert report.worker_health[0].heartbeat_age_sec is not None
     assert report.worker_health[0].heartbeat_age_sec < FRESH_SEC
     assert [entry.reason for entry in supervisor_state(env).restarts] == ["operator-restart"]
+
+
+def test_a_written_time_is_aged_by_its_file_on_the_share_clock(tmp_path: Path) -> None:
+    """A heartbeat written 5 s ago (by the share's file time) by a loop whose clock is an hour off,
+    about a task it began 2 s before writing (by its own count), reads as 5 s and 7 s old here."""
+    path = tmp_path / "loop-0.json"
+    written_at = time.time() - 3600.0  # the writer's clock
+    path.write_text("{}")
+    clock = Clock.of_share(tmp_path, time.time())
+    assert clock.share_now is not None
+    os.utime(path, (clock.share_now - 5.0, clock.share_now - 5.0))
+    beat = Heartbeat(
+        slot="loop-0",
+        incarnation="i",
+        pid=1,
+        host="h",
+        state="processing",
+        timestamp=iso_of(written_at),
+        task_id="t",
+        task_started_at=iso_of(written_at - 2.0),
+        task_running_sec=2.0,
+    )
+    moved = rebase_heartbeat(beat, path, clock)
+    assert clock.now - (epoch_of(moved.timestamp) or 0) == pytest.approx(5.0, abs=0.01)
+    assert clock.now - (epoch_of(moved.task_started_at) or 0) == pytest.approx(7.0, abs=0.01)
+    assert rebase_heartbeat(beat, path, Clock.fixed(clock.now)) == beat  # no share clock: as written
