@@ -26,13 +26,20 @@ def test_a_bench_script_starts(script: Path) -> None:
     assert "usage:" in completed.stdout
 
 
+def test_no_bench_script_stands_in_for_a_standard_module() -> None:
+    """A script's folder is first on sys.path: bench/http.py was imported as the standard library's
+    http by every other script (Dask's import of http.client failed)."""
+    clashes = [path.name for path in (ROOT / "bench").glob("*.py") if path.stem in sys.stdlib_module_names]
+    assert clashes == []
+
+
 def test_the_http_bench_measures_floor_gateway_and_python_api_and_cleans_up(tmp_path: Path) -> None:
-    """bench/http.py at tiny sizes: a real service, a real keepwarm http and floor server, every
+    """bench/http_front.py at tiny sizes: a real service, a real keepwarm http and floor server, every
     answer checked by the script; its table has each system at each client count, the targets'
     rows, and nothing is left in its work folder."""
     sizes = ["--clients", "1,3", "--requests", "100", "--warmup", "3"]
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "http.py"), "--dir", str(tmp_path), *sizes],
+        [sys.executable, str(ROOT / "bench" / "http_front.py"), "--dir", str(tmp_path), *sizes],
         capture_output=True,
         text=True,
         timeout=240,

@@ -23,11 +23,11 @@ p50 over the floor's is printed as a ratio.
 
 Usage::
 
-    .venv/bin/python bench/http.py                    # 3,000 requests per case, 1.5-4 minutes
-    .venv/bin/python bench/http.py --tmpfs            # the share on /dev/shm
-    .venv/bin/python bench/http.py --quick            # 500 requests per case
-    .venv/bin/python bench/http.py --clients 1,8 --requests 200 --json http.json
-    .venv/bin/python bench/http.py --profile-gateway gateway.prof   # the server under cProfile
+    .venv/bin/python bench/http_front.py                    # 3,000 requests per case, 1.5-4 minutes
+    .venv/bin/python bench/http_front.py --tmpfs            # the share on /dev/shm
+    .venv/bin/python bench/http_front.py --quick            # 500 requests per case
+    .venv/bin/python bench/http_front.py --clients 1,8 --requests 200 --json http.json
+    .venv/bin/python bench/http_front.py --profile-gateway gateway.prof   # the server under cProfile
 
 Every process started here is stopped by pid (the service by the API, its supervisor by pid if that
 fails), also on Ctrl-C or SIGTERM, and the temp dir removed. Traffic is loopback only. See
@@ -35,12 +35,6 @@ docs/benchmarks.md.
 """
 
 from __future__ import annotations
-
-import sys
-
-# Run as a script, this file's folder is sys.path[0], and this file (http.py) would stand in for the
-# standard library's http package that httpx, uvicorn and Starlette import: move the folder last.
-sys.path.append(sys.path.pop(0))
 
 import argparse
 import asyncio
@@ -51,6 +45,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
