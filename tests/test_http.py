@@ -303,7 +303,13 @@ def test_health_is_200_when_the_gate_passes_and_503_when_it_fails(server: HttpSe
     busy = submit(server, {"action": "sleep", "seconds": 60}).json()["task_id"]
     wait_until(lambda: server.request("GET", tasks_url(busy)).json()["state"] == "running", 30, "running")
     submit(server, {"value": 1})  # pending behind it: one loop
-    late = server.request("GET", health, params={"max_pending_age_sec": 0, "max_restart_rate": 100})
+
+    def pending_age() -> float:
+        return float(server.request("GET", f"/v1/apps/{APP}").json()["queue"]["oldest_pending_age_sec"] or 0)
+
+    # Ages are on the share's clock (file times, a few ms coarse): wait until it says 0.1 s.
+    wait_until(lambda: pending_age() > 0.1, 30, "a task pending 0.1 s")
+    late = server.request("GET", health, params={"max_pending_age_sec": 0.1, "max_restart_rate": 100})
     assert late.status_code == 503 and late.json()["gate"]["code"] == 6
     status = server.request("GET", f"/v1/apps/{APP}")
     assert status.status_code == 200 and status.json()["app"] == APP
