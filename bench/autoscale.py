@@ -50,7 +50,6 @@ import argparse
 import bisect
 import json
 import math
-import signal
 import statistics
 import sys
 import threading
@@ -714,10 +713,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return options
 
 
-def interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def run(options: argparse.Namespace) -> int:
     profile = QUICK_PROFILE if options.quick else PROFILE
     down_delay = QUICK_SCALE_DOWN_DELAY_SEC if options.quick else SCALE_DOWN_DELAY_SEC
@@ -728,7 +723,6 @@ def run(options: argparse.Namespace) -> int:
         Variant("fixed-max", high, str(high)),
     )
     length = sum(p.seconds for p in profile)
-    signal.signal(signal.SIGTERM, interrupt)
     services = Services(START_TIMEOUT_SEC, STOP_TIMEOUT_SEC)
     runs: dict[str, Run] = {}
     rows: list[Row] = []

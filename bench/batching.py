@@ -35,7 +35,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import statistics
 import sys
 import threading
@@ -378,13 +377,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return options
 
 
-def interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def run(options: argparse.Namespace) -> int:
     seconds = options.seconds or (1.0 if options.quick else 3.0)
-    signal.signal(signal.SIGTERM, interrupt)
     results = Results()
     services = Services(START_TIMEOUT_SEC, STOP_TIMEOUT_SEC)
     with temp_workdir(options, "batching-") as workdir:

@@ -60,6 +60,7 @@ from starlette.responses import Response
 from provenance import (
     APP,
     APPS_PATH,
+    Ratio,
     Services,
     add_workdir_options,
     compute,
@@ -359,15 +360,6 @@ class Case:
     service_cpu_ms: float | None  # the supervisor's and loops' CPU per task (None: no service)
 
 
-@dataclass(frozen=True)
-class Ratio:
-    name: str
-    value: float
-    unit: str
-    target: str | None = None
-    passed: bool | None = None
-
-
 @dataclass
 class Results:
     cases: list[Case] = field(default_factory=list)
@@ -576,15 +568,10 @@ def server_environment(share: Path, logs: Path) -> dict[str, str]:
     return env | {"KEEPWARM_SHARE": str(share), "KEEPWARM_LOG_DIR": str(logs)}
 
 
-def interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def run(options: argparse.Namespace) -> int:
     import keepwarm
 
     sizes = choose_sizes(options)
-    signal.signal(signal.SIGTERM, interrupt)
     results = Results()
     services = Services(START_TIMEOUT_SEC, STOP_TIMEOUT_SEC)
     servers: list[Server] = []

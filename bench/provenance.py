@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,17 @@ TMPFS_DIR = Path("/dev/shm")
 APPS_PATH = ROOT / "examples" / "apps"
 APP = "mycode_project"  # the bundled app the round-trip benchmarks drive
 APP_CODE = APPS_PATH / APP
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """One line of a benchmark's verdict: a measured ratio or figure, and its target when it has one."""
+
+    name: str
+    value: float
+    unit: str
+    target: str | None = None
+    passed: bool | None = None
 
 
 def use_app_code() -> None:
@@ -160,11 +172,17 @@ def remove_tree(workdir: Path, tries: int = 5) -> None:
     print(f"could not remove {workdir}: remove it by hand", file=sys.stderr)
 
 
+def interrupt(signum: int, frame: object) -> None:
+    """SIGTERM as Ctrl-C: a benchmark stopped either way stops its services and removes its temp dir."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_main(run: Callable[[argparse.Namespace], int], options: argparse.Namespace) -> int:
-    """A benchmark's ``run(options)``: Ctrl-C (its services are stopped by then) exits 130, a
-    keepwarm error is one line on stderr and exit 1."""
+    """A benchmark's ``run(options)``: Ctrl-C or SIGTERM (its services are stopped by then) exits
+    130, a keepwarm error is one line on stderr and exit 1."""
     import keepwarm
 
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         return run(options)
     except KeyboardInterrupt:

@@ -47,9 +47,11 @@ from keepwarm._sys.watch import IN_MOVED_TO, Watcher
 from provenance import (
     APP,
     APPS_PATH,
+    Ratio,
     add_workdir_options,
     compute,
     describe_machine,
+    interrupt,
     task_inputs,
     temp_workdir,
     use_app_code,
@@ -101,15 +103,6 @@ class Drain:
     tasks: int
     seconds: float
     tasks_per_sec: float
-
-
-@dataclass(frozen=True)
-class Ratio:
-    name: str
-    value: float
-    unit: str
-    target: str | None = None
-    passed: bool | None = None
 
 
 @dataclass
@@ -632,10 +625,6 @@ def choose_pause(options: argparse.Namespace, filesystem: str | None) -> float:
     if options.pause is not None:
         return float(options.pause)
     return 0.0 if options.quick or filesystem == "tmpfs" else PAUSE_SEC
-
-
-def interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run(options: argparse.Namespace) -> int:
