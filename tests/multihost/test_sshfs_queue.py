@@ -158,9 +158,9 @@ def test_a_service_on_the_mount_serves_a_submitter_on_the_folder_and_loses_nothi
     )
 
     pids = [first.pid, *(row.pid for row in supervisor_state(on_folder).loops if row.pid is not None)]
-    # Stopped through the supervisor's own view: its service lock is an flock, and flock over sshfs is
-    # local to each side (the folder's side takes it too and would judge the supervisor dead).
-    Service(on_share).stop(timeout=30)
+    # Stopped from the folder's side: flock over sshfs is local to each side, so the service lock is
+    # free there; the supervisor's heartbeat says it runs, and it is asked to stop.
+    assert service.stop(timeout=30)["message"] == f"service {service.env.app_target} stopped"
     wait_until(lambda: not any(pid_alive(pid) for pid in pids), 30, "the supervisor and loops gone")
 
 

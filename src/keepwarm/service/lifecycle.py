@@ -132,7 +132,7 @@ def refuse_shared_writers(env: Env) -> None:
 
 
 def take_lock(env: Env) -> int | None:
-    """``service.lock``, or None while a live supervisor holds it.
+    """``service.lock``, or None while a live supervisor holds it (or beats: ``live_supervisor_state``).
 
     A supervisor killed with SIGKILL reads as dead as soon as its main thread is a zombie, but the lock
     goes only when its last thread has exited: a lock held for a supervisor that is already dead is
@@ -140,7 +140,12 @@ def take_lock(env: Env) -> int | None:
     """
     fd = acquire_lock(lock_path(env))
     if fd is not None:
-        return fd
+        if live_supervisor_state(env) is None:
+            return fd
+        # Free, yet its supervisor beats: a share whose locks do not reach the supervisor's host
+        # (flock over sshfs is local to each side). It runs: the lock says nothing here.
+        os.close(fd)
+        return None
     record = read_service_record(env.layout.service_record)
     owner = record.supervisor if record else None
     if owner is None or owner.host != os.uname().nodename or pid_alive(owner.pid):
