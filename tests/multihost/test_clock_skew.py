@@ -186,3 +186,44 @@ def test_a_written_time_is_aged_by_its_file_on_the_share_clock(tmp_path: Path) -
     assert clock.now - (epoch_of(moved.timestamp) or 0) == pytest.approx(5.0, abs=0.01)
     assert clock.now - (epoch_of(moved.task_started_at) or 0) == pytest.approx(7.0, abs=0.01)
     assert rebase_heartbeat(beat, path, Clock.fixed(clock.now)) == beat  # no share clock: as written
+
+
+@pytest.mark.parametrize("skew", [-SKEW_SEC, SKEW_SEC], ids=["behind", "ahead"])
+def test_a_dask_loop_off_its_supervisors_clock_keeps_serving(
+    tmp_path: Path, services: Services, skewed: Path, skew: float
+) -> None:
+    """A joined cluster whose one ``dask worker`` runs ``skew`` off the supervisor's clock (this
+    test's): its loop serves, is neither restarted nor stops itself as "supervisor silent" over two
+    heartbeat timeouts. The loop watches ``supervisor.json`` change on its own monotonic clock: judged
+    by the supervisor's written time, a loop ahead stopped itself as "supervisor silent" (restarted
+    every few seconds); one behind read that time as in its future (the supervisor's verdicts on it)."""
+    from ..test_dask import DaskProcesses, dask_app
+
+    cluster = DaskProcesses(tmp_path)
+    try:
+        cluster.start_scheduler()
+        skewed.write_text(f"{skew}")
+        cluster.start_worker(env=skewed_environ(skewed))
+        cluster.wait_for_workers(1)
+        env = dask_app(tmp_path, cluster.address)
+        service = services.start(env, slots=1)
+        (row,) = supervisor_state(env).loops
+        beat = read_heartbeat(env.layout.queue.heartbeat(row.slot))
+        assert beat is not None and beat.incarnation == row.incarnation
+        # The loop writes on the skewed clock (the shift reached the Dask worker process).
+        assert abs((epoch_of(beat.timestamp) or 0.0) - (time.time() + skew)) < FRESH_SEC
+        assert service.submit({"x": 3}).result(timeout=60)["x"] == 3
+
+        timeout = env.settings.cluster.heartbeat_timeout_sec
+        time.sleep(2 * timeout)  # a loop misjudged stale is restarted; one that misjudges stops itself
+        report = service.status()
+        (health,) = report.worker_health
+        assert health.restarts == 0 and health.incarnation == row.incarnation, health
+        assert report.workers_healthy_count == 1, report.worker_health
+        assert [row.incarnation for row in supervisor_state(env).loops] == [row.incarnation]
+        loop_log = (env.log_dir / f"{row.slot}.log").read_text()
+        assert "stopping" not in loop_log, loop_log
+        assert service.submit({"x": 4}).result(timeout=30)["x"] == 4
+        assert service.stop(timeout=10)["status"] == "stopped"
+    finally:
+        cluster.stop()

@@ -50,6 +50,7 @@ from keepwarm.backends.staging import ship_to_dask, stage_app
 from keepwarm.env import Env
 from keepwarm.errors import ClusterError
 from keepwarm.queue.layout import CLUSTER_LOG
+from keepwarm.queue.shareclock import Clock
 from keepwarm.queue.state import ClusterRecord
 from keepwarm.queue.task import epoch_of
 from keepwarm.runtime.heartbeat import read_heartbeat
@@ -269,10 +270,14 @@ class DaskBackend:
 
     def loop_alive(self, pid: int | None, slot: str, incarnation: str) -> bool:
         """A loop of an earlier supervisor runs while its heartbeat is fresh (its host may be remote)."""
-        beat = read_heartbeat(self.layout.queue.heartbeat(slot))
+        path = self.layout.queue.heartbeat(slot)
+        beat = read_heartbeat(path)
         if beat is None or beat.incarnation != incarnation or beat.state == "stopped":
             return False
-        age = time.time() - (epoch_of(beat.timestamp) or 0.0)
+        # Aged by its file on the share's clock: the loop's host's clock may disagree with this one's.
+        age = Clock.of_share(self.layout.queue.root, time.time()).file_age(path)
+        if age is None:
+            age = time.time() - (epoch_of(beat.timestamp) or 0.0)
         return age <= self.settings.heartbeat_timeout_sec
 
     def stop_orphan(self, pid: int | None, slot: str, incarnation: str) -> None:

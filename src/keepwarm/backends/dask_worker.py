@@ -25,7 +25,7 @@ from keepwarm.backends.staging import shipped_folder
 from keepwarm.env import Env
 from keepwarm.errors import ClusterError
 from keepwarm.queue.layout import ServiceLayout, loop_log_name
-from keepwarm.queue.state import read_supervisor_state
+from keepwarm.queue.state import SupervisorState, read_supervisor_state
 from keepwarm.runtime.loop import WorkerLoop
 from keepwarm.settings import SETTINGS_FILE
 
@@ -115,19 +115,27 @@ def _log_to(log_dir: Path, slot: str) -> logging.Handler:
 
 
 def _watch(loop: WorkerLoop, spec: LoopSpec, layout: ServiceLayout, done: threading.Event) -> None:
-    """Stop the loop (after its current task) when told to, or when its supervisor is gone."""
-    started = time.time()
+    """Stop the loop (after its current task) when told to, or when its supervisor is gone.
+
+    The supervisor may run on a host whose clock disagrees with this one's: it is alive while it keeps
+    rewriting ``supervisor.json``, timed on this process's monotonic clock, never by the timestamp it
+    wrote against this host's wall clock."""
     stop_marker = layout.stop_marker(spec.slot, spec.incarnation)
+    started = changed_at = time.monotonic()
+    seen = _written(read_supervisor_state(layout.supervisor_state))
     while not done.wait(WATCH_EVERY_SEC):
         reason = None
         state = read_supervisor_state(layout.supervisor_state)
-        now = time.time()
+        now = time.monotonic()
+        rewritten = _written(state) != seen
+        if rewritten:
+            seen, changed_at = _written(state), now
         if stop_marker.exists():
             reason = "told to stop"
         elif state is not None and state.incarnation == spec.supervisor:
-            if now - state.timestamp > spec.heartbeat_timeout_sec:
-                reason = f"supervisor {spec.supervisor} silent for {now - state.timestamp:.0f}s"
-        elif state is not None and state.timestamp > started:
+            if now - changed_at > spec.heartbeat_timeout_sec:
+                reason = f"supervisor {spec.supervisor} silent for {now - changed_at:.0f}s"
+        elif state is not None and rewritten:  # another supervisor wrote it while this loop ran
             reason = f"supervisor {state.incarnation} has taken over"
         elif now - started > spec.heartbeat_timeout_sec:
             reason = f"supervisor {spec.supervisor} never seen"
@@ -135,6 +143,11 @@ def _watch(loop: WorkerLoop, spec: LoopSpec, layout: ServiceLayout, done: thread
             log.info("slot %s: stopping: %s", spec.slot, reason)
             loop.request_stop()
             return
+
+
+def _written(state: SupervisorState | None) -> tuple[str, float] | None:
+    """What tells one write of ``supervisor.json`` from the next: its writer and the time it wrote."""
+    return None if state is None else (state.incarnation, state.timestamp)
 
 
 def probe_queue(
