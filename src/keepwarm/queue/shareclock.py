@@ -13,10 +13,13 @@ the file the event was, on the writer's own clock.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 PROBE_PREFIX = ".clock-"  # a dot name: no queue listing counts it
+PROBE_EVERY_SEC = 1.0  # how long a probe's offset between the reader's clock and the share's holds
+_offsets: dict[str, tuple[float, float]] = {}  # folder -> (share minus reader seconds, monotonic when)
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,22 @@ class Clock:
 
     @classmethod
     def of_share(cls, folder: Path, now: float) -> Clock:
-        """The share holding ``folder``, probed now; ``now`` is the reader's clock, for the record."""
-        return cls(now, share_time(folder))
+        """The share holding ``folder``; ``now`` is the reader's clock. The share is probed at most
+        every ``PROBE_EVERY_SEC`` per folder: in between, its time is the reader's plus the offset
+        the last probe measured (a submit's liveness check would otherwise write a file each time)."""
+        key = str(folder)
+        known = _offsets.get(key)
+        ticked = time.monotonic()
+        if known is not None and ticked - known[1] < PROBE_EVERY_SEC:
+            return cls(now, now + known[0])
+        share_now = share_time(folder)
+        if share_now is None:
+            _offsets.pop(key, None)
+            return cls(now)
+        if len(_offsets) >= 256:
+            _offsets.clear()
+        _offsets[key] = (share_now - time.time(), ticked)
+        return cls(now, share_now + (now - time.time()))
 
     def file_age(self, path: Path) -> float | None:
         """How long ago ``path`` was last written, on the share's clock (None: no share clock, or no
