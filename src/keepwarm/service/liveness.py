@@ -21,7 +21,6 @@ from keepwarm.queue.state import (
     settings_in_force,
 )
 from keepwarm.queue.task import epoch_of
-from keepwarm.service.clocks import rebase_supervisor_state
 
 if TYPE_CHECKING:
     from keepwarm.env import Env
@@ -77,17 +76,17 @@ def supervisor_liveness(
     this one's); with it, the caller vouches that ``state`` is on ``now``'s clock.
     """
     state = current_supervisor_state(record, state)
+    on_share = None  # supervisor.json's age on the share's clock: the time written in it, rebased
     if now is None:
-        clock = Clock.of_share(env.queue_dir, time.time())
-        now = clock.now
+        now = time.time()
         if state is not None:
-            state = rebase_supervisor_state(state, env.layout.supervisor_state, clock)
+            on_share = Clock.of_share(env.queue_dir, now).file_age(env.layout.supervisor_state)
     identity = record.supervisor if record else None
     source = identity or state
     if source is None:
         return SupervisorLiveness()
     limit = heartbeat_limit(settings_in_force(env, record).cluster)
-    age = max(0.0, now - state.timestamp) if state else None
+    age = (on_share if on_share is not None else max(0.0, now - state.timestamp)) if state else None
     if age is not None:
         fresh = age <= limit
     else:
