@@ -1,14 +1,14 @@
-"""What a ``keepwarm http`` server holds between requests: its scope, whether it writes, and one
-result channel per service."""
+"""What a ``keepwarm http`` server holds between requests: its scope, whether it writes, and how many
+requests wait (their result channels are ``queue.aresults``'s, one per service and event loop)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from keepwarm.api import Service
 from keepwarm.groups.scope import Scope
 from keepwarm.http.answers import HttpRefusal
-from keepwarm.queue.aresults import AsyncResults, async_results
+from keepwarm.queue.aresults import async_results
 from keepwarm.queue.task import TaskRecord
 from keepwarm.settings import is_safe_name
 
@@ -18,7 +18,6 @@ class Gateway:
     scope: Scope
     read_only: bool = False
     waiting: int = 0  # requests waiting for a task to finish, now
-    _channels: dict[str, AsyncResults] = field(default_factory=dict, repr=False)
 
     def service(self, app: str) -> Service:
         """The app's service; only a plain name (no path) is taken from a request."""
@@ -42,17 +41,8 @@ class Gateway:
     async def record(self, service: Service, task_id: str, timeout: float) -> TaskRecord | None:
         """The task's terminal record once it is published, or None after ``timeout`` seconds; the
         wait is an event on the service's result channel, not a thread."""
-        root = str(service.queue.root)
-        channel = self._channels.get(root)
-        if channel is None:
-            channel = self._channels[root] = async_results(service.queue)
         self.waiting += 1
         try:
-            return await channel.record(task_id, timeout)
+            return await async_results(service.queue).record(task_id, timeout)
         finally:
             self.waiting -= 1
-
-    async def aclose(self) -> None:
-        for channel in self._channels.values():
-            await channel.aclose()
-        self._channels.clear()

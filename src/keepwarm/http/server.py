@@ -19,6 +19,7 @@ from keepwarm.http.gateway import Gateway
 from keepwarm.http.openapi import openapi_document
 from keepwarm.http.routes import router
 from keepwarm.http.telemetry import MeasuredRequests, Telemetry
+from keepwarm.queue.aresults import close_async_results
 from keepwarm.web import BearerTokenGuard, bound_url, listen
 
 OPEN_PATHS = frozenset({"/livez"})  # a liveness probe needs no token: it tells nothing
@@ -32,7 +33,7 @@ def build_app(scope: Scope, *, read_only: bool = False, token: str | None = None
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        await gateway.aclose()
+        await close_async_results()
 
     api = FastAPI(
         title="keepwarm",
