@@ -1,4 +1,4 @@
-"""A service on a real Dask SSH cluster: sshd on 127.0.0.2 and 127.0.0.3 (tests/multihost/conftest.py).
+"""A service on a real Dask SSH cluster: sshd on 127.0.0.2 and 127.0.0.3 (tests/multihost/hosts.py).
 
 The "hosts" are loopback addresses of this one machine, so they share its filesystem (the queue's
 share is one local folder) and its Python; what is real is every SSH hop (asyncssh through a real
@@ -27,7 +27,7 @@ from keepwarm.service.lifecycle import stop_service
 from keepwarm.service.liveness import pid_alive
 
 from ..conftest import copy_app, supervisor_state, wait_until
-from .conftest import HOSTS, Sshd, keygen, session_processes, write_client_config
+from .hosts import HOSTS, Sshd, keygen, session_processes, write_client_config
 
 pytest.importorskip("distributed")
 pytest.importorskip("asyncssh")

@@ -9,15 +9,12 @@ directory caching (the mount options below), or a loop would miss new tasks for 
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import signal
 import statistics
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,60 +26,22 @@ from keepwarm.queue.results import wait_for_records
 from keepwarm.service.liveness import pid_alive
 
 from ..conftest import Services, copy_app, supervisor_state, wait_until
-from .conftest import Sshd
+from .hosts import Sshd, SshfsShare, Unavailable
+from .hosts import sshfs_share as mounted_share
 
-SFTP_SERVER = Path("/usr/lib/openssh/sftp-server")  # run as a command: the test sshd has no Subsystem
-# A queue needs every stat and listing fresh: no sshfs directory cache, no FUSE attribute, entry or
-# negative caching; BatchMode so that a refused key fails the mount instead of prompting.
-MOUNT_OPTIONS = (
-    f"dir_cache=no,attr_timeout=0,entry_timeout=0,negative_timeout=0,BatchMode=yes,sftp_server={SFTP_SERVER}"
-)
 TASKS = 200
 ROUND_TRIPS = 20
-
-
-@dataclass
-class SshfsShare:
-    folder: Path  # the share itself, as its server sees it
-    mount: Path  # the same share through sshfs
-
-
-def sshfs_missing() -> str | None:
-    """Why an sshfs mount cannot be made here, or None."""
-    for tool in ("sshfs", "fusermount3"):
-        if shutil.which(tool) is None:
-            return f"{tool} is missing: run scripts/install-multihost.sh as root (Debian's sshfs and fuse3)"
-    if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse is missing: this machine (container) gives no FUSE device"
-    if not SFTP_SERVER.exists():
-        return f"{SFTP_SERVER} is missing: install Debian's openssh-server (scripts/install-multihost.sh)"
-    return None
 
 
 @pytest.fixture(scope="module")
 def sshfs_share(sshd: Sshd) -> Iterator[SshfsShare]:
     """A folder mounted through sshfs from 127.0.0.2; unmounted at the end, whatever happened."""
-    reason = sshfs_missing()
-    if reason:
-        pytest.skip(reason)
-    root = Path(tempfile.mkdtemp(prefix="keepwarm-sshfs-"))
-    share = SshfsShare(root / "share", root / "mount")
-    share.folder.mkdir()
-    share.mount.mkdir()
-    source = f"{sshd.hosts[0]}:{share.folder}"
-    command = ["sshfs", "-F", str(sshd.client_config), source, str(share.mount), "-o", MOUNT_OPTIONS]
-    mounted = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-    try:
-        assert mounted.returncode == 0, f"sshfs failed: {mounted.stderr}"
+    with contextlib.ExitStack() as stack:
+        try:
+            share = stack.enter_context(mounted_share(sshd))
+        except Unavailable as exc:
+            pytest.skip(str(exc))
         yield share
-    finally:
-        if os.path.ismount(share.mount):
-            unmounted = subprocess.run(
-                ["fusermount3", "-u", str(share.mount)], capture_output=True, timeout=30, check=False
-            )
-            if unmounted.returncode != 0:  # busy: detach it now, it goes when its last user does
-                subprocess.run(["fusermount3", "-u", "-z", str(share.mount)], timeout=30, check=False)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_the_mount_is_a_shared_filesystem_and_its_primitives_work(sshfs_share: SshfsShare) -> None:
