@@ -33,3 +33,30 @@ def test_shared_filesystems_are_polled(
     assert not watch.inotify_usable(tmp_path)
     with watch.Watcher([tmp_path]) as watcher:
         assert watcher.mode == "poll"
+
+
+def test_a_polled_watcher_handed_out_again_starts_its_back_off_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A result wait takes its thread's watcher again: polling, its first look must come after the
+    shortest delay, not after the longest one the previous wait backed off to (each result() on an
+    sshfs share took 250 ms)."""
+    monkeypatch.setenv("KEEPWARM_WATCH", "poll")
+    delays: list[float | None] = []
+    real_wait = watch._wait_readable
+
+    def spied_wait(fds: list[int], timeout: float | None) -> list[int]:
+        delays.append(timeout)
+        return real_wait(fds, timeout)
+
+    monkeypatch.setattr(watch, "_wait_readable", spied_wait)
+    folder = tmp_path / "done"
+    folder.mkdir()
+    first = watch.thread_watcher((folder,))
+    assert first.mode == "poll"
+    while not delays or delays[-1] != watch.POLL_MAX_SEC:  # an idle wait backs off to the longest
+        first.wait(None)
+    again = watch.thread_watcher((folder,))
+    assert again is first
+    again.wait(None)
+    assert delays[-1] == watch.POLL_MIN_SEC

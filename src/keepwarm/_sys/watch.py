@@ -230,6 +230,9 @@ def thread_watcher(folders: tuple[Path, ...], mask: int = NEW_FILE_EVENTS) -> Wa
         if len(cache) >= 16:
             cache.pop(next(iter(cache))).close()
         watcher = cache[(folders, mask)] = Watcher(list(folders), mask)
+    # A watcher handed out again starts a new wait: a polling one backs off from the shortest delay
+    # again (a result wait on a shared filesystem first polled after the previous wait's 250 ms).
+    watcher.found_work()
     return watcher
 
 
