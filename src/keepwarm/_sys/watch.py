@@ -22,6 +22,7 @@ IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_TO = 0x00000080
 IN_CREATE = 0x00000100
 IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000  # the kernel removed a watch: its folder was deleted, or unmounted
 IN_ONLYDIR = 0x01000000
 IN_NONBLOCK = 0o4000
 IN_CLOEXEC = 0o2000000
@@ -120,6 +121,8 @@ class Watcher:
         if missing:  # (statfs would fail and the watch fall back to polling for good)
             raise FileNotFoundError(errno.ENOENT, "cannot watch a missing folder", str(missing[0]))
         self.folders = folders
+        self._identities = [_identity(folder) for folder in folders]
+        self.lost = False  # a folder's watch was removed by the kernel: this watcher polls from then on
         self.mode = "inotify" if folders and inotify_usable(folders[0]) else "poll"
         self._fd = -1
         self._wds: dict[int, Path] = {}
@@ -153,13 +156,23 @@ class Watcher:
     def fileno(self) -> int:
         return self._fd
 
+    def moved(self) -> bool:
+        """Whether a watched path now names another folder (the share was mounted again, or the folder
+        made again): an inotify watch stays on the old one and sees nothing new."""
+        if self.lost:
+            return True
+        try:
+            return [_identity(folder) for folder in self.folders] != self._identities
+        except OSError:
+            return True
+
     def found_work(self) -> None:
         """Reset the polling back-off: work is flowing."""
         self._poll_delay = POLL_MIN_SEC
 
     def wait(self, timeout: float | None, interrupt_fd: int | None = None) -> Wakeup:
         """Block until a new file, ``timeout`` seconds, or a byte on ``interrupt_fd``."""
-        if self.mode == "poll":
+        if self.mode == "poll" or self.lost:
             delay = self._poll_delay if timeout is None else min(self._poll_delay, timeout)
             self._poll_delay = min(self._poll_delay * 2, POLL_MAX_SEC)
             interrupted = _wait_readable([interrupt_fd] if interrupt_fd is not None else [], delay)
@@ -209,6 +222,8 @@ class Watcher:
                 offset += length
                 if event_mask & IN_Q_OVERFLOW:
                     wakeup.rescan = True
+                elif event_mask & IN_IGNORED:  # what the folder held now is unknown
+                    wakeup.rescan = self.lost = True
                 elif name:
                     wakeup.names.append(os.fsdecode(name))
             if len(data) < _READ_SIZE - _LARGEST_EVENT:
@@ -222,10 +237,15 @@ def thread_watcher(folders: tuple[Path, ...], mask: int = NEW_FILE_EVENTS) -> Wa
     """A watcher on ``folders`` kept for this thread's life and reused.
 
     Closing an inotify instance waits for an RCU grace period (milliseconds), so a caller that
-    waits often (a result waiter) keeps one per thread instead of opening one per wait.
+    waits often (a result waiter) keeps one per thread instead of opening one per wait. One whose
+    folders moved (``Watcher.moved``) is replaced: two stats per wait.
     """
     cache: dict[tuple[tuple[Path, ...], int], Watcher] = _thread_watchers.__dict__.setdefault("by_key", {})
     watcher = cache.get((folders, mask))
+    if watcher is not None and watcher.mode == "inotify" and watcher.moved():
+        del cache[(folders, mask)]
+        watcher.close()
+        watcher = None
     if watcher is None:
         if len(cache) >= 16:
             cache.pop(next(iter(cache))).close()
@@ -234,6 +254,11 @@ def thread_watcher(folders: tuple[Path, ...], mask: int = NEW_FILE_EVENTS) -> Wa
     # again (a result wait on a shared filesystem first polled after the previous wait's 250 ms).
     watcher.found_work()
     return watcher
+
+
+def _identity(folder: Path) -> tuple[int, int]:
+    stat = os.stat(folder)
+    return stat.st_dev, stat.st_ino
 
 
 def _wait_readable(fds: list[int], timeout: float | None) -> list[int]:

@@ -144,7 +144,9 @@ class AsyncResults:
         if self._watcher is None:
             return
         wakeup = self._watcher.drain()
-        if wakeup.rescan:  # the kernel's queue overflowed: any record may have come
+        if self._watcher.lost:  # the share was unmounted under the watch: watch what is there now
+            self._rewatch()
+        if wakeup.rescan:  # the kernel's queue overflowed, or the watch was lost: any record may have come
             arrived = set(self._waiters)
         else:
             suffix = len(TASK_SUFFIX)
@@ -152,6 +154,19 @@ class AsyncResults:
             arrived = names & self._waiters.keys()
         for task_id in arrived:
             self._resolve(task_id)
+
+    def _rewatch(self) -> None:
+        """A new watch on the folders now at the queue's paths (the next wait's, if none is there)."""
+        if self._watcher is not None:
+            if self._reading and self._loop is not None:
+                self._loop.remove_reader(self._watcher.fileno())
+            self._watcher.close()
+        self._watcher, self._reading = None, False
+        try:
+            self._start()
+        except OSError:
+            return
+        self._wake_poller()  # the new watch may poll
 
     def _resolve(self, task_id: str) -> bool:
         """Look for the record; when it is there, answer and drop the task's waiters."""

@@ -17,7 +17,7 @@ from keepwarm.queue.task import TASK_SUFFIX, TaskRecord
 from keepwarm.queue.taskfiles import require_safe_id
 from keepwarm.queue.taskqueue import TaskQueue
 
-WATCH_INTERVAL_SEC = 0.25  # how often a waiter checks that the service can still deliver
+WATCH_INTERVAL_SEC = 0.25  # how often a waiter checks that the service can deliver, and its watch
 
 
 def wait_for_records(
@@ -45,13 +45,20 @@ def wait_for_records(
     results = result_watch(queue)
     _collect(queue, results.unseen_since(since, remaining), records, remaining)
     next_watch = time.monotonic()
+    next_check = next_watch + WATCH_INTERVAL_SEC  # (result_watch has just checked the watch)
     while remaining:
         now = time.monotonic()
         left = None if deadline is None else deadline - now
         if left is not None and left <= 0:
             raise _timeout(queue, remaining, timeout)
-        if watch is not None:
-            if now >= next_watch:
+        if now >= next_check:
+            next_check = now + WATCH_INTERVAL_SEC
+            if results.watcher.moved():  # the share was mounted again: watch, and look, afresh
+                results = result_watch(queue)
+                _collect(queue, set(remaining), records, remaining)
+                continue
+        if now >= next_watch:
+            if watch is not None:
                 try:
                     watch(remaining)
                 except KeepwarmError:
@@ -59,8 +66,9 @@ def wait_for_records(
                     if remaining:
                         raise
                     break
-                next_watch = now + WATCH_INTERVAL_SEC
-            left = next_watch - now if left is None else min(left, next_watch - now)
+            next_watch = now + WATCH_INTERVAL_SEC
+        wake = min(next_watch, next_check) - now
+        left = wake if left is None else min(left, wake)
         arrived = results.wait(left, remaining)
         if arrived:
             _collect(queue, arrived, records, remaining)
