@@ -59,6 +59,7 @@ from keepwarm.runtime.loop import new_incarnation
 log = logging.getLogger("keepwarm.dask")
 
 CAPACITY_EVERY_SEC = 5.0  # how often a joined cluster's loop places are counted again
+REUSE_WAIT_SHARE = 1 / 3  # of start_timeout_sec: start's wait for a reused local cluster's first worker
 
 
 @dataclass
@@ -154,6 +155,7 @@ class DaskBackend:
             self.handle = open_cluster(self.env, workers=slots, timeout=self.settings.start_timeout_sec)
         else:
             self.keeper = read_keeper(self.keeper_file)
+            reused = self.keeper is not None
             if self.keeper is not None:
                 log.info("reusing the local Dask cluster at %s (keeper pid %d)", *self.keeper)
             else:
@@ -162,6 +164,11 @@ class DaskBackend:
                 log.info("started a local Dask cluster at %s (keeper pid %d)", *self.keeper)
             client = Client(self.keeper[0], timeout=self.settings.start_timeout_sec, set_as_default=False)
             self.handle = ClusterHandle(client, None, self.keeper[0])
+            if reused:
+                # After a crash its workers may all be coming back (their nannies restart the ones that
+                # were killed): the resource check below would find none and fail the start.
+                with contextlib.suppress(TimeoutError, OSError):
+                    client.wait_for_workers(1, timeout=self.settings.start_timeout_sec * REUSE_WAIT_SHARE)
         self._check_resources()
         self._ship_code()
         self._check_shared_queue()
