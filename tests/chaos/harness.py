@@ -49,6 +49,7 @@ from keepwarm.service.report import HealthReport
 ROOT = Path(__file__).resolve().parents[2]
 FLAKY = ROOT / "examples" / "apps" / "flaky"
 HEARTBEAT_INTERVAL = 0.2
+SSH_NANNY = b"distributed.cli.dask_spec"  # in the command line of a nanny Dask's SSH cluster starts
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ class Kill:
     supervisor: str  # the incarnation of the supervisor whose loop table named the loop
     state: str = "?"  # what the loop's heartbeat said: starting, ready, processing (none: not yet written)
     wall: float = 0.0  # epoch seconds of the kill
+    replaced_at: float | None = None  # seconds into the chaos when the slot's next loop was ready
 
 
 @dataclass
@@ -281,6 +283,38 @@ class ChaosReport:
             if event is not None:
                 delays.append((epoch_of(str(event["timestamp"])) or kill.wall) - kill.wall)
         return sorted(delays)
+
+    @property
+    def replaced_in(self) -> list[float]:
+        """Seconds from a kill to the slot's next loop being ready (its heartbeat, an incarnation never
+        signalled, saying ready or processing; as often as the run polls): the time one replacement
+        takes. Left out: a kill whose next loop was killed too before it was ready (a chain), and one
+        whose replacement waited for the killed supervisor's successor (its downtime is its own row)."""
+        return sorted(
+            (kill.replaced_at or kill.at) - kill.at
+            for kill in self.kills
+            if self._replacement_kind(kill) == "one"  # (so replaced_at is set)
+        )
+
+    def _replacement_kind(self, kill: Kill) -> str:
+        """one, chain, supervisor (see replaced_in), or never (the slot did not serve again)."""
+        if kill.replaced_at is None:
+            return "never"
+        if any(other.slot == kill.slot and kill.at < other.at < kill.replaced_at for other in self.kills):
+            return "chain"
+        killed = self.supervisor_killed_at
+        if (
+            killed is not None
+            and kill.at < killed + (self.supervisor_down_sec or 0)
+            and kill.replaced_at > killed
+        ):
+            return "supervisor"
+        return "one"
+
+    @property
+    def slots_back(self) -> int:
+        """Kills whose slot served again (by the end of the run), whatever the kind."""
+        return sum(1 for kill in self.kills if kill.replaced_at is not None)
 
     @property
     def unnamed_kills(self) -> list[Kill]:
@@ -399,6 +433,7 @@ class ChaosReport:
             ("unplanned restarts", f"{sum(unplanned.values())}"),
             ("killed loops not named by a restart", f"{len(self.unnamed_kills)}"),
             ("kill to its restart on record (median, max)", self._seen_after_row()),
+            ("kill to the slot's next loop ready (median, max)", self._replaced_in_row()),
             ("every loop healthy at the end", "yes" if self.healthy_at_end else "NO"),
             ("elapsed (first submit to last result)", f"{self.elapsed_sec:.1f} s"),
         ]
@@ -408,6 +443,20 @@ class ChaosReport:
         if not delays:
             return "-"
         return f"{statistics.median(delays):.2f} s, {delays[-1]:.2f} s"
+
+    def _replaced_in_row(self) -> str:
+        delays = self.replaced_in
+        kinds = Counter(self._replacement_kind(kill) for kill in self.kills)
+        notes = [f"{len(delays)} kills"]
+        for kind, note in (
+            ("chain", "whose next loop was killed too before it was ready"),
+            ("supervisor", "replaced after the supervisor's restart"),
+            ("never", "whose slot never served again"),
+        ):
+            if kinds[kind]:
+                notes.append(f"{kinds[kind]} more {note}")
+        figures = f"{statistics.median(delays):.2f} s, {delays[-1]:.2f} s" if delays else "-"
+        return f"{figures} ({'; '.join(notes)})"
 
     def _supervisor_row(self) -> str:
         if self.restart_sec is None or self.supervisor_down_sec is None:
@@ -432,18 +481,30 @@ def _fmt(counter: Counter[str]) -> str:
 
 
 class ChaosRun:
-    """One chaos run against the service of ``env`` (started here; stopping it is the caller's job)."""
+    """One chaos run against the service of ``env`` (started here; stopping it is the caller's job).
 
-    def __init__(self, env: Env, plan: ChaosPlan, say: Callable[[str], None] = lambda _: None) -> None:
+    ``client``: the same app and share as another host sees it (e.g. the folder an sshfs mount serves),
+    through which tasks are submitted and terminal files, records and events counted; default ``env``.
+    """
+
+    def __init__(
+        self,
+        env: Env,
+        plan: ChaosPlan,
+        say: Callable[[str], None] = lambda _: None,
+        client: Env | None = None,
+    ) -> None:
         self.env = env
         self.plan = plan
         self.say = say
         self.service = Service(env)
+        self.client = self.service if client is None else Service(client)
         self.rng = random.Random(plan.seed)
         self.executions_log = env.app_dir.parent / "executions.log"
         self.report = ChaosReport(plan)
         self.t0 = 0.0
         self.signalled: set[int] = set()  # pids this run has killed or frozen
+        self.signalled_incarnations: set[str] = set()  # and their incarnations
         self._first_submit = 0.0
 
     # -------------------------------------------------------------- processes
@@ -458,6 +519,9 @@ class ChaosRun:
     def _is_loop(self, incarnation: str) -> Callable[[int], bool]:
         if self.plan.backend == "dask":
             keeper = read_keeper(self.env.service_dir / "cluster.json")
+            if keeper is None and self.env.settings.cluster.hosts:
+                # Dask's SSH cluster has no keeper: a worker is the child of a nanny its SSH session ran.
+                return lambda pid: SSH_NANNY in _cmdline(parent_of(pid) or 0) and _running(pid)
             return lambda pid: keeper is not None and parent_of(pid) == keeper[1] and _running(pid)
         return lambda pid: incarnation.encode() in _cmdline(pid) and _running(pid)
 
@@ -495,6 +559,7 @@ class ChaosRun:
         beat = read_heartbeat(self.service.queue.heartbeats / f"{slot}.json")
         kill.state = beat.state if beat is not None and beat.incarnation == kill.incarnation else "none"
         self.signalled.add(kill.pid)
+        self.signalled_incarnations.add(kill.incarnation)
         try:
             if send(fd, signal.SIGKILL):
                 self.report.kills.append(kill)
@@ -511,6 +576,7 @@ class ChaosRun:
             return
         slot, fd, kill = picked
         self.signalled.add(kill.pid)
+        self.signalled_incarnations.add(kill.incarnation)
         if not send(fd, signal.SIGSTOP):
             os.close(fd)
             return
@@ -568,6 +634,25 @@ class ChaosRun:
             break
         self.say(f"started again in {self.report.restart_sec:.2f}s")
 
+    def _note_replacements(self) -> None:
+        """Stamp each kill whose slot's heartbeat now names a loop this run never signalled, ready or
+        processing: the slot serves again. (A loop killed before its first heartbeat leaves an older,
+        killed incarnation's in place, which does not count.)"""
+        waiting = [kill for kill in self.report.kills if kill.replaced_at is None]
+        beats = {
+            slot: read_heartbeat(self.service.queue.heartbeats / f"{slot}.json")
+            for slot in {kill.slot for kill in waiting}
+        }
+        now = time.monotonic() - self.t0
+        for kill in waiting:
+            beat = beats[kill.slot]
+            if (
+                beat is not None
+                and beat.incarnation not in self.signalled_incarnations
+                and beat.state in ("ready", "processing")
+            ):
+                kill.replaced_at = now
+
     # -------------------------------------------------------------- tasks
 
     def _submit_upto(self, count: int) -> None:
@@ -576,7 +661,7 @@ class ChaosRun:
         if missing <= 0:
             return
         args = {"action": "sleep", "seconds": self.plan.work_seconds, "record_to": str(self.executions_log)}
-        handles = self.service.submit_many(({"args": args} for _ in range(missing)), queue_only=True)
+        handles = self.client.submit_many(({"args": args} for _ in range(missing)), queue_only=True)
         self.report.submitted += [handle.task_id for handle in handles]
 
     def _terminal(self) -> tuple[set[str], set[str]]:
@@ -585,7 +670,7 @@ class ChaosRun:
                 n[: -len(TASK_SUFFIX)] for n in os.listdir(folder) if n.endswith(TASK_SUFFIX) and n[0] != "."
             }
 
-        return ids(self.service.queue.done), ids(self.service.queue.failed)
+        return ids(self.client.queue.done), ids(self.client.queue.failed)
 
     # -------------------------------------------------------------- the schedule
 
@@ -640,6 +725,7 @@ class ChaosRun:
                 next_kill = max(next_kill + plan.kill_every, now)
             if spent >= plan.seconds and supervisor_done and freeze_over:
                 break
+            self._note_replacements()
             time.sleep(max(0.0, min(next_kill - time.monotonic(), 0.05)))
         report.chaos_sec = time.monotonic() - self.t0
         self.say(f"chaos over after {report.chaos_sec:.1f}s: {len(report.kills)} loops killed")
@@ -653,6 +739,7 @@ class ChaosRun:
             done, failed = self._terminal()
             if wanted <= done | failed or time.monotonic() > deadline:
                 break
+            self._note_replacements()
             time.sleep(0.05)
         report.elapsed_sec = time.monotonic() - self._first_submit
         self.say(f"{len((done | failed) & wanted):,} of {len(wanted):,} tasks finished")
@@ -662,12 +749,14 @@ class ChaosRun:
             return status.workers_healthy_count == self.plan.loops and status.workers_unhealthy_count == 0
 
         while not (report_healthy := healthy()) and time.monotonic() < deadline + 60:
+            self._note_replacements()
             time.sleep(0.1)
         report.healthy_at_end = report_healthy
+        self._note_replacements()
         self._count()
 
     def _count(self) -> None:
-        report, queue = self.report, self.service.queue
+        report, queue = self.report, self.client.queue
         done, failed = self._terminal()
         wanted = set(report.submitted)
         report.done = done & wanted
@@ -710,9 +799,12 @@ def count_executions(text: str, task_ids: set[str]) -> Counter[str]:
     return executions
 
 
-def run_chaos(env: Env, plan: ChaosPlan, say: Callable[[str], None] = lambda _: None) -> ChaosReport:
-    """Start the service of ``env`` and run the plan against it; the caller stops the service."""
-    return ChaosRun(env, plan, say).run()
+def run_chaos(
+    env: Env, plan: ChaosPlan, say: Callable[[str], None] = lambda _: None, client: Env | None = None
+) -> ChaosReport:
+    """Start the service of ``env`` and run the plan against it (tasks submitted and counted through
+    ``client``, default ``env``); the caller stops the service."""
+    return ChaosRun(env, plan, say, client).run()
 
 
 def kill_keeper_and_workers(env: Env) -> None:

@@ -1,0 +1,124 @@
+"""A lost host: seconds from one host's loss to its loops running on the host left.
+
+Measured as ``tests/test_lost_host.py`` does it, a few times in a row: a ``dask scheduler`` and two
+``dask worker`` "hosts" (127.0.0.2 and 127.0.0.3, two single-threaded workers each, each host its own
+process group: ``DaskProcesses`` of ``tests/test_dask.py``) joined by a service of 2 loops on the
+bundled app. Each round submits a load, kills every process of the host that runs a loop at once
+(``killpg``, SIGKILL: nanny, workers and the loops in them) while tasks flow, and times until both
+loops are healthy on the other host (polled through ``Service.status()``); then the lost host comes
+back (a new ``dask worker`` on its address) for the next round, which kills the other one. Every task
+of every round must end ``done`` (the lost host's are requeued).
+
+Usage: ``.venv/bin/python bench/lost_host.py [--rounds N] [--tasks N]``. Every process it starts is
+stopped by pid; its temp dir (under .bench/) is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the harness lives with the tests it serves
+
+from tests.test_dask import DaskProcesses, dask_app  # noqa: E402
+from tests.test_lost_host import HOSTS, loop_hosts  # noqa: E402
+
+from keepwarm.api import Service  # noqa: E402
+from keepwarm.service.lifecycle import stop_service  # noqa: E402
+from provenance import source_version  # noqa: E402
+
+LOOPS_PER_HOST = 2  # room for both loops on the host left
+POLL_SEC = 0.02
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(POLL_SEC)
+
+
+def one_round(
+    service: Service, hosts: DaskProcesses, addresses: list[str], tasks: int, offset: int
+) -> tuple[float, int, int]:
+    """Kill the host a loop runs on under load; (seconds to both loops on the host left, done, not done).
+    ``addresses``: each worker's (host's) address, by its index in ``hosts.workers``."""
+    lost = loop_hosts(service, hosts)[0]
+    left = next(i for i, worker in enumerate(hosts.workers) if worker.poll() is None and i != lost)
+    handles = service.submit_many([{"args": {"x": 27 + offset + n}} for n in range(tasks)])
+    wait_for(lambda: service.counts().done >= offset + tasks // 10, 60, "the load under way")
+    hosts.kill_host(lost)
+    killed = time.monotonic()
+    wait_for(lambda: loop_hosts(service, hosts) == [left, left], 90, "both loops on the host left")
+    moved = time.monotonic() - killed
+    records = service.wait([h.task_id for h in handles], timeout=180)
+    done = sum(1 for record in records if record.status == "done")
+    hosts.start_worker(host=addresses[lost], loops=LOOPS_PER_HOST)  # the host comes back
+    addresses.append(addresses[lost])
+    hosts.wait_for_workers(2 * LOOPS_PER_HOST)
+    return moved, done, len(handles) - done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--tasks", type=int, default=300, help="submitted each round")
+    options = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="lost-host-", dir=ROOT / ".bench"))
+    os.environ["KEEPWARM_SHARE"] = str(workdir / "share")
+    os.environ["KEEPWARM_LOG_DIR"] = str(workdir / "logs")
+    load_before = os.getloadavg()
+    hosts = DaskProcesses(workdir)
+    rows: list[tuple[float, int, int]] = []
+    addresses: list[str] = []
+    env = None
+    try:
+        hosts.start_scheduler()
+        for host in HOSTS:
+            hosts.start_worker(host=host, loops=LOOPS_PER_HOST)
+            addresses.append(host)
+        hosts.wait_for_workers(len(HOSTS) * LOOPS_PER_HOST)
+        env = dask_app(workdir, hosts.address)
+        service = Service(env)
+        service.start(slots=2)
+        wait_for(lambda: service.status().workers_healthy_count == 2, 60, "two loops")
+        for n in range(options.rounds):
+            rows.append(one_round(service, hosts, addresses, options.tasks, n * options.tasks))
+            print(f"  round {n + 1}: loops elsewhere after {rows[-1][0]:.2f} s", file=sys.stderr)
+    finally:
+        try:
+            if env is not None:
+                stop_service(env, timeout=5)
+        finally:
+            hosts.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+    moved = sorted(row[0] for row in rows)
+    print(
+        f"keepwarm {source_version()} · {os.cpu_count()} CPUs · load average {load_before[0]:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after"
+    )
+    print(
+        "\n| host lost → both loops running on the host left | median | max | rounds | tasks | done "
+        "| not done |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        f"| Dask workers on 127.0.0.2 / 127.0.0.3, 2 loops | {statistics.median(moved):.2f} s "
+        f"| {moved[-1]:.2f} s | {len(rows)} | {len(rows) * options.tasks:,} | {sum(r[1] for r in rows):,} "
+        f"| {sum(r[2] for r in rows)} |"
+    )
+    return 1 if any(row[2] for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
