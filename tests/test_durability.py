@@ -39,19 +39,30 @@ IMAGE_MB = 64
 SLEEP_SEC = 3.0  # the claimed tasks: long enough that the cut surely lands while they run
 
 
-def _run(*command: str) -> subprocess.CompletedProcess[str]:
+def run_tool(*command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
 
-def _mount(image: Path, at: Path) -> None:
-    mounted = _run("mount", "-t", "ext4", "-o", "loop,commit=600", str(image), str(at))
+def mount_ext4(image: Path, at: Path) -> None:
+    mounted = run_tool("mount", "-t", "ext4", "-o", "loop,commit=600", str(image), str(at))
     if mounted.returncode != 0:
         raise OSError(f"mount {image}: {mounted.stderr.strip()}")
 
 
-def _unmount(at: Path) -> None:
+def make_ext4(image: Path, mount: Path) -> None:
+    """A new ext4 filesystem in ``image``, mounted at ``mount`` (made) with a ten-minute commit."""
+    mount.mkdir()
+    with open(image, "wb") as file:
+        file.truncate(IMAGE_MB << 20)
+    made = run_tool("mkfs.ext4", "-q", "-F", str(image))
+    if made.returncode != 0:
+        raise OSError(f"mkfs.ext4 {image}: {made.stderr.strip()}")
+    mount_ext4(image, mount)
+
+
+def unmount(at: Path) -> None:
     if os.path.ismount(at):
-        _run("umount", "-l", str(at))  # lazy: a watch the test process still holds does not keep it
+        run_tool("umount", "-l", str(at))  # lazy: a watch the test process still holds does not keep it
 
 
 @pytest.fixture
@@ -61,19 +72,14 @@ def ext4_share(tmp_path: Path) -> Iterator[Path]:
     if missing:
         pytest.skip(f"{', '.join(missing)} missing: install Debian's e2fsprogs and mount")
     image, mount = tmp_path / "share.img", tmp_path / "mnt"
-    mount.mkdir()
-    with open(image, "wb") as file:
-        file.truncate(IMAGE_MB << 20)
-    made = _run("mkfs.ext4", "-q", "-F", str(image))
-    assert made.returncode == 0, made.stderr
     try:
-        _mount(image, mount)
+        make_ext4(image, mount)
     except OSError as exc:  # no loop devices in this container, or not root
         pytest.skip(f"a loop-device ext4 mount cannot be made here ({exc}): run the tests as root")
     try:
         yield mount
     finally:
-        _unmount(mount)
+        unmount(mount)
 
 
 def test_a_power_cut_between_claim_and_terminal_file_loses_no_task(
@@ -99,8 +105,8 @@ def test_a_power_cut_between_claim_and_terminal_file_loses_no_task(
 
     crashed = tmp_path / "crashed.img"
     shutil.copyfile(tmp_path / "share.img", crashed)  # the device as it was at the cut
-    _unmount(ext4_share)
-    _mount(crashed, ext4_share)  # journal replayed, nothing read from the crashed run's page cache
+    unmount(ext4_share)
+    mount_ext4(crashed, ext4_share)  # journal replayed, nothing read from the crashed run's page cache
 
     service = services.start(env)
     ids = [*before, *(h.task_id for h in claimed + queued)]
@@ -115,14 +121,14 @@ def test_a_power_cut_between_claim_and_terminal_file_loses_no_task(
     assert not any(files for _, _, files in os.walk(queue.running)), "a claim left behind"
 
 
-def _remount_a_copy(image: Path, mount: Path) -> None:
+def remount_a_copy(image: Path, mount: Path) -> None:
     """The share unmounted and a copy of its device mounted in its place (synced first: same files)."""
-    assert _run("sync", "-f", str(mount)).returncode == 0
+    assert run_tool("sync", "-f", str(mount)).returncode == 0
     copy = image.with_name(f"copy-{image.name}")
     shutil.copyfile(image, copy)
     (mount / "after-the-copy").touch()
-    _unmount(mount)
-    _mount(copy, mount)
+    unmount(mount)
+    mount_ext4(copy, mount)
     assert not (mount / "after-the-copy").exists(), "the copy is not what is mounted"
 
 
@@ -138,7 +144,7 @@ def test_a_watch_on_a_share_mounted_again_is_replaced(
     folders = (queue.done, queue.failed)
     watcher = thread_watcher(folders, IN_CREATE | IN_MOVED_TO)
     assert watcher.mode == "inotify" and not watcher.moved()
-    _remount_a_copy(tmp_path / "share.img", ext4_share)
+    remount_a_copy(tmp_path / "share.img", ext4_share)
     watcher.discard_pending()  # an IN_IGNORED queued by the unmount marks the watch lost
     assert watcher.moved()
     renewed = thread_watcher(folders, IN_CREATE | IN_MOVED_TO)

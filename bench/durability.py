@@ -1,0 +1,140 @@
+"""What a power cut leaves of a service's queue, with and without ``[cluster] durable = true``.
+
+The run of ``tests/test_durability.py`` at a size that shows the difference: a service of the flaky
+app on a fresh ext4 filesystem in a loop device, mounted with ``commit=600`` (ext4 writes its journal
+to the device only when someone syncs, or after ten minutes); TASKS quick tasks submitted and done,
+then two slow ones claimed and TASKS more queued behind them; every keepwarm process ``kill -9``-ed at
+once; the device image copied as it is then (the power cut) and mounted in the share's place (the
+journal replayed, as at a reboot). Then, for every task whose submit had returned: where the copy
+has it (done, running, pending, nowhere), and whether a service started on the copy finishes it.
+
+Needs root (loop devices, mount). Usage: ``.venv/bin/python bench/durability.py [--tasks N]
+[--json PATH]``. Every process it starts is stopped by pid; its temp dir (under .bench/) is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the disk-image helpers live with the test they serve
+
+from tests.test_durability import make_ext4, mount_ext4, unmount  # noqa: E402
+
+from keepwarm.api import Service  # noqa: E402
+from keepwarm.env import Env  # noqa: E402
+from keepwarm.errors import KeepwarmError  # noqa: E402
+from keepwarm.queue.results import wait_for_records  # noqa: E402
+from keepwarm.queue.state import read_supervisor_state  # noqa: E402
+from keepwarm.service.lifecycle import stop_service  # noqa: E402
+from keepwarm.service.liveness import pid_alive  # noqa: E402
+from provenance import describe_machine, source_version  # noqa: E402
+
+FLAKY = ROOT / "examples" / "apps" / "flaky"
+
+
+def until(predicate: object, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def one_cut(folder: Path, durable: bool, tasks: int) -> dict[str, object]:
+    app = folder / "apps" / "flaky"
+    shutil.copytree(FLAKY, app)
+    settings = app / "app_settings.toml"
+    settings.write_text(
+        settings.read_text().replace("[cluster]\n", f"[cluster]\ndurable = {str(durable).lower()}\n")
+    )
+    image, mount = folder / "share.img", folder / "mnt"
+    make_ext4(image, mount)
+    os.environ["KEEPWARM_SHARE"] = str(mount / "share")
+    os.environ["KEEPWARM_LOG_DIR"] = str(folder / "logs")
+    env = Env(app)
+    try:
+        service = Service(env)
+        service.start()
+        done_before = [h.task_id for h in service.submit_many({"args": {"value": n}} for n in range(tasks))]
+        wait_for_records(service.queue, done_before, timeout=120)
+        slow = [service.submit({"action": "sleep", "seconds": 5, "value": "slow"}).task_id for _ in range(2)]
+        queued = [h.task_id for h in service.submit_many({"args": {"value": n}} for n in range(tasks))]
+        until(lambda: all(service.queue.locate(t).state == "running" for t in slow), "the slow tasks claimed")
+        state = read_supervisor_state(env.service_dir / "supervisor.json")
+        assert state is not None
+        pids = [state.pid, *(row.pid for row in state.loops if row.pid is not None)]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        until(lambda: not any(pid_alive(pid) for pid in pids), "every keepwarm process gone")
+        shutil.copyfile(image, folder / "crashed.img")
+        unmount(mount)
+        mount_ext4(folder / "crashed.img", mount)
+        ids = [*done_before, *slow, *queued]
+        found = dict.fromkeys(("done", "running", "pending", "nowhere"), 0)
+        for task_id in ids:
+            found[where(Service(env), task_id)] += 1
+        service = Service(env)
+        service.start()
+        there = [task_id for task_id in ids if where(service, task_id) != "nowhere"]
+        records = wait_for_records(service.queue, there, timeout=120)
+        finished = sum(1 for record in records.values() if record.state == "done")
+        return {"durable": durable, "acknowledged": len(ids), **found, "done after restart": finished}
+    finally:
+        try:
+            stop_service(env, timeout=10)
+        finally:
+            unmount(mount)
+
+
+def where(service: Service, task_id: str) -> str:
+    """done, running or pending (the task's folder on the share), or nowhere."""
+    try:
+        state = service.queue.locate(task_id).state
+    except (KeepwarmError, OSError):
+        return "nowhere"
+    return state if state in ("done", "running", "pending") else "nowhere"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", type=int, default=100, help="tasks done before the cut, and queued at it")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench/durability.py needs root: it makes loop-device mounts", file=sys.stderr)
+        return 2
+    (ROOT / ".bench").mkdir(exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="durability-", dir=ROOT / ".bench"))
+    rows = []
+    machine = describe_machine(workdir)
+    try:
+        for durable in (True, False):
+            folder = workdir / ("durable" if durable else "not-durable")
+            folder.mkdir()
+            rows.append(one_cut(folder, durable, args.tasks))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"# {machine}; keepwarm {source_version()}")
+    columns = ["durable", "acknowledged", "done", "running", "pending", "nowhere", "done after restart"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + " --- |" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
