@@ -151,6 +151,7 @@ class DaskBackend:
         self.supervisor, self.wake = supervisor, wake
         slots = max(slots, 1)  # a service scaled to zero keeps one worker, to start a loop on
         ensure_private_dir(self.layout.run_markers)
+        wait = 0.0  # for a worker that offers the loops' resource
         if self.settings.scheduler or self.settings.hosts:
             self.handle = open_cluster(self.env, workers=slots, timeout=self.settings.start_timeout_sec)
         else:
@@ -164,24 +165,30 @@ class DaskBackend:
                 log.info("started a local Dask cluster at %s (keeper pid %d)", *self.keeper)
             client = Client(self.keeper[0], timeout=self.settings.start_timeout_sec, set_as_default=False)
             self.handle = ClusterHandle(client, None, self.keeper[0])
-            if reused:
-                # After a crash its workers may all be coming back (their nannies restart the ones that
-                # were killed): the resource check below would find none and fail the start.
-                with contextlib.suppress(TimeoutError, OSError):
-                    client.wait_for_workers(1, timeout=self.settings.start_timeout_sec * REUSE_WAIT_SHARE)
-        self._check_resources()
+            if reused:  # after a crash its workers may all be coming back (nannies restart them)
+                wait = self.settings.start_timeout_sec * REUSE_WAIT_SHARE
+        self._check_resources(wait)
         self._ship_code()
         self._check_shared_queue()
 
-    def _check_resources(self) -> None:
+    def _check_resources(self, wait: float = 0.0) -> None:
+        """A worker offers the loops' resource, or start fails saying how to start one (after ``wait``
+        seconds of looking again: workers coming back)."""
+        assert self.handle is not None
+        deadline = time.monotonic() + wait
+        while not self._loop_workers():
+            if time.monotonic() >= deadline:
+                raise ClusterError(
+                    f"no worker of the Dask cluster at {self.handle.address} offers the resource "
+                    f"{LOOP_RESOURCE!r} that places keepwarm's loops: start workers with "
+                    f"`dask worker {self.handle.address} --nthreads 1 --resources {LOOP_RESOURCE}=1`"
+                )
+            time.sleep(0.1)
+
+    def _loop_workers(self) -> int:
         assert self.handle is not None
         workers = self.handle.client.scheduler_info(n_workers=-1)["workers"]
-        if not any(LOOP_RESOURCE in (info.get("resources") or {}) for info in workers.values()):
-            raise ClusterError(
-                f"no worker of the Dask cluster at {self.handle.address} offers the resource "
-                f"{LOOP_RESOURCE!r} that places keepwarm's loops: start workers with "
-                f"`dask worker {self.handle.address} --nthreads 1 --resources {LOOP_RESOURCE}=1`"
-            )
+        return sum(1 for info in workers.values() if LOOP_RESOURCE in (info.get("resources") or {}))
 
     def _ship_code(self) -> None:
         """Upload a content-named copy of the app to every worker (and to workers that join later,
