@@ -8,6 +8,10 @@ once; the device image copied as it is then (the power cut) and mounted in the s
 journal replayed, as at a reboot). Then, for every task whose submit had returned: where the copy
 has it (done, running, pending, nowhere), and whether a service started on the copy finishes it.
 
+Second, what ``durable`` costs: the submit-and-result round trip (p50 of ROUNDS) and the drain of
+DRAIN tasks through mycode_project's 2 loops on the machine's disk, durable and not, alternated
+twice in one run, with the ratio of the medians.
+
 Needs root (loop devices, mount). Usage: ``.venv/bin/python bench/durability.py [--tasks N]
 [--json PATH]``. Every process it starts is stopped by pid; its temp dir (under .bench/) is removed.
 """
@@ -19,6 +23,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -39,6 +44,47 @@ from keepwarm.service.liveness import pid_alive  # noqa: E402
 from provenance import describe_machine, source_version  # noqa: E402
 
 FLAKY = ROOT / "examples" / "apps" / "flaky"
+MYCODE = ROOT / "examples" / "apps" / "mycode_project"
+ROUNDS = 300
+DRAIN = 1000
+
+
+def with_durable(source: Path, folder: Path, durable: bool) -> Env:
+    """A copy of the app ``source`` in ``folder`` with ``[cluster] durable`` set; its logs in folder."""
+    app = folder / "apps" / source.name
+    shutil.copytree(source, app)
+    settings = app / "app_settings.toml"
+    text = settings.read_text()
+    line = f"durable = {str(durable).lower()}\n"
+    if "[cluster]\n" in text:
+        text = text.replace("[cluster]\n", f"[cluster]\n{line}")
+    else:
+        text = f"{text}\n[cluster]\n{line}"
+    settings.write_text(text)
+    os.environ["KEEPWARM_LOG_DIR"] = str(folder / "logs")
+    return Env(app)
+
+
+def cost(folder: Path, durable: bool) -> tuple[float, float]:
+    """Round trip p50 (ms) and drain (tasks/s) of a service with ``durable``, on ``folder``'s disk."""
+    os.environ["KEEPWARM_SHARE"] = str(folder / "share")
+    env = with_durable(MYCODE, folder, durable)
+    service = Service(env)
+    service.start()
+    try:
+        for n in range(20):  # warm
+            service.submit({"x": n + 2}).result(timeout=30)
+        trips = []
+        for n in range(ROUNDS):
+            began = time.perf_counter()
+            service.submit({"x": n + 2}).result(timeout=30)
+            trips.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        handles = service.submit_many({"args": {"x": n + 2}} for n in range(DRAIN))
+        wait_for_records(service.queue, [h.task_id for h in handles], timeout=120)
+        return statistics.median(trips) * 1000, DRAIN / (time.perf_counter() - began)
+    finally:
+        stop_service(env, timeout=10)
 
 
 def until(predicate: object, what: str, timeout: float = 60) -> None:
@@ -50,17 +96,10 @@ def until(predicate: object, what: str, timeout: float = 60) -> None:
 
 
 def one_cut(folder: Path, durable: bool, tasks: int) -> dict[str, object]:
-    app = folder / "apps" / "flaky"
-    shutil.copytree(FLAKY, app)
-    settings = app / "app_settings.toml"
-    settings.write_text(
-        settings.read_text().replace("[cluster]\n", f"[cluster]\ndurable = {str(durable).lower()}\n")
-    )
     image, mount = folder / "share.img", folder / "mnt"
     make_ext4(image, mount)
     os.environ["KEEPWARM_SHARE"] = str(mount / "share")
-    os.environ["KEEPWARM_LOG_DIR"] = str(folder / "logs")
-    env = Env(app)
+    env = with_durable(FLAKY, folder, durable)
     try:
         service = Service(env)
         service.start()
@@ -117,12 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     (ROOT / ".bench").mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="durability-", dir=ROOT / ".bench"))
     rows = []
+    costs: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
     machine = describe_machine(workdir)
     try:
         for durable in (True, False):
             folder = workdir / ("durable" if durable else "not-durable")
             folder.mkdir()
             rows.append(one_cut(folder, durable, args.tasks))
+        for turn, durable in enumerate((False, True, False, True)):
+            folder = workdir / f"cost-{turn}"
+            folder.mkdir()
+            costs[durable].append(cost(folder, durable))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"# {machine}; keepwarm {source_version()}")
@@ -131,8 +175,19 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + " --- |" * len(columns))
     for row in rows:
         print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    print("\n| durable | round trip p50 (ms), each turn | drain (tasks/s), each turn |\n| --- | --- | --- |")
+    for durable in (False, True):
+        trips = ", ".join(f"{trip:.2f}" for trip, _ in costs[durable])
+        drains = ", ".join(f"{drain:,.0f}" for _, drain in costs[durable])
+        print(f"| {str(durable).lower()} | {trips} | {drains} |")
+    median = {d: [statistics.median(x[i] for x in costs[d]) for i in (0, 1)] for d in (False, True)}
+    print(
+        f"durable / not: round trip p50 {median[True][0] / median[False][0]:.2f}x, "
+        f"drain {median[True][1] / median[False][1]:.2f}x (medians of the turns)"
+    )
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        document = {"cuts": rows, "costs": {str(key): value for key, value in costs.items()}}
+        args.json.write_text(json.dumps(document, indent=1))
     return 0
 
 
