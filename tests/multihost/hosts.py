@@ -106,8 +106,10 @@ def start_sshd(
     root: Path,
     hosts: tuple[str, ...] = HOSTS,
     host_env: Mapping[str, Mapping[str, str]] | None = None,
+    host_config: Mapping[str, str] | None = None,
 ) -> Sshd:
-    """Start sshd on ``hosts`` with keys made in ``root``; ``host_env`` adds variables per host."""
+    """Start sshd on ``hosts`` with keys made in ``root``; ``host_env`` adds variables per host, and
+    ``host_config`` sshd_config lines (e.g. a ForceCommand) per host."""
     reason = ssh_missing()
     if reason:
         raise Unavailable(reason)
@@ -125,8 +127,9 @@ def start_sshd(
     session_env = f"SetEnv HOME={home} KEEPWARM_LOG_DIR={logs} {SESSION_MARKER}={root}"
     per_host = [
         f"Match LocalAddress {host}\n    {session_env} "
-        + " ".join(f"{key}={value}" for key, value in env.items())
-        for host, env in (host_env or {}).items()
+        + " ".join(f"{key}={value}" for key, value in (host_env or {}).get(host, {}).items())
+        + (f"\n    {(host_config or {})[host]}" if host in (host_config or {}) else "")
+        for host in {**(host_env or {}), **(host_config or {})}
     ]
     config = root / "sshd_config"
     config.write_text(
@@ -275,11 +278,13 @@ def unmount(mount: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_sshd(host_env: Mapping[str, Mapping[str, str]] | None = None) -> Iterator[Sshd]:
-    """An sshd on HOSTS for the block; at its end every process its sessions started is killed by pid,
-    then the sshd itself is stopped."""
+def running_sshd(
+    host_env: Mapping[str, Mapping[str, str]] | None = None, host_config: Mapping[str, str] | None = None
+) -> Iterator[Sshd]:
+    """An sshd on HOSTS for the block (``start_sshd``'s options); at its end every process its sessions
+    started is killed by pid, then the sshd itself is stopped."""
     root = Path(tempfile.mkdtemp(prefix="keepwarm-sshd-"))
-    server = start_sshd(root, host_env=host_env)
+    server = start_sshd(root, host_env=host_env, host_config=host_config)
     try:
         yield server
     finally:

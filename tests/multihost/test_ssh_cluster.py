@@ -27,7 +27,7 @@ from keepwarm.service.lifecycle import stop_service
 from keepwarm.service.liveness import pid_alive
 
 from ..conftest import copy_app, supervisor_state, wait_until
-from .hosts import HOSTS, Sshd, keygen, session_processes, write_client_config
+from .hosts import HOSTS, Sshd, keygen, running_sshd, session_processes, write_client_config
 
 pytest.importorskip("distributed")
 pytest.importorskip("asyncssh")
@@ -224,3 +224,27 @@ def test_a_host_that_cannot_run_loops_fails_start_by_name_and_starts_nothing(
     assert f"host {named}" in message and advice in message, message
     assert session_processes(sshd) <= before  # nothing started half-way on any host
     assert Service(env).status().status == "stopped"
+
+
+def test_install_ships_the_app_to_a_host_that_does_not_have_it(tmp_path: Path) -> None:
+    """``keepwarm install`` on ``[cluster.hosts]``: the second host's SSH sessions run in their own mount
+    namespace with an empty tmpfs over the apps folder (sshd's ForceCommand), as on a machine that has
+    keepwarm but not the app; install ships the app's code there and every worker imports it."""
+    from keepwarm.runmode.installer import install
+
+    apps = tmp_path / "apps"
+    hide = tmp_path / "hide-apps.sh"
+    hide.write_text(
+        "#!/bin/sh\n"
+        f"exec unshare -m sh -c 'mount -t tmpfs none {apps} && exec sh -c \"$SSH_ORIGINAL_COMMAND\"'\n"
+    )
+    hide.chmod(0o755)
+    with running_sshd(host_config={HOSTS[1]: f"ForceCommand {hide}"}) as sshd:
+        env = ssh_app(tmp_path, dict.fromkeys(HOSTS, 1), sshd.client_config)
+        listed = sshd.ssh(HOSTS[1], "ls", str(apps))
+        assert listed.returncode == 0 and listed.stdout == "", f"the apps folder is not hidden: {listed}"
+        assert "mycode_project" in sshd.ssh(HOSTS[0], "ls", str(apps)).stdout
+        report = install(env, dask=True)
+    step = next(step for step in report.steps if step.name == "dask")
+    assert step.status == "done" and "shipped to 2 workers" in step.detail, step
+    assert report.shipped is not None
