@@ -153,7 +153,13 @@ def add_workdir_options(parser: argparse.ArgumentParser) -> None:
 def temp_workdir(options: argparse.Namespace, prefix: str) -> Iterator[Path]:
     """A fresh temp dir named ``prefix...`` under /dev/shm (``--tmpfs``), ``--dir`` or .bench/,
     removed afterwards."""
-    parent = TMPFS_DIR if options.tmpfs else options.dir or ROOT / ".bench"
+    with temp_dir_under(TMPFS_DIR if options.tmpfs else options.dir or ROOT / ".bench", prefix) as workdir:
+        yield workdir
+
+
+@contextmanager
+def temp_dir_under(parent: Path, prefix: str) -> Iterator[Path]:
+    """A fresh temp dir named ``prefix...`` under ``parent``, removed afterwards."""
     parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:

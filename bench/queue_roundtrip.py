@@ -17,6 +17,16 @@ Usage::
     .venv/bin/python bench/queue_roundtrip.py               # local disk: a temp dir under .bench/
     .venv/bin/python bench/queue_roundtrip.py --tmpfs       # tmpfs: a temp dir under /dev/shm
     .venv/bin/python bench/queue_roundtrip.py --quick       # small sizes, under a minute
+    .venv/bin/python bench/queue_roundtrip.py --filesystems disk,tmpfs,sshfs   # side by side, below
+
+``--filesystems`` measures keepwarm and naive on each filesystem listed, one after the other in one
+run, and prints their round trip p50 and drain rate side by side with ratios to local disk. ``sshfs``
+starts an sshd on 127.0.0.2 with keys made for the run and mounts a folder through sshfs
+(tests/multihost/hosts.py, the tests' harness; ``scripts/install-multihost.sh`` installs what it needs),
+then measures twice: client and workers both through the mount (hosts that all mount the share), and
+the client on the served folder with the workers through the mount. Fewer round trips and tasks there
+(each round trip takes ~30 ms). Everything is unmounted and stopped by pid at the end, also on Ctrl-C.
+On a shared filesystem (FUSE, NFS) the watchers poll with back-off, reset whenever work was found.
 
 On a disk, the run pauses ``--pause`` seconds (default 120) before naive, so that the files keepwarm
 deleted do not slow naive's file creations (see ``Run.pause_after_deletions``).
@@ -38,21 +48,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass, field
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from keepwarm._sys.watch import IN_MOVED_TO, Watcher
+from keepwarm._sys.watch import IN_MOVED_TO, Watcher, filesystem_type
 from provenance import (
     APP,
     APPS_PATH,
+    ROOT,
+    TMPFS_DIR,
     Ratio,
     add_workdir_options,
     compute,
     describe_machine,
     interrupt,
     task_inputs,
+    temp_dir_under,
     temp_workdir,
     use_app_code,
 )
@@ -229,16 +242,19 @@ def serve(root: Path, slot: str, role_name: str, parent_pid: int) -> None:
                 publish(responses, name, role.answer(claimed))
                 if role.release_claim:
                     os.unlink(claimed)
+                watcher.found_work()  # polling (a shared filesystem): look again soon, as keepwarm's loops do
             wakeup = watcher.wait(None)
             names = sorted(n for n in os.listdir(requests) if n[0] != ".") if wakeup.rescan else wakeup.names
 
 
 class FileQueueBackend:
-    """The client side of the floor and naive queues, and their worker processes."""
+    """The client side of the floor and naive queues (in ``workdir``), and their worker processes (in
+    ``worker_dir``: the same folder, or the same folder through a mount)."""
 
-    def __init__(self, role: str, workdir: Path) -> None:
+    def __init__(self, role: str, workdir: Path, worker_dir: Path) -> None:
         self.role = role
         self.root = workdir / role
+        self.worker_root = worker_dir / role
         self.requests, self.responses = self.root / "req", self.root / "rsp"
         self.requests.mkdir(parents=True)
         self.responses.mkdir()
@@ -257,7 +273,7 @@ class FileQueueBackend:
     def scale(self, workers: int) -> None:
         while len(self.children.procs) < workers:
             slot = f"{self.role}-{len(self.children.procs)}"
-            command = [sys.executable, __file__, "--serve", self.role, "--serve-dir", str(self.root)]
+            command = [sys.executable, __file__, "--serve", self.role, "--serve-dir", str(self.worker_root)]
             self.children.start(slot, [*command, "--serve-slot", slot, "--parent-pid", str(os.getpid())])
             self.children.wait_until(slot, (self.root / f"ready-{slot}").exists)
 
@@ -281,6 +297,7 @@ class FileQueueBackend:
 
     def wait_for(self, names: set[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        self.watcher.found_work()  # a new wait: when polling, look first after the shortest delay
         while names:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -293,12 +310,14 @@ class FileQueueBackend:
 
 
 class KeepwarmBackend:
-    """keepwarm's client API in this process, ``python -m keepwarm.runtime.loop`` processes as workers."""
+    """keepwarm's client API in this process, ``python -m keepwarm.runtime.loop`` processes as workers
+    (their share: ``worker_dir``, the same folder or the same folder through a mount)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, worker_dir: Path) -> None:
         import keepwarm
 
         self.share = workdir / "keepwarm"
+        self.worker_share = worker_dir / "keepwarm"
         self.env = keepwarm.Env(APP, APPS_PATH, share_dir=self.share, namespace=NAMESPACE)
         self.service = keepwarm.Service(self.env)
         self.service.queue.ensure()
@@ -323,7 +342,7 @@ class KeepwarmBackend:
                 str(APPS_PATH),
             ]
             command += ["--slot", slot, "--namespace", NAMESPACE, "--parent-pid", str(os.getpid())]
-            self.children.start(slot, command, env={**os.environ, "KEEPWARM_SHARE": str(self.share)})
+            self.children.start(slot, command, env={**os.environ, "KEEPWARM_SHARE": str(self.worker_share)})
             self.children.wait_until(slot, lambda slot=slot: self.loop_ready(slot))
 
     def loop_ready(self, slot: str) -> bool:
@@ -367,7 +386,7 @@ def sigint_ignored() -> Iterator[None]:
 class DaskBackend:
     """A two-worker process LocalCluster and its client."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, worker_dir: Path) -> None:
         import logging
 
         from distributed import Client, LocalCluster
@@ -413,7 +432,7 @@ class Backend(Protocol):
 @dataclass(frozen=True)
 class System:
     name: str
-    open: Callable[[Path], AbstractContextManager[Backend]]
+    open: Callable[[Path, Path], AbstractContextManager[Backend]]  # (client's folder, workers' view of it)
     roundtrip_workers: tuple[int, ...]
     drain_workers: int | None
     answers: bool = True  # returns the computed value (the floor returns nothing)
@@ -422,9 +441,9 @@ class System:
 
 SYSTEMS = (
     System("dask", DaskBackend, (2,), 2),
-    System("floor", lambda d: FileQueueBackend("floor", d), (1,), None, answers=False),
+    System("floor", lambda d, w: FileQueueBackend("floor", d, w), (1,), None, answers=False),
     System("keepwarm", KeepwarmBackend, (1, 2), 2, deletes_files=True),
-    System("naive", lambda d: FileQueueBackend("naive", d), (1, 2), 2, deletes_files=True),
+    System("naive", lambda d, w: FileQueueBackend("naive", d, w), (1, 2), 2, deletes_files=True),
 )
 
 
@@ -465,14 +484,16 @@ class Run:
     pause_sec: float
     results: Results
     files_deleted: bool = False
+    worker_dir: Path | None = None  # the workers' view of workdir (a mount of it), if not workdir itself
+    label: str = ""
 
     def say(self, text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        print(f"{self.label}: {text}" if self.label else text, file=sys.stderr, flush=True)
 
     def measure(self, system: System) -> None:
         sizes, results = self.sizes, self.results
         self.pause_after_deletions(system.name)
-        with system.open(self.workdir) as backend:
+        with system.open(self.workdir, self.worker_dir or self.workdir) as backend:
             for workers in system.roundtrip_workers:
                 backend.scale(workers)
                 self.say(f"{system.name}: {sizes.roundtrips} round trips, {workers} worker(s)")
@@ -588,6 +609,178 @@ def write_json(
     path.write_text(json.dumps(report, indent=2) + "\n")
 
 
+# ---------------------------------------------------------------------- several filesystems, one run
+
+FILESYSTEMS = ("disk", "tmpfs", "sshfs")
+FS_SYSTEMS = ("keepwarm", "naive")  # Dask and the floor make no queue files, or answer nothing
+SSHFS_MOST = Sizes(roundtrips=200, warmup=20, tasks=500)  # ~30 ms a round trip through sshfs
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One column of the table: the client's queue folder, and the workers' view of the same folder."""
+
+    name: str
+    client: Path
+    workers: Path
+    sizes: Sizes
+    pause_sec: float
+    where: str  # who is on which filesystem, for the report
+
+
+def filesystem_list(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names or set(names) - set(FILESYSTEMS) or len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(f"a comma-separated list of {', '.join(FILESYSTEMS)}: {text!r}")
+    return names
+
+
+@contextmanager
+def sshfs_mount() -> Iterator[Any]:
+    """A folder under /tmp mounted through sshfs from an sshd on 127.0.0.2 started for the run (the
+    tests' harness); unmounted, the sshd and its sessions' processes stopped by pid at the end."""
+    sys.path.insert(0, str(ROOT))  # the harness lives with the tests it serves
+    from tests.multihost.hosts import Unavailable, running_sshd, sshfs_share
+
+    with ExitStack() as stack:
+        try:
+            sshd = stack.enter_context(running_sshd())
+            share = stack.enter_context(sshfs_share(sshd))
+        except Unavailable as exc:
+            raise BenchError(f"no sshfs mount here: {exc}") from exc
+        yield share
+
+
+@contextmanager
+def placements(options: argparse.Namespace, sizes: Sizes) -> Iterator[list[Placement]]:
+    """Each filesystem of ``--filesystems``: a temp dir on it (sshfs: both sides on the mount, then the
+    client on the served folder and the workers on the mount); all removed or unmounted at the end."""
+    with ExitStack() as stack:
+        found = []
+        for name in options.filesystems:
+            if name in ("disk", "tmpfs"):
+                parent = TMPFS_DIR if name == "tmpfs" else options.dir or ROOT / ".bench"
+                folder = stack.enter_context(temp_dir_under(parent, "queue_roundtrip-"))
+                kind = filesystem_type(folder)
+                pause = choose_pause(options, kind)
+                found.append(Placement(name, folder, folder, sizes, pause, f"client and workers on {kind}"))
+                continue
+            share = stack.enter_context(sshfs_mount())
+            small = Sizes(*(min(a, b) for a, b in zip(astuple(sizes), astuple(SSHFS_MOST), strict=True)))
+            served = filesystem_type(share.folder)
+            mixed = f"client on the served folder ({served}), workers through the mount"
+            for label, client, subdir, where in (
+                ("sshfs", share.mount, "both", "client and workers through the sshfs mount"),
+                ("sshfs mixed", share.folder, "mixed", mixed),
+            ):
+                (share.folder / subdir).mkdir()
+                found.append(Placement(label, client / subdir, share.mount / subdir, small, 0.0, where))
+        yield found
+
+
+def run_filesystems(options: argparse.Namespace) -> int:
+    """keepwarm and naive on each filesystem of ``--filesystems``, one after the other, in one run."""
+    signal.signal(signal.SIGTERM, interrupt)
+    systems = [system for system in SYSTEMS if system.name in FS_SYSTEMS]
+    measured: dict[str, tuple[Placement, Results]] = {}
+    with placements(options, choose_sizes(options)) as where:
+        machine = describe_machine(where[0].client, ("distributed",))
+        for place in where:
+            bench = Run(place.client, place.sizes, place.pause_sec, Results(), worker_dir=place.workers)
+            bench.label = place.name
+            for system in systems:
+                bench.measure(system)
+            measured[place.name] = (place, bench.results)
+    print_filesystems(machine, measured)
+    if options.json:
+        write_filesystems_json(options.json, machine, measured)
+    return 0
+
+
+def per_filesystem(measured: dict[str, tuple[Placement, Results]]) -> tuple[list[list[str]], list[list[str]]]:
+    """Rows of the two tables: round trip p50 and drain rate per system and placement, × disk's."""
+
+    def cell(value: float, base: float | None, digits: str) -> str:
+        text = format(value, digits)
+        return text if base is None else f"{text} ({value / base:.3g}×)"
+
+    names = list(measured)
+    latency_rows, drain_rows = [], []
+    first = measured[names[0]][1]
+    for row in first.latencies:
+        key = (row.system, row.workers)
+        values = {
+            name: next(r.p50_ms for r in results.latencies if (r.system, r.workers) == key)
+            for name, (_, results) in measured.items()
+        }
+        base = values.get("disk")
+        cells = [
+            cell(v, None if name == "disk" or base is None else base, ".3g") for name, v in values.items()
+        ]
+        latency_rows.append([row.system, str(row.workers), *cells])
+    for drain in first.drains:
+        rates = {
+            name: next(d.tasks_per_sec for d in results.drains if d.system == drain.system)
+            for name, (_, results) in measured.items()
+        }
+        base = rates.get("disk")
+        cells = [
+            cell(v, None if name == "disk" or base is None else base, ",.0f") for name, v in rates.items()
+        ]
+        drain_rows.append([drain.system, str(drain.workers), *cells])
+    return latency_rows, drain_rows
+
+
+def print_filesystems(machine: dict[str, Any], measured: dict[str, tuple[Placement, Results]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(
+        f"{machine['cpus']} CPUs ({machine['cpu_model']}) · Linux {machine['kernel']} · "
+        f"Python {machine['python']} · keepwarm {machine['keepwarm']} ({machine['source']}) · "
+        f"load average {machine['load_average']:.2f} at the start"
+    )
+    for name, (place, _) in measured.items():
+        sizes = place.sizes
+        console.print(
+            f"[bold]{name}[/]: {place.where}; {sizes.roundtrips} round trips after {sizes.warmup} "
+            f"warm-up, {sizes.tasks}-task drain"
+            + (f", paused {place.pause_sec:g} s before naive" if place.pause_sec else "")
+        )
+    latency_rows, drain_rows = per_filesystem(measured)
+    names = list(measured)
+    for title, rows in (
+        ("Round trip p50, ms (× disk's)", latency_rows),
+        ("Drain, tasks/s (× disk's)", drain_rows),
+    ):
+        table = Table("system", "workers", *names, title=title)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+
+
+def write_filesystems_json(
+    path: Path, machine: dict[str, Any], measured: dict[str, tuple[Placement, Results]]
+) -> None:
+    report = {
+        "machine": machine,
+        "placements": {
+            name: {
+                "where": place.where,
+                "client": str(place.client),
+                "workers": str(place.workers),
+                "sizes": asdict(place.sizes),
+                "latency": [asdict(r) for r in results.latencies],
+                "drain": [asdict(d) for d in results.drains],
+                "pauses": results.pauses,
+            }
+            for name, (place, results) in measured.items()
+        },
+    }
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -600,6 +793,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--roundtrips", type=int, metavar="N", help="timed sequential round trips per case")
     parser.add_argument("--tasks", type=int, metavar="N", help="tasks per drain")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers to this JSON file")
+    parser.add_argument(
+        "--filesystems",
+        type=filesystem_list,
+        metavar="LIST",
+        help="keepwarm and naive on each of these, side by side in one run: disk (under --dir or .bench/), "
+        "tmpfs, sshfs (an sshd on 127.0.0.2 and an sshfs mount made for the run; at most "
+        f"{SSHFS_MOST.roundtrips} round trips and {SSHFS_MOST.tasks} tasks there), e.g. disk,tmpfs,sshfs",
+    )
     parser.add_argument(
         "--pause",
         type=float,
@@ -649,8 +850,10 @@ def main(argv: list[str] | None = None) -> int:
     if options.serve:
         serve(Path(options.serve_dir), options.serve_slot, options.serve, options.parent_pid)
         return 0
+    if options.filesystems and options.tmpfs:
+        raise SystemExit("--tmpfs and --filesystems: list tmpfs in --filesystems instead")
     try:
-        return run(options)
+        return run_filesystems(options) if options.filesystems else run(options)
     except KeyboardInterrupt:
         print("interrupted: children stopped, temp dir removed", file=sys.stderr)
         return 130

@@ -6,6 +6,7 @@ breaks with the code it measures is caught here.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,30 @@ def test_the_http_bench_measures_floor_gateway_and_python_api_and_cleans_up(tmp_
     assert "gateway p50 − Python API p50, 1 client(s)" in completed.stdout
     assert "gateway tasks/s / Python API tasks/s, 3 clients" in completed.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_queue_bench_puts_filesystems_side_by_side_and_cleans_up(tmp_path: Path) -> None:
+    """bench/queue_roundtrip.py --filesystems at tiny sizes, local disk only (an sshfs column starts an
+    sshd and costs a minute): keepwarm and naive at 1 and 2 workers and their drains, every answer
+    checked by the script, a table per measure, and nothing left in its work folder."""
+    work, report = tmp_path / "work", tmp_path / "report.json"
+    options = ["--filesystems", "disk", "--dir", str(work), "--json", str(report), "--quick"]
+    sizes = ["--roundtrips", "100", "--tasks", "20"]
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "queue_roundtrip.py"), *options, *sizes],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "Round trip p50, ms" in completed.stdout and "Drain, tasks/s" in completed.stdout
+    disk = json.loads(report.read_text())["placements"]["disk"]
+    assert {(row["system"], row["workers"], row["count"]) for row in disk["latency"]} == {
+        ("keepwarm", 1, 100),
+        ("keepwarm", 2, 100),
+        ("naive", 1, 100),
+        ("naive", 2, 100),
+    }
+    assert {(row["system"], row["tasks"]) for row in disk["drain"]} == {("keepwarm", 20), ("naive", 20)}
+    assert list(work.iterdir()) == []
