@@ -318,7 +318,9 @@ def test_the_app_code_reaches_workers_that_do_not_have_it(tmp_path: Path) -> Non
 
     app_dir = copy_app(tmp_path, "mycode_project")
     with (
-        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
         staged = stage_app(Env(app_dir))
