@@ -73,7 +73,7 @@ def test_loops_and_the_supervisor_killed_on_an_sshfs_queue_lose_nothing(
     print(report.table())  # shown when the test fails
     assert report.problems() == []
     assert len(report.done) == TASKS and not report.lost and not report.failed and not report.in_both
-    assert len(report.kills) >= 5  # the schedule really hit live loops
+    assert len(report.kills) >= 3  # the schedule really hit live loops (10 ticks; restarting ones miss)
     assert report.restart_sec is not None and report.submitted_while_down > 0
     assert report.slots_back == len(report.kills)  # every killed loop's slot served again
     for slot in ("loop-0", "loop-1", "loop-2"):  # the loops read the queue through sshfs, polling
