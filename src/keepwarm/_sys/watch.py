@@ -15,6 +15,7 @@ import select
 import struct
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ _READ_SIZE = 65536
 _LARGEST_EVENT = _EVENT_HEADER.size + 256  # a header and NAME_MAX + 1 bytes of name
 POLL_MIN_SEC = 0.002
 POLL_MAX_SEC = 0.25
+MOVED_CHECK_SEC = 0.25  # how often a reused thread watcher checks that its folders are still at their paths
 
 # statfs(2) f_type magic numbers of network and cluster filesystems, where inotify does not see what
 # other hosts write (FUSE covers sshfs, glusterfs, virtiofs and friends).
@@ -122,6 +124,7 @@ class Watcher:
             raise FileNotFoundError(errno.ENOENT, "cannot watch a missing folder", str(missing[0]))
         self.folders = folders
         self._identities = [_identity(folder) for folder in folders]
+        self.checked_at = time.monotonic()  # when thread_watcher last asked moved()
         self.lost = False  # a folder's watch was removed by the kernel: this watcher polls from then on
         self.mode = "inotify" if folders and inotify_usable(folders[0]) else "poll"
         self._fd = -1
@@ -238,11 +241,12 @@ def thread_watcher(folders: tuple[Path, ...], mask: int = NEW_FILE_EVENTS) -> Wa
 
     Closing an inotify instance waits for an RCU grace period (milliseconds), so a caller that
     waits often (a result waiter) keeps one per thread instead of opening one per wait. One whose
-    folders moved (``Watcher.moved``) is replaced: two stats per wait.
+    watch was lost, or whose folders moved (``Watcher.moved``, looked at most every
+    ``MOVED_CHECK_SEC``: two stats), is replaced.
     """
     cache: dict[tuple[tuple[Path, ...], int], Watcher] = _thread_watchers.__dict__.setdefault("by_key", {})
     watcher = cache.get((folders, mask))
-    if watcher is not None and watcher.mode == "inotify" and watcher.moved():
+    if watcher is not None and watcher.mode == "inotify" and _moved_now(watcher):
         del cache[(folders, mask)]
         watcher.close()
         watcher = None
@@ -254,6 +258,16 @@ def thread_watcher(folders: tuple[Path, ...], mask: int = NEW_FILE_EVENTS) -> Wa
     # again (a result wait on a shared filesystem first polled after the previous wait's 250 ms).
     watcher.found_work()
     return watcher
+
+
+def _moved_now(watcher: Watcher) -> bool:
+    if watcher.lost:
+        return True
+    now = time.monotonic()
+    if now - watcher.checked_at < MOVED_CHECK_SEC:
+        return False
+    watcher.checked_at = now
+    return watcher.moved()
 
 
 def _identity(folder: Path) -> tuple[int, int]:
