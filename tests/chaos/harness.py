@@ -69,6 +69,9 @@ class ChaosPlan:
     kill_supervisor: bool = True
     settle_timeout: float = 240.0  # after the chaos, for every task to finish and every loop to be back
     seed: int | None = None
+    # how long before the supervisor's kill a loop's kill may go unrecorded (the supervisor died while it
+    # handled the exit); default 0.5 s local, heartbeat timeout + 2 s on Dask
+    unrecorded_margin_sec: float | None = None
 
     @property
     def work_seconds(self) -> float:
@@ -323,7 +326,9 @@ class ChaosReport:
         A loop killed moments before its own supervisor was killed may go unrecorded (the supervisor
         died first); it is left out: its tasks are requeued by the next supervisor instead.
         """
-        margin = 0.5 if self.plan.backend == "local" else self.plan.heartbeat_timeout + 2
+        margin = self.plan.unrecorded_margin_sec
+        if margin is None:
+            margin = 0.5 if self.plan.backend == "local" else self.plan.heartbeat_timeout + 2
         first = self.kills[0].supervisor if self.kills else None
         unnamed = []
         for kill in self.kills:
@@ -335,6 +340,11 @@ class ChaosReport:
             if self.named(kill) is None and not died_with_supervisor:
                 unnamed.append(kill)
         return unnamed
+
+    def _before_supervisor(self, kill: Kill) -> str:
+        if self.supervisor_killed_at is None:
+            return "no supervisor kill"
+        return f"{self.supervisor_killed_at - kill.at:.2f} s before the supervisor's kill"
 
     def problems(self) -> list[str]:
         """Every guarantee the run broke, in words (empty: none)."""
@@ -375,7 +385,7 @@ class ChaosReport:
         if self.unnamed_kills:
             found.append(
                 f"{len(self.unnamed_kills)} killed loops have no restart in events.jsonl: "
-                f"{[(k.slot, k.incarnation) for k in self.unnamed_kills[:5]]}"
+                f"{[(k.slot, k.incarnation, self._before_supervisor(k)) for k in self.unnamed_kills[:5]]}"
             )
         if not self.healthy_at_end:
             found.append("the service did not come back to every loop healthy")
