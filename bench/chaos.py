@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the harness lives with the tests it serves
 
 from tests.chaos.harness import ChaosPlan, ChaosReport, chaos_app, kill_keeper_and_workers, run_chaos  # noqa: E402
-from tests.multihost.hosts import HOSTS, Unavailable, running_sshd, sshfs_share  # noqa: E402
+from tests.multihost.hosts import HOSTS, Unavailable, mounted_share, running_sshd  # noqa: E402
 
 from keepwarm.env import Env  # noqa: E402
 from keepwarm.service.lifecycle import stop_service  # noqa: E402
@@ -70,7 +70,7 @@ def chaos_envs(name: str, plan: ChaosPlan, folder: Path) -> Iterator[tuple[Env, 
             cluster = f'ssh_config = "{sshd.client_config}"\nhosts = {{ {table} }}\n'
             yield chaos_app(folder, plan, cluster=cluster), None
             return
-        with sshfs_share(sshd) as share:
+        with mounted_share(sshd) as share:
             app = chaos_app(folder, plan).app_dir
             (share.folder / "chaos").mkdir(mode=0o700)
             yield Env(app, share_dir=share.mount / "chaos"), Env(app, share_dir=share.folder / "chaos")

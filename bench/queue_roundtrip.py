@@ -640,12 +640,12 @@ def sshfs_mount() -> Iterator[Any]:
     """A folder under /tmp mounted through sshfs from an sshd on 127.0.0.2 started for the run (the
     tests' harness); unmounted, the sshd and its sessions' processes stopped by pid at the end."""
     sys.path.insert(0, str(ROOT))  # the harness lives with the tests it serves
-    from tests.multihost.hosts import Unavailable, running_sshd, sshfs_share
+    from tests.multihost.hosts import Unavailable, mounted_share, running_sshd
 
     with ExitStack() as stack:
         try:
             sshd = stack.enter_context(running_sshd())
-            share = stack.enter_context(sshfs_share(sshd))
+            share = stack.enter_context(mounted_share(sshd))
         except Unavailable as exc:
             raise BenchError(f"no sshfs mount here: {exc}") from exc
         yield share

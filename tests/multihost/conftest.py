@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .hosts import Sshd, Unavailable, running_sshd
+from .hosts import Sshd, SshfsShare, Unavailable, mounted_share, running_sshd
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +19,18 @@ def sshd() -> Iterator[Sshd]:
         except Unavailable as exc:
             pytest.skip(str(exc))
         yield server
+
+
+@pytest.fixture(scope="module")
+def sshfs_share(sshd: Sshd) -> Iterator[SshfsShare]:
+    """A folder mounted through sshfs from 127.0.0.2 for the module; unmounted at the end, whatever
+    happened."""
+    with contextlib.ExitStack() as stack:
+        try:
+            share = stack.enter_context(mounted_share(sshd))
+        except Unavailable as exc:
+            pytest.skip(str(exc))
+        yield share
 
 
 @pytest.fixture(autouse=True)

@@ -246,7 +246,7 @@ def sshfs_missing() -> str | None:
 
 
 @contextlib.contextmanager
-def sshfs_share(sshd: Sshd, options: str = MOUNT_OPTIONS) -> Iterator[SshfsShare]:
+def mounted_share(sshd: Sshd, options: str = MOUNT_OPTIONS) -> Iterator[SshfsShare]:
     """A new folder mounted through sshfs from the sshd's first host; unmounted at the end, whatever
     happened (lazily if still busy: it goes when its last user does)."""
     reason = sshfs_missing()

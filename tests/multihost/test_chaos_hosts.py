@@ -11,11 +11,7 @@ result is the one an execution of that task returned.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from keepwarm.api import Service
 from keepwarm.env import Env
@@ -23,20 +19,9 @@ from keepwarm.service.liveness import pid_alive
 
 from ..chaos.harness import ChaosPlan, ChaosReport, chaos_app, run_chaos
 from ..conftest import Services, supervisor_state, wait_until
-from .hosts import Sshd, SshfsShare, Unavailable, sshfs_share
+from .hosts import SshfsShare
 
 TASKS = 90
-
-
-@pytest.fixture(scope="module")
-def share(sshd: Sshd) -> Iterator[SshfsShare]:
-    """A folder mounted through sshfs from 127.0.0.2; unmounted at the end, whatever happened."""
-    with contextlib.ExitStack() as stack:
-        try:
-            mounted = stack.enter_context(sshfs_share(sshd))
-        except Unavailable as exc:
-            pytest.skip(str(exc))
-        yield mounted
 
 
 def executions(log: Path) -> set[tuple[str, int]]:
@@ -50,7 +35,7 @@ def executions(log: Path) -> set[tuple[str, int]]:
 
 
 def test_loops_and_the_supervisor_killed_on_an_sshfs_queue_lose_nothing(
-    tmp_path: Path, share: SshfsShare, services: Services
+    tmp_path: Path, sshfs_share: SshfsShare, services: Services
 ) -> None:
     plan = ChaosPlan(
         backend="local",
@@ -67,9 +52,9 @@ def test_loops_and_the_supervisor_killed_on_an_sshfs_queue_lose_nothing(
         unrecorded_margin_sec=2.0,
     )
     app = chaos_app(tmp_path, plan).app_dir
-    (share.folder / "chaos").mkdir(mode=0o700)
-    on_mount = Env(app, share_dir=share.mount / "chaos")  # the service's view, inherited by its loops
-    on_folder = Env(app, share_dir=share.folder / "chaos")  # the share's own host: submits and counts
+    (sshfs_share.folder / "chaos").mkdir(mode=0o700)
+    on_mount = Env(app, share_dir=sshfs_share.mount / "chaos")  # the service's view, inherited by its loops
+    on_folder = Env(app, share_dir=sshfs_share.folder / "chaos")  # the share's own host: submits and counts
     services.envs.append(on_mount)
 
     report: ChaosReport = run_chaos(on_mount, plan, client=on_folder)
@@ -81,7 +66,7 @@ def test_loops_and_the_supervisor_killed_on_an_sshfs_queue_lose_nothing(
     assert report.slots_back == len(report.kills)  # every killed loop's slot served again
     for slot in ("loop-0", "loop-1", "loop-2"):  # the loops read the queue through sshfs, polling
         log = (on_mount.log_dir / f"{slot}.log").read_text()
-        assert f"waking by poll on {share.mount / 'chaos'}" in log, log
+        assert f"waking by poll on {sshfs_share.mount / 'chaos'}" in log, log
 
     ran = executions(tmp_path / "executions.log")
     client = Service(on_folder)

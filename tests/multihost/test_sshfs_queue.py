@@ -9,12 +9,10 @@ directory caching (the mount options below), or a loop would miss new tasks for 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,22 +24,10 @@ from keepwarm.queue.results import wait_for_records
 from keepwarm.service.liveness import pid_alive
 
 from ..conftest import Services, copy_app, supervisor_state, wait_until
-from .hosts import Sshd, SshfsShare, Unavailable
-from .hosts import sshfs_share as mounted_share
+from .hosts import SshfsShare
 
 TASKS = 200
 ROUND_TRIPS = 20
-
-
-@pytest.fixture(scope="module")
-def sshfs_share(sshd: Sshd) -> Iterator[SshfsShare]:
-    """A folder mounted through sshfs from 127.0.0.2; unmounted at the end, whatever happened."""
-    with contextlib.ExitStack() as stack:
-        try:
-            share = stack.enter_context(mounted_share(sshd))
-        except Unavailable as exc:
-            pytest.skip(str(exc))
-        yield share
 
 
 def test_the_mount_is_a_shared_filesystem_and_its_primitives_work(sshfs_share: SshfsShare) -> None:
