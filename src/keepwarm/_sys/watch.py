@@ -125,7 +125,7 @@ class Watcher:
         self.folders = folders
         self._identities = [_identity(folder) for folder in folders]
         self.checked_at = time.monotonic()  # when thread_watcher last asked moved()
-        self.lost = False  # a folder's watch was removed by the kernel: this watcher polls from then on
+        self.lost = False  # a folder's watch was removed, or its path names another: it polls from then on
         self.mode = "inotify" if folders and inotify_usable(folders[0]) else "poll"
         self._fd = -1
         self._wds: dict[int, Path] = {}
@@ -162,12 +162,12 @@ class Watcher:
     def moved(self) -> bool:
         """Whether a watched path now names another folder (the share was mounted again, or the folder
         made again): an inotify watch stays on the old one and sees nothing new."""
-        if self.lost:
-            return True
-        try:
-            return [_identity(folder) for folder in self.folders] != self._identities
-        except OSError:
-            return True
+        if not self.lost:
+            try:
+                self.lost = [_identity(folder) for folder in self.folders] != self._identities
+            except OSError:
+                self.lost = True
+        return self.lost
 
     def found_work(self) -> None:
         """Reset the polling back-off: work is flowing."""
