@@ -1,7 +1,8 @@
 """The app contract: loading an app's worker, manager and args model from ``app_settings.toml``.
 
 A worker has ``work(item)`` or ``work_batch(items) -> list`` (or both), and optionally ``start()``
-and ``stop()`` (a worker with nothing to open or close leaves them out), each plain or ``async def``;
+and ``stop()`` (a worker with nothing to open or close leaves them out), each plain or ``async def``,
+and ``preload()``: run once in a template process that loops are forked from (``runtime/template.py``);
 a manager has
 ``build_distribution(workers) -> WorkPlan``. Entry points are ``module:attribute`` strings resolved
 against the app folder (and its ``src/`` when there is one).
@@ -9,6 +10,7 @@ against the app folder (and its ``src/`` when there is one).
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import sys
@@ -23,8 +25,8 @@ from keepwarm.env import Env
 from keepwarm.errors import AppError, SettingsError
 from keepwarm.settings import describe_error
 
-WORKER_METHODS = ("start", "work", "work_batch", "stop")
-OPTIONAL_METHODS = ("start", "stop")
+WORKER_METHODS = ("preload", "start", "work", "work_batch", "stop")
+OPTIONAL_METHODS = ("preload", "start", "stop")
 
 
 class Partition(BaseModel):
@@ -164,6 +166,29 @@ def load_app(env: Env) -> App:
     app = App(env, worker_class, manager_class, load_args_model(env))
     app.settings_args()
     return app
+
+
+def defines_preload(env: Env) -> bool:
+    """Whether the worker class defines ``preload`` in its own body, read from its source without
+    importing it (the supervisor never imports app code); an inherited one needs ``preload = true``."""
+    module_name, _, attribute = env.settings.app.worker.partition(":")
+    relative = Path(*module_name.split("."))
+    for folder in (env.app_dir / "src", env.app_dir):
+        for path in (folder / relative.with_suffix(".py"), folder / relative / "__init__.py"):
+            try:
+                tree = ast.parse(path.read_text(encoding="utf-8"))
+            except (OSError, SyntaxError, ValueError):
+                continue
+            return any(
+                isinstance(node, ast.ClassDef)
+                and node.name == attribute
+                and any(
+                    isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name == "preload"
+                    for item in node.body
+                )
+                for node in tree.body
+            )
+    return False
 
 
 def load_args_model(env: Env) -> type[BaseModel] | None:

@@ -24,6 +24,7 @@ from keepwarm.settings_sections import AutoscaleSettings, Section, ServiceHealth
 
 SETTINGS_FILE = "app_settings.toml"
 MiB = 1024 * 1024
+_UNSET = object()  # settings_changes: a key one side does not have
 
 # The one pattern of a safe name (namespaces, fleet services, workflow names): a folder name on
 # every filesystem, never hidden, at most 64 characters.
@@ -189,6 +190,9 @@ class ClusterSettings(Section):
         description="let start accept a queue folder that other users can write (a team share whose "
         "members you trust: any of them can queue work that runs as you)",
     )
+    preload: bool | None = Field(
+        default=None, description="fork local loops from a template that ran preload() (default: if defined)"
+    )
     pool: bool = Field(default=False, description="run mode: use a process pool")
     cython: bool = Field(default=False, description="run mode: compile the worker with Cython")
     rapids: bool = Field(default=False, description="run mode: use RAPIDS (needs a CUDA GPU and cuDF)")
@@ -232,9 +236,6 @@ def settings_changes(before: AppSettings, after: AppSettings, limit: int = 5) ->
         for key in keys[:limit]
     ]
     return changes + ([f"{len(keys) - limit} more"] if len(keys) > limit else [])
-
-
-_UNSET = object()
 
 
 def _flat(table: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:

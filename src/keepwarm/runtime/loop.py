@@ -54,7 +54,10 @@ class WorkerLoop:
         incarnation: str | None = None,
         *,
         max_tasks: int | None = None,
+        preloaded: tuple[App, Any] | None = None,
     ) -> None:
+        """``preloaded``: the app and worker a template loaded and ran ``preload()`` on before it
+        forked this loop (``runtime/template.py``): the loop only calls ``start()``."""
         self.env = env
         self.settings = env.settings.cluster
         self.slot = slot
@@ -73,8 +76,9 @@ class WorkerLoop:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.in_flight: dict[str, asyncio.Task[Any]] = {}
         self.runner: AsyncRunner | None = None
-        self._app: App | None = None
-        self.worker: Any = None
+        self._app: App | None = preloaded[0] if preloaded else None
+        self.worker: Any = preloaded[1] if preloaded else None
+        self.forked = preloaded is not None
 
     @property
     def handled(self) -> int:
@@ -144,10 +148,17 @@ class WorkerLoop:
 
     def _start_worker(self) -> None:
         began = time.perf_counter()
-        self._app = self.steps.app = load_app(self.env)
+        if not self.forked:
+            self._app = load_app(self.env)
+        assert self._app is not None
+        self.steps.app = self._app
         if self._app.async_methods:
             self.runner = AsyncRunner()
-        self.worker = self._app.new_worker()
+        if not self.forked:
+            self.worker = self._app.new_worker()
+            if callable(getattr(self.worker, "preload", None)):
+                log.info("slot %s: spawned, not forked: preload() then start() in this loop", self.slot)
+            self.call(worker_method(self.worker, "preload"))
         self.call(worker_method(self.worker, "start"))
         gc.freeze()  # what start() loaded lives as long as the loop: collections need not scan it again
         self.heartbeat.start_sec = round(time.perf_counter() - began, 6)
@@ -209,6 +220,12 @@ class WorkerLoop:
             serve_one_by_one(self)
 
 
+def stop_on_signals(loop: WorkerLoop) -> None:
+    """SIGTERM and SIGINT ask ``loop`` to stop after its current task."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: loop.request_stop())
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m keepwarm.runtime.loop``: one loop of an app's service until SIGTERM."""
     parser = child_parser("keepwarm.runtime.loop", __doc__)
@@ -227,8 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeepwarmError as exc:
         log.error("%s", exc)
         return 1
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: loop.request_stop())
+    stop_on_signals(loop)
     if options.parent_pid:
         set_parent_death_signal(options.parent_pid)
     return loop.run()
