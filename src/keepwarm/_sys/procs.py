@@ -73,6 +73,32 @@ def set_parent_death_signal(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def set_child_subreaper() -> bool:
+    """Make this process adopt its orphaned descendants (Linux ``PR_SET_CHILD_SUBREAPER``): a loop
+    forked by a grandchild becomes this process's child, so it waits on the loop as on any child.
+    False where the system has no such call."""
+    if not sys.platform.startswith("linux"):
+        return False
+    pr_set_child_subreaper = 36
+    return int(ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)) == 0
+
+
+def set_process_name(name: str) -> None:
+    """This process's name as ``ps`` and ``/proc/<pid>/comm`` show it (Linux: at most 15 bytes)."""
+    if sys.platform.startswith("linux"):
+        pr_set_name = 15
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_name, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter ``/proc/<pid>/stat`` gives (``R``, ``S``, ``Z`` for a zombie...), None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0].decode()
+    except (OSError, IndexError):
+        return None
+
+
 def rss_bytes() -> int | None:
     """This process's resident memory in bytes (None where ``/proc`` cannot tell)."""
     try:

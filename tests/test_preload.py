@@ -1,0 +1,202 @@
+"""Warm starts: loops forked from a template process that ran the worker's ``preload()`` once.
+
+Real supervisors, templates and forked loops; every process is found through /proc and checked gone
+(or never a zombie) by its pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from keepwarm._sys.procs import process_alive, process_state
+from keepwarm.api import Service
+from keepwarm.env import Env
+from keepwarm.runtime.template import FORKED_LOOP_NAME
+
+from .conftest import Services, supervisor_state, wait_until, write_app
+
+WORKER = """
+import os
+import random
+import threading
+import time
+
+PRELOADED = {}
+
+
+class Worker:
+    def preload(self):
+        PRELOADED["pid"] = os.getpid()
+        PRELOADED["table"] = list(range(10_000))
+        if os.environ.get("PRELOAD_THREAD"):
+            threading.Thread(target=time.sleep, args=(60,), name="preload-sleeper", daemon=True).start()
+
+    def start(self):
+        self.start_pid = os.getpid()
+
+    def work(self, item):
+        time.sleep(item.args.get("seconds", 0))
+        return {
+            "preload_pid": PRELOADED.get("pid"),
+            "start_pid": self.start_pid,
+            "pid": os.getpid(),
+            "table": len(PRELOADED.get("table", ())),
+            "random": random.random(),
+        }
+"""
+
+SETTINGS = "[cluster]\nstop_timeout_sec = 5\nrestart_backoff_sec = 0.1\nheartbeat_interval_sec = 0.2\n"
+
+
+def preload_env(tmp_path: Path, name: str = "warm") -> Env:
+    return Env(write_app(tmp_path, name, WORKER, SETTINGS))
+
+
+def children(pid: int) -> list[int]:
+    """The pids of ``pid``'s children (from /proc/<pid>/task/*/children)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in task.read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def template_pid(supervisor: int) -> int | None:
+    """The supervisor's template child (forked loops share its command line, not its name)."""
+    found = [
+        pid
+        for pid in children(supervisor)
+        if "keepwarm.runtime.template" in command_line(pid) and process_name(pid) != FORKED_LOOP_NAME
+    ]
+    alive = [pid for pid in found if process_state(pid) not in (None, "Z")]
+    return alive[0] if alive else None
+
+
+def loop_pids(env: Env) -> dict[str, int]:
+    return {row.slot: row.pid for row in supervisor_state(env).loops if row.pid is not None}
+
+
+def served(service: Service, count: int, seconds: float = 0.0) -> list[dict[str, Any]]:
+    handles = service.submit_many({"args": {"seconds": seconds}} for _ in range(count))
+    return [handle.result(timeout=30) for handle in handles]
+
+
+def no_zombie_children(supervisor: int) -> bool:
+    return all(process_state(pid) != "Z" for pid in children(supervisor))
+
+
+def test_forked_loops_serve_are_replaced_by_forks_and_outlive_a_killed_template(
+    tmp_path: Path, services: Services
+) -> None:
+    env = preload_env(tmp_path)
+    service = services.start(env, slots=2)
+    supervisor = supervisor_state(env).pid
+    template = template_pid(supervisor)
+    assert template is not None, f"no template among the supervisor's children {children(supervisor)}"
+    loops = loop_pids(env)
+    assert set(loops.values()) <= set(children(supervisor)), "forked loops are the supervisor's children"
+
+    results = served(service, 8, seconds=0.05)
+    assert {r["preload_pid"] for r in results} == {template}, "preload() ran once, in the template"
+    assert all(r["start_pid"] == r["pid"] != template for r in results), "start() ran in each loop"
+    assert all(r["table"] == 10_000 for r in results)
+    assert {r["pid"] for r in results} <= set(loops.values())
+    by_loop: dict[int, set[float]] = {}
+    for r in results:
+        by_loop.setdefault(r["pid"], set()).add(r["random"])
+    assert len(by_loop) == 2, "both loops served (8 tasks of 50 ms)"
+    first, second = by_loop.values()
+    assert not first & second, "two forked loops drew the same random numbers"
+
+    victim = loops["loop-0"]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: loop_pids(env)["loop-0"] != victim, what="loop-0 replaced")
+    wait_until(lambda: process_state(victim) is None, what="the killed loop reaped, not a zombie")
+    replacement = loop_pids(env)["loop-0"]
+    assert template_pid(supervisor) == template
+    assert replacement in children(supervisor)
+
+    os.kill(template, signal.SIGKILL)
+    wait_until(
+        lambda: template_pid(supervisor) not in (None, template), what="a new template for the killed one"
+    )
+    new_template = template_pid(supervisor)
+    assert process_state(template) is None, "the killed template was reaped"
+    results = served(service, 4)
+    assert {r["preload_pid"] for r in results} == {template}, "loops forked earlier still serve"
+    assert {r["pid"] for r in results} <= {replacement, loops["loop-1"]}
+
+    os.kill(replacement, signal.SIGKILL)
+    wait_until(lambda: loop_pids(env)["loop-0"] != replacement, what="loop-0 replaced again")
+    newest = loop_pids(env)["loop-0"]
+    wait_until(lambda: service.status().workers_healthy_count == 2, what="both loops ready")
+    os.kill(loops["loop-1"], signal.SIGSTOP)  # only the newest loop serves now
+    try:
+        (result,) = served(service, 1)
+    finally:
+        os.kill(loops["loop-1"], signal.SIGCONT)
+    assert result["pid"] == newest and result["preload_pid"] == new_template
+    assert no_zombie_children(supervisor) and no_zombie_children(new_template), "intermediates reaped"
+
+    everyone = [supervisor, new_template, *loop_pids(env).values()]
+    service.stop(timeout=30)
+    wait_until(
+        lambda: not any(process_alive(pid) for pid in everyone), what="every process of the service gone"
+    )
+
+
+def test_a_killed_supervisor_takes_its_template_and_forked_loops_with_it(
+    tmp_path: Path, services: Services
+) -> None:
+    env = preload_env(tmp_path)
+    services.start(env, slots=2)
+    supervisor = supervisor_state(env).pid
+    everyone = [supervisor, template_pid(supervisor), *loop_pids(env).values()]
+    assert None not in everyone and len(everyone) == 4
+    os.kill(supervisor, signal.SIGKILL)
+    wait_until(
+        lambda: not any(process_alive(pid) for pid in everyone if pid is not None),
+        what="the template and loops to exit with their supervisor",
+    )
+
+
+def test_a_preload_that_leaves_a_thread_is_refused_and_loops_spawn_cold(
+    tmp_path: Path, services: Services, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("PRELOAD_THREAD", "1")
+    env = preload_env(tmp_path, "threaded")
+    service = services.start(env, slots=1)
+    (result,) = served(service, 1)
+    assert result["preload_pid"] == result["start_pid"] == result["pid"], "preload() ran in the spawned loop"
+    log = service.supervisor_log.read_text()
+    assert "preload() left 1 thread(s) running: preload-sleeper" in log
+    assert "loops are spawned cold instead" in log
+    assert template_pid(supervisor_state(env).pid) is None
+
+
+def test_preload_false_spawns_every_loop_and_still_calls_preload(tmp_path: Path, services: Services) -> None:
+    env = Env(write_app(tmp_path, "cold", WORKER, SETTINGS + "preload = false\n"))
+    service = services.start(env, slots=1)
+    (result,) = served(service, 1)
+    assert result["preload_pid"] == result["start_pid"] == result["pid"]
+    assert result["table"] == 10_000
+    assert template_pid(supervisor_state(env).pid) is None
