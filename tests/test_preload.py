@@ -114,6 +114,7 @@ def test_forked_loops_serve_are_replaced_by_forks_and_outlive_a_killed_template(
     assert template is not None, f"no template among the supervisor's children {children(supervisor)}"
     loops = loop_pids(env)
     assert set(loops.values()) <= set(children(supervisor)), "forked loops are the supervisor's children"
+    assert {process_name(pid) for pid in loops.values()} == {FORKED_LOOP_NAME}
 
     results = served(service, 8, seconds=0.05)
     assert {r["preload_pid"] for r in results} == {template}, "preload() ran once, in the template"
@@ -164,12 +165,15 @@ def test_forked_loops_serve_are_replaced_by_forks_and_outlive_a_killed_template(
     )
 
 
-def test_a_killed_supervisor_takes_its_template_and_forked_loops_with_it(
+def test_scaling_up_forks_and_a_killed_supervisor_takes_its_template_and_loops_with_it(
     tmp_path: Path, services: Services
 ) -> None:
     env = preload_env(tmp_path)
-    services.start(env, slots=2)
+    service = services.start(env, slots=1)
+    service.scale(2)
+    wait_until(lambda: service.status().workers_healthy_count == 2, what="the second loop ready")
     supervisor = supervisor_state(env).pid
+    assert {process_name(pid) for pid in loop_pids(env).values()} == {FORKED_LOOP_NAME}
     everyone = [supervisor, template_pid(supervisor), *loop_pids(env).values()]
     assert None not in everyone and len(everyone) == 4
     os.kill(supervisor, signal.SIGKILL)
@@ -191,6 +195,7 @@ def test_a_preload_that_leaves_a_thread_is_refused_and_loops_spawn_cold(
     assert "preload() left 1 thread(s) running: preload-sleeper" in log
     assert "loops are spawned cold instead" in log
     assert template_pid(supervisor_state(env).pid) is None
+    assert process_name(result["pid"]) != FORKED_LOOP_NAME
 
 
 def test_preload_false_spawns_every_loop_and_still_calls_preload(tmp_path: Path, services: Services) -> None:

@@ -25,7 +25,7 @@ from keepwarm.env import Env, app_python
 from keepwarm.queue.layout import loop_log_name
 from keepwarm.runtime.loop import new_incarnation
 from keepwarm.runtime.template import MODULE as TEMPLATE_MODULE
-from keepwarm.runtime.template import ForkRequest, Template, TemplateError
+from keepwarm.runtime.template import ForkRequest, Template, TemplateError, TemplateStatus
 
 log = logging.getLogger("keepwarm.backends.local")
 
@@ -174,6 +174,10 @@ class LocalBackend(LoopBackend):
             template.stop()
             template.start()
         return None
+
+    def template_status(self) -> TemplateStatus | None:
+        """The template's state and preload time (None: preload is off)."""
+        return self.template.status() if self.template is not None else None
 
     def close(self, *, shutdown: bool | None = None) -> None:
         """Stop the template; loops it forked are the supervisor's own."""

@@ -71,6 +71,17 @@ class ForkRequest:
     log_path: str
 
 
+@dataclass(frozen=True)
+class TemplateStatus:
+    """What health and status can show of a service's template."""
+
+    state: str  # starting, ready, failed (its preload: loops are spawned cold), stopped
+    pid: int | None
+    preload_sec: float | None
+    error: str | None
+    starts: int  # more than 1: the template died and was started again
+
+
 # ---------------------------------------------------------------------- the supervisor's side
 
 
@@ -111,6 +122,10 @@ class Template:
         self.state, self.error, self.preload_sec = "starting", None, None
         self.starts += 1
         log.info("template pid %s started (preloading %s)", self.process.pid, self.env.app_target)
+
+    def status(self) -> TemplateStatus:
+        """Its state, pid, preload time, error and how often it was started."""
+        return TemplateStatus(self.state, self.pid, self.preload_sec, self.error, self.starts)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
