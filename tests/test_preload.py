@@ -157,6 +157,13 @@ def test_forked_loops_serve_are_replaced_by_forks_and_outlive_a_killed_template(
         os.kill(loops["loop-1"], signal.SIGCONT)
     assert result["pid"] == newest and result["preload_pid"] == new_template
     assert no_zombie_children(supervisor) and no_zombie_children(new_template), "intermediates reaped"
+    events = service.queue.events
+    assert [(e["pid"], e["starts"]) for e in events.read("template-started")] == [
+        (template, 1),
+        (new_template, 2),
+    ]
+    ready = events.read("template-ready")
+    assert [e["pid"] for e in ready] == [template, new_template] and all(e["preload_sec"] > 0 for e in ready)
 
     everyone = [supervisor, new_template, *loop_pids(env).values()]
     service.stop(timeout=30)
@@ -194,6 +201,8 @@ def test_a_preload_that_leaves_a_thread_is_refused_and_loops_spawn_cold(
     log = service.supervisor_log.read_text()
     assert "preload() left 1 thread(s) running: preload-sleeper" in log
     assert "loops are spawned cold instead" in log
+    (failed,) = service.queue.events.read("template-failed")
+    assert "preload-sleeper" in failed["error"]
     assert template_pid(supervisor_state(env).pid) is None
     assert process_name(result["pid"]) != FORKED_LOOP_NAME
 

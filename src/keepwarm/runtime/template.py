@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from keepwarm._sys.procs import set_parent_death_signal, set_process_name, signa
 from keepwarm.app import App, load_app, worker_method
 from keepwarm.env import Env
 from keepwarm.errors import AppError, KeepwarmError
+from keepwarm.queue.events import EventLog
 from keepwarm.runtime.loop import WorkerLoop, stop_on_signals
 
 log = logging.getLogger("keepwarm.runtime.template")
@@ -199,6 +200,30 @@ class Template:
         line, _, self._buffer = self._buffer.partition(b"\n")
         answer: dict[str, Any] = json.loads(line)
         return answer
+
+
+class TemplateEvents:
+    """A backend's template in the service's events log: each start (a restart is planned: the old
+    template died, loops it forked serve on), its preload time once ready, its preload's failure."""
+
+    def __init__(self, backend: object) -> None:
+        self.status_of: Callable[[], TemplateStatus | None] | None = getattr(backend, "template_status", None)
+        self.seen: TemplateStatus | None = None
+
+    def record(self, events: EventLog) -> None:
+        """Append what changed since the last call."""
+        status = self.status_of() if self.status_of is not None else None
+        before, self.seen = self.seen, status
+        if status is None or status == before:
+            return
+        if before is None or status.starts != before.starts:
+            events.append("template-started", pid=status.pid, starts=status.starts, planned=True)
+        if status.state == "ready" and (
+            before is None or (before.state, before.pid) != ("ready", status.pid)
+        ):
+            events.append("template-ready", pid=status.pid, preload_sec=status.preload_sec)
+        if status.state == "failed" and (before is None or before.state != "failed"):
+            events.append("template-failed", pid=status.pid, error=status.error)
 
 
 # ---------------------------------------------------------------------- the template's side
