@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import threading
 import time
 
 PRELOADED = {}
+VERSION = 1
 
 
 class Worker:
@@ -45,6 +47,7 @@ class Worker:
             "pid": os.getpid(),
             "table": len(PRELOADED.get("table", ())),
             "random": random.random(),
+            "version": VERSION,
         }
 """
 
@@ -205,6 +208,24 @@ def test_a_preload_that_leaves_a_thread_is_refused_and_loops_spawn_cold(
     assert "preload-sleeper" in failed["error"]
     assert template_pid(supervisor_state(env).pid) is None
     assert process_name(result["pid"]) != FORKED_LOOP_NAME
+
+
+def test_a_loop_started_after_the_app_changed_runs_the_new_code_from_a_new_template(
+    tmp_path: Path, services: Services
+) -> None:
+    env = preload_env(tmp_path, "deployed")
+    service = services.start(env, slots=1)
+    (before,) = served(service, 1)
+    assert before["version"] == 1
+    worker = env.app_dir / "deployed_code" / "worker.py"
+    worker.write_text(worker.read_text().replace("VERSION = 1", "VERSION = 2"))
+    os.utime(worker, (time.time() + 2, time.time() + 2))
+    os.kill(before["pid"], signal.SIGKILL)
+    wait_until(lambda: loop_pids(env)["loop-0"] != before["pid"], what="loop-0 replaced")
+    (after,) = served(service, 1)
+    assert after["version"] == 2 and after["preload_pid"] != before["preload_pid"]
+    assert process_name(after["pid"]) == FORKED_LOOP_NAME
+    assert [e["starts"] for e in service.queue.events.read("template-started")] == [1, 2]
 
 
 def test_preload_false_spawns_every_loop_and_still_calls_preload(tmp_path: Path, services: Services) -> None:

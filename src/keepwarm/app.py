@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -189,6 +190,30 @@ def defines_preload(env: Env) -> bool:
                 for node in tree.body
             )
     return False
+
+
+SOURCE_SUFFIXES = (".py", ".toml")
+
+
+def source_stamp(app_dir: Path, share_root: Path | None = None) -> tuple[int, float]:
+    """How many ``.py`` and ``.toml`` files the app folder holds and their latest mtime (hidden
+    folders, ``__pycache__`` and a share inside the app folder left out): a change of the app's code
+    or settings changes it."""
+    count, latest = 0, 0.0
+    for folder, names, files in os.walk(app_dir):
+        names[:] = [
+            name
+            for name in names
+            if not name.startswith(".") and name != "__pycache__" and Path(folder, name) != share_root
+        ]
+        for name in files:
+            if name.endswith(SOURCE_SUFFIXES):
+                try:
+                    latest = max(latest, os.stat(os.path.join(folder, name)).st_mtime)
+                except OSError:
+                    continue
+                count += 1
+    return count, latest
 
 
 def load_args_model(env: Env) -> type[BaseModel] | None:

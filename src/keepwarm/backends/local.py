@@ -19,7 +19,7 @@ from keepwarm._sys.child import child_command, flag
 from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm._sys.logfiles import rotated
 from keepwarm._sys.procs import process_alive, set_child_subreaper, signal_quietly
-from keepwarm.app import defines_preload
+from keepwarm.app import defines_preload, source_stamp
 from keepwarm.backends.base import LoopBackend, LoopHandle
 from keepwarm.env import Env, app_python
 from keepwarm.queue.layout import loop_log_name
@@ -122,6 +122,7 @@ class LocalBackend(LoopBackend):
         self.env = env
         self.python: Path | None = None  # the app's interpreter, found by open()
         self.template: Template | None = None  # with [cluster] preload on
+        self.stamp: tuple[int, float] | None = None  # the app's source when the template started
 
     def open(self, supervisor: str, wake: Callable[[], None], slots: int) -> None:
         """Find the app's interpreter (an isolated app's must be installed); with preload on, become
@@ -133,6 +134,7 @@ class LocalBackend(LoopBackend):
                 return
             log_path = rotated(ensure_private_dir(self.env.log_dir) / loop_log_name("template"))
             self.template = Template(self.env, self.python, log_path)
+            self.stamp = source_stamp(self.env.app_dir, self.env.share_root)
             self.template.start()
 
     def spawn(self, slot: str, *, max_tasks: int | None = None) -> LoopProcess | ForkedLoop:
@@ -152,6 +154,13 @@ class LocalBackend(LoopBackend):
         if template is None:
             return None
         self.check()
+        if (stamp := source_stamp(self.env.app_dir, self.env.share_root)) != self.stamp:
+            # A restart after a deploy must run the new code, as a spawned loop would; a preload
+            # that failed gets another chance with it.
+            log.info("the app changed since the template preloaded it: starting a new template")
+            self.stamp = stamp
+            template.stop()
+            template.start()
         if not template.wait_ready(self.env.settings.cluster.start_timeout_sec):
             return None
         incarnation = new_incarnation()
