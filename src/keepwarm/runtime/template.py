@@ -114,14 +114,21 @@ class Template:
             env=self.env,
             python=self.python,
         )
-        with open(self.log_path, "ab") as out:
-            self.process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=(theirs.fileno(),)
-            )
-        theirs.close()
+        self.starts += 1
+        try:
+            with open(self.log_path, "ab") as out:
+                self.process = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=(theirs.fileno(),)
+                )
+        except OSError as exc:
+            ours.close()
+            self.state, self.error = "failed", f"the template could not be started: {exc}"
+            log.error("%s; loops are spawned cold instead", self.error)
+            return
+        finally:
+            theirs.close()
         self.channel, self._buffer = ours, b""
         self.state, self.error, self.preload_sec = "starting", None, None
-        self.starts += 1
         log.info("template pid %s started (preloading %s)", self.process.pid, self.env.app_target)
 
     def status(self) -> TemplateStatus:
@@ -190,15 +197,25 @@ class Template:
                 data = self.channel.recv(65536)
             except TimeoutError:
                 continue
+            except OSError as exc:
+                raise TemplateError(f"template {self.pid}: its channel failed: {exc}") from None
             if not data:
-                code = self.process.wait(timeout=5) if self.process is not None else None
+                try:
+                    code = self.process.wait(timeout=2) if self.process is not None else None
+                except subprocess.TimeoutExpired:
+                    code = None
                 raise TemplateError(
                     f"template {self.pid} exited (code {code}); its log ({self.log_path}) ends with:\n"
                     f"{log_tail(self.log_path, 5)}"
                 )
             self._buffer += data
         line, _, self._buffer = self._buffer.partition(b"\n")
-        answer: dict[str, Any] = json.loads(line)
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise TemplateError(f"template {self.pid} answered {line[:200]!r}, not a JSON object")
         return answer
 
 
