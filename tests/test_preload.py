@@ -39,7 +39,24 @@ class Worker:
     def start(self):
         self.start_pid = os.getpid()
 
+    def orphan(self):
+        # A daemon double-forked, as some libraries do: orphaned at once, it exits 0.3 s later.
+        read_end, write_end = os.pipe()
+        middle = os.fork()
+        if middle == 0:
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(0.3)
+                os._exit(0)
+            os.write(write_end, str(pid).encode())
+            os._exit(0)
+        os.waitpid(middle, 0)
+        os.close(write_end)
+        return int(os.read(read_end, 32))
+
     def work(self, item):
+        if item.args.get("orphan"):
+            return {"orphan": self.orphan()}
         time.sleep(item.args.get("seconds", 0))
         return {
             "preload_pid": PRELOADED.get("pid"),
@@ -210,13 +227,16 @@ def test_a_preload_that_leaves_a_thread_is_refused_and_loops_spawn_cold(
     assert process_name(result["pid"]) != FORKED_LOOP_NAME
 
 
-def test_a_loop_started_after_the_app_changed_runs_the_new_code_from_a_new_template(
+def test_orphans_a_loop_leaves_are_reaped_and_after_a_deploy_loops_fork_from_a_new_template(
     tmp_path: Path, services: Services
 ) -> None:
     env = preload_env(tmp_path, "deployed")
     service = services.start(env, slots=1)
     (before,) = served(service, 1)
     assert before["version"] == 1
+    orphan = service.submit({"orphan": True}).result(timeout=30)["orphan"]
+    assert orphan in children(supervisor_state(env).pid), "the supervisor adopted the loop's orphan"
+    wait_until(lambda: process_state(orphan) is None, what="the adopted orphan reaped, not left a zombie")
     worker = env.app_dir / "deployed_code" / "worker.py"
     worker.write_text(worker.read_text().replace("VERSION = 1", "VERSION = 2"))
     os.utime(worker, (time.time() + 2, time.time() + 2))

@@ -90,6 +90,23 @@ def set_process_name(name: str) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_name, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
+def child_pids(pid: int | str = "self") -> list[int]:
+    """The pids of a process's children (``/proc/<pid>/task/*/children``; none where Linux does not
+    tell)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as children:
+                found += [int(child) for child in children.read().split()]
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def process_state(pid: int) -> str | None:
     """The state letter ``/proc/<pid>/stat`` gives (``R``, ``S``, ``Z`` for a zombie...), None when gone."""
     try:

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import subprocess
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 from keepwarm._sys.child import child_command, flag
 from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm._sys.logfiles import rotated
-from keepwarm._sys.procs import process_alive, set_child_subreaper, signal_quietly
+from keepwarm._sys.procs import child_pids, process_alive, process_state, set_child_subreaper, signal_quietly
 from keepwarm.app import defines_preload, source_stamp
 from keepwarm.backends.base import LoopBackend, LoopHandle
 from keepwarm.env import Env, app_python
@@ -123,6 +124,9 @@ class LocalBackend(LoopBackend):
         self.python: Path | None = None  # the app's interpreter, found by open()
         self.template: Template | None = None  # with [cluster] preload on
         self.stamp: tuple[int, float] | None = None  # the app's source when the template started
+        self.handles: weakref.WeakValueDictionary[int, LoopProcess | ForkedLoop] = (
+            weakref.WeakValueDictionary()
+        )
 
     def open(self, supervisor: str, wake: Callable[[], None], slots: int) -> None:
         """Find the app's interpreter (an isolated app's must be installed); with preload on, become
@@ -147,6 +151,7 @@ class LocalBackend(LoopBackend):
             loop.wake_fd = os.pidfd_open(loop.pid)
         except OSError:
             loop.wake_fd = None
+        self.handles[loop.pid] = loop
         return loop
 
     def _fork(self, slot: str, max_tasks: int | None) -> ForkedLoop | None:
@@ -177,12 +182,25 @@ class LocalBackend(LoopBackend):
         """A template that died (not one whose preload failed) is started again at once: a
         planned event, never a reason to stop the service."""
         template = self.template
-        if template is not None and template.state != "failed" and not template.alive():
+        if template is None:
+            return None
+        if template.state != "failed" and not template.alive():
             code = template.process.poll() if template.process is not None else None
             log.warning("template pid %s exited (code %s); starting a new one", template.pid, code)
             template.stop()
             template.start()
+        self._reap_adopted(template.pid)
         return None
+
+    def _reap_adopted(self, template: int | None) -> None:
+        """As a subreaper, the supervisor also adopts what a loop's own children leave (a daemon an
+        app double-forked): those that exited are reaped here; loops and the template by their handles."""
+        for pid in child_pids():
+            if pid not in self.handles and pid != template and process_state(pid) == "Z":
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
 
     def template_status(self) -> TemplateStatus | None:
         """The template's state and preload time (None: preload is off)."""
