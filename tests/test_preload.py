@@ -17,6 +17,7 @@ from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.runtime.template import FORKED_LOOP_NAME
 
+from .chaos.harness import ChaosPlan, chaos_app, run_chaos
 from .conftest import Services, supervisor_state, wait_until, write_app
 
 WORKER = """
@@ -135,6 +136,8 @@ def test_forked_loops_serve_are_replaced_by_forks_and_outlive_a_killed_template(
     loops = loop_pids(env)
     assert set(loops.values()) <= set(children(supervisor)), "forked loops are the supervisor's children"
     assert {process_name(pid) for pid in loops.values()} == {FORKED_LOOP_NAME}
+    rows = supervisor_state(env).loops
+    assert all(process_alive(row.pid, row.incarnation) for row in rows), "incarnations on command lines"
 
     results = served(service, 8, seconds=0.05)
     assert {r["preload_pid"] for r in results} == {template}, "preload() ran once, in the template"
@@ -161,6 +164,7 @@ def test_forked_loops_serve_are_replaced_by_forks_and_outlive_a_killed_template(
         lambda: template_pid(supervisor) not in (None, template), what="a new template for the killed one"
     )
     new_template = template_pid(supervisor)
+    assert new_template is not None
     assert process_state(template) is None, "the killed template was reaped"
     results = served(service, 4)
     assert {r["preload_pid"] for r in results} == {template}, "loops forked earlier still serve"
@@ -255,3 +259,17 @@ def test_preload_false_spawns_every_loop_and_still_calls_preload(tmp_path: Path,
     assert result["preload_pid"] == result["start_pid"] == result["pid"]
     assert result["table"] == 10_000
     assert template_pid(supervisor_state(env).pid) is None
+
+
+def test_chaos_with_forked_loops_loses_nothing(tmp_path: Path, services: Services) -> None:
+    """Loops killed every 200 ms, one frozen, the supervisor killed and started again, all on forked
+    loops (the flaky app with ``preload = true``: its preload() is the default, nothing)."""
+    plan = ChaosPlan(backend="local", tasks=1000, loops=4, seconds=4.0, seed=6, settle_timeout=120)
+    env = chaos_app(tmp_path, plan, cluster="preload = true\n")
+    services.envs.append(env)
+    report = run_chaos(env, plan)
+    assert report.problems() == [], report.table()
+    assert len(report.done) == 1000 and not report.lost and not report.failed
+    assert len(report.kills) >= 5, report.table()
+    forked = [log for log in env.log_dir.glob("loop-*.log") if "forked warm" in log.read_text()]
+    assert len(forked) == 4, "every slot's loops were forked"

@@ -90,6 +90,23 @@ def set_process_name(name: str) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_name, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
+def set_command_line(words: list[str]) -> bool:
+    """Rewrite what ``/proc/<pid>/cmdline`` (and ``ps``) show for this process, in place, within the
+    room its own command line had (a forked process otherwise shows its parent's); False when the
+    words do not fit or Linux does not say where the command line is."""
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start and arg_end: fields 48 and 49
+    except (OSError, IndexError, ValueError):
+        return False
+    text = b"\0".join(word.encode() for word in words) + b"\0"
+    if not start or end - start < len(text):
+        return False
+    ctypes.memmove(start, text.ljust(end - start, b"\0"), end - start)
+    return True
+
+
 def child_pids(pid: int | str = "self") -> list[int]:
     """The pids of a process's children (``/proc/<pid>/task/*/children``; none where Linux does not
     tell)."""

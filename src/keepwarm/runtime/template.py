@@ -43,7 +43,7 @@ from typing import Any
 
 from keepwarm._sys.child import child_command, child_parser
 from keepwarm._sys.logfiles import log_tail
-from keepwarm._sys.procs import set_parent_death_signal, set_process_name, signal_quietly
+from keepwarm._sys.procs import set_command_line, set_parent_death_signal, set_process_name, signal_quietly
 from keepwarm.app import App, load_app, worker_method
 from keepwarm.env import Env
 from keepwarm.errors import AppError, KeepwarmError
@@ -309,6 +309,8 @@ def run_forked_loop(
             time.sleep(0.0005)
         set_parent_death_signal(supervisor)
         set_process_name(FORKED_LOOP_NAME)
+        # Its incarnation on its command line, as a spawned loop's: what tells a live loop from a reused pid.
+        set_command_line([FORKED_LOOP_NAME, "--slot", request.slot, "--incarnation", request.incarnation])
         _redirect_output(request, control_fd)
         random.seed()
         numpy = sys.modules.get("numpy")
