@@ -227,6 +227,10 @@ def test_a_preload_that_leaves_a_thread_is_refused_and_loops_spawn_cold(
     assert "loops are spawned cold instead" in log
     (failed,) = service.queue.events.read("template-failed")
     assert "preload-sleeper" in failed["error"]
+    wait_until(
+        lambda: any("template-failed: " in c and "preload-sleeper" in c for c in service.status().conditions),
+        what="health to say the template's preload failed",
+    )
     assert template_pid(supervisor_state(env).pid) is None
     assert process_name(result["pid"]) != FORKED_LOOP_NAME
 

@@ -48,6 +48,7 @@ from keepwarm.app import App, load_app, worker_method
 from keepwarm.env import Env
 from keepwarm.errors import AppError, KeepwarmError
 from keepwarm.queue.events import EventLog
+from keepwarm.queue.state import Condition, ConditionKind
 from keepwarm.runtime.loop import WorkerLoop, stop_on_signals
 
 log = logging.getLogger("keepwarm.runtime.template")
@@ -55,6 +56,7 @@ log = logging.getLogger("keepwarm.runtime.template")
 MODULE = "keepwarm.runtime.template"
 REPARENT_TIMEOUT_SEC = 5.0  # a forked loop waits this long to become the supervisor's child
 FORKED_LOOP_NAME = "keepwarm-loop"  # a forked loop's process name (its command line is the template's)
+FAILED_CONDITION = "template-failed: "  # a health condition while loops are spawned cold instead
 FORK_TIMEOUT_SEC = 10.0  # the supervisor waits this long for the template to answer a fork request
 
 
@@ -227,12 +229,19 @@ class TemplateEvents:
         self.status_of: Callable[[], TemplateStatus | None] | None = getattr(backend, "template_status", None)
         self.seen: TemplateStatus | None = None
 
-    def record(self, events: EventLog) -> None:
-        """Append what changed since the last call."""
+    def record(self, events: EventLog, conditions: list[Condition]) -> None:
+        """Append what changed since the last call; while the template's preload has failed, the
+        service's ``conditions`` (shown by health) say so."""
         status = self.status_of() if self.status_of is not None else None
         before, self.seen = self.seen, status
         if status is None or status == before:
             return
+        conditions[:] = [c for c in conditions if not str(c).startswith(FAILED_CONDITION)]
+        if status.state == "failed":
+            error = (status.error or "").splitlines()[0] if status.error else "unknown"
+            conditions.append(
+                Condition(ConditionKind.OTHER, f"{FAILED_CONDITION}{error}; loops are spawned cold")
+            )
         if before is None or status.starts != before.starts:
             events.append("template-started", pid=status.pid, starts=status.starts, planned=True)
         if status.state == "ready" and (

@@ -155,7 +155,7 @@ class Supervisor:
                 self._advance_rolling()
                 self._check_drain()
                 check_backend(self, time.monotonic())
-                self.template_events.record(self.events)
+                self.template_events.record(self.events, self.conditions)
                 self.publisher.periodic()
         self._shutdown()
         return 1 if self.failure else 0
