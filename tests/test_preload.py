@@ -136,6 +136,7 @@ def test_forked_loops_serve_are_replaced_by_forks_and_outlive_a_killed_template(
     loops = loop_pids(env)
     assert set(loops.values()) <= set(children(supervisor)), "forked loops are the supervisor's children"
     assert {process_name(pid) for pid in loops.values()} == {FORKED_LOOP_NAME}
+    assert f"(pid {loops['loop-0']}, forked)" in service.supervisor_log.read_text()
     rows = supervisor_state(env).loops
     assert all(process_alive(row.pid, row.incarnation) for row in rows), "incarnations on command lines"
 

@@ -395,7 +395,8 @@ class Supervisor:
 
 
 def _where(proc: LoopHandle) -> str:
-    return f"pid {proc.pid}" if proc.pid is not None else f"{type(proc).__name__} {proc.incarnation}"
+    how = ", forked" if getattr(proc, "forked", False) else ""  # [cluster] preload: from the template
+    return f"pid {proc.pid}{how}" if proc.pid is not None else f"{type(proc).__name__} {proc.incarnation}"
 
 
 def acquire_lock(lock_path: Path) -> int | None:
