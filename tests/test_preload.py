@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from keepwarm._sys.procs import process_alive, process_state
 from keepwarm.api import Service
 from keepwarm.env import Env
+from keepwarm.queue.state import read_supervisor_state
 from keepwarm.runtime.template import FORKED_LOOP_NAME
 
 from .chaos.harness import ChaosPlan, chaos_app, run_chaos
@@ -32,6 +34,7 @@ VERSION = 1
 
 class Worker:
     def preload(self):
+        time.sleep(float(os.environ.get("PRELOAD_SLEEP", 0)))
         PRELOADED["pid"] = os.getpid()
         PRELOADED["table"] = list(range(10_000))
         if os.environ.get("PRELOAD_THREAD"):
@@ -255,6 +258,27 @@ def test_orphans_a_loop_leaves_are_reaped_and_after_a_deploy_loops_fork_from_a_n
     assert after["version"] == 2 and after["preload_pid"] != before["preload_pid"]
     assert process_name(after["pid"]) == FORKED_LOOP_NAME
     assert [e["starts"] for e in service.queue.events.read("template-started")] == [1, 2]
+
+
+def test_the_supervisor_keeps_its_heartbeat_while_a_slow_preload_runs(
+    tmp_path: Path, services: Services, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("PRELOAD_SLEEP", "2.5")
+    env = Env(write_app(tmp_path, "slow", WORKER, SETTINGS + "heartbeat_timeout_sec = 1\n"))
+    ages: list[float] = []
+    starting = threading.Thread(target=services.start, args=(env,), kwargs={"slots": 1})
+    starting.start()
+    while starting.is_alive():
+        state = read_supervisor_state(env.service_dir / "supervisor.json")
+        if state is not None:
+            ages.append(time.time() - state.timestamp)
+        time.sleep(0.05)
+    starting.join()
+    assert supervisor_state(env).loops[0].pid is not None
+    assert len(ages) > 20, f"supervisor.json first written {len(ages) * 0.05:.2f} s before start returned"
+    assert max(ages) < 1.0, f"supervisor.json went {max(ages):.2f} s unwritten while the preload ran"
+    (result,) = served(Service(env), 1)
+    assert result["preload_pid"] != result["pid"]
 
 
 def test_preload_false_spawns_every_loop_and_still_calls_preload(tmp_path: Path, services: Services) -> None:

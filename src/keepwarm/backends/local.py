@@ -124,6 +124,7 @@ class LocalBackend(LoopBackend):
         self.python: Path | None = None  # the app's interpreter, found by open()
         self.template: Template | None = None  # with [cluster] preload on
         self.stamp: tuple[int, float] | None = None  # the app's source when the template started
+        self.keepalive: Callable[[], None] | None = None  # the supervisor's heartbeat, while a preload runs
         self.handles: weakref.WeakValueDictionary[int, LoopProcess | ForkedLoop] = (
             weakref.WeakValueDictionary()
         )
@@ -166,7 +167,7 @@ class LocalBackend(LoopBackend):
             self.stamp = stamp
             template.stop()
             template.start()
-        if not template.wait_ready(self.env.settings.cluster.start_timeout_sec):
+        if not template.wait_ready(self.env.settings.cluster.start_timeout_sec, self.keepalive):
             return None
         incarnation = new_incarnation()
         log_path = rotated(ensure_private_dir(self.env.log_dir) / loop_log_name(slot))

@@ -55,9 +55,10 @@ log = logging.getLogger("keepwarm.runtime.template")
 
 MODULE = "keepwarm.runtime.template"
 REPARENT_TIMEOUT_SEC = 5.0  # a forked loop waits this long to become the supervisor's child
-FORKED_LOOP_NAME = "keepwarm-loop"  # a forked loop's process name (its command line is the template's)
+FORKED_LOOP_NAME = "keepwarm-loop"  # a forked loop's process name
 FAILED_CONDITION = "template-failed: "  # a health condition while loops are spawned cold instead
 FORK_TIMEOUT_SEC = 10.0  # the supervisor waits this long for the template to answer a fork request
+KEEPALIVE_SEC = 0.5  # while the supervisor waits on a preload, it writes its own heartbeat this often
 
 
 class TemplateError(KeepwarmError):
@@ -140,11 +141,12 @@ class Template:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def wait_ready(self, timeout: float) -> bool:
-        """Whether the template is ready to fork, waiting up to ``timeout`` for its preload."""
+    def wait_ready(self, timeout: float, keepalive: Callable[[], None] | None = None) -> bool:
+        """Whether the template is ready to fork, waiting up to ``timeout`` for its preload (calling
+        ``keepalive`` every KEEPALIVE_SEC meanwhile: the supervisor's own heartbeat)."""
         if self.state == "starting":
             try:
-                answer = self._receive(time.monotonic() + timeout)
+                answer = self._receive(time.monotonic() + timeout, keepalive)
             except TemplateError as exc:
                 self._failed(str(exc))
             else:
@@ -188,16 +190,18 @@ class Template:
         log.error("template pid %s: %s; loops are spawned cold instead", self.pid, error)
         self.stop()
 
-    def _receive(self, deadline: float) -> dict[str, Any]:
+    def _receive(self, deadline: float, keepalive: Callable[[], None] | None = None) -> dict[str, Any]:
         assert self.channel is not None
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TemplateError(f"template {self.pid} did not answer in time")
-            self.channel.settimeout(left)
+            self.channel.settimeout(min(left, KEEPALIVE_SEC) if keepalive is not None else left)
             try:
                 data = self.channel.recv(65536)
             except TimeoutError:
+                if keepalive is not None:
+                    keepalive()
                 continue
             except OSError as exc:
                 raise TemplateError(f"template {self.pid}: its channel failed: {exc}") from None
@@ -221,13 +225,16 @@ class Template:
         return answer
 
 
-class TemplateEvents:
-    """A backend's template in the service's events log: each start (a restart is planned: the old
-    template died, loops it forked serve on), its preload time once ready, its preload's failure."""
+class TemplateWatch:
+    """What the supervisor does about its backend's template: each start (a restart is planned: the
+    old template died, loops it forked serve on), its preload time once ready and its preload's
+    failure in the events log; and its own heartbeat (``keepalive``) while a spawn waits on a preload."""
 
-    def __init__(self, backend: object) -> None:
+    def __init__(self, backend: object, keepalive: Callable[[], None]) -> None:
         self.status_of: Callable[[], TemplateStatus | None] | None = getattr(backend, "template_status", None)
         self.seen: TemplateStatus | None = None
+        if hasattr(backend, "keepalive"):
+            backend.keepalive = keepalive
 
     def record(self, events: EventLog, conditions: list[Condition]) -> None:
         """Append what changed since the last call; while the template's preload has failed, the

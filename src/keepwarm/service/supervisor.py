@@ -44,7 +44,7 @@ from keepwarm.queue.state import (
 from keepwarm.queue.task import utc_now
 from keepwarm.queue.taskqueue import TaskQueue
 from keepwarm.runtime.heartbeat import Heartbeat, read_heartbeat
-from keepwarm.runtime.template import TemplateEvents
+from keepwarm.runtime.template import TemplateWatch
 from keepwarm.service.autoscale import Autoscaler
 from keepwarm.service.commands import obey_commands
 from keepwarm.service.exits import loop_exited
@@ -131,7 +131,7 @@ class Supervisor:
             self.orphan_backend = make_backend(self.env, previous.backend)
         try:
             self.backend.open(self.incarnation, self.wake, self.desired)
-            self.template_events = TemplateEvents(self.backend)  # [cluster] preload: the template's events
+            self.template_watch = TemplateWatch(self.backend, self.publisher.write_state)  # [cluster] preload
         except Exception as exc:
             log.error("%s", exc, exc_info=not isinstance(exc, KeepwarmError))
             self.events.append("start-failed", incarnation=self.incarnation, error=str(exc))
@@ -155,7 +155,7 @@ class Supervisor:
                 self._advance_rolling()
                 self._check_drain()
                 check_backend(self, time.monotonic())
-                self.template_events.record(self.events, self.conditions)
+                self.template_watch.record(self.events, self.conditions)
                 self.publisher.periodic()
         self._shutdown()
         return 1 if self.failure else 0
