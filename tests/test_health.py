@@ -479,6 +479,7 @@ def test_worker_rows_carry_the_loop_table_and_heartbeat_details(mycode_env: Env)
         "last_reason": None,
         "start_error": None,
         "planned": None,
+        "forked": False,  # spawned: [cluster] preload is off
     }
 
 
@@ -661,7 +662,9 @@ def test_the_report_has_exactly_the_v1_fields_and_keepwarms_additions(mycode_env
         "queue_dir", "cleanup", "worker_health", "supervisor", "version",
         "status_reason",  # keepwarm's addition: why the status is error or degraded
         "autoscale",  # keepwarm's addition: off, or what the autoscaler decided (docs/autoscaling.md)
+        "template",  # keepwarm's addition: the preloaded template, or null (docs/warm-start.md)
     }  # fmt: skip
+    assert data["template"] is None
     assert data["autoscale"]["enabled"] is False
     assert data["schema"] == HEALTH_SCHEMA and data["version"] == __version__
     assert data["timestamp"] == iso(NOW) and data["timestamp"].endswith("Z")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +23,8 @@ from keepwarm.runtime.template import FORKED_LOOP_NAME
 
 from .chaos.harness import ChaosPlan, chaos_app, run_chaos
 from .conftest import Services, supervisor_state, wait_until, write_app
+
+KEEPWARM = Path(sys.executable).parent / "keepwarm"
 
 WORKER = """
 import os
@@ -77,6 +81,15 @@ SETTINGS = "[cluster]\nstop_timeout_sec = 5\nrestart_backoff_sec = 0.1\nheartbea
 
 def preload_env(tmp_path: Path, name: str = "warm") -> Env:
     return Env(write_app(tmp_path, name, WORKER, SETTINGS))
+
+
+def run_cli(verb: str, env: Env) -> str:
+    """``keepwarm VERB APP`` for the app's folder; its output (it must succeed)."""
+    done = subprocess.run(
+        [str(KEEPWARM), verb, str(env.app_dir)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def children(pid: int) -> list[int]:
@@ -142,6 +155,14 @@ def test_forked_loops_serve_are_replaced_by_forks_and_outlive_a_killed_template(
     assert f"(pid {loops['loop-0']}, forked)" in service.supervisor_log.read_text()
     rows = supervisor_state(env).loops
     assert all(process_alive(row.pid, row.incarnation) for row in rows), "incarnations on command lines"
+    wait_until(lambda: service.status().template is not None, what="the template in the status report")
+    report = service.status()
+    assert [row.forked for row in report.worker_health] == [True, True]
+    shown_template = report.template
+    assert shown_template is not None and (shown_template.state, shown_template.pid) == ("ready", template)
+    assert shown_template.preload_sec is not None and shown_template.preload_sec > 0
+    shown = run_cli("status", env)
+    assert f"template ready (pid {template}), preload " in shown and "new loops are forked" in shown
 
     results = served(service, 8, seconds=0.05)
     assert {r["preload_pid"] for r in results} == {template}, "preload() ran once, in the template"
@@ -235,6 +256,10 @@ def test_a_preload_that_leaves_a_thread_is_refused_and_loops_spawn_cold(
         lambda: any("template-failed: " in c and "preload-sleeper" in c for c in service.status().conditions),
         what="health to say the template's preload failed",
     )
+    report = service.status()
+    assert report.template is not None and report.template.state == "failed"
+    assert "new loops are spawned cold" in report.template.summary()
+    assert [row.forked for row in report.worker_health] == [False]
     assert template_pid(supervisor_state(env).pid) is None
     assert process_name(result["pid"]) != FORKED_LOOP_NAME
 
@@ -288,6 +313,8 @@ def test_preload_false_spawns_every_loop_and_still_calls_preload(tmp_path: Path,
     assert result["preload_pid"] == result["start_pid"] == result["pid"]
     assert result["table"] == 10_000
     assert template_pid(supervisor_state(env).pid) is None
+    report = service.status()
+    assert report.template is None and [row.forked for row in report.worker_health] == [False]
 
 
 def test_chaos_with_forked_loops_loses_nothing(tmp_path: Path, services: Services) -> None:

@@ -24,9 +24,10 @@ from keepwarm.app import defines_preload, source_stamp
 from keepwarm.backends.base import LoopBackend, LoopHandle
 from keepwarm.env import Env, app_python
 from keepwarm.queue.layout import loop_log_name
+from keepwarm.queue.state import TemplateState
 from keepwarm.runtime.loop import new_incarnation
 from keepwarm.runtime.template import MODULE as TEMPLATE_MODULE
-from keepwarm.runtime.template import ForkRequest, Template, TemplateError, TemplateStatus
+from keepwarm.runtime.template import ForkRequest, Template, TemplateError
 
 log = logging.getLogger("keepwarm.backends.local")
 
@@ -203,7 +204,7 @@ class LocalBackend(LoopBackend):
                 except ChildProcessError:
                     pass
 
-    def template_status(self) -> TemplateStatus | None:
+    def template_status(self) -> TemplateState | None:
         """The template's state and preload time (None: preload is off)."""
         return self.template.status() if self.template is not None else None
 

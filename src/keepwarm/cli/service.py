@@ -36,6 +36,7 @@ HEALTH_COLUMNS = (
     "pid",
     "restarts",
     "last_reason",
+    "forked",
 )
 STATUS_COLOURS = {"running": "green", "idle": "cyan", "degraded": "yellow", "error": "red", "stopped": None}
 
@@ -293,6 +294,8 @@ def print_health(report: HealthReport) -> None:
     scaling = report.autoscale.summary()
     if scaling:
         click.echo(scaling)
+    if report.template is not None:
+        click.echo(report.template.summary())
     for condition in report.conditions:
         click.echo(click.style("condition:", fg="yellow") + f" {condition}")
     if report.worker_health:

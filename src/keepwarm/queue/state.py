@@ -201,6 +201,29 @@ class LoopRow(_State):
     # The last start error of the slot, in the loop's words ("start failed: RuntimeError: ..."),
     # until an incarnation is ready.
     start_error: str | None = None
+    forked: bool = False  # forked from the service's preloaded template ([cluster] preload); else spawned
+
+
+TemplateWord = Literal["starting", "ready", "failed", "stopped"]
+
+
+class TemplateState(_State):
+    """The preloaded template of a service with ``[cluster] preload`` on (``keepwarm.runtime.template``)."""
+
+    state: TemplateWord  # failed: its preload (loops are spawned cold)
+    pid: int | None = None
+    preload_sec: float | None = None
+    error: str | None = None
+    starts: int = 0  # more than 1: the template died and was started again (a planned event)
+
+    def summary(self) -> str:
+        """One line for people: ``template ready (pid 812), preload 1.67 s; new loops are forked``."""
+        line = f"template {self.state}" + (f" (pid {self.pid})" if self.pid else "")
+        if self.state == "ready":
+            line += f", preload {self.preload_sec:.2f} s; new loops are forked"
+        elif self.state == "failed":
+            line += f": {(self.error or 'unknown').splitlines()[0]}; new loops are spawned cold"
+        return line + (f"; started {self.starts} times" if self.starts > 1 else "")
 
 
 class RestartEntry(_State):
@@ -253,6 +276,7 @@ class SupervisorState(_State):
     conditions: list[str] = Field(default_factory=list)
     last_task_at: float | None = None
     autoscale: AutoscaleState | None = None
+    template: TemplateState | None = None  # None: loops are spawned ([cluster] preload off)
     version: str
 
     def parsed_conditions(self) -> list[Condition]:

@@ -48,7 +48,7 @@ from keepwarm.app import App, load_app, worker_method
 from keepwarm.env import Env
 from keepwarm.errors import AppError, KeepwarmError
 from keepwarm.queue.events import EventLog
-from keepwarm.queue.state import Condition, ConditionKind
+from keepwarm.queue.state import Condition, ConditionKind, TemplateState, TemplateWord
 from keepwarm.runtime.loop import WorkerLoop, stop_on_signals
 
 log = logging.getLogger("keepwarm.runtime.template")
@@ -75,17 +75,6 @@ class ForkRequest:
     log_path: str
 
 
-@dataclass(frozen=True)
-class TemplateStatus:
-    """What health and status can show of a service's template."""
-
-    state: str  # starting, ready, failed (its preload: loops are spawned cold), stopped
-    pid: int | None
-    preload_sec: float | None
-    error: str | None
-    starts: int  # more than 1: the template died and was started again
-
-
 # ---------------------------------------------------------------------- the supervisor's side
 
 
@@ -99,7 +88,7 @@ class Template:
         self.process: subprocess.Popen[bytes] | None = None
         self.channel: socket.socket | None = None
         self._buffer = b""
-        self.state = "stopped"  # starting, ready, failed (its preload), stopped
+        self.state: TemplateWord = "stopped"  # starting, ready, failed (its preload), stopped
         self.error: str | None = None
         self.preload_sec: float | None = None
         self.starts = 0
@@ -134,9 +123,11 @@ class Template:
         self.state, self.error, self.preload_sec = "starting", None, None
         log.info("template pid %s started (preloading %s)", self.process.pid, self.env.app_target)
 
-    def status(self) -> TemplateStatus:
+    def status(self) -> TemplateState:
         """Its state, pid, preload time, error and how often it was started."""
-        return TemplateStatus(self.state, self.pid, self.preload_sec, self.error, self.starts)
+        return TemplateState(
+            state=self.state, pid=self.pid, preload_sec=self.preload_sec, error=self.error, starts=self.starts
+        )
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -231,8 +222,8 @@ class TemplateWatch:
     failure in the events log; and its own heartbeat (``keepalive``) while a spawn waits on a preload."""
 
     def __init__(self, backend: object, keepalive: Callable[[], None]) -> None:
-        self.status_of: Callable[[], TemplateStatus | None] | None = getattr(backend, "template_status", None)
-        self.seen: TemplateStatus | None = None
+        self.status_of: Callable[[], TemplateState | None] | None = getattr(backend, "template_status", None)
+        self.seen: TemplateState | None = None  # published in supervisor.json
         if hasattr(backend, "keepalive"):
             backend.keepalive = keepalive
 

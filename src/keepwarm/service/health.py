@@ -177,6 +177,7 @@ def evaluate_health(env: Env, *, now: float | None = None) -> HealthReport:
         worker_health=loops.rows,
         supervisor=supervisor,
         autoscale=AutoscaleHealth.of(state.autoscale if state else None, cluster.autoscale),
+        template=state.template if state and supervisor.alive else None,
         version=__version__,
     )
 
@@ -287,6 +288,7 @@ def evaluate_loop(
         last_reason=row.last_reason,
         start_error=row.start_error or (beat.error if beat is not None and stopped else None),
         planned=planned,
+        forked=row.forked,
     )
 
 

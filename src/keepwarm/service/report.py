@@ -7,7 +7,14 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from keepwarm.queue.state import AutoscaleState, Condition, ConditionKind, FutureState, ServiceStatus
+from keepwarm.queue.state import (
+    AutoscaleState,
+    Condition,
+    ConditionKind,
+    FutureState,
+    ServiceStatus,
+    TemplateState,
+)
 from keepwarm.queue.task import iso_of
 from keepwarm.runtime.heartbeat import HeartbeatState
 from keepwarm.settings_sections import AutoscaleSettings
@@ -39,6 +46,7 @@ class WorkerHealth(HealthModel):
     last_reason: str | None = None
     start_error: str | None = None
     planned: str | None = None
+    forked: bool = False  # forked from the preloaded template ([cluster] preload); else spawned
 
     @property
     def pending(self) -> bool:
@@ -172,6 +180,7 @@ class HealthReport(HealthModel):
     worker_health: list[WorkerHealth] = Field(default_factory=list)
     supervisor: SupervisorHealth = Field(default_factory=SupervisorHealth)
     autoscale: AutoscaleHealth = Field(default_factory=AutoscaleHealth)
+    template: TemplateState | None = None  # the preloaded template, while one serves the loops
     version: str
 
     def to_json_dict(self) -> dict[str, Any]:

@@ -212,6 +212,7 @@ class Supervisor:
                 "future_state": "pending",
                 "started_at": time.time(),
                 "exit_code": None,
+                "forked": bool(getattr(proc, "forked", False)),
             }
         )
         log.info("slot %s: started incarnation %s (%s)", slot.name, proc.incarnation, _where(proc))
