@@ -239,6 +239,22 @@ def test_scaling_up_forks_and_a_killed_supervisor_takes_its_template_and_loops_w
     )
 
 
+def test_the_autoscaler_scales_up_by_forking(tmp_path: Path, services: Services) -> None:
+    autoscale = (
+        "[cluster.autoscale]\nenabled = true\nmin_loops = 1\nmax_loops = 3\ntarget_pending_per_loop = 2\n"
+    )
+    env = Env(write_app(tmp_path, "burst", WORKER, SETTINGS + autoscale))
+    service = services.start(env, slots=1)
+    handles = service.submit_many({"args": {"seconds": 0.2}} for _ in range(30))
+    wait_until(lambda: len(loop_pids(env)) == 3, timeout=20, what="the autoscaler to grow to 3 loops")
+    wait_until(lambda: service.status().workers_healthy_count == 3, timeout=20, what="3 loops ready")
+    assert [row.forked for row in service.status().worker_health] == [True, True, True]
+    assert {process_name(pid) for pid in loop_pids(env).values()} == {FORKED_LOOP_NAME}
+    assert all(handle.result(timeout=60)["table"] == 10_000 for handle in handles)
+    (grown, *_) = service.queue.events.read("autoscale")
+    assert grown["from"] == 1 and grown["to"] > 1
+
+
 def test_a_preload_that_leaves_a_thread_is_refused_and_loops_spawn_cold(
     tmp_path: Path, services: Services, monkeypatch: Any
 ) -> None:

@@ -169,6 +169,12 @@ def load_app(env: Env) -> App:
     return app
 
 
+def preload_enabled(env: Env) -> bool:
+    """``[cluster] preload``, or when unset, whether the worker class defines ``preload``."""
+    wanted = env.settings.cluster.preload
+    return defines_preload(env) if wanted is None else wanted
+
+
 def defines_preload(env: Env) -> bool:
     """Whether the worker class defines ``preload`` in its own body, read from its source without
     importing it (the supervisor never imports app code); an inherited one needs ``preload = true``."""

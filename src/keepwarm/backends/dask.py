@@ -35,6 +35,7 @@ from keepwarm._sys.atomic import write_atomic
 from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm._sys.mounts import describe_mount
 from keepwarm._sys.procs import signal_quietly
+from keepwarm.app import preload_enabled
 from keepwarm.backends.cluster import (
     LOOP_RESOURCE,
     ClusterHandle,
@@ -149,6 +150,11 @@ class DaskBackend:
         from distributed import Client
 
         self.supervisor, self.wake = supervisor, wake
+        if preload_enabled(self.env):
+            log.info(
+                "[cluster] preload: the Dask backend spawns every loop in its worker process, and each "
+                "runs preload() then start(); loops are forked from a template on the local backend only"
+            )
         slots = max(slots, 1)  # a service scaled to zero keeps one worker, to start a loop on
         ensure_private_dir(self.layout.run_markers)
         wait = 0.0  # for a worker that offers the loops' resource

@@ -20,7 +20,7 @@ from keepwarm._sys.child import child_command, flag
 from keepwarm._sys.dirs import ensure_private_dir
 from keepwarm._sys.logfiles import rotated
 from keepwarm._sys.procs import child_pids, process_alive, process_state, set_child_subreaper, signal_quietly
-from keepwarm.app import defines_preload, source_stamp
+from keepwarm.app import preload_enabled, source_stamp
 from keepwarm.backends.base import LoopBackend, LoopHandle
 from keepwarm.env import Env, app_python
 from keepwarm.queue.layout import loop_log_name
@@ -231,12 +231,6 @@ class LocalBackend(LoopBackend):
         """SIGKILL to an earlier supervisor's loop process."""
         if pid is not None:
             signal_quietly(pid, signal.SIGKILL)
-
-
-def preload_enabled(env: Env) -> bool:
-    """``[cluster] preload``, or when unset, whether the worker class defines ``preload``."""
-    wanted = env.settings.cluster.preload
-    return defines_preload(env) if wanted is None else wanted
 
 
 def spawn_loop(
