@@ -588,10 +588,10 @@ def test_status_text_shows_why_loops_restart_and_fail_to_start(tmp_path: Path, s
     lines = completed.stdout.splitlines()
     assert lines[0].startswith("flaky (") and ": error · loops 0 healthy, 2 unhealthy" in lines[0]
     assert f"reason: no loop is healthy: loop-0 loop-error ({error}); loop-1 loop-error ({error})" in lines
-    header = next(line for line in lines if line.startswith("worker "))
-    assert header.split()[-1] == "last_reason"
+    header = next(line for line in lines if line.startswith("worker ")).split()
+    assert header[-2:] == ["last_reason", "forked"]
     table_rows = [line for line in lines if line.startswith("loop-") and " start error:" not in line]
-    assert [line.split()[-1] for line in table_rows] == ["loop-error", "loop-error"]
+    assert [line.split()[-2:] for line in table_rows] == [["loop-error", "False"]] * 2
     assert f"loop-0 start error: {error}" in lines and f"loop-1 start error: {error}" in lines
 
 

@@ -202,6 +202,11 @@ class HealthReportNotWritten(ServiceError):
     """The health report could not be written where it was asked for."""
 
 
+class TemplateError(ServiceError):
+    """The preload template cannot fork loops (its preload failed, it died, or it does not answer):
+    the local backend spawns them cold instead."""
+
+
 class ServiceTaskStopped(ServiceError):
     """The service was stopped (or its start cancelled): its instance serves no more calls."""
 

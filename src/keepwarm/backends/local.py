@@ -23,11 +23,12 @@ from keepwarm._sys.procs import child_pids, process_alive, process_state, set_ch
 from keepwarm.app import preload_enabled, source_stamp
 from keepwarm.backends.base import LoopBackend, LoopHandle
 from keepwarm.env import Env, app_python
+from keepwarm.errors import TemplateError
 from keepwarm.queue.layout import loop_log_name
 from keepwarm.queue.state import TemplateState
 from keepwarm.runtime.loop import new_incarnation
 from keepwarm.runtime.template import MODULE as TEMPLATE_MODULE
-from keepwarm.runtime.template import ForkRequest, Template, TemplateError
+from keepwarm.runtime.template import ForkRequest, Template
 
 log = logging.getLogger("keepwarm.backends.local")
 

@@ -46,7 +46,7 @@ from keepwarm._sys.logfiles import log_tail
 from keepwarm._sys.procs import set_command_line, set_parent_death_signal, set_process_name, signal_quietly
 from keepwarm.app import App, load_app, worker_method
 from keepwarm.env import Env
-from keepwarm.errors import AppError, KeepwarmError
+from keepwarm.errors import AppError, KeepwarmError, TemplateError
 from keepwarm.queue.events import EventLog
 from keepwarm.queue.state import Condition, ConditionKind, TemplateState, TemplateWord
 from keepwarm.runtime.loop import WorkerLoop, stop_on_signals
@@ -59,10 +59,6 @@ FORKED_LOOP_NAME = "keepwarm-loop"  # a forked loop's process name
 FAILED_CONDITION = "template-failed: "  # a health condition while loops are spawned cold instead
 FORK_TIMEOUT_SEC = 10.0  # the supervisor waits this long for the template to answer a fork request
 KEEPALIVE_SEC = 0.5  # while the supervisor waits on a preload, it writes its own heartbeat this often
-
-
-class TemplateError(KeepwarmError):
-    """The template cannot fork loops (its preload failed, it died, or it does not answer)."""
 
 
 @dataclass(frozen=True)
