@@ -57,9 +57,10 @@ class Worker:
 @pytest.fixture
 def squares(tmp_path: Path) -> Env:
     apps = tmp_path / "apps"
-    init_app("squares", apps)
-    (apps / "squares" / "squares" / "worker.py").write_text(WORKER)
-    return Env("squares", apps)
+    # its own name: another file's in-process run may have left a module "squares" in this worker
+    init_app("sq_table", apps)
+    (apps / "sq_table" / "sq_table" / "worker.py").write_text(WORKER)
+    return Env("sq_table", apps)
 
 
 # ---------------------------------------------------------------- sources
@@ -69,8 +70,8 @@ def test_an_app_without_output_has_no_source_and_is_told_how_to_get_one(squares:
     assert list_sources(squares) == []
     with pytest.raises(DataError) as caught:
         find_source(squares, "export")
-    assert "no source 'export' for squares; sources: none: run the app" in str(caught.value)
-    assert "keepwarm run squares" in str(caught.value) and "keepwarm export squares --all" in str(
+    assert "no source 'export' for sq_table; sources: none: run the app" in str(caught.value)
+    assert "keepwarm run sq_table" in str(caught.value) and "keepwarm export sq_table --all" in str(
         caught.value
     )
 
@@ -121,7 +122,7 @@ def test_a_rewritten_export_is_a_new_stamp_and_a_broken_one_a_clear_error(square
     with pytest.raises(DataError) as caught:
         load_source(squares, broken)
     message = str(caught.value)
-    assert f"{path}: cannot be read" in message and "keepwarm export squares --all" in message
+    assert f"{path}: cannot be read" in message and "keepwarm export sq_table --all" in message
 
 
 # ---------------------------------------------------------------- statistics
