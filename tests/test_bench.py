@@ -18,6 +18,19 @@ from .conftest import ROOT
 SCRIPTS = sorted(path for path in (ROOT / "bench").glob("*.py") if path.name != "provenance.py")
 
 
+def run_bench(script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``bench/<script> ARGS`` in this interpreter; it must exit 0 (its output says why not)."""
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=[path.name for path in SCRIPTS])
 def test_a_bench_script_starts(script: Path) -> None:
     completed = subprocess.run(
@@ -39,14 +52,7 @@ def test_the_http_bench_measures_floor_gateway_and_python_api_and_cleans_up(tmp_
     answer checked by the script; its table has each system at each client count, the targets'
     rows, and nothing is left in its work folder."""
     sizes = ["--clients", "1,3", "--requests", "100", "--warmup", "3"]
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "http_front.py"), "--dir", str(tmp_path), *sizes],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
+    completed = run_bench("http_front.py", "--dir", str(tmp_path), *sizes, timeout=240)
     rows = [line.split("|")[1:3] for line in completed.stdout.splitlines() if line.startswith("| ")]
     cases = {(system.strip(), clients.strip()) for system, clients in rows}
     for system in ("floor", "gateway", "python"):
@@ -63,14 +69,7 @@ def test_the_queue_bench_puts_filesystems_side_by_side_and_cleans_up(tmp_path: P
     work, report = tmp_path / "work", tmp_path / "report.json"
     options = ["--filesystems", "disk", "--dir", str(work), "--json", str(report), "--quick"]
     sizes = ["--roundtrips", "100", "--tasks", "20"]
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "queue_roundtrip.py"), *options, *sizes],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
+    completed = run_bench("queue_roundtrip.py", *options, *sizes)
     assert "Round trip p50, ms" in completed.stdout and "Drain, tasks/s" in completed.stdout
     disk = json.loads(report.read_text())["placements"]["disk"]
     assert {(row["system"], row["workers"], row["count"]) for row in disk["latency"]} == {
@@ -91,14 +90,7 @@ def test_the_warm_start_bench_forks_measures_and_leaves_nothing(tmp_path: Path) 
     work, report = tmp_path / "work", tmp_path / "report.json"
     options = ["--dir", str(work), "--json", str(report), "--modes", "on"]
     sizes = ["--mb", "4", "--loops", "2", "--kills", "1"]
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "warm_start.py"), *options, *sizes],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
+    completed = run_bench("warm_start.py", *options, *sizes)
     on = json.loads(report.read_text())["results"]["on"]
     assert on["forked"] is True and on["note"] == "" and on["leftover"] == []
     assert len(on["replaced_sec"]) == 1 and on["scale_up_sec"] > 0 and on["rolling_sec"] > 0
