@@ -41,7 +41,7 @@ from keepwarm.queue.results import wait_for_records  # noqa: E402
 from keepwarm.queue.state import read_supervisor_state  # noqa: E402
 from keepwarm.service.lifecycle import stop_service  # noqa: E402
 from keepwarm.service.liveness import pid_alive  # noqa: E402
-from provenance import describe_machine, source_version  # noqa: E402
+from provenance import describe_machine, source_version, wait_for  # noqa: E402
 
 FLAKY = ROOT / "examples" / "apps" / "flaky"
 MYCODE = ROOT / "examples" / "apps" / "mycode_project"
@@ -87,14 +87,6 @@ def cost(folder: Path, durable: bool) -> tuple[float, float]:
         stop_service(env, timeout=10)
 
 
-def until(predicate: object, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
-
-
 def one_cut(folder: Path, durable: bool, tasks: int) -> dict[str, object]:
     image, mount = folder / "share.img", folder / "mnt"
     make_ext4(image, mount)
@@ -107,13 +99,17 @@ def one_cut(folder: Path, durable: bool, tasks: int) -> dict[str, object]:
         wait_for_records(service.queue, done_before, timeout=120)
         slow = [service.submit({"action": "sleep", "seconds": 5, "value": "slow"}).task_id for _ in range(2)]
         queued = [h.task_id for h in service.submit_many({"args": {"value": n}} for n in range(tasks))]
-        until(lambda: all(service.queue.locate(t).state == "running" for t in slow), "the slow tasks claimed")
+        wait_for(
+            lambda: all(service.queue.locate(t).state == "running" for t in slow),
+            60,
+            "the slow tasks claimed",
+        )
         state = read_supervisor_state(env.service_dir / "supervisor.json")
         assert state is not None
         pids = [state.pid, *(row.pid for row in state.loops if row.pid is not None)]
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
-        until(lambda: not any(pid_alive(pid) for pid in pids), "every keepwarm process gone")
+        wait_for(lambda: not any(pid_alive(pid) for pid in pids), 60, "every keepwarm process gone")
         shutil.copyfile(image, folder / "crashed.img")
         unmount(mount)
         mount_ext4(folder / "crashed.img", mount)

@@ -60,6 +60,7 @@ from starlette.responses import Response
 from provenance import (
     APP,
     APPS_PATH,
+    BenchError,
     Ratio,
     Services,
     add_workdir_options,
@@ -80,10 +81,6 @@ STOP_GRACE_SEC = 15.0
 SYSTEMS = ("floor", "gateway", "python")
 TARGET_ADDED_P50_MS = 1.0
 TARGET_DRAIN_RATIO = 0.5
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 # ---------------------------------------------------------------------- the computation
@@ -619,11 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.serve_floor:
         serve_floor(options.parent_pid)
         return 0
-    try:
-        return run_main(run, options)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_main(run, options)
 
 
 if __name__ == "__main__":

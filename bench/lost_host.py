@@ -50,19 +50,10 @@ from tests.test_lost_host import HOSTS, loop_hosts  # noqa: E402
 from keepwarm.api import Service  # noqa: E402
 from keepwarm.env import Env  # noqa: E402
 from keepwarm.service.lifecycle import stop_service  # noqa: E402
-from provenance import source_version  # noqa: E402
+from provenance import source_version, wait_for  # noqa: E402
 
 LOOPS_PER_HOST = 2  # room for both loops on the host left
-POLL_SEC = 0.02
 Row = tuple[float, int, int]  # seconds to both loops on the host left, tasks done, tasks not done
-
-
-def wait_for(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(POLL_SEC)
 
 
 def one_round(

@@ -183,9 +183,22 @@ def interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, poll: float = 0.01) -> None:
+    """Poll ``predicate`` until it is true; a ``TimeoutError`` naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(poll)
+
+
+class BenchError(RuntimeError):
+    """A benchmark that cannot go on: a process it started failed, or an answer was wrong."""
+
+
 def run_main(run: Callable[[argparse.Namespace], int], options: argparse.Namespace) -> int:
     """A benchmark's ``run(options)``: Ctrl-C or SIGTERM (its services are stopped by then) exits
-    130, a keepwarm error is one line on stderr and exit 1."""
+    130, a keepwarm error or a ``BenchError`` is one line on stderr and exit 1."""
     import keepwarm
 
     signal.signal(signal.SIGTERM, interrupt)
@@ -194,6 +207,6 @@ def run_main(run: Callable[[argparse.Namespace], int], options: argparse.Namespa
     except KeyboardInterrupt:
         print("interrupted: services stopped, temp dir removed", file=sys.stderr)
         return 130
-    except keepwarm.KeepwarmError as exc:
+    except (keepwarm.KeepwarmError, BenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

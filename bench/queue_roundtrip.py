@@ -59,11 +59,12 @@ from provenance import (
     APPS_PATH,
     ROOT,
     TMPFS_DIR,
+    BenchError,
     Ratio,
     add_workdir_options,
     compute,
     describe_machine,
-    interrupt,
+    run_main,
     task_inputs,
     temp_dir_under,
     temp_workdir,
@@ -76,10 +77,6 @@ DRAIN_TIMEOUT_SEC = 900.0
 START_TIMEOUT_SEC = 60.0
 STOP_GRACE_SEC = 15.0
 PAUSE_SEC = 120.0
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 # ---------------------------------------------------------------------- the computation
@@ -680,7 +677,6 @@ def placements(options: argparse.Namespace, sizes: Sizes) -> Iterator[list[Place
 
 def run_filesystems(options: argparse.Namespace) -> int:
     """keepwarm and naive on each filesystem of ``--filesystems``, one after the other, in one run."""
-    signal.signal(signal.SIGTERM, interrupt)
     systems = [system for system in SYSTEMS if system.name in FS_SYSTEMS]
     measured: dict[str, tuple[Placement, Results]] = {}
     with placements(options, choose_sizes(options)) as where:
@@ -830,7 +826,6 @@ def choose_pause(options: argparse.Namespace, filesystem: str | None) -> float:
 
 def run(options: argparse.Namespace) -> int:
     sizes = choose_sizes(options)
-    signal.signal(signal.SIGTERM, interrupt)
     results = Results()
     with temp_workdir(options, "queue_roundtrip-") as workdir:
         machine = describe_machine(workdir, ("distributed",))
@@ -852,14 +847,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if options.filesystems and options.tmpfs:
         raise SystemExit("--tmpfs and --filesystems: list tmpfs in --filesystems instead")
-    try:
-        return run_filesystems(options) if options.filesystems else run(options)
-    except KeyboardInterrupt:
-        print("interrupted: children stopped, temp dir removed", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_main(run_filesystems if options.filesystems else run, options)
 
 
 if __name__ == "__main__":

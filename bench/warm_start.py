@@ -51,6 +51,7 @@ from typing import Any
 import tomlkit
 
 import keepwarm
+from keepwarm._sys.procs import child_pids, process_alive
 from keepwarm.queue.state import read_supervisor_state
 from keepwarm.runtime.heartbeat import read_heartbeat
 from provenance import Services, add_workdir_options, describe_machine, run_main, temp_workdir
@@ -107,29 +108,13 @@ def used_mb() -> float:
 
 
 def descendants(root: int) -> list[int]:
-    """``root`` and every process below it, from each process's parent in ``/proc/<pid>/stat``."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
+    """``root`` and every process below it."""
     found, todo = [], [root]
     while todo:
         pid = todo.pop()
         found.append(pid)
-        todo.extend(children.get(pid, []))
+        todo.extend(child_pids(pid))
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 # ---------------------------------------------------------------------- one service's loops
@@ -279,9 +264,9 @@ def measure(mode: str, workdir: Path, services: Services, options: argparse.Name
 def end_leftovers(pids: set[int], timeout: float = 10.0) -> list[int]:
     """The processes still alive ``timeout`` s after stop, each then killed by its pid."""
     deadline = time.monotonic() + timeout
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = sorted(pid for pid in pids if alive(pid))
+    left = sorted(pid for pid in pids if process_alive(pid))
     for pid in left:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -404,9 +389,8 @@ def print_report(
 
 
 def ratio_of(a: float | bool | None, b: float | bool | None) -> float | None:
-    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None or not a:
-        return None
-    return b / a
+    """``b / a`` (on / off) for figures; None for a yes-or-no row."""
+    return None if isinstance(a, bool) or isinstance(b, bool) else ratio(b, a)
 
 
 def shown(value: float | bool | None, unit: str) -> str:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from keepwarm._sys.procs import process_alive, process_state
+from keepwarm._sys.procs import child_pids, process_alive, process_state
 from keepwarm.api import Service
 from keepwarm.env import Env
 from keepwarm.queue.state import read_supervisor_state
@@ -92,17 +92,6 @@ def run_cli(verb: str, env: Env) -> str:
     return done.stdout
 
 
-def children(pid: int) -> list[int]:
-    """The pids of ``pid``'s children (from /proc/<pid>/task/*/children)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            found += [int(child) for child in task.read_text().split()]
-        except OSError:
-            pass
-    return found
-
-
 def command_line(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -121,7 +110,7 @@ def template_pid(supervisor: int) -> int | None:
     """The supervisor's template child (forked loops share its command line, not its name)."""
     found = [
         pid
-        for pid in children(supervisor)
+        for pid in child_pids(supervisor)
         if "keepwarm.runtime.template" in command_line(pid) and process_name(pid) != FORKED_LOOP_NAME
     ]
     alive = [pid for pid in found if process_state(pid) not in (None, "Z")]
@@ -138,7 +127,7 @@ def served(service: Service, count: int, seconds: float = 0.0) -> list[dict[str,
 
 
 def no_zombie_children(supervisor: int) -> bool:
-    return all(process_state(pid) != "Z" for pid in children(supervisor))
+    return all(process_state(pid) != "Z" for pid in child_pids(supervisor))
 
 
 def test_forked_loops_serve_are_replaced_by_forks_and_outlive_a_killed_template(
@@ -148,9 +137,9 @@ def test_forked_loops_serve_are_replaced_by_forks_and_outlive_a_killed_template(
     service = services.start(env, slots=2)
     supervisor = supervisor_state(env).pid
     template = template_pid(supervisor)
-    assert template is not None, f"no template among the supervisor's children {children(supervisor)}"
+    assert template is not None, f"no template among the supervisor's children {child_pids(supervisor)}"
     loops = loop_pids(env)
-    assert set(loops.values()) <= set(children(supervisor)), "forked loops are the supervisor's children"
+    assert set(loops.values()) <= set(child_pids(supervisor)), "forked loops are the supervisor's children"
     assert {process_name(pid) for pid in loops.values()} == {FORKED_LOOP_NAME}
     assert f"(pid {loops['loop-0']}, forked)" in service.supervisor_log.read_text()
     rows = supervisor_state(env).loops
@@ -182,7 +171,7 @@ def test_forked_loops_serve_are_replaced_by_forks_and_outlive_a_killed_template(
     wait_until(lambda: process_state(victim) is None, what="the killed loop reaped, not a zombie")
     replacement = loop_pids(env)["loop-0"]
     assert template_pid(supervisor) == template
-    assert replacement in children(supervisor)
+    assert replacement in child_pids(supervisor)
 
     os.kill(template, signal.SIGKILL)
     wait_until(
@@ -288,7 +277,7 @@ def test_orphans_a_loop_leaves_are_reaped_and_after_a_deploy_loops_fork_from_a_n
     (before,) = served(service, 1)
     assert before["version"] == 1
     orphan = service.submit({"orphan": True}).result(timeout=30)["orphan"]
-    assert orphan in children(supervisor_state(env).pid), "the supervisor adopted the loop's orphan"
+    assert orphan in child_pids(supervisor_state(env).pid), "the supervisor adopted the loop's orphan"
     wait_until(lambda: process_state(orphan) is None, what="the adopted orphan reaped, not left a zombie")
     worker = env.app_dir / "deployed_code" / "worker.py"
     worker.write_text(worker.read_text().replace("VERSION = 1", "VERSION = 2"))
