@@ -97,7 +97,7 @@ class Publisher:
             conditions=[str(c) for c in supervisor.conditions],
             last_task_at=supervisor.last_task_at,
             autoscale=None if autoscaler is None else autoscaler.state(fleet_of(supervisor)),
-            template=getattr(supervisor, "template_watch", None) and supervisor.template_watch.seen,
+            template=supervisor.template_watch.seen,
             version=__version__,
         )
 

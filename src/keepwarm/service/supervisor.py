@@ -94,6 +94,7 @@ class Supervisor:
         self.started_at = utc_now()
         self.leftovers: Leftovers | None = None
         self.publisher = Publisher(self)
+        self.template_watch = TemplateWatch(self.backend, self.publisher.write_state)  # [cluster] preload
         self.stop_timeout = self.settings.stop_timeout_sec
         self._stop_requested = False
         self.backend_lost_at: float | None = None
@@ -131,7 +132,6 @@ class Supervisor:
             self.orphan_backend = make_backend(self.env, previous.backend)
         try:
             self.backend.open(self.incarnation, self.wake, self.desired)
-            self.template_watch = TemplateWatch(self.backend, self.publisher.write_state)  # [cluster] preload
         except Exception as exc:
             log.error("%s", exc, exc_info=not isinstance(exc, KeepwarmError))
             self.events.append("start-failed", incarnation=self.incarnation, error=str(exc))
