@@ -203,6 +203,9 @@ def report_facts(outcome: Outcome) -> tuple[Any, ...]:
         doc.get("workers_healthy_count"),
         doc.get("workers_unhealthy_count"),
         tuple(sorted((doc.get("queue") or {}).get(k, 0) for k in ("pending", "running", "done", "failed"))),
+        # how each loop started and the preload template (warm start): every surface carries them
+        tuple(row.get("forked") for row in doc.get("worker_health") or []),
+        "template" in doc and doc["template"],
     )
 
 
@@ -343,6 +346,7 @@ def test_status_reads_alike(world: World, surfaces: dict[str, Any], tasks_namesp
     answers = ask(surfaces, "status", "status", APP, tasks_namespace)
     facts = same(answers, report_facts, "status")
     assert facts[:6] == (True, "running", APP, tasks_namespace, 2, 0), facts
+    assert facts[7:] == ((False, False), None), facts  # spawned loops, no template: preload is off
 
 
 def test_retry_answers_alike(world: World, surfaces: dict[str, Any], tasks_namespace: str) -> None:
